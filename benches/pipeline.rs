@@ -1,0 +1,72 @@
+//! Criterion benches of the hot stages, on data generated in the bench.
+//!
+//! `cargo bench --bench pipeline`
+
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use datafusion::arrow::array::{Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::datatypes::DataType;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use recur::ingest::contacts_in_schema;
+use recur::timeline::{Mode, TimelineParams, process};
+
+const H: i64 = 3_600_000_000;
+
+/// A batch sorted by (customer, ts) as the operator receives it.
+fn sorted_batch(rows: usize, customers: usize) -> RecordBatch {
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut v: Vec<(String, i64, &str)> = (0..rows)
+        .map(|_| {
+            let c = rng.random_range(0..customers);
+            let r = ["billing", "outage", "password", "plan", "device", "refund"]
+                [rng.random_range(0..6)];
+            (format!("C{c:08}"), rng.random_range(0..90 * 24 * H), r)
+        })
+        .collect();
+    v.sort();
+    let n = v.len() as i64;
+    RecordBatch::try_new(
+        contacts_in_schema(&DataType::Int64),
+        vec![
+            Arc::new(Int64Array::from_iter_values(1..=n)),
+            Arc::new(StringArray::from_iter_values(
+                v.iter().map(|r| r.0.as_str()),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(v.iter().map(|r| r.1))
+                    .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter_values(v.iter().map(|_| "phone"))),
+            Arc::new(StringArray::from_iter_values(v.iter().map(|r| r.2))),
+            Arc::new(StringArray::from(vec![None::<&str>; v.len()])),
+            Arc::new(Int64Array::from_iter_values(0..n)),
+        ],
+    )
+    .expect("valid batch")
+}
+
+fn timeline(c: &mut Criterion) {
+    let rows = 200_000;
+    let batch = sorted_batch(rows, rows / 5);
+    let params = TimelineParams {
+        repeat_window_us: 24 * H,
+        cluster_window_us: 7 * 24 * H,
+        data_end_us: 90 * 24 * H,
+        tz: chrono_tz::UTC,
+    };
+    let mut g = c.benchmark_group("timeline");
+    g.throughput(Throughput::Elements(rows as u64));
+    g.sample_size(20);
+    g.bench_function("contacts", |b| {
+        b.iter(|| process(&batch, Mode::Contacts, &params).unwrap())
+    });
+    g.bench_function("followups", |b| {
+        b.iter(|| process(&batch, Mode::Followups, &params).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, timeline);
+criterion_main!(benches);

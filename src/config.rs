@@ -1,0 +1,277 @@
+//! Run parameters: defaults, the optional TOML file, and validation.
+//!
+//! Input: raw values from the command line ([`ConfigFile`]-shaped, every
+//! field optional) and an optional TOML file with the same keys.
+//! Output: a validated [`PipelineConfig`]. Precedence is flag over file over
+//! default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Default customer column.
+pub const DEFAULT_CUSTOMER_COL: &str = "customer_id";
+/// Default time column.
+pub const DEFAULT_TIME_COL: &str = "ts";
+/// Default channel column.
+pub const DEFAULT_CHANNEL_COL: &str = "channel";
+/// Default reason column.
+pub const DEFAULT_REASON_COL: &str = "reason";
+/// Default contact id column (used only when the input has it).
+pub const DEFAULT_CONTACT_ID_COL: &str = "contact_id";
+/// Default time zone for naive timestamps.
+pub const DEFAULT_TIMEZONE: &str = "UTC";
+/// Default repeat window: 24 hours.
+pub const DEFAULT_REPEAT_WINDOW: &str = "24h";
+/// Default cluster window: 7 days.
+pub const DEFAULT_CLUSTER_WINDOW: &str = "7d";
+/// Default minimum support of a reported A→B cluster.
+pub const DEFAULT_MIN_SUPPORT: u64 = 30;
+/// Default output folder of a run without `--out`.
+pub const DEFAULT_OUT_DIR: &str = "recur-out";
+
+/// The keys of the TOML config file; every key is optional and has the same
+/// name as the long flag, with `-` written as `_`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Input files, folders or globs.
+    pub inputs: Option<Vec<String>>,
+    /// Output folder.
+    pub out: Option<PathBuf>,
+    /// Customer column.
+    pub customer_col: Option<String>,
+    /// Time column.
+    pub time_col: Option<String>,
+    /// Channel column.
+    pub channel_col: Option<String>,
+    /// Reason column.
+    pub reason_col: Option<String>,
+    /// Contact id column.
+    pub contact_id_col: Option<String>,
+    /// Agent column.
+    pub agent_col: Option<String>,
+    /// IANA time zone for naive timestamps.
+    pub timezone: Option<String>,
+    /// Repeat window, e.g. `24h`.
+    pub repeat_window: Option<String>,
+    /// Cluster window, e.g. `7d`.
+    pub cluster_window: Option<String>,
+    /// Minimum support of a reported cluster.
+    pub min_support: Option<u64>,
+    /// Placeholder customer ids to leave out.
+    pub exclude_customer: Option<Vec<String>>,
+}
+
+impl ConfigFile {
+    /// Reads a TOML config file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| Error::Config {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Fills every key unset in `self` from `lower` (flags over file).
+    pub fn or(self, lower: ConfigFile) -> ConfigFile {
+        ConfigFile {
+            inputs: self.inputs.or(lower.inputs),
+            out: self.out.or(lower.out),
+            customer_col: self.customer_col.or(lower.customer_col),
+            time_col: self.time_col.or(lower.time_col),
+            channel_col: self.channel_col.or(lower.channel_col),
+            reason_col: self.reason_col.or(lower.reason_col),
+            contact_id_col: self.contact_id_col.or(lower.contact_id_col),
+            agent_col: self.agent_col.or(lower.agent_col),
+            timezone: self.timezone.or(lower.timezone),
+            repeat_window: self.repeat_window.or(lower.repeat_window),
+            cluster_window: self.cluster_window.or(lower.cluster_window),
+            min_support: self.min_support.or(lower.min_support),
+            exclude_customer: self.exclude_customer.or(lower.exclude_customer),
+        }
+    }
+}
+
+/// How input columns map to recur's roles.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ColumnMapping {
+    /// Customer id column.
+    pub customer: String,
+    /// Timestamp column.
+    pub time: String,
+    /// Channel column.
+    pub channel: String,
+    /// True when the channel column was named explicitly (then it must exist).
+    pub channel_explicit: bool,
+    /// Reason column.
+    pub reason: String,
+    /// Contact id column.
+    pub contact_id: String,
+    /// True when the contact id column was named explicitly (then it must exist).
+    pub contact_id_explicit: bool,
+    /// Optional agent column.
+    pub agent: Option<String>,
+}
+
+/// A validated run configuration.
+#[derive(Debug, Clone, Serialize)]
+pub struct PipelineConfig {
+    /// Input paths, folders or globs.
+    pub inputs: Vec<String>,
+    /// Output folder.
+    pub out: PathBuf,
+    /// Column mapping.
+    pub columns: ColumnMapping,
+    /// Time zone used to read naive timestamps and to name local dates.
+    pub timezone: String,
+    /// Repeat window in microseconds.
+    pub repeat_window_us: i64,
+    /// Cluster window in microseconds.
+    pub cluster_window_us: i64,
+    /// Minimum support of a reported cluster.
+    pub min_support: u64,
+    /// Placeholder customer ids to leave out.
+    pub exclude_customers: Vec<String>,
+    /// Number of partitions (threads) for the per-customer pass; 0 = cores.
+    pub target_partitions: usize,
+}
+
+impl PipelineConfig {
+    /// Validates merged raw values into a config, applying defaults.
+    pub fn from_raw(raw: ConfigFile) -> Result<Self> {
+        let timezone = raw.timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.into());
+        timezone.parse::<chrono_tz::Tz>().map_err(|_| {
+            Error::param("--timezone", format!("unknown IANA time zone '{timezone}'"))
+        })?;
+        let repeat_window_us = parse_duration_us(
+            raw.repeat_window
+                .as_deref()
+                .unwrap_or(DEFAULT_REPEAT_WINDOW),
+        )
+        .map_err(|e| Error::param("--repeat-window", e))?;
+        let cluster_window_us = parse_duration_us(
+            raw.cluster_window
+                .as_deref()
+                .unwrap_or(DEFAULT_CLUSTER_WINDOW),
+        )
+        .map_err(|e| Error::param("--cluster-window", e))?;
+        let columns = ColumnMapping {
+            customer: raw
+                .customer_col
+                .unwrap_or_else(|| DEFAULT_CUSTOMER_COL.into()),
+            time: raw.time_col.unwrap_or_else(|| DEFAULT_TIME_COL.into()),
+            channel_explicit: raw.channel_col.is_some(),
+            channel: raw
+                .channel_col
+                .unwrap_or_else(|| DEFAULT_CHANNEL_COL.into()),
+            reason: raw.reason_col.unwrap_or_else(|| DEFAULT_REASON_COL.into()),
+            contact_id_explicit: raw.contact_id_col.is_some(),
+            contact_id: raw
+                .contact_id_col
+                .unwrap_or_else(|| DEFAULT_CONTACT_ID_COL.into()),
+            agent: raw.agent_col,
+        };
+        Ok(PipelineConfig {
+            inputs: raw.inputs.unwrap_or_default(),
+            out: raw.out.unwrap_or_else(|| PathBuf::from(DEFAULT_OUT_DIR)),
+            columns,
+            timezone,
+            repeat_window_us,
+            cluster_window_us,
+            min_support: raw.min_support.unwrap_or(DEFAULT_MIN_SUPPORT),
+            exclude_customers: raw.exclude_customer.unwrap_or_default(),
+            target_partitions: 0,
+        })
+    }
+
+    /// The parsed time zone.
+    pub fn tz(&self) -> chrono_tz::Tz {
+        self.timezone.parse().expect("validated in from_raw")
+    }
+}
+
+/// Parses a duration such as `90s`, `15m`, `24h`, `7d` or `2w` into
+/// microseconds. A bare number is seconds. The duration must be positive.
+pub fn parse_duration_us(s: &str) -> std::result::Result<i64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("'{s}' is not a duration like 15m, 24h or 7d"))?;
+    let unit_s: f64 = match unit.trim() {
+        "" | "s" | "sec" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        "w" => 604_800.0,
+        other => {
+            return Err(format!(
+                "unknown unit '{other}' in '{s}' (use s, m, h, d or w)"
+            ));
+        }
+    };
+    let us = (value * unit_s * 1e6).round();
+    if !(1.0..1e17).contains(&us) {
+        return Err(format!("'{s}' must be a positive duration"));
+    }
+    Ok(us as i64)
+}
+
+/// Renders microseconds as a readable exact duration: days from two days
+/// up (`7d`), else hours (`24h`), minutes (`15m`) or seconds (`90s`).
+pub fn format_duration_us(us: i64) -> String {
+    const S: i64 = 1_000_000;
+    if us % (86_400 * S) == 0 && us >= 2 * 86_400 * S {
+        format!("{}d", us / (86_400 * S))
+    } else if us % (3600 * S) == 0 {
+        format!("{}h", us / (3600 * S))
+    } else if us % (60 * S) == 0 {
+        format!("{}m", us / (60 * S))
+    } else {
+        format!("{}s", us as f64 / S as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_us("24h").unwrap(), 86_400_000_000);
+        assert_eq!(parse_duration_us("15m").unwrap(), 900_000_000);
+        assert_eq!(parse_duration_us("7d").unwrap(), 604_800_000_000);
+        assert_eq!(parse_duration_us("90").unwrap(), 90_000_000);
+        assert_eq!(parse_duration_us("1.5h").unwrap(), 5_400_000_000);
+        assert!(parse_duration_us("0h").is_err());
+        assert!(parse_duration_us("h").is_err());
+        assert!(parse_duration_us("5y").is_err());
+        assert_eq!(format_duration_us(86_400_000_000), "24h");
+        assert_eq!(format_duration_us(604_800_000_000), "7d");
+        assert_eq!(format_duration_us(5_400_000_000), "90m");
+        assert_eq!(format_duration_us(1_500_000), "1.5s");
+    }
+
+    #[test]
+    fn flags_win_over_file() {
+        let flags = ConfigFile {
+            min_support: Some(5),
+            ..Default::default()
+        };
+        let file: ConfigFile =
+            toml::from_str("min_support = 9\ntimezone = 'Europe/Paris'").unwrap();
+        let cfg = PipelineConfig::from_raw(flags.or(file)).unwrap();
+        assert_eq!(cfg.min_support, 5);
+        assert_eq!(cfg.timezone, "Europe/Paris");
+        assert_eq!(cfg.columns.customer, DEFAULT_CUSTOMER_COL);
+    }
+}

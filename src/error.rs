@@ -1,0 +1,155 @@
+//! The one error type of the library.
+//!
+//! Errors split in two families, which the binary maps to exit codes:
+//! bad input (exit code 2) — a file, column or value the user can fix — and
+//! internal failures (exit code 1).
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in a recur run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A path given as input does not exist or matches nothing.
+    #[error("input not found: {path}")]
+    InputNotFound {
+        /// The path or glob as given.
+        path: String,
+    },
+    /// A directory or glob held no Parquet files.
+    #[error("no parquet files found under {path}")]
+    NoParquetFiles {
+        /// The directory or glob as given.
+        path: String,
+    },
+    /// A file could not be opened or is not Parquet.
+    #[error("failed to read {path} as parquet: {reason}")]
+    UnreadableFile {
+        /// The file.
+        path: PathBuf,
+        /// What the Parquet reader said.
+        reason: String,
+    },
+    /// A mapped column is not in a file.
+    #[error("column '{column}' ({role}) not found in {path}; the file has columns: {available}")]
+    MissingColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column name that was looked for.
+        column: String,
+        /// What the column is used for (customer, time, reason, ...).
+        role: &'static str,
+        /// The columns the file does have, comma separated.
+        available: String,
+    },
+    /// A column whose type cannot be used for its role.
+    #[error(
+        "column '{column}' ({role}) in {path} has type {data_type}, which cannot be read as {expected}; example value: {example}"
+    )]
+    BadColumnType {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: String,
+        /// What the column is used for.
+        role: &'static str,
+        /// The Arrow type found.
+        data_type: String,
+        /// What was expected.
+        expected: &'static str,
+        /// A value from the column, rendered as text.
+        example: String,
+    },
+    /// A time column none of whose values can be read as a time.
+    #[error(
+        "column '{column}' in {path} cannot be read as time: none of its {count} non-null values parse; example value: {example:?}"
+    )]
+    UnparseableTimeColumn {
+        /// The file.
+        path: PathBuf,
+        /// The column.
+        column: String,
+        /// How many non-null values failed.
+        count: u64,
+        /// One failing value.
+        example: String,
+    },
+    /// A flag or configuration value is invalid.
+    #[error("invalid {name}: {reason}")]
+    InvalidParameter {
+        /// The flag or key.
+        name: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// A configuration file could not be read or parsed.
+    #[error("failed to read config {path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// The parse or I/O error.
+        reason: String,
+    },
+    /// A ground-truth or other JSON file could not be handled.
+    #[error("json error in {path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The parser error.
+        source: serde_json::Error,
+    },
+    /// A query engine failure.
+    #[error(transparent)]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+    /// An Arrow failure.
+    #[error(transparent)]
+    Arrow(#[from] datafusion::arrow::error::ArrowError),
+    /// A Parquet failure.
+    #[error(transparent)]
+    Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    /// An I/O failure, with the path involved.
+    #[error("i/o error on {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// True when the error is the user's input (exit code 2), false when it
+    /// is an internal failure (exit code 1).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            Error::InputNotFound { .. }
+                | Error::NoParquetFiles { .. }
+                | Error::UnreadableFile { .. }
+                | Error::MissingColumn { .. }
+                | Error::BadColumnType { .. }
+                | Error::UnparseableTimeColumn { .. }
+                | Error::InvalidParameter { .. }
+                | Error::Config { .. }
+                | Error::Json { .. }
+        )
+    }
+
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn param(name: &str, reason: impl Into<String>) -> Self {
+        Error::InvalidParameter {
+            name: name.to_string(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -1,0 +1,831 @@
+//! Stage 1 — ingest: find the input files, scan the mapped columns with
+//! DataFusion and normalise them into recur's contact schema.
+//!
+//! Input: Parquet files, folders (read recursively, hive-style folders such as
+//! `date=2026-11-01/` allowed) or globs, and a [`ColumnMapping`].
+//!
+//! Output ([`Ingested`]): batches of the internal `contacts_in` schema
+//!
+//! | column      | type                    | notes                                   |
+//! |-------------|-------------------------|-----------------------------------------|
+//! | contact_id  | Int64 or Utf8, not null | from the input, or assigned 1.. in input order |
+//! | customer_id | Utf8, not null          | any input type, rendered as text        |
+//! | ts          | Timestamp(µs, UTC)      | see the time rules below                |
+//! | channel     | Utf8, nullable          | `all` when the log has no channel column |
+//! | reason      | Utf8, nullable          |                                         |
+//! | agent       | Utf8, nullable          | all null unless `--agent-col` is given  |
+//! | _row        | Int64                   | global input row number, the last tie-breaker |
+//!
+//! plus [`IngestStats`]: rows read, used and excluded by reason.
+//!
+//! Rules:
+//! - Rows whose customer id is null or empty are excluded as `null_customer_id`;
+//!   ids listed with `--exclude-customer` as `placeholder_customer_id`.
+//! - Time: Arrow timestamps of any unit (with a zone: taken as is; naive: read
+//!   in `--timezone`), Date32/Date64 (local midnight), integer epochs and
+//!   strings. An integer epoch's unit is told by its magnitude:
+//!   |v| < 10^11 seconds, < 10^14 milliseconds, < 10^17 microseconds, else
+//!   nanoseconds — unambiguous for every instant between 1973 and 5138.
+//!   Strings: RFC 3339 / ISO 8601 with an offset, or naive ISO 8601
+//!   (`2026-11-01 08:30:00`, `2026-11-01T08:30`, `2026-11-01`) read in
+//!   `--timezone`. Null times are excluded as `null_timestamp`; strings that do
+//!   not parse as `unparseable_timestamp` (with an example). A string column in
+//!   which no value parses is an error; any other type is an error.
+//! - Channels, reasons and agents may be strings, dictionary-encoded strings
+//!   or integer codes; they are rendered as text.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::prelude::{ParquetReadOptions, SessionContext};
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::config::{ColumnMapping, PipelineConfig};
+use crate::error::{Error, Result};
+
+/// The channel given to every contact of a log without a channel column.
+pub const SINGLE_CHANNEL: &str = "all";
+
+/// Exclusion reason: customer id null or empty.
+pub const EXCL_NULL_CUSTOMER: &str = "null_customer_id";
+/// Exclusion reason: customer id listed as a placeholder.
+pub const EXCL_PLACEHOLDER: &str = "placeholder_customer_id";
+/// Exclusion reason: timestamp null.
+pub const EXCL_NULL_TS: &str = "null_timestamp";
+/// Exclusion reason: timestamp string that does not parse.
+pub const EXCL_BAD_TS: &str = "unparseable_timestamp";
+
+/// One input file as read.
+#[derive(Debug, Clone, Serialize)]
+pub struct InputFile {
+    /// Path as resolved.
+    pub path: PathBuf,
+    /// Rows in the file.
+    pub rows: u64,
+    /// Size in bytes.
+    pub bytes: u64,
+}
+
+/// Rows excluded for one reason.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Excluded {
+    /// How many rows.
+    pub rows: u64,
+    /// One offending value, when there is one to show.
+    pub example: Option<String>,
+}
+
+/// What ingest read, used and left out.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct IngestStats {
+    /// The files read, in order.
+    pub inputs: Vec<InputFile>,
+    /// Rows read from all files.
+    pub rows_read: u64,
+    /// Rows passed on to analysis.
+    pub rows_used: u64,
+    /// Rows left out, by reason.
+    pub excluded: BTreeMap<String, Excluded>,
+    /// Notes on how the input was interpreted (single channel, assigned ids…).
+    pub notes: Vec<String>,
+    /// Earliest used timestamp (µs since epoch, UTC).
+    pub min_ts_us: Option<i64>,
+    /// Latest used timestamp (µs since epoch, UTC).
+    pub max_ts_us: Option<i64>,
+}
+
+/// Normalised contacts and the ingest statistics.
+#[derive(Debug)]
+pub struct Ingested {
+    /// The `contacts_in` schema.
+    pub schema: SchemaRef,
+    /// Normalised batches, spread over partitions.
+    pub partitions: Vec<Vec<RecordBatch>>,
+    /// Counts.
+    pub stats: IngestStats,
+}
+
+/// Resolves inputs (files, folders, globs) into a sorted list of files.
+pub fn resolve_inputs(inputs: &[String]) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for input in inputs {
+        let path = Path::new(input);
+        if path.is_file() {
+            files.push(path.to_path_buf());
+        } else if path.is_dir() {
+            let before = files.len();
+            walk_dir(path, &mut files)?;
+            if files.len() == before {
+                return Err(Error::NoParquetFiles {
+                    path: input.clone(),
+                });
+            }
+        } else if input.contains(['*', '?', '[']) {
+            let paths = glob::glob(input).map_err(|e| Error::param("input glob", e.to_string()))?;
+            let mut found = Vec::new();
+            for p in paths.flatten() {
+                if p.is_file() {
+                    found.push(p);
+                } else if p.is_dir() {
+                    walk_dir(&p, &mut found)?;
+                }
+            }
+            if found.is_empty() {
+                return Err(Error::NoParquetFiles {
+                    path: input.clone(),
+                });
+            }
+            found.sort();
+            files.extend(found);
+        } else {
+            return Err(Error::InputNotFound {
+                path: input.clone(),
+            });
+        }
+    }
+    let mut seen = HashSet::new();
+    files.retain(|f| seen.insert(f.clone()));
+    Ok(files)
+}
+
+fn walk_dir(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') || name.starts_with('_') {
+            continue;
+        }
+        if p.is_dir() {
+            walk_dir(&p, out)?;
+        } else if name.ends_with(".parquet") || name.ends_with(".parq") {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// The columns to read from one file and how to interpret them.
+#[derive(Debug, Clone)]
+struct FilePlan {
+    path: PathBuf,
+    rows: u64,
+    bytes: u64,
+    schema: SchemaRef,
+    has_channel: bool,
+    has_contact_id: bool,
+}
+
+fn inspect_file(path: &Path) -> Result<FilePlan> {
+    let file = std::fs::File::open(path).map_err(|e| Error::UnreadableFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let builder =
+        ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::UnreadableFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
+    Ok(FilePlan {
+        path: path.to_path_buf(),
+        rows,
+        bytes,
+        schema: builder.schema().clone(),
+        has_channel: false,
+        has_contact_id: false,
+    })
+}
+
+fn missing(plan: &FilePlan, column: &str, role: &'static str) -> Error {
+    Error::MissingColumn {
+        path: plan.path.clone(),
+        column: column.to_string(),
+        role,
+        available: plan
+            .schema
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+    }
+}
+
+/// The internal `contacts_in` schema. `agent` is always present (all null
+/// when no agent column is mapped) so that queries need no variants.
+pub fn contacts_in_schema(contact_id_type: &DataType) -> SchemaRef {
+    let mut fields = vec![
+        Field::new("contact_id", contact_id_type.clone(), false),
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
+        Field::new("channel", DataType::Utf8, true),
+        Field::new("reason", DataType::Utf8, true),
+    ];
+    fields.push(Field::new("agent", DataType::Utf8, true));
+    fields.push(Field::new("_row", DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+/// Reads and normalises all inputs.
+pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingested> {
+    let files = resolve_inputs(&cfg.inputs)?;
+    if files.is_empty() {
+        return Err(Error::param("inputs", "no input files given"));
+    }
+    let cols = &cfg.columns;
+    let mut plans = files
+        .iter()
+        .map(|p| inspect_file(p))
+        .collect::<Result<Vec<_>>>()?;
+    for plan in &mut plans {
+        for (name, role) in [
+            (&cols.customer, "customer"),
+            (&cols.time, "time"),
+            (&cols.reason, "reason"),
+        ] {
+            if plan.schema.index_of(name).is_err() {
+                return Err(missing(plan, name, role));
+            }
+        }
+        if let Some(agent) = &cols.agent {
+            if plan.schema.index_of(agent).is_err() {
+                return Err(missing(plan, agent, "agent"));
+            }
+        }
+        plan.has_channel = plan.schema.index_of(&cols.channel).is_ok();
+        plan.has_contact_id = plan.schema.index_of(&cols.contact_id).is_ok();
+        if cols.channel_explicit && !plan.has_channel {
+            return Err(missing(plan, &cols.channel, "channel"));
+        }
+        if cols.contact_id_explicit && !plan.has_contact_id {
+            return Err(missing(plan, &cols.contact_id, "contact id"));
+        }
+    }
+    let mut stats = IngestStats::default();
+    let any_channel = plans.iter().any(|p| p.has_channel);
+    if !any_channel {
+        stats.notes.push(format!(
+            "no '{}' column: every contact is on one channel, '{SINGLE_CHANNEL}'",
+            cols.channel
+        ));
+    } else if let Some(p) = plans.iter().find(|p| !p.has_channel) {
+        return Err(missing(p, &cols.channel, "channel"));
+    }
+    let use_contact_id = plans.iter().all(|p| p.has_contact_id);
+    if !use_contact_id {
+        stats.notes.push(format!(
+            "no '{}' column in every file: contact ids assigned 1.. in input order",
+            cols.contact_id
+        ));
+    }
+    let contact_id_type = if use_contact_id
+        && plans.iter().all(|p| {
+            let f = p
+                .schema
+                .field_with_name(&cols.contact_id)
+                .expect("checked above");
+            f.data_type().is_integer()
+        }) {
+        DataType::Int64
+    } else if use_contact_id {
+        DataType::Utf8
+    } else {
+        DataType::Int64
+    };
+    let schema = contacts_in_schema(&contact_id_type);
+    let tz = cfg.tz();
+    let placeholders: HashSet<&str> = cfg.exclude_customers.iter().map(|s| s.as_str()).collect();
+
+    let mut out_batches = Vec::new();
+    let mut row_offset: i64 = 0;
+    for plan in &plans {
+        let mut names = vec![
+            cols.customer.clone(),
+            cols.time.clone(),
+            cols.reason.clone(),
+        ];
+        if plan.has_channel {
+            names.push(cols.channel.clone());
+        }
+        if use_contact_id {
+            names.push(cols.contact_id.clone());
+        }
+        if let Some(agent) = &cols.agent {
+            names.push(agent.clone());
+        }
+        let opts = ParquetReadOptions {
+            file_extension: "",
+            ..Default::default()
+        };
+        let path_str = plan.path.to_string_lossy().to_string();
+        let df = ctx
+            .read_parquet(path_str, opts)
+            .await
+            .map_err(|e| Error::UnreadableFile {
+                path: plan.path.clone(),
+                reason: e.to_string(),
+            })?;
+        let name_refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+        let df = df.select_columns(&name_refs)?;
+        // Partitions of a file scan are contiguous byte ranges in file order,
+        // so concatenating them keeps input order (and assigned ids) stable.
+        let batches: Vec<RecordBatch> = df
+            .collect_partitioned()
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        let mut offsets = Vec::with_capacity(batches.len());
+        for b in &batches {
+            offsets.push(row_offset);
+            row_offset += b.num_rows() as i64;
+        }
+        let job = NormalizeJob {
+            plan,
+            cols,
+            schema: &schema,
+            contact_id_type: &contact_id_type,
+            use_contact_id,
+            tz,
+            placeholders: &placeholders,
+        };
+        let results: Vec<Result<(RecordBatch, BatchCounts)>> = batches
+            .par_iter()
+            .zip(offsets.par_iter())
+            .map(|(b, off)| job.normalize(b, *off))
+            .collect();
+        let mut file_counts = BatchCounts::default();
+        for r in results {
+            let (batch, counts) = r?;
+            file_counts.merge(counts);
+            if batch.num_rows() > 0 {
+                out_batches.push(batch);
+            }
+        }
+        if file_counts.time_parsed == 0 && file_counts.bad_ts.rows > 0 {
+            return Err(Error::UnparseableTimeColumn {
+                path: plan.path.clone(),
+                column: cols.time.clone(),
+                count: file_counts.bad_ts.rows,
+                example: file_counts.bad_ts.example.unwrap_or_default(),
+            });
+        }
+        stats.inputs.push(InputFile {
+            path: plan.path.clone(),
+            rows: plan.rows,
+            bytes: plan.bytes,
+        });
+        stats.rows_read += file_counts.read;
+        stats.rows_used += file_counts.used;
+        for (reason, ex) in [
+            (EXCL_NULL_CUSTOMER, file_counts.null_customer),
+            (EXCL_PLACEHOLDER, file_counts.placeholder),
+            (EXCL_NULL_TS, file_counts.null_ts),
+            (EXCL_BAD_TS, file_counts.bad_ts),
+        ] {
+            let entry = stats.excluded.entry(reason.to_string()).or_default();
+            entry.rows += ex.rows;
+            if entry.example.is_none() {
+                entry.example = ex.example;
+            }
+        }
+        stats.min_ts_us = min_opt(stats.min_ts_us, file_counts.min_ts);
+        stats.max_ts_us = max_opt(stats.max_ts_us, file_counts.max_ts);
+    }
+    let n = cfg.target_partitions.max(1);
+    let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+    for (i, b) in out_batches.into_iter().enumerate() {
+        partitions[i % n].push(b);
+    }
+    Ok(Ingested {
+        schema,
+        partitions,
+        stats,
+    })
+}
+
+fn min_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.min(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
+
+#[derive(Debug, Default)]
+struct BatchCounts {
+    read: u64,
+    used: u64,
+    time_parsed: u64,
+    null_customer: Excluded,
+    placeholder: Excluded,
+    null_ts: Excluded,
+    bad_ts: Excluded,
+    min_ts: Option<i64>,
+    max_ts: Option<i64>,
+}
+
+impl BatchCounts {
+    fn merge(&mut self, o: BatchCounts) {
+        self.read += o.read;
+        self.used += o.used;
+        self.time_parsed += o.time_parsed;
+        for (a, b) in [
+            (&mut self.null_customer, o.null_customer),
+            (&mut self.placeholder, o.placeholder),
+            (&mut self.null_ts, o.null_ts),
+            (&mut self.bad_ts, o.bad_ts),
+        ] {
+            a.rows += b.rows;
+            if a.example.is_none() {
+                a.example = b.example;
+            }
+        }
+        self.min_ts = min_opt(self.min_ts, o.min_ts);
+        self.max_ts = max_opt(self.max_ts, o.max_ts);
+    }
+}
+
+struct NormalizeJob<'a> {
+    plan: &'a FilePlan,
+    cols: &'a ColumnMapping,
+    schema: &'a SchemaRef,
+    contact_id_type: &'a DataType,
+    use_contact_id: bool,
+    tz: Tz,
+    placeholders: &'a HashSet<&'a str>,
+}
+
+impl NormalizeJob<'_> {
+    fn text_column(&self, batch: &RecordBatch, name: &str, role: &'static str) -> Result<ArrayRef> {
+        let col = batch.column_by_name(name).expect("column selected");
+        cast(col, &DataType::Utf8).map_err(|_| self.bad_type(col, name, role, "text"))
+    }
+
+    fn bad_type(
+        &self,
+        col: &ArrayRef,
+        name: &str,
+        role: &'static str,
+        expected: &'static str,
+    ) -> Error {
+        Error::BadColumnType {
+            path: self.plan.path.clone(),
+            column: name.to_string(),
+            role,
+            data_type: col.data_type().to_string(),
+            expected,
+            example: example_value(col),
+        }
+    }
+
+    fn normalize(
+        &self,
+        batch: &RecordBatch,
+        row_offset: i64,
+    ) -> Result<(RecordBatch, BatchCounts)> {
+        let n = batch.num_rows();
+        let mut counts = BatchCounts {
+            read: n as u64,
+            ..Default::default()
+        };
+        let customer = self.text_column(batch, &self.cols.customer, "customer")?;
+        let customer_s = customer.as_string::<i32>();
+        let time_col = batch
+            .column_by_name(&self.cols.time)
+            .expect("column selected");
+        let times = self.parse_times(time_col)?;
+        let mut keep = Vec::with_capacity(n);
+        let mut ts_vals = Vec::with_capacity(n);
+        for (i, t) in times.into_iter().enumerate() {
+            let ok = if customer_s.is_null(i) || customer_s.value(i).is_empty() {
+                counts.null_customer.rows += 1;
+                false
+            } else if self.placeholders.contains(customer_s.value(i)) {
+                counts.placeholder.rows += 1;
+                if counts.placeholder.example.is_none() {
+                    counts.placeholder.example = Some(customer_s.value(i).to_string());
+                }
+                false
+            } else {
+                match t {
+                    TimeValue::Ok(_) => true,
+                    TimeValue::Null => {
+                        counts.null_ts.rows += 1;
+                        false
+                    }
+                    TimeValue::Bad => {
+                        counts.bad_ts.rows += 1;
+                        if counts.bad_ts.example.is_none() {
+                            counts.bad_ts.example = Some(example_at(time_col, i));
+                        }
+                        false
+                    }
+                }
+            };
+            if let TimeValue::Ok(v) = t {
+                counts.time_parsed += 1;
+                if ok {
+                    counts.min_ts = min_opt(counts.min_ts, Some(v));
+                    counts.max_ts = max_opt(counts.max_ts, Some(v));
+                }
+                ts_vals.push(v);
+            } else {
+                ts_vals.push(0);
+            }
+            keep.push(ok);
+        }
+        // Unparseable strings in rows excluded for another reason still count
+        // as parsed-or-not for the "whole column is bad" check above.
+        counts.used = keep.iter().filter(|k| **k).count() as u64;
+
+        let ts: ArrayRef = Arc::new(TimestampMicrosecondArray::from(ts_vals).with_timezone("UTC"));
+        let channel: ArrayRef = if self.plan.has_channel {
+            self.text_column(batch, &self.cols.channel, "channel")?
+        } else {
+            Arc::new(StringArray::from(vec![Some(SINGLE_CHANNEL); n]))
+        };
+        let reason = self.text_column(batch, &self.cols.reason, "reason")?;
+        let contact_id: ArrayRef = if self.use_contact_id {
+            let col = batch
+                .column_by_name(&self.cols.contact_id)
+                .expect("column selected");
+            cast(col, self.contact_id_type)
+                .map_err(|_| self.bad_type(col, &self.cols.contact_id, "contact id", "an id"))?
+        } else {
+            Arc::new(Int64Array::from_iter_values(
+                (0..n as i64).map(|i| row_offset + i + 1),
+            ))
+        };
+        let mut columns = vec![contact_id, customer, ts, channel, reason];
+        columns.push(match &self.cols.agent {
+            Some(agent) => self.text_column(batch, agent, "agent")?,
+            None => datafusion::arrow::array::new_null_array(&DataType::Utf8, n),
+        });
+        columns.push(Arc::new(Int64Array::from_iter_values(
+            (0..n as i64).map(|i| row_offset + i),
+        )));
+        // The input may declare non-null fields as nullable; build with the
+        // relaxed schema, filter, then rebind to the strict one.
+        let loose = Arc::new(Schema::new(
+            self.schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        ));
+        let full = RecordBatch::try_new(loose, columns)?;
+        let filtered = filter_record_batch(&full, &BooleanArray::from(keep))?;
+        if let Some(pos) = filtered.column(0).logical_nulls().map(|n| n.null_count()) {
+            if pos > 0 {
+                let col = batch
+                    .column_by_name(&self.cols.contact_id)
+                    .expect("nulls only come from an input column");
+                return Err(Error::BadColumnType {
+                    path: self.plan.path.clone(),
+                    column: self.cols.contact_id.clone(),
+                    role: "contact id",
+                    data_type: col.data_type().to_string(),
+                    expected: "a non-null id on every row",
+                    example: "null".into(),
+                });
+            }
+        }
+        let batch = RecordBatch::try_new(self.schema.clone(), filtered.columns().to_vec())?;
+        Ok((batch, counts))
+    }
+
+    fn parse_times(&self, col: &ArrayRef) -> Result<Vec<TimeValue>> {
+        let n = col.len();
+        let tz = self.tz;
+        let naive_to_utc = |ndt: NaiveDateTime| -> i64 { local_to_utc_us(tz, ndt) };
+        match col.data_type() {
+            DataType::Timestamp(_, zone) => {
+                let micros = cast(col, &DataType::Timestamp(TimeUnit::Microsecond, None))?;
+                let a =
+                    micros.as_primitive::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
+                let is_utc_like = zone.is_some() || tz == chrono_tz::UTC;
+                Ok((0..n)
+                    .map(|i| {
+                        if a.is_null(i) {
+                            TimeValue::Null
+                        } else if is_utc_like {
+                            TimeValue::Ok(a.value(i))
+                        } else {
+                            match DateTime::from_timestamp_micros(a.value(i)) {
+                                Some(dt) => TimeValue::Ok(naive_to_utc(dt.naive_utc())),
+                                None => TimeValue::Bad,
+                            }
+                        }
+                    })
+                    .collect())
+            }
+            DataType::Date32 | DataType::Date64 => {
+                let days = cast(col, &DataType::Date32)?;
+                let a = days.as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+                let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date");
+                Ok((0..n)
+                    .map(|i| {
+                        if a.is_null(i) {
+                            return TimeValue::Null;
+                        }
+                        match epoch.checked_add_signed(chrono::Duration::days(a.value(i) as i64)) {
+                            Some(d) => TimeValue::Ok(naive_to_utc(
+                                d.and_hms_opt(0, 0, 0).expect("midnight"),
+                            )),
+                            None => TimeValue::Bad,
+                        }
+                    })
+                    .collect())
+            }
+            t if t.is_integer() => {
+                let v = cast(col, &DataType::Int64)
+                    .map_err(|_| self.bad_type(col, &self.cols.time, "time", "a time"))?;
+                let a = v.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                Ok((0..n)
+                    .map(|i| {
+                        if a.is_null(i) {
+                            TimeValue::Null
+                        } else {
+                            TimeValue::Ok(epoch_to_us(a.value(i)))
+                        }
+                    })
+                    .collect())
+            }
+            DataType::Utf8
+            | DataType::LargeUtf8
+            | DataType::Utf8View
+            | DataType::Dictionary(_, _) => {
+                let s = cast(col, &DataType::Utf8)
+                    .map_err(|_| self.bad_type(col, &self.cols.time, "time", "a time"))?;
+                let a = s.as_string::<i32>();
+                Ok((0..n)
+                    .map(|i| {
+                        if a.is_null(i) {
+                            TimeValue::Null
+                        } else {
+                            match parse_time_str(a.value(i), tz) {
+                                Some(v) => TimeValue::Ok(v),
+                                None => TimeValue::Bad,
+                            }
+                        }
+                    })
+                    .collect())
+            }
+            _ => Err(self.bad_type(col, &self.cols.time, "time", "a time")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TimeValue {
+    Ok(i64),
+    Null,
+    Bad,
+}
+
+/// Converts an integer epoch to microseconds, telling the unit by magnitude
+/// (see the module docs).
+pub fn epoch_to_us(v: i64) -> i64 {
+    let a = v.unsigned_abs();
+    if a < 100_000_000_000 {
+        v.saturating_mul(1_000_000)
+    } else if a < 100_000_000_000_000 {
+        v.saturating_mul(1_000)
+    } else if a < 100_000_000_000_000_000 {
+        v
+    } else {
+        v / 1_000
+    }
+}
+
+/// Reads a local wall-clock time in `tz` as UTC microseconds. Ambiguous times
+/// (the hour repeated when clocks go back) take the earlier instant; times in
+/// a spring-forward gap are read one hour later.
+pub fn local_to_utc_us(tz: Tz, ndt: NaiveDateTime) -> i64 {
+    if tz == chrono_tz::UTC {
+        return ndt.and_utc().timestamp_micros();
+    }
+    match tz.from_local_datetime(&ndt).earliest() {
+        Some(dt) => dt.timestamp_micros(),
+        None => {
+            let later = ndt + chrono::Duration::hours(1);
+            tz.from_local_datetime(&later)
+                .earliest()
+                .map(|dt| dt.timestamp_micros())
+                .unwrap_or_else(|| ndt.and_utc().timestamp_micros())
+        }
+    }
+}
+
+/// Parses an RFC 3339 / ISO 8601 string; naive forms are read in `tz`.
+pub fn parse_time_str(s: &str, tz: Tz) -> Option<i64> {
+    let s = s.trim();
+    if s.is_empty() {
+        return None;
+    }
+    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+        return Some(dt.timestamp_micros());
+    }
+    for f in [
+        "%Y-%m-%d %H:%M:%S%.f%:z",
+        "%Y-%m-%d %H:%M:%S%.f%z",
+        "%Y-%m-%dT%H:%M:%S%.f%z",
+    ] {
+        if let Ok(dt) = DateTime::parse_from_str(s, f) {
+            return Some(dt.timestamp_micros());
+        }
+    }
+    let naive = s.strip_suffix('Z').unwrap_or(s);
+    let is_utc = naive.len() != s.len();
+    for f in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M",
+    ] {
+        if let Ok(ndt) = NaiveDateTime::parse_from_str(naive, f) {
+            return Some(if is_utc {
+                ndt.and_utc().timestamp_micros()
+            } else {
+                local_to_utc_us(tz, ndt)
+            });
+        }
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(naive, "%Y-%m-%d") {
+        let ndt = d.and_hms_opt(0, 0, 0)?;
+        return Some(if is_utc {
+            ndt.and_utc().timestamp_micros()
+        } else {
+            local_to_utc_us(tz, ndt)
+        });
+    }
+    None
+}
+
+fn example_value(col: &ArrayRef) -> String {
+    (0..col.len())
+        .find(|i| col.is_valid(*i))
+        .map(|i| example_at(col, i))
+        .unwrap_or_else(|| "(all values null)".into())
+}
+
+fn example_at(col: &ArrayRef, i: usize) -> String {
+    array_value_to_string(col.as_ref(), i).unwrap_or_else(|_| "(unprintable)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epoch_units_by_magnitude() {
+        let s = 1_700_000_000i64; // 2023-11-14
+        assert_eq!(epoch_to_us(s), s * 1_000_000);
+        assert_eq!(epoch_to_us(s * 1_000), s * 1_000_000);
+        assert_eq!(epoch_to_us(s * 1_000_000), s * 1_000_000);
+        assert_eq!(epoch_to_us(s * 1_000_000_000), s * 1_000_000);
+    }
+
+    #[test]
+    fn strings_parse_in_zone() {
+        let utc = chrono_tz::UTC;
+        let t = parse_time_str("2026-11-01T08:30:00Z", utc).unwrap();
+        assert_eq!(parse_time_str("2026-11-01 08:30:00", utc), Some(t));
+        assert_eq!(parse_time_str("2026-11-01T09:30:00+01:00", utc), Some(t));
+        assert_eq!(parse_time_str("2026-11-01T08:30", utc), Some(t));
+        let paris: Tz = "Europe/Paris".parse().unwrap();
+        assert_eq!(parse_time_str("2026-11-01 09:30:00", paris), Some(t));
+        assert_eq!(parse_time_str("yesterday", utc), None);
+        assert!(parse_time_str("2026-11-01", utc).is_some());
+    }
+}

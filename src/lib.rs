@@ -1,0 +1,42 @@
+//! recur finds the contacts a contact center should never have had to take.
+//!
+//! It reads interaction logs (Parquet), finds **repeat contacts** (the same
+//! customer back within a window, 24 hours by default) and **event
+//! clusters** (A → B: contacts with reason A that tend to be followed by a
+//! B-contact within days), and writes ranked Parquet reports.
+//!
+//! The stages, one module each:
+//! [`ingest`] (files → normalised contacts) → [`timeline`] (the per-customer
+//! pass, a DataFusion operator) → [`queries`] (SQL in `queries/`) →
+//! [`report`] (Parquet tables and `manifest.json`); [`pipeline`] runs them;
+//! [`generate`] writes synthetic logs with planted truth.
+//!
+//! ```no_run
+//! # async fn demo() -> recur::Result<()> {
+//! use recur::config::{ConfigFile, PipelineConfig};
+//! let cfg = PipelineConfig::from_raw(ConfigFile {
+//!     inputs: Some(vec!["sample-data/contacts.parquet".into()]),
+//!     out: Some("recur-out".into()),
+//!     exclude_customer: Some(vec!["UNKNOWN".into(), "0".into()]),
+//!     ..Default::default()
+//! })?;
+//! let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress).await?;
+//! println!("repeat rate {:?}", summary.repeat_rate);
+//! # Ok(())
+//! # }
+//! ```
+#![warn(missing_docs)]
+// Errors carry the file, column and an example value for the user; they are
+// built once per run, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
+pub mod config;
+pub mod error;
+pub mod generate;
+pub mod ingest;
+pub mod pipeline;
+pub mod queries;
+pub mod report;
+pub mod timeline;
+
+pub use error::{Error, Result};

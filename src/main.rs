@@ -1,0 +1,250 @@
+//! The `recur` command line: a thin layer over the library.
+#![allow(clippy::result_large_err)]
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use recur::config::{ConfigFile, PipelineConfig};
+use recur::pipeline::{Progress, RunSummary};
+
+/// Finds repeat contacts and event clusters in contact-center logs.
+#[derive(Parser)]
+#[command(name = "recur", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Analyse logs; with no INPUT, runs on the bundled sample-data.
+    Run(Box<RunArgs>),
+    /// Write a synthetic log FILE and FILE.truth.json beside it.
+    Generate {
+        /// Output Parquet file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Customers.
+        #[arg(long, default_value_t = recur::generate::DEFAULT_CUSTOMERS)]
+        customers: u64,
+        /// Days.
+        #[arg(long, default_value_t = recur::generate::DEFAULT_DAYS)]
+        days: u32,
+        /// Random seed.
+        #[arg(long, default_value_t = recur::generate::DEFAULT_SEED)]
+        seed: u64,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Parquet files, folders (recursive) or globs.
+    inputs: Vec<String>,
+    /// Output folder [default: recur-out].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// TOML file with the same keys as the flags (flags win).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Customer id column [default: customer_id].
+    #[arg(long)]
+    customer_col: Option<String>,
+    /// Timestamp column [default: ts].
+    #[arg(long)]
+    time_col: Option<String>,
+    /// Channel column [default: channel; absent = one channel].
+    #[arg(long)]
+    channel_col: Option<String>,
+    /// Reason column [default: reason].
+    #[arg(long)]
+    reason_col: Option<String>,
+    /// Contact id column [default: contact_id when present; else assigned].
+    #[arg(long)]
+    contact_id_col: Option<String>,
+    /// Agent column (optional).
+    #[arg(long)]
+    agent_col: Option<String>,
+    /// IANA time zone for naive timestamps [default: UTC].
+    #[arg(long)]
+    timezone: Option<String>,
+    /// Repeat window, e.g. 15m, 24h, 7d [default: 24h].
+    #[arg(long)]
+    repeat_window: Option<String>,
+    /// Cluster window [default: 7d].
+    #[arg(long)]
+    cluster_window: Option<String>,
+    /// Minimum support of a reported A→B cluster [default: 30].
+    #[arg(long)]
+    min_support: Option<u64>,
+    /// Placeholder customer id to leave out (repeatable).
+    #[arg(long = "exclude-customer")]
+    exclude_customer: Vec<String>,
+    /// Threads / partitions for the per-customer pass [default: cores].
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+/// The bundled sample: ./sample-data if present, else the source tree's.
+fn sample_dir() -> PathBuf {
+    let local = Path::new("sample-data");
+    if local.join("recur.toml").is_file() {
+        local.to_path_buf()
+    } else {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("sample-data")
+    }
+}
+
+fn config_from(args: RunArgs) -> recur::Result<PipelineConfig> {
+    let mut file = match &args.config {
+        Some(p) => ConfigFile::load(p)?,
+        None => ConfigFile::default(),
+    };
+    let mut inputs = (!args.inputs.is_empty()).then_some(args.inputs);
+    if inputs.is_none() && file.inputs.is_none() && args.config.is_none() {
+        // No input at all: the bundled sample with its own config.
+        let dir = sample_dir();
+        file = ConfigFile::load(&dir.join("recur.toml"))?;
+        inputs = Some(vec![dir.join("contacts.parquet").to_string_lossy().into()]);
+    }
+    let flags = ConfigFile {
+        inputs,
+        out: args.out,
+        customer_col: args.customer_col,
+        time_col: args.time_col,
+        channel_col: args.channel_col,
+        reason_col: args.reason_col,
+        contact_id_col: args.contact_id_col,
+        agent_col: args.agent_col,
+        timezone: args.timezone,
+        repeat_window: args.repeat_window,
+        cluster_window: args.cluster_window,
+        min_support: args.min_support,
+        exclude_customer: (!args.exclude_customer.is_empty()).then_some(args.exclude_customer),
+    };
+    let mut cfg = PipelineConfig::from_raw(flags.or(file))?;
+    cfg.target_partitions = args.threads.unwrap_or(0);
+    Ok(cfg)
+}
+
+struct Bar(Option<indicatif::ProgressBar>);
+
+impl Progress for Bar {
+    fn stage(&self, name: &str) {
+        if let Some(b) = &self.0 {
+            b.set_message(name.to_string());
+        }
+    }
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.1}%", v * 100.0))
+        .unwrap_or_else(|| "n/a".into())
+}
+
+fn human_lag(s: f64) -> String {
+    if s < 3600.0 {
+        format!("{:.0}m", s / 60.0)
+    } else if s < 2.0 * 86_400.0 {
+        format!("{:.1}h", s / 3600.0)
+    } else {
+        format!("{:.1}d", s / 86_400.0)
+    }
+}
+
+fn print_summary(s: &RunSummary, out: &Path) {
+    let m = &s.manifest;
+    let excluded: u64 = m.rows.excluded.values().map(|e| e.rows).sum();
+    println!(
+        "recur: {} rows read, {} contacts analysed, {} excluded (see manifest.json)",
+        m.rows.read, s.contacts, excluded
+    );
+    println!(
+        "repeat rate {} within {} | contacts per event {} | first-contact resolution {}",
+        pct(s.repeat_rate),
+        recur::config::format_duration_us(m.parameters.repeat_window_us),
+        s.contacts_per_event
+            .map(|v| format!("{v:.2}"))
+            .unwrap_or_else(|| "n/a".into()),
+        pct(s.fcr_rate),
+    );
+    let window = recur::config::format_duration_us(m.parameters.cluster_window_us);
+    println!(
+        "{} clusters within {window}; top {}:",
+        s.clusters,
+        s.top_clusters.len()
+    );
+    for c in &s.top_clusters {
+        println!(
+            "{:>3}. {} -> {}: {:.0}% of {} '{}' contacts are followed by '{}' within {window} ({:.1}x the usual rate, median after {}, {} customers)",
+            c.rank,
+            c.antecedent,
+            c.consequent,
+            c.confidence * 100.0,
+            c.n_antecedent,
+            c.antecedent,
+            c.consequent,
+            c.lift,
+            human_lag(c.median_lag_s),
+            c.customers,
+        );
+    }
+    println!("reports written to {}", out.display());
+}
+
+async fn run_cli(cli: Cli) -> recur::Result<()> {
+    match cli.command {
+        Command::Generate {
+            out,
+            customers,
+            days,
+            seed,
+        } => {
+            let params = recur::generate::GenerateParams {
+                customers,
+                days,
+                seed,
+            };
+            let truth = recur::generate::generate(&out, &params)?;
+            println!(
+                "wrote {} rows to {} and {}",
+                truth.rows,
+                out.display(),
+                recur::generate::truth_path(&out).display()
+            );
+            Ok(())
+        }
+        Command::Run(args) => {
+            let cfg = config_from(*args)?;
+            let bar = std::io::stderr().is_terminal().then(|| {
+                let b = indicatif::ProgressBar::new_spinner();
+                b.enable_steady_tick(std::time::Duration::from_millis(120));
+                b
+            });
+            let progress = Bar(bar);
+            let result = recur::pipeline::run(&cfg, &progress).await;
+            if let Some(b) = &progress.0 {
+                b.finish_and_clear();
+            }
+            print_summary(&result?, &cfg.out);
+            Ok(())
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run_cli(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("recur: error: {e}");
+            if e.is_bad_input() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}

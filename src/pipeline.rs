@@ -1,0 +1,199 @@
+//! The whole run: ingest → timeline pass → SQL stages → Parquet reports and
+//! manifest.
+//!
+//! Input: a validated [`PipelineConfig`]. Output: the tables under
+//! `cfg.out` (see [`crate::report`]) and a [`RunSummary`] for the caller to
+//! show.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::MemTable;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::physical_plan::{ExecutionPlan, collect_partitioned};
+use datafusion::prelude::{SessionConfig, SessionContext};
+
+use crate::config::PipelineConfig;
+use crate::error::{Error, Result};
+use crate::ingest::{self, IngestStats};
+use crate::queries;
+use crate::report::{self, ClusterRow, Manifest, TableInfo};
+use crate::timeline::exec::TimelineExec;
+use crate::timeline::{Mode, TimelineParams};
+
+/// Receives stage names as the run advances (for a progress display).
+pub trait Progress: Sync {
+    /// A stage started.
+    fn stage(&self, name: &str);
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn stage(&self, _name: &str) {}
+}
+
+/// What a run found, for the terminal summary.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Ingest counts.
+    pub ingest: IngestStats,
+    /// Contacts analysed.
+    pub contacts: u64,
+    /// Share of contacts that are repeats.
+    pub repeat_rate: Option<f64>,
+    /// Contacts per event.
+    pub contacts_per_event: Option<f64>,
+    /// First-contact-resolution rate.
+    pub fcr_rate: Option<f64>,
+    /// The top clusters, best first (at most 10).
+    pub top_clusters: Vec<ClusterRow>,
+    /// Clusters reported.
+    pub clusters: u64,
+    /// The run's manifest as written.
+    pub manifest: Manifest,
+}
+
+/// Builds the DataFusion session for a run.
+pub fn session(cfg: &PipelineConfig) -> SessionContext {
+    let partitions = if cfg.target_partitions == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        cfg.target_partitions
+    };
+    let config = SessionConfig::new()
+        .with_target_partitions(partitions)
+        .with_information_schema(false);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_default_features()
+        .build();
+    SessionContext::new_with_state(state)
+}
+
+/// Plans the timeline pass over `contacts_in` and lets DataFusion's physical
+/// optimizer satisfy its distribution and ordering requirements.
+pub async fn plan_timeline(
+    ctx: &SessionContext,
+    mode: Mode,
+    params: TimelineParams,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let input = ctx
+        .table("contacts_in")
+        .await?
+        .create_physical_plan()
+        .await?;
+    let mut plan: Arc<dyn ExecutionPlan> = Arc::new(TimelineExec::try_new(input, mode, params)?);
+    let state = ctx.state();
+    for rule in state.physical_optimizers() {
+        plan = rule.optimize(plan, state.config_options())?;
+    }
+    Ok(plan)
+}
+
+async fn run_timeline(
+    ctx: &SessionContext,
+    mode: Mode,
+    params: TimelineParams,
+) -> Result<(SchemaRef, Vec<Vec<RecordBatch>>)> {
+    let plan = plan_timeline(ctx, mode, params).await?;
+    let schema = plan.schema();
+    let parts = collect_partitioned(plan, ctx.task_ctx()).await?;
+    Ok((schema, parts))
+}
+
+/// Runs recur end to end.
+pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSummary> {
+    let started = chrono::Utc::now();
+    let mut stage_seconds: BTreeMap<String, f64> = BTreeMap::new();
+    let ctx = session(cfg);
+    let mut cfg = cfg.clone();
+    if cfg.target_partitions == 0 {
+        cfg.target_partitions = ctx.state().config().target_partitions();
+    }
+
+    progress.stage("reading input");
+    let t = Instant::now();
+    let ingested = ingest::ingest(&ctx, &cfg).await?;
+    stage_seconds.insert("ingest".into(), t.elapsed().as_secs_f64());
+    let stats = ingested.stats.clone();
+    ctx.register_table(
+        "contacts_in",
+        Arc::new(MemTable::try_new(
+            ingested.schema.clone(),
+            ingested.partitions,
+        )?),
+    )?;
+    let params = TimelineParams {
+        repeat_window_us: cfg.repeat_window_us,
+        cluster_window_us: cfg.cluster_window_us,
+        data_end_us: stats.max_ts_us.unwrap_or(i64::MIN),
+        tz: cfg.tz(),
+    };
+
+    progress.stage("finding repeats and events");
+    let t = Instant::now();
+    let (schema, parts) = run_timeline(&ctx, Mode::Contacts, params.clone()).await?;
+    ctx.register_table("contacts", Arc::new(MemTable::try_new(schema, parts)?))?;
+    stage_seconds.insert("repeats".into(), t.elapsed().as_secs_f64());
+
+    progress.stage("counting follow-ups");
+    let t = Instant::now();
+    let (schema, parts) = run_timeline(&ctx, Mode::Followups, params).await?;
+    ctx.register_table("followups", Arc::new(MemTable::try_new(schema, parts)?))?;
+    stage_seconds.insert("followups".into(), t.elapsed().as_secs_f64());
+
+    progress.stage("writing reports");
+    let t = Instant::now();
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    let mut tables = BTreeMap::new();
+    let contacts_df = report::contacts_output(&ctx, cfg.columns.agent.is_some()).await?;
+    tables.insert(
+        "contacts".to_string(),
+        report::write_table(contacts_df, &cfg.out, "contacts").await?,
+    );
+    let summary_df = ctx.sql(queries::REPEAT_SUMMARY).await?;
+    let summary_batches = summary_df.clone().collect().await?;
+    tables.insert(
+        "repeat_summary".to_string(),
+        report::write_table(summary_df, &cfg.out, "repeat_summary").await?,
+    );
+    let clusters_sql = queries::render(
+        queries::CLUSTERS,
+        &[
+            ("window_s", (cfg.cluster_window_us / 1_000_000).to_string()),
+            ("min_support", cfg.min_support.to_string()),
+        ],
+    );
+    let clusters_df = ctx.sql(&clusters_sql).await?;
+    let cluster_batches = clusters_df.clone().collect().await?;
+    tables.insert(
+        "clusters".to_string(),
+        report::write_table(clusters_df, &cfg.out, "clusters").await?,
+    );
+    stage_seconds.insert("write".into(), t.elapsed().as_secs_f64());
+
+    let all = report::summary_all_row(&summary_batches);
+    let clusters = report::cluster_rows(&cluster_batches);
+    let manifest = Manifest::new(&cfg, &stats, tables, stage_seconds, started);
+    manifest.write(&cfg.out.join("manifest.json"))?;
+    Ok(RunSummary {
+        ingest: stats,
+        contacts: all.map(|a| a.contacts).unwrap_or(0),
+        repeat_rate: all.and_then(|a| a.repeat_rate),
+        contacts_per_event: all.and_then(|a| a.contacts_per_event),
+        fcr_rate: all.and_then(|a| a.fcr_rate),
+        clusters: clusters.len() as u64,
+        top_clusters: clusters.into_iter().take(10).collect(),
+        manifest,
+    })
+}
+
+/// The per-table row counts and paths, as recorded in the manifest.
+pub type Tables = BTreeMap<String, TableInfo>;

@@ -1,0 +1,301 @@
+//! Stage 4 — reports: Parquet tables under `--out`, `manifest.json`, and the
+//! rows the terminal summary shows.
+//!
+//! Input: DataFrames of the `contacts`, `repeat_summary` and `clusters`
+//! tables. Output: `<out>/<table>.parquet` (one file each, readable as is by
+//! DuckDB, pandas and Spark) and `<out>/manifest.json`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+use datafusion::dataframe::DataFrameWriteOptions;
+use datafusion::prelude::{DataFrame, SessionContext, col};
+use serde::Serialize;
+
+use crate::config::PipelineConfig;
+use crate::error::{Error, Result};
+use crate::ingest::{Excluded, IngestStats, InputFile};
+
+/// Columns of the written `contacts` table, in order (`agent` only when mapped).
+pub const CONTACTS_COLUMNS: &[&str] = &[
+    "contact_id",
+    "customer_id",
+    "ts",
+    "date",
+    "channel",
+    "reason",
+    "agent",
+    "prev_channel",
+    "prev_gap_s",
+    "is_repeat",
+    "is_repeat_same_reason",
+    "event_id",
+    "event_seq",
+    "followed_within_window",
+];
+
+/// The `contacts` table as written: sorted by customer, time and contact id.
+pub async fn contacts_output(ctx: &SessionContext, with_agent: bool) -> Result<DataFrame> {
+    let cols: Vec<&str> = CONTACTS_COLUMNS
+        .iter()
+        .copied()
+        .filter(|c| with_agent || *c != "agent")
+        .collect();
+    let df = ctx
+        .table("contacts")
+        .await?
+        .select_columns(&cols)?
+        .sort(vec![
+            col("customer_id").sort(true, false),
+            col("ts").sort(true, false),
+            col("contact_id").sort(true, false),
+        ])?;
+    Ok(df)
+}
+
+/// A written table: file name under `--out` and rows.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableInfo {
+    /// File name relative to the output folder.
+    pub path: String,
+    /// Rows written.
+    pub rows: u64,
+}
+
+/// Writes `df` as `<out>/<name>.parquet`, replacing an earlier run's file.
+pub async fn write_table(df: DataFrame, out: &Path, name: &str) -> Result<TableInfo> {
+    let file = format!("{name}.parquet");
+    let path = out.join(&file);
+    if path.is_dir() {
+        std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+    } else if path.exists() {
+        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    let res = df
+        .write_parquet(
+            &path.to_string_lossy(),
+            DataFrameWriteOptions::new().with_single_file_output(true),
+            None,
+        )
+        .await?;
+    let rows = res
+        .first()
+        .filter(|b| b.num_rows() > 0)
+        .map(|b| b.column(0).as_primitive::<UInt64Type>().value(0))
+        .unwrap_or(0);
+    Ok(TableInfo { path: file, rows })
+}
+
+/// The headline figures: the repeat_summary row of dimension 'all'.
+#[derive(Debug, Clone, Copy)]
+pub struct Overall {
+    /// Contacts analysed.
+    pub contacts: u64,
+    /// repeats / contacts.
+    pub repeat_rate: Option<f64>,
+    /// contacts / events.
+    pub contacts_per_event: Option<f64>,
+    /// Share of closed-window contacts not followed.
+    pub fcr_rate: Option<f64>,
+}
+
+/// Finds the 'all' row of repeat_summary.
+pub fn summary_all_row(batches: &[RecordBatch]) -> Option<Overall> {
+    for b in batches {
+        let dim = b.column_by_name("dimension")?.as_string::<i32>();
+        for i in 0..b.num_rows() {
+            if dim.value(i) == "all" {
+                let f = |name: &str| {
+                    let a = b.column_by_name(name)?.as_primitive::<Float64Type>();
+                    a.is_valid(i).then(|| a.value(i))
+                };
+                let contacts = b
+                    .column_by_name("contacts")?
+                    .as_primitive::<Int64Type>()
+                    .value(i);
+                return Some(Overall {
+                    contacts: contacts as u64,
+                    repeat_rate: f("repeat_rate"),
+                    contacts_per_event: f("contacts_per_event"),
+                    fcr_rate: f("fcr_rate"),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// One row of the clusters table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ClusterRow {
+    /// Rank, 1 = best.
+    pub rank: u64,
+    /// Reason A.
+    pub antecedent: String,
+    /// Reason B.
+    pub consequent: String,
+    /// Window, seconds.
+    pub window_s: i64,
+    /// Contacts with reason A.
+    pub n_antecedent: i64,
+    /// A-contacts followed by a B-contact within the window.
+    pub n_support: i64,
+    /// n_support / n_antecedent.
+    pub confidence: f64,
+    /// Share of all contacts followed by a B-contact within the window.
+    pub baseline: f64,
+    /// confidence / baseline.
+    pub lift: f64,
+    /// Median lag A → first B, seconds.
+    pub median_lag_s: f64,
+    /// 90th percentile lag, seconds.
+    pub p90_lag_s: f64,
+    /// Distinct customers behind n_support.
+    pub customers: i64,
+    /// Ranking score.
+    pub score: f64,
+}
+
+/// Reads cluster rows from query output batches.
+pub fn cluster_rows(batches: &[RecordBatch]) -> Vec<ClusterRow> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let s = |n: &str| {
+            b.column_by_name(n)
+                .expect("clusters column")
+                .as_string::<i32>()
+                .clone()
+        };
+        let i64c = |n: &str| {
+            b.column_by_name(n)
+                .expect("clusters column")
+                .as_primitive::<Int64Type>()
+                .clone()
+        };
+        let f64c = |n: &str| {
+            b.column_by_name(n)
+                .expect("clusters column")
+                .as_primitive::<Float64Type>()
+                .clone()
+        };
+        let rank = b
+            .column_by_name("rank")
+            .expect("rank")
+            .as_primitive::<UInt64Type>()
+            .clone();
+        let (a, c) = (s("antecedent"), s("consequent"));
+        let (w, na, ns, cu) = (
+            i64c("window_s"),
+            i64c("n_antecedent"),
+            i64c("n_support"),
+            i64c("customers"),
+        );
+        let (conf, base, lift, med, p90, score) = (
+            f64c("confidence"),
+            f64c("baseline"),
+            f64c("lift"),
+            f64c("median_lag_s"),
+            f64c("p90_lag_s"),
+            f64c("score"),
+        );
+        for i in 0..b.num_rows() {
+            rows.push(ClusterRow {
+                rank: rank.value(i),
+                antecedent: a.value(i).to_string(),
+                consequent: c.value(i).to_string(),
+                window_s: w.value(i),
+                n_antecedent: na.value(i),
+                n_support: ns.value(i),
+                confidence: conf.value(i),
+                baseline: base.value(i),
+                lift: lift.value(i),
+                median_lag_s: med.value(i),
+                p90_lag_s: p90.value(i),
+                customers: cu.value(i),
+                score: score.value(i),
+            });
+        }
+    }
+    rows.sort_by_key(|r| r.rank);
+    rows
+}
+
+/// Row accounting of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowCounts {
+    /// Rows read from all inputs.
+    pub read: u64,
+    /// Rows analysed.
+    pub used: u64,
+    /// Rows left out, by reason (every reason listed, zero included).
+    pub excluded: BTreeMap<String, Excluded>,
+}
+
+/// The run's `manifest.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    /// recur's version.
+    pub recur_version: String,
+    /// When the run started (UTC, RFC 3339).
+    pub started_at: String,
+    /// The validated parameters.
+    pub parameters: PipelineConfig,
+    /// The input files.
+    pub inputs: Vec<InputFile>,
+    /// Rows read, used and excluded.
+    pub rows: RowCounts,
+    /// How the input was interpreted.
+    pub notes: Vec<String>,
+    /// First and last timestamp analysed (UTC, RFC 3339).
+    pub data_range: Option<(String, String)>,
+    /// Tables written, with rows.
+    pub tables: BTreeMap<String, TableInfo>,
+    /// Wall-clock seconds per stage.
+    pub stage_seconds: BTreeMap<String, f64>,
+}
+
+impl Manifest {
+    /// Assembles the manifest.
+    pub fn new(
+        cfg: &PipelineConfig,
+        stats: &IngestStats,
+        tables: BTreeMap<String, TableInfo>,
+        stage_seconds: BTreeMap<String, f64>,
+        started: chrono::DateTime<chrono::Utc>,
+    ) -> Self {
+        let fmt = |us: i64| {
+            chrono::DateTime::from_timestamp_micros(us)
+                .map(|d| d.to_rfc3339())
+                .unwrap_or_default()
+        };
+        Manifest {
+            recur_version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at: started.to_rfc3339(),
+            parameters: cfg.clone(),
+            inputs: stats.inputs.clone(),
+            rows: RowCounts {
+                read: stats.rows_read,
+                used: stats.rows_used,
+                excluded: stats.excluded.clone(),
+            },
+            notes: stats.notes.clone(),
+            data_range: stats
+                .min_ts_us
+                .zip(stats.max_ts_us)
+                .map(|(a, b)| (fmt(a), fmt(b))),
+            tables,
+            stage_seconds,
+        }
+    }
+
+    /// Writes the manifest as pretty JSON.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Json {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+    }
+}

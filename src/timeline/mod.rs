@@ -1,0 +1,424 @@
+//! Stage 2 — the per-customer timeline pass.
+//!
+//! Input: `contacts_in` rows (see [`crate::ingest`]) in which every customer's
+//! contacts are contiguous and ordered by (ts, contact_id, _row). The
+//! [`exec::TimelineExec`] operator guarantees this by requiring hash
+//! distribution on `customer_id` and that ordering from DataFusion.
+//!
+//! One pass over each customer's contacts computes, without any join:
+//!
+//! - [`Mode::Contacts`] — one output row per contact ([`contacts_schema`]):
+//!   the previous contact's gap and channel, `is_repeat` (an earlier contact at
+//!   most the repeat window before), `is_repeat_same_reason` (an earlier
+//!   contact with the same non-null reason at most the window before), the
+//!   event (a chain of contacts each within the window of the one before;
+//!   `event_id` = first contact's id, `event_seq` = 1, 2, …) and
+//!   `followed_within_window` (another contact follows at most the window
+//!   later; null while the window is still open at the data's last timestamp).
+//! - [`Mode::Followups`] — one output row per (contact A, reason B) such that a
+//!   B-contact of the same customer follows A with 0 < t_B − t_A ≤ cluster
+//!   window ([`followups_schema`]), pointing at the first such B-contact. A's
+//!   reason may be null and may equal B: the cluster SQL needs both for the
+//!   baseline. These rows are the evidence behind every A→B cluster.
+
+pub mod exec;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Offset, TimeZone};
+use chrono_tz::Tz;
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, UInt32Array,
+};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use crate::error::Result;
+
+/// Which table the pass produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// One annotated row per contact.
+    Contacts,
+    /// One row per (contact, follow-up reason) within the cluster window.
+    Followups,
+}
+
+/// Parameters of the pass.
+#[derive(Debug, Clone)]
+pub struct TimelineParams {
+    /// Repeat window, µs.
+    pub repeat_window_us: i64,
+    /// Cluster window, µs.
+    pub cluster_window_us: i64,
+    /// The last timestamp in the data, µs; decides which windows are closed.
+    pub data_end_us: i64,
+    /// Time zone for the local `date` column.
+    pub tz: Tz,
+}
+
+const NULL_CODE: u32 = u32::MAX;
+
+/// Output schema of [`Mode::Contacts`] for an input schema.
+pub fn contacts_schema(input: &Schema) -> SchemaRef {
+    let f = |name: &str| {
+        input
+            .field_with_name(name)
+            .expect("contacts_in column")
+            .clone()
+    };
+    let mut fields = vec![
+        f("contact_id"),
+        f("customer_id"),
+        f("ts"),
+        Field::new("date", DataType::Date32, false),
+        f("channel"),
+        f("reason"),
+    ];
+    fields.push(f("agent"));
+    fields.extend([
+        Field::new("prev_channel", DataType::Utf8, true),
+        Field::new("prev_gap_s", DataType::Float64, true),
+        Field::new("is_repeat", DataType::Boolean, false),
+        Field::new("is_repeat_same_reason", DataType::Boolean, false),
+        f("contact_id").with_name("event_id"),
+        Field::new("event_seq", DataType::Int64, false),
+        Field::new("followed_within_window", DataType::Boolean, true),
+    ]);
+    Arc::new(Schema::new(fields))
+}
+
+/// Output schema of [`Mode::Followups`] for an input schema.
+pub fn followups_schema(input: &Schema) -> SchemaRef {
+    let id = input
+        .field_with_name("contact_id")
+        .expect("contacts_in column");
+    Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, false),
+        id.clone().with_name("trigger_contact_id"),
+        Field::new("antecedent", DataType::Utf8, true),
+        id.clone().with_name("followup_contact_id"),
+        Field::new("consequent", DataType::Utf8, false),
+        Field::new("lag_s", DataType::Float64, false),
+    ]))
+}
+
+/// Views of the columns the pass needs, over one sorted batch.
+struct Columns<'a> {
+    customer: &'a datafusion::arrow::array::StringArray,
+    ts: &'a [i64],
+    reason_codes: Vec<u32>,
+    n_reasons: usize,
+}
+
+impl<'a> Columns<'a> {
+    fn new(batch: &'a RecordBatch) -> Self {
+        let customer = batch
+            .column_by_name("customer_id")
+            .expect("customer_id")
+            .as_string::<i32>();
+        let ts = batch
+            .column_by_name("ts")
+            .expect("ts")
+            .as_primitive::<TimestampMicrosecondType>()
+            .values();
+        let reason = batch
+            .column_by_name("reason")
+            .expect("reason")
+            .as_string::<i32>();
+        let mut dict: HashMap<&str, u32> = HashMap::new();
+        let reason_codes = (0..reason.len())
+            .map(|i| {
+                if reason.is_null(i) {
+                    NULL_CODE
+                } else {
+                    let next = dict.len() as u32;
+                    *dict.entry(reason.value(i)).or_insert(next)
+                }
+            })
+            .collect();
+        Columns {
+            customer,
+            ts,
+            reason_codes,
+            n_reasons: dict.len(),
+        }
+    }
+
+    /// Start offsets of each customer's run, plus the end.
+    fn customer_runs(&self) -> Vec<usize> {
+        let n = self.customer.len();
+        let mut runs = Vec::new();
+        for i in 0..n {
+            if i == 0 || self.customer.value(i) != self.customer.value(i - 1) {
+                runs.push(i);
+            }
+        }
+        runs.push(n);
+        runs
+    }
+}
+
+/// Runs the pass over one batch sorted by (customer_id, ts, contact_id, _row).
+pub fn process(batch: &RecordBatch, mode: Mode, params: &TimelineParams) -> Result<RecordBatch> {
+    match mode {
+        Mode::Contacts => annotate_contacts(batch, params),
+        Mode::Followups => followups(batch, params),
+    }
+}
+
+fn annotate_contacts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
+    let cols = Columns::new(batch);
+    let n = batch.num_rows();
+    let w = p.repeat_window_us;
+    let mut prev_idx: Vec<Option<u32>> = Vec::with_capacity(n);
+    let mut prev_gap = Vec::with_capacity(n);
+    let mut is_repeat = Vec::with_capacity(n);
+    let mut same_reason = Vec::with_capacity(n);
+    let mut event_start: Vec<u32> = Vec::with_capacity(n);
+    let mut event_seq = Vec::with_capacity(n);
+    let mut followed = Vec::with_capacity(n);
+    // last_seen[reason] = (customer run index, timestamp of its latest contact)
+    let mut last_seen: Vec<(usize, i64)> = vec![(usize::MAX, 0); cols.n_reasons];
+    let runs = cols.customer_runs();
+    for (run, bounds) in runs.windows(2).enumerate() {
+        let (start, end) = (bounds[0], bounds[1]);
+        let mut ev_start = start;
+        let mut seq = 0i64;
+        for i in start..end {
+            let t = cols.ts[i];
+            if i > start {
+                let gap = t - cols.ts[i - 1];
+                prev_idx.push(Some((i - 1) as u32));
+                prev_gap.push(Some(gap as f64 / 1e6));
+                let rep = gap <= w;
+                is_repeat.push(rep);
+                if rep {
+                    seq += 1;
+                } else {
+                    ev_start = i;
+                    seq = 1;
+                }
+            } else {
+                prev_idx.push(None);
+                prev_gap.push(None);
+                is_repeat.push(false);
+                ev_start = i;
+                seq = 1;
+            }
+            event_start.push(ev_start as u32);
+            event_seq.push(seq);
+            let code = cols.reason_codes[i];
+            if code == NULL_CODE {
+                same_reason.push(false);
+            } else {
+                let (r, last) = last_seen[code as usize];
+                same_reason.push(r == run && t - last <= w);
+                last_seen[code as usize] = (run, t);
+            }
+            followed.push(if i + 1 < end && cols.ts[i + 1] - t <= w {
+                Some(true)
+            } else if t.saturating_add(w) <= p.data_end_us {
+                Some(false)
+            } else {
+                None
+            });
+        }
+    }
+    let schema = contacts_schema(batch.schema().as_ref());
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .expect("contacts_in column")
+            .clone()
+    };
+    let dates: Date32Array = cols
+        .ts
+        .iter()
+        .map(|t| local_date(*t, p.tz))
+        .collect::<Vec<i32>>()
+        .into();
+    let prev_idx = UInt32Array::from(prev_idx);
+    let mut out: Vec<ArrayRef> = vec![
+        col("contact_id"),
+        col("customer_id"),
+        col("ts"),
+        Arc::new(dates),
+        col("channel"),
+        col("reason"),
+    ];
+    out.push(col("agent"));
+    out.push(take(col("channel").as_ref(), &prev_idx, None)?);
+    out.push(Arc::new(Float64Array::from(prev_gap)));
+    out.push(Arc::new(BooleanArray::from(is_repeat)));
+    out.push(Arc::new(BooleanArray::from(same_reason)));
+    out.push(take(
+        col("contact_id").as_ref(),
+        &UInt32Array::from(event_start),
+        None,
+    )?);
+    out.push(Arc::new(Int64Array::from(event_seq)));
+    out.push(Arc::new(BooleanArray::from(followed)));
+    Ok(RecordBatch::try_new(schema, out)?)
+}
+
+fn followups(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
+    let cols = Columns::new(batch);
+    let w = p.cluster_window_us;
+    let mut trig: Vec<u32> = Vec::new();
+    let mut foll: Vec<u32> = Vec::new();
+    let mut lag: Vec<f64> = Vec::new();
+    // seen[reason] = 1 + index of the trigger that last recorded this reason
+    let mut seen: Vec<u32> = vec![0; cols.n_reasons];
+    let runs = cols.customer_runs();
+    for bounds in runs.windows(2) {
+        let (start, end) = (bounds[0], bounds[1]);
+        for i in start..end {
+            let t = cols.ts[i];
+            let stamp = i as u32 + 1;
+            let mut j = i + 1;
+            while j < end && cols.ts[j] - t <= w {
+                let code = cols.reason_codes[j];
+                if cols.ts[j] > t && code != NULL_CODE && seen[code as usize] != stamp {
+                    seen[code as usize] = stamp;
+                    trig.push(i as u32);
+                    foll.push(j as u32);
+                    lag.push((cols.ts[j] - t) as f64 / 1e6);
+                }
+                j += 1;
+            }
+        }
+    }
+    let schema = followups_schema(batch.schema().as_ref());
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .expect("contacts_in column")
+            .clone()
+    };
+    let trig = UInt32Array::from(trig);
+    let foll = UInt32Array::from(foll);
+    let out: Vec<ArrayRef> = vec![
+        take(col("customer_id").as_ref(), &trig, None)?,
+        take(col("contact_id").as_ref(), &trig, None)?,
+        take(col("reason").as_ref(), &trig, None)?,
+        take(col("contact_id").as_ref(), &foll, None)?,
+        take(col("reason").as_ref(), &foll, None)?,
+        Arc::new(Float64Array::from(lag)),
+    ];
+    Ok(RecordBatch::try_new(schema, out)?)
+}
+
+/// The local calendar day of a UTC instant, as days since 1970-01-01.
+pub fn local_date(ts_us: i64, tz: Tz) -> i32 {
+    const DAY_US: i64 = 86_400_000_000;
+    let offset_us = if tz == chrono_tz::UTC {
+        0
+    } else {
+        match DateTime::from_timestamp_micros(ts_us) {
+            Some(dt) => {
+                tz.offset_from_utc_datetime(&dt.naive_utc())
+                    .fix()
+                    .local_minus_utc() as i64
+                    * 1_000_000
+            }
+            None => 0,
+        }
+    };
+    (ts_us + offset_us).div_euclid(DAY_US) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::contacts_in_schema;
+    use datafusion::arrow::array::{StringArray, TimestampMicrosecondArray};
+
+    const H: i64 = 3_600_000_000;
+
+    fn batch(rows: &[(&str, i64, Option<&str>)]) -> RecordBatch {
+        let schema = contacts_in_schema(&DataType::Int64);
+        let n = rows.len() as i64;
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(1..=n)),
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(StringArray::from(vec![Some("phone"); rows.len()])),
+                Arc::new(StringArray::from(
+                    rows.iter().map(|r| r.2).collect::<Vec<_>>(),
+                )),
+                Arc::new(StringArray::from(vec![None::<&str>; rows.len()])),
+                Arc::new(Int64Array::from_iter_values(0..n)),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn params() -> TimelineParams {
+        TimelineParams {
+            repeat_window_us: 24 * H,
+            cluster_window_us: 7 * 24 * H,
+            data_end_us: 100 * 24 * H,
+            tz: chrono_tz::UTC,
+        }
+    }
+
+    #[test]
+    fn repeats_events_and_gap_exactly_at_window() {
+        let b = batch(&[
+            ("a", 0, Some("x")),
+            ("a", 24 * H, Some("y")),     // exactly at the window: repeat
+            ("a", 48 * H + 1, Some("x")), // just past: new event
+            ("b", 5 * H, None),
+        ]);
+        let out = process(&b, Mode::Contacts, &params()).unwrap();
+        let rep = out.column_by_name("is_repeat").unwrap().as_boolean();
+        assert_eq!(
+            rep.iter().collect::<Vec<_>>(),
+            vec![Some(false), Some(true), Some(false), Some(false)]
+        );
+        let seq = out
+            .column_by_name("event_seq")
+            .unwrap()
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!(seq.values().to_vec(), vec![1, 2, 1, 1]);
+        let ev = out
+            .column_by_name("event_id")
+            .unwrap()
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        assert_eq!(ev.values().to_vec(), vec![1, 1, 3, 4]);
+        let same = out
+            .column_by_name("is_repeat_same_reason")
+            .unwrap()
+            .as_boolean();
+        assert_eq!(
+            same.iter().collect::<Vec<_>>(),
+            vec![Some(false), Some(false), Some(false), Some(false)]
+        );
+    }
+
+    #[test]
+    fn followups_first_b_only_and_strictly_later() {
+        let b = batch(&[
+            ("a", 0, Some("x")),
+            ("a", 0, Some("y")), // same instant: not a follow-up
+            ("a", H, Some("y")),
+            ("a", 2 * H, Some("y")),
+        ]);
+        let out = process(&b, Mode::Followups, &params()).unwrap();
+        // x→y once (first y at +1h), y(0)→y once, y(1h)→y once
+        assert_eq!(out.num_rows(), 3);
+        let lag = out
+            .column_by_name("lag_s")
+            .unwrap()
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        assert_eq!(lag.values().to_vec(), vec![3600.0, 3600.0, 3600.0]);
+    }
+}

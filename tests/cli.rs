@@ -1,0 +1,386 @@
+//! The built `recur` binary: the no-argument run, mapped runs, config
+//! precedence, time encodings, and every bad-input error (exit code 2).
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+use crate::common::{root, write_batch};
+
+fn recur(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_recur"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run recur")
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).to_string(),
+        String::from_utf8_lossy(&o.stderr).to_string(),
+    )
+}
+
+fn manifest(out: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
+}
+
+/// A small log with the given time column (and customer/reason columns).
+fn log_with_time(path: &Path, time: ArrayRef, channel: bool) {
+    let n = time.len();
+    let mut fields = vec![
+        Field::new("customer_id", DataType::Utf8, true),
+        Field::new("ts", time.data_type().clone(), true),
+        Field::new("reason", DataType::Utf8, true),
+    ];
+    let mut cols: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| format!("c{}", i % 2)),
+        )),
+        time,
+        Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| ["x", "y"][i % 2]),
+        )),
+    ];
+    if channel {
+        fields.push(Field::new("channel", DataType::Utf8, true));
+        cols.push(Arc::new(StringArray::from_iter_values(
+            (0..n).map(|_| "phone"),
+        )));
+    }
+    write_batch(
+        path,
+        &RecordBatch::try_new(Arc::new(Schema::new(fields)), cols).unwrap(),
+    );
+}
+
+#[test]
+fn no_argument_run_uses_the_bundled_sample() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = recur(dir.path(), &["run"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.is_empty(), "silent on stderr in a pipe, got: {err}");
+    assert!(out.contains("repeat rate"), "{out}");
+    assert!(out.contains("  1. "), "top clusters listed: {out}");
+    let outdir = dir.path().join("recur-out");
+    for t in [
+        "contacts.parquet",
+        "repeat_summary.parquet",
+        "clusters.parquet",
+        "manifest.json",
+    ] {
+        assert!(outdir.join(t).is_file(), "{t} written");
+    }
+    let m = manifest(&outdir);
+    assert_eq!(
+        m["parameters"]["exclude_customers"],
+        serde_json::json!(["UNKNOWN", "0"])
+    );
+    let read = m["rows"]["read"].as_u64().unwrap();
+    let used = m["rows"]["used"].as_u64().unwrap();
+    let excluded: u64 = m["rows"]["excluded"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v["rows"].as_u64().unwrap())
+        .sum();
+    assert_eq!(read, used + excluded);
+    assert_eq!(m["tables"]["contacts"]["rows"].as_u64().unwrap(), used);
+}
+
+#[test]
+fn mapped_run_and_config_precedence() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = root().join("tests/data/servicenow_incidents.parquet");
+    std::fs::write(
+        dir.path().join("desk.toml"),
+        "customer_col = 'caller_id'\ntime_col = 'opened_at'\nchannel_col = 'contact_type'\n\
+         reason_col = 'category'\ncontact_id_col = 'number'\nmin_support = 7\nrepeat_window = '12h'\n",
+    )
+    .unwrap();
+    let o = recur(
+        dir.path(),
+        &[
+            "run",
+            log.to_str().unwrap(),
+            "--config",
+            "desk.toml",
+            "--min-support",
+            "9",
+            "--out",
+            "o",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
+    let m = manifest(&dir.path().join("o"));
+    assert_eq!(m["parameters"]["min_support"], 9, "flag wins over file");
+    assert_eq!(
+        m["parameters"]["repeat_window_us"], 43_200_000_000i64,
+        "file wins over default"
+    );
+    assert_eq!(m["parameters"]["columns"]["customer"], "caller_id");
+    assert_eq!(m["rows"]["excluded"]["null_customer_id"]["rows"], 3);
+    assert!(out.contains("within 12h"), "{out}");
+}
+
+#[test]
+fn time_encodings_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let secs: Vec<i64> = (0..40).map(|i| 1_780_000_000 + i * 7_000).collect();
+    let runs: Vec<(&str, ArrayRef)> = vec![
+        ("s", Arc::new(Int64Array::from(secs.clone()))),
+        (
+            "ms",
+            Arc::new(Int64Array::from_iter_values(secs.iter().map(|s| s * 1000))),
+        ),
+        (
+            "us",
+            Arc::new(Int64Array::from_iter_values(
+                secs.iter().map(|s| s * 1_000_000),
+            )),
+        ),
+        (
+            "iso",
+            Arc::new(StringArray::from_iter_values(secs.iter().map(|s| {
+                chrono::DateTime::from_timestamp(*s, 0)
+                    .unwrap()
+                    .to_rfc3339()
+            }))),
+        ),
+        (
+            "naive",
+            Arc::new(StringArray::from_iter_values(secs.iter().map(|s| {
+                chrono::DateTime::from_timestamp(*s, 0)
+                    .unwrap()
+                    .format("%Y-%m-%d %H:%M:%S")
+                    .to_string()
+            }))),
+        ),
+    ];
+    let mut results = Vec::new();
+    for (name, col) in runs {
+        let f = dir.path().join(format!("{name}.parquet"));
+        log_with_time(&f, col, false);
+        let o = recur(dir.path(), &["run", f.to_str().unwrap(), "--out", name]);
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{name}: {out}\n{err}");
+        let m = manifest(&dir.path().join(name));
+        assert_eq!(m["rows"]["used"], 40, "{name}");
+        assert!(
+            m["notes"].to_string().contains("one channel"),
+            "no channel column is noted: {}",
+            m["notes"]
+        );
+        results.push((
+            m["data_range"].clone(),
+            out.lines().nth(1).unwrap().to_string(),
+        ));
+    }
+    for r in &results[1..] {
+        assert_eq!(r, &results[0]);
+    }
+}
+
+#[test]
+fn naive_times_are_read_in_the_given_zone() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.parquet");
+    log_with_time(
+        &f,
+        Arc::new(StringArray::from(vec![
+            "2026-07-01 12:00:00",
+            "2026-07-01 13:00:00",
+        ])),
+        true,
+    );
+    let o = recur(
+        dir.path(),
+        &[
+            "run",
+            "t.parquet",
+            "--timezone",
+            "Europe/Paris",
+            "--out",
+            "o",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let m = manifest(&dir.path().join("o"));
+    assert_eq!(m["data_range"][0], "2026-07-01T10:00:00+00:00");
+}
+
+#[test]
+fn bad_input_missing_column_lists_the_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = root().join("sample-data/contacts.parquet");
+    let o = recur(
+        dir.path(),
+        &["run", sample.to_str().unwrap(), "--customer-col", "client"],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'client'") && err.contains("contacts.parquet"),
+        "{err}"
+    );
+    assert!(
+        err.contains("the file has columns: contact_id, customer_id, ts"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_not_parquet_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("log.parquet"), "contact_id,ts\n1,2\n").unwrap();
+    let o = recur(dir.path(), &["run", "log.parquet"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("log.parquet") && err.contains("parquet"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bad_input_missing_path_and_bad_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = recur(dir.path(), &["run", "nowhere.parquet"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("nowhere.parquet"));
+    let sample = root().join("sample-data/contacts.parquet");
+    let o = recur(
+        dir.path(),
+        &["run", sample.to_str().unwrap(), "--repeat-window", "soon"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("--repeat-window"), "{}", text(&o).1);
+    let o = recur(
+        dir.path(),
+        &[
+            "run",
+            sample.to_str().unwrap(),
+            "--timezone",
+            "Mars/Olympus",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let o = recur(dir.path(), &["run", "empty"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("no parquet files"), "{}", text(&o).1);
+}
+
+#[test]
+fn bad_input_time_column_type_shows_an_example() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("t.parquet");
+    log_with_time(&f, Arc::new(Float64Array::from(vec![1.5, 2.5])), true);
+    let o = recur(dir.path(), &["run", "t.parquet"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'ts'") && err.contains("Float64") && err.contains("1.5"),
+        "{err}"
+    );
+    let f = dir.path().join("b.parquet");
+    log_with_time(&f, Arc::new(BooleanArray::from(vec![true, false])), true);
+    let o = recur(dir.path(), &["run", "b.parquet"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o).1);
+}
+
+#[test]
+fn bad_input_unparseable_time_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("all_bad.parquet");
+    log_with_time(
+        &f,
+        Arc::new(StringArray::from(vec!["soon", "later", "never"])),
+        true,
+    );
+    let o = recur(dir.path(), &["run", "all_bad.parquet"]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("'ts'") && err.contains("\"soon\"") && err.contains("all_bad.parquet"),
+        "{err}"
+    );
+
+    // One bad value in a good column: excluded, counted, shown in the manifest.
+    let f = dir.path().join("one_bad.parquet");
+    log_with_time(
+        &f,
+        Arc::new(StringArray::from(vec![
+            Some("2026-01-01T10:00:00Z"),
+            Some("31/12/2025 10h"),
+            None,
+            Some("2026-01-02T10:00:00Z"),
+        ])),
+        true,
+    );
+    let o = recur(dir.path(), &["run", "one_bad.parquet", "--out", "o"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let m = manifest(&dir.path().join("o"));
+    assert_eq!(m["rows"]["excluded"]["unparseable_timestamp"]["rows"], 1);
+    assert_eq!(
+        m["rows"]["excluded"]["unparseable_timestamp"]["example"],
+        "31/12/2025 10h"
+    );
+    assert_eq!(m["rows"]["excluded"]["null_timestamp"]["rows"], 1);
+    assert_eq!(m["rows"]["used"], 2);
+}
+
+#[test]
+fn generate_writes_log_and_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = recur(
+        dir.path(),
+        &[
+            "generate",
+            "--out",
+            "g.parquet",
+            "--customers",
+            "300",
+            "--days",
+            "30",
+            "--seed",
+            "7",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let truth: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("g.parquet.truth.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(truth["rows"].as_u64().unwrap() > 300);
+    assert!(truth["clusters"].as_array().unwrap().len() >= 5);
+    // Same seed, same bytes.
+    let o = recur(
+        dir.path(),
+        &[
+            "generate",
+            "--out",
+            "h.parquet",
+            "--customers",
+            "300",
+            "--days",
+            "30",
+            "--seed",
+            "7",
+        ],
+    );
+    assert!(o.status.success());
+    assert_eq!(
+        std::fs::read(dir.path().join("g.parquet")).unwrap(),
+        std::fs::read(dir.path().join("h.parquet")).unwrap()
+    );
+}

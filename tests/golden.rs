@@ -1,0 +1,179 @@
+//! Golden test: sample-data run rendered as sorted text and compared with
+//! tests/golden/sample.txt (regenerate with UPDATE_GOLDEN=1), and the planted
+//! clusters of the sample's truth ranked on top.
+
+use std::fmt::Write;
+
+use recur::config::ConfigFile;
+use recur::generate::Truth;
+
+use crate::common::{column_text, read_parquet, root};
+
+fn render(out: &std::path::Path, manifest: &recur::report::Manifest) -> String {
+    let mut s = String::new();
+    writeln!(s, "# rows").unwrap();
+    writeln!(s, "read {} used {}", manifest.rows.read, manifest.rows.used).unwrap();
+    for (k, v) in &manifest.rows.excluded {
+        writeln!(s, "excluded {k} {} example={:?}", v.rows, v.example).unwrap();
+    }
+    for (k, v) in &manifest.tables {
+        writeln!(s, "table {k} {} rows", v.rows).unwrap();
+    }
+    writeln!(
+        s,
+        "# repeat_summary (all, channel, channel_transition; sorted)"
+    )
+    .unwrap();
+    let b = read_parquet(&out.join("repeat_summary.parquet"));
+    let cols: Vec<Vec<String>> = [
+        "dimension",
+        "key",
+        "contacts",
+        "repeats",
+        "repeat_rate",
+        "same_reason_repeats",
+        "events",
+        "contacts_per_event",
+        "fcr_rate",
+    ]
+    .iter()
+    .map(|c| column_text(&b, c))
+    .collect();
+    let mut lines: Vec<String> = (0..cols[0].len())
+        .filter(|i| ["all", "channel", "channel_transition"].contains(&cols[0][*i].as_str()))
+        .map(|i| {
+            let f = |x: &str| {
+                x.parse::<f64>()
+                    .map(|v| format!("{v:.6}"))
+                    .unwrap_or(x.into())
+            };
+            format!(
+                "{} {} contacts={} repeats={} rate={} same={} events={} cpe={} fcr={}",
+                cols[0][i],
+                cols[1][i],
+                cols[2][i],
+                cols[3][i],
+                f(&cols[4][i]),
+                cols[5][i],
+                cols[6][i],
+                f(&cols[7][i]),
+                f(&cols[8][i])
+            )
+        })
+        .collect();
+    lines.sort();
+    for l in lines {
+        writeln!(s, "{l}").unwrap();
+    }
+    writeln!(s, "# clusters (by rank)").unwrap();
+    let c = read_parquet(&out.join("clusters.parquet"));
+    let names = [
+        "rank",
+        "antecedent",
+        "consequent",
+        "window_s",
+        "n_antecedent",
+        "n_support",
+        "confidence",
+        "baseline",
+        "lift",
+        "median_lag_s",
+        "p90_lag_s",
+        "customers",
+        "score",
+    ];
+    let cols: Vec<Vec<String>> = names.iter().map(|n| column_text(&c, n)).collect();
+    let mut rows: Vec<(u64, String)> = (0..cols[0].len())
+        .map(|i| {
+            let line = names
+                .iter()
+                .zip(&cols)
+                .map(|(n, col)| {
+                    let v = &col[i];
+                    match v.parse::<f64>() {
+                        Ok(x) if v.contains('.') => format!("{n}={x:.6}"),
+                        _ => format!("{n}={v}"),
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            (cols[0][i].parse().unwrap(), line)
+        })
+        .collect();
+    rows.sort();
+    for (_, l) in rows {
+        writeln!(s, "{l}").unwrap();
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_data_golden() {
+    let sample = root().join("sample-data");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let file = ConfigFile::load(&sample.join("recur.toml")).unwrap();
+    let flags = ConfigFile {
+        inputs: Some(vec![
+            sample.join("contacts.parquet").to_string_lossy().into(),
+        ]),
+        out: Some(out.clone()),
+        ..Default::default()
+    };
+    let cfg = recur::config::PipelineConfig::from_raw(flags.or(file)).unwrap();
+    let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    let text = render(&out, &summary.manifest);
+    let golden = root().join("tests/golden/sample.txt");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &text).unwrap();
+    }
+    let want = std::fs::read_to_string(&golden).unwrap_or_default();
+    if want != text {
+        panic!(
+            "golden mismatch for {} (UPDATE_GOLDEN=1 to accept)\n--- expected\n{want}\n--- actual\n{text}",
+            golden.display()
+        );
+    }
+
+    // The planted clusters whose lag fits the window come out on top.
+    let truth = Truth::load(&sample.join("contacts.parquet.truth.json")).unwrap();
+    let window_s = cfg.cluster_window_us as f64 / 1e6;
+    let fitting: Vec<(String, String)> = truth
+        .clusters
+        .iter()
+        .filter(|c| c.lag_median_s * 1.5 < window_s)
+        .map(|c| (c.antecedent.clone(), c.consequent.clone()))
+        .collect();
+    assert!(
+        fitting.len() >= 5,
+        "sample plants at least five in-window clusters"
+    );
+    let top: Vec<(String, String)> = summary
+        .top_clusters
+        .iter()
+        .take(fitting.len())
+        .map(|c| (c.antecedent.clone(), c.consequent.clone()))
+        .collect();
+    for f in &fitting {
+        assert!(
+            top.contains(f),
+            "planted {f:?} not in the top {}: {top:?}",
+            fitting.len()
+        );
+    }
+    // Placeholder ids were excluded, as the truth says they were planted.
+    assert_eq!(
+        summary.manifest.rows.excluded["placeholder_customer_id"].rows,
+        truth.placeholder_rows
+    );
+    assert_eq!(
+        summary.manifest.rows.excluded["null_customer_id"].rows,
+        truth.null_customer_rows
+    );
+    assert_eq!(
+        summary.manifest.rows.excluded["null_timestamp"].rows,
+        truth.null_ts_rows
+    );
+}

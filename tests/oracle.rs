@@ -1,0 +1,455 @@
+//! The engine against a brute-force oracle (plain nested loops per customer)
+//! on randomized logs with ties, equal timestamps, gaps exactly at the
+//! window, single-contact customers, null reasons, null and placeholder ids
+//! and null timestamps.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::common::{LogRow, column_text, config, read_parquet, write_log};
+
+const H: i64 = 3_600_000_000;
+const REPEAT_W: i64 = 24 * H;
+const CLUSTER_W: i64 = 72 * H;
+const BASE: i64 = 1_780_000_000_000_000;
+
+/// A random log built to hit the edges: times on a 6-hour grid (so gaps land
+/// exactly on the 24h and 72h windows and many timestamps tie), random
+/// contact ids (ties are broken by id, not input order).
+fn random_log(seed: u64) -> Vec<LogRow> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let customers = rng.random_range(1..40);
+    let mut rows = Vec::new();
+    let reasons = ["a", "b", "c", "d"];
+    let channels = ["phone", "chat", "email"];
+    for c in 0..customers {
+        let n = if rng.random_bool(0.25) {
+            1
+        } else {
+            rng.random_range(1..30)
+        };
+        for _ in 0..n {
+            let grid = rng.random_range(0..60i64) * 6 * H;
+            let jitter = if rng.random_bool(0.1) {
+                rng.random_range(-1..=1)
+            } else {
+                0
+            };
+            rows.push(LogRow {
+                contact_id: 0,
+                customer: Some(format!("c{c}")),
+                ts: Some(BASE + grid + jitter),
+                channel: Some(channels[rng.random_range(0..3)].into()),
+                reason: if rng.random_bool(0.1) {
+                    None
+                } else {
+                    Some(reasons[rng.random_range(0..4)].into())
+                },
+                agent: Some(format!("ag{}", rng.random_range(0..3))),
+            });
+        }
+    }
+    // rows nobody can use
+    for k in 0..rng.random_range(0..6) {
+        let mut r = rows[0].clone();
+        match k % 3 {
+            0 => r.customer = None,
+            1 => r.customer = Some("0".into()),
+            _ => r.ts = None,
+        }
+        rows.push(r);
+    }
+    let mut ids: Vec<i64> = (1..=rows.len() as i64).collect();
+    for i in (1..ids.len()).rev() {
+        ids.swap(i, rng.random_range(0..=i));
+    }
+    for (r, id) in rows.iter_mut().zip(ids) {
+        r.contact_id = id * 7;
+    }
+    for i in (1..rows.len()).rev() {
+        let j = rng.random_range(0..=i);
+        rows.swap(i, j);
+    }
+    rows
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Expected {
+    prev_gap_s: Option<f64>,
+    prev_channel: Option<String>,
+    is_repeat: bool,
+    same_reason: bool,
+    event_id: i64,
+    event_seq: i64,
+    followed: Option<bool>,
+}
+
+fn usable(rows: &[LogRow]) -> Vec<LogRow> {
+    rows.iter()
+        .filter(|r| {
+            r.ts.is_some()
+                && r.customer
+                    .as_deref()
+                    .is_some_and(|c| !c.is_empty() && c != "0")
+        })
+        .cloned()
+        .collect()
+}
+
+/// Brute force per contact, straight from the definitions.
+fn oracle_contacts(rows: &[LogRow]) -> BTreeMap<i64, Expected> {
+    let max_ts = rows.iter().filter_map(|r| r.ts).max().unwrap();
+    let key = |r: &LogRow| (r.ts.unwrap(), r.contact_id);
+    let mut out = BTreeMap::new();
+    for i in rows {
+        let same: Vec<&LogRow> = rows.iter().filter(|j| j.customer == i.customer).collect();
+        let earlier: Vec<&&LogRow> = same.iter().filter(|j| key(j) < key(i)).collect();
+        let later: Vec<&&LogRow> = same.iter().filter(|j| key(j) > key(i)).collect();
+        let ti = i.ts.unwrap();
+        let prev = earlier.iter().max_by_key(|j| key(j));
+        let is_repeat = earlier.iter().any(|j| ti - j.ts.unwrap() <= REPEAT_W);
+        let same_reason = i.reason.is_some()
+            && earlier
+                .iter()
+                .any(|j| j.reason == i.reason && ti - j.ts.unwrap() <= REPEAT_W);
+        let followed = if later.iter().any(|j| j.ts.unwrap() - ti <= REPEAT_W) {
+            Some(true)
+        } else if ti + REPEAT_W <= max_ts {
+            Some(false)
+        } else {
+            None
+        };
+        // event: walk back while the gap to the previous contact is within the window
+        let mut ordered: Vec<&LogRow> = same.clone();
+        ordered.sort_by_key(|r| key(r));
+        let pos = ordered
+            .iter()
+            .position(|r| r.contact_id == i.contact_id)
+            .unwrap();
+        let mut start = pos;
+        while start > 0 && ordered[start].ts.unwrap() - ordered[start - 1].ts.unwrap() <= REPEAT_W {
+            start -= 1;
+        }
+        out.insert(
+            i.contact_id,
+            Expected {
+                prev_gap_s: prev.map(|p| (ti - p.ts.unwrap()) as f64 / 1e6),
+                prev_channel: prev.and_then(|p| p.channel.clone()),
+                is_repeat,
+                same_reason,
+                event_id: ordered[start].contact_id,
+                event_seq: (pos - start + 1) as i64,
+                followed,
+            },
+        );
+    }
+    out
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct ExpectedCluster {
+    n_antecedent: i64,
+    n_support: i64,
+    confidence: f64,
+    baseline: f64,
+    lift: f64,
+    median_lag_s: f64,
+    p90_lag_s: f64,
+    customers: i64,
+}
+
+fn nearest_rank(sorted: &[f64], num: usize, den: usize) -> f64 {
+    let k = (num * sorted.len()).div_ceil(den);
+    sorted[k - 1]
+}
+
+fn oracle_clusters(
+    rows: &[LogRow],
+    min_support: i64,
+) -> BTreeMap<(String, String), ExpectedCluster> {
+    let total = rows.len() as f64;
+    let reasons: BTreeSet<String> = rows.iter().filter_map(|r| r.reason.clone()).collect();
+    let follows = |i: &LogRow, b: &str| -> Option<i64> {
+        rows.iter()
+            .filter(|j| j.customer == i.customer && j.reason.as_deref() == Some(b))
+            .map(|j| j.ts.unwrap() - i.ts.unwrap())
+            .filter(|d| *d > 0 && *d <= CLUSTER_W)
+            .min()
+    };
+    let mut out = BTreeMap::new();
+    for a in &reasons {
+        for b in &reasons {
+            if a == b {
+                continue;
+            }
+            let ante: Vec<&LogRow> = rows
+                .iter()
+                .filter(|r| r.reason.as_ref() == Some(a))
+                .collect();
+            let mut lags = Vec::new();
+            let mut custs = BTreeSet::new();
+            for i in &ante {
+                if let Some(l) = follows(i, b) {
+                    lags.push(l as f64 / 1e6);
+                    custs.insert(i.customer.clone());
+                }
+            }
+            if (lags.len() as i64) < min_support || lags.is_empty() {
+                continue;
+            }
+            lags.sort_by(|x, y| x.partial_cmp(y).unwrap());
+            let followed_by_b = rows.iter().filter(|i| follows(i, b).is_some()).count() as f64;
+            let confidence = lags.len() as f64 / ante.len() as f64;
+            let baseline = followed_by_b / total;
+            out.insert(
+                (a.clone(), b.clone()),
+                ExpectedCluster {
+                    n_antecedent: ante.len() as i64,
+                    n_support: lags.len() as i64,
+                    confidence,
+                    baseline,
+                    lift: confidence / baseline,
+                    median_lag_s: nearest_rank(&lags, 1, 2),
+                    p90_lag_s: nearest_rank(&lags, 9, 10),
+                    customers: custs.len() as i64,
+                },
+            );
+        }
+    }
+    out
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
+}
+
+fn opt_f64(s: &str) -> Option<f64> {
+    (s != "null").then(|| s.parse().unwrap())
+}
+
+fn opt_bool(s: &str) -> Option<bool> {
+    (s != "null").then(|| s == "true")
+}
+
+/// (dimension, key) of a repeat_summary row.
+type SummaryKey = (String, String);
+
+async fn check_seed(seed: u64, threads: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.parquet");
+    let rows = random_log(seed);
+    write_log(&log, &rows);
+    let out = dir.path().join("out");
+    let mut cfg = config(&[&log], &out, |c| {
+        c.cluster_window = Some("72h".into());
+        c.min_support = Some(1);
+        c.exclude_customer = Some(vec!["0".into()]);
+        c.agent_col = Some("agent".into());
+    });
+    cfg.target_partitions = threads;
+    let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    let used = usable(&rows);
+    assert_eq!(summary.manifest.rows.read, rows.len() as u64, "seed {seed}");
+    assert_eq!(summary.manifest.rows.used, used.len() as u64, "seed {seed}");
+    let excluded: u64 = summary
+        .manifest
+        .rows
+        .excluded
+        .values()
+        .map(|e| e.rows)
+        .sum();
+    assert_eq!(
+        excluded + summary.manifest.rows.used,
+        summary.manifest.rows.read
+    );
+
+    // contacts
+    let expected = oracle_contacts(&used);
+    let b = read_parquet(&out.join("contacts.parquet"));
+    let ids = column_text(&b, "contact_id");
+    let gaps = column_text(&b, "prev_gap_s");
+    let prev_ch = column_text(&b, "prev_channel");
+    let rep = column_text(&b, "is_repeat");
+    let same = column_text(&b, "is_repeat_same_reason");
+    let ev = column_text(&b, "event_id");
+    let seq = column_text(&b, "event_seq");
+    let fol = column_text(&b, "followed_within_window");
+    assert_eq!(
+        ids.len(),
+        expected.len(),
+        "seed {seed}: one row per usable contact"
+    );
+    for k in 0..ids.len() {
+        let id: i64 = ids[k].parse().unwrap();
+        let e = &expected[&id];
+        let got = Expected {
+            prev_gap_s: opt_f64(&gaps[k]),
+            prev_channel: (prev_ch[k] != "null").then(|| prev_ch[k].clone()),
+            is_repeat: rep[k] == "true",
+            same_reason: same[k] == "true",
+            event_id: ev[k].parse().unwrap(),
+            event_seq: seq[k].parse().unwrap(),
+            followed: opt_bool(&fol[k]),
+        };
+        assert_eq!(&got, e, "seed {seed} contact {id}");
+    }
+
+    // repeat_summary, 'all', 'channel', 'reason', 'agent' and 'channel_transition'
+    let s = read_parquet(&out.join("repeat_summary.parquet"));
+    let dims = column_text(&s, "dimension");
+    let keys = column_text(&s, "key");
+    let contacts = column_text(&s, "contacts");
+    let repeats = column_text(&s, "repeats");
+    let same_r = column_text(&s, "same_reason_repeats");
+    let events = column_text(&s, "events");
+    let fcr = column_text(&s, "fcr_rate");
+    let mut got: HashMap<SummaryKey, (i64, i64, i64, i64, Option<f64>)> = HashMap::new();
+    for k in 0..dims.len() {
+        got.insert(
+            (dims[k].clone(), keys[k].clone()),
+            (
+                contacts[k].parse().unwrap(),
+                repeats[k].parse().unwrap(),
+                same_r[k].parse().unwrap(),
+                events[k].parse().unwrap(),
+                opt_f64(&fcr[k]),
+            ),
+        );
+    }
+    let mut want: HashMap<SummaryKey, [i64; 6]> = HashMap::new();
+    for r in &used {
+        let e = &expected[&r.contact_id];
+        let mut keys = vec![
+            ("all".to_string(), "all".to_string()),
+            (
+                "channel".into(),
+                r.channel.clone().unwrap_or("(null)".into()),
+            ),
+            ("reason".into(), r.reason.clone().unwrap_or("(null)".into())),
+            ("agent".into(), r.agent.clone().unwrap()),
+        ];
+        if let Some(p) = &e.prev_channel {
+            keys.push((
+                "channel_transition".into(),
+                format!("{p} -> {}", r.channel.clone().unwrap()),
+            ));
+        }
+        for k in keys {
+            let w = want.entry(k).or_default();
+            w[0] += 1;
+            w[1] += e.is_repeat as i64;
+            w[2] += e.same_reason as i64;
+            w[3] += (e.event_seq == 1) as i64;
+            w[4] += (e.followed == Some(false)) as i64;
+            w[5] += e.followed.is_some() as i64;
+        }
+    }
+    for (k, w) in &want {
+        let g = got
+            .get(k)
+            .unwrap_or_else(|| panic!("seed {seed}: no summary row {k:?}"));
+        assert_eq!([g.0, g.1, g.2, g.3], w[..4], "seed {seed} summary {k:?}");
+        let fcr = (w[5] > 0).then(|| w[4] as f64 / w[5] as f64);
+        assert_eq!(
+            g.4.map(|x| (x * 1e9).round()),
+            fcr.map(|x| (x * 1e9).round()),
+            "seed {seed} fcr {k:?}"
+        );
+    }
+    let non_date = got.keys().filter(|k| k.0 != "date").count();
+    assert_eq!(
+        non_date,
+        want.len(),
+        "seed {seed}: summary has exactly the oracle's keys"
+    );
+
+    // clusters
+    let want = oracle_clusters(&used, 1);
+    let c = read_parquet(&out.join("clusters.parquet"));
+    let a = column_text(&c, "antecedent");
+    let bb = column_text(&c, "consequent");
+    let f = |n: &str| column_text(&c, n);
+    let (na, ns, conf, base, lift, med, p90, cu, ws) = (
+        f("n_antecedent"),
+        f("n_support"),
+        f("confidence"),
+        f("baseline"),
+        f("lift"),
+        f("median_lag_s"),
+        f("p90_lag_s"),
+        f("customers"),
+        f("window_s"),
+    );
+    assert_eq!(a.len(), want.len(), "seed {seed}: cluster count");
+    for k in 0..a.len() {
+        let e = &want[&(a[k].clone(), bb[k].clone())];
+        let ctx = format!("seed {seed} cluster {}->{}", a[k], bb[k]);
+        assert_eq!(na[k].parse::<i64>().unwrap(), e.n_antecedent, "{ctx}");
+        assert_eq!(ns[k].parse::<i64>().unwrap(), e.n_support, "{ctx}");
+        assert_eq!(cu[k].parse::<i64>().unwrap(), e.customers, "{ctx}");
+        assert_eq!(
+            ws[k].parse::<i64>().unwrap(),
+            CLUSTER_W / 1_000_000,
+            "{ctx}"
+        );
+        assert!(
+            close(conf[k].parse().unwrap(), e.confidence),
+            "{ctx} confidence"
+        );
+        assert!(
+            close(base[k].parse().unwrap(), e.baseline),
+            "{ctx} baseline"
+        );
+        assert!(close(lift[k].parse().unwrap(), e.lift), "{ctx} lift");
+        assert_eq!(
+            med[k].parse::<f64>().unwrap(),
+            e.median_lag_s,
+            "{ctx} median"
+        );
+        assert_eq!(p90[k].parse::<f64>().unwrap(), e.p90_lag_s, "{ctx} p90");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_matches_oracle_on_random_logs() {
+    for seed in 0..25 {
+        check_seed(seed, 1 + (seed as usize % 3)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_support_filters_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.parquet");
+    let rows: Vec<LogRow> = (0..6)
+        .flat_map(random_log)
+        .enumerate()
+        .map(|(i, mut r)| {
+            r.contact_id = i as i64 + 1;
+            r.customer = r.customer.map(|c| format!("{c}-{}", i % 5));
+            r
+        })
+        .collect();
+    write_log(&log, &rows);
+    let out = dir.path().join("out");
+    let cfg = config(&[&log], &out, |c| {
+        c.cluster_window = Some("72h".into());
+        c.min_support = Some(5);
+        c.exclude_customer = Some(vec!["0".into()]);
+    });
+    recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    let want = oracle_clusters(&usable(&rows), 5);
+    let c = read_parquet(&out.join("clusters.parquet"));
+    let got: BTreeSet<(String, String)> = column_text(&c, "antecedent")
+        .into_iter()
+        .zip(column_text(&c, "consequent"))
+        .collect();
+    assert_eq!(got, want.keys().cloned().collect::<BTreeSet<_>>());
+    assert!(!got.is_empty());
+}
