@@ -1,7 +1,7 @@
 //! The `recur` command line: a thin layer over the library.
 #![allow(clippy::result_large_err)]
 
-use std::io::IsTerminal;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -153,14 +153,19 @@ fn human_lag(s: f64) -> String {
     }
 }
 
-fn print_summary(s: &RunSummary, out: &Path) {
+fn render_summary(s: &RunSummary, out: &Path) -> String {
+    use std::fmt::Write;
+    let mut t = String::new();
     let m = &s.manifest;
     let excluded: u64 = m.rows.excluded.values().map(|e| e.rows).sum();
-    println!(
+    writeln!(
+        t,
         "recur: {} rows read, {} contacts analysed, {} excluded (see manifest.json)",
         m.rows.read, s.contacts, excluded
-    );
-    println!(
+    )
+    .ok();
+    writeln!(
+        t,
         "repeat rate {} within {} | contacts per event {} | first-contact resolution {}",
         pct(s.repeat_rate),
         recur::config::format_duration_us(m.parameters.repeat_window_us),
@@ -168,16 +173,21 @@ fn print_summary(s: &RunSummary, out: &Path) {
             .map(|v| format!("{v:.2}"))
             .unwrap_or_else(|| "n/a".into()),
         pct(s.fcr_rate),
-    );
+    )
+    .ok();
     let window = recur::config::format_duration_us(m.parameters.cluster_window_us);
-    println!(
+    writeln!(
+        t,
         "{} clusters within {window}; top {}:",
         s.clusters,
         s.top_clusters.len()
-    );
+    )
+    .ok();
     for c in &s.top_clusters {
-        println!(
-            "{:>3}. {} -> {}: {:.0}% of {} '{}' contacts are followed by '{}' within {window} ({:.1}x the usual rate, median after {}, {} customers)",
+        writeln!(
+            t,
+            "{:>3}. {} -> {}: {:.0}% of {} {} contacts are followed by {} within {window} \
+             ({:.1}x the usual rate; median lag {}; {} customers)",
             c.rank,
             c.antecedent,
             c.consequent,
@@ -188,9 +198,11 @@ fn print_summary(s: &RunSummary, out: &Path) {
             c.lift,
             human_lag(c.median_lag_s),
             c.customers,
-        );
+        )
+        .ok();
     }
-    println!("reports written to {}", out.display());
+    writeln!(t, "reports written to {}", out.display()).ok();
+    t
 }
 
 async fn run_cli(cli: Cli) -> recur::Result<()> {
@@ -227,7 +239,14 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
             if let Some(b) = &progress.0 {
                 b.finish_and_clear();
             }
-            print_summary(&result?, &cfg.out);
+            let text = render_summary(&result?, &cfg.out);
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`recur run | head`) is not an error.
+            if let Err(e) = stdout.write_all(text.as_bytes()) {
+                if e.kind() != std::io::ErrorKind::BrokenPipe {
+                    return Err(recur::Error::io("stdout", e));
+                }
+            }
             Ok(())
         }
     }

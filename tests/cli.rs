@@ -384,3 +384,77 @@ fn generate_writes_log_and_truth() {
         std::fs::read(dir.path().join("h.parquet")).unwrap()
     );
 }
+
+#[test]
+fn hive_folders_globs_and_coded_columns() {
+    use datafusion::arrow::array::{DictionaryArray, Int32Array};
+    use datafusion::arrow::datatypes::Int32Type;
+    let dir = tempfile::tempdir().unwrap();
+    for day in 0..2 {
+        let part = dir.path().join(format!("log/date=2026-11-0{}", day + 1));
+        std::fs::create_dir_all(&part).unwrap();
+        let n = 30;
+        let reason: DictionaryArray<Int32Type> = (0..n)
+            .map(|i| ["login", "bill", "outage"][(i + day) % 3])
+            .collect();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Int64, true),
+            Field::new("ts", DataType::Utf8, true),
+            Field::new("channel", DataType::Int32, true),
+            Field::new(
+                "reason",
+                datafusion::arrow::array::Array::data_type(&reason).clone(),
+                true,
+            ),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values((0..n as i64).map(|i| i % 7))),
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("2026-11-0{}T{:02}:00:00Z", day + 1, i % 24)),
+                )),
+                Arc::new(Int32Array::from_iter_values((0..n as i32).map(|i| i % 2))),
+                Arc::new(reason),
+            ],
+        )
+        .unwrap();
+        write_batch(&part.join("part-0.parquet"), &batch);
+    }
+    std::fs::write(dir.path().join("log/_SUCCESS"), "").unwrap();
+    let o = recur(
+        dir.path(),
+        &["run", "log", "--out", "a", "--min-support", "1"],
+    );
+    let (out_a, err) = text(&o);
+    assert!(o.status.success(), "{out_a}\n{err}");
+    let m = manifest(&dir.path().join("a"));
+    assert_eq!(m["inputs"].as_array().unwrap().len(), 2);
+    assert_eq!(m["rows"]["used"], 60);
+    let o = recur(
+        dir.path(),
+        &[
+            "run",
+            "log/date=*/part-*.parquet",
+            "--out",
+            "b",
+            "--min-support",
+            "1",
+        ],
+    );
+    let (out_b, err) = text(&o);
+    assert!(o.status.success(), "{out_b}\n{err}");
+    let strip = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("reports written"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(strip(&out_a), strip(&out_b));
+    let contacts = crate::common::read_parquet(&dir.path().join("a/contacts.parquet"));
+    let channels: std::collections::BTreeSet<String> =
+        crate::common::column_text(&contacts, "channel")
+            .into_iter()
+            .collect();
+    assert_eq!(channels.into_iter().collect::<Vec<_>>(), vec!["0", "1"]);
+}
