@@ -1,82 +1,48 @@
--- clusters: A -> B event clusters for one window, ranked.
+-- clusters: the A -> B clusters worth acting on, ranked.
 --
--- Input:  contacts  (one row per contact)
---         followups (one row per contact A and reason B such that a B-contact of
---                    the same customer follows A with 0 < lag <= window; lag_s is
---                    the lag to the first such B-contact)
--- Output: rank, antecedent, consequent, window_s, n_antecedent, n_support,
---         confidence, baseline, lift, median_lag_s, p90_lag_s, customers, score
+-- Input:  cluster_candidates (see cluster_candidates.sql), fdr (see fdr.sql)
+-- Output: rank, cluster_id, antecedent, consequent, window_s, n_antecedent,
+--         n_support, confidence, baseline, lift, median_lag_s, p90_lag_s,
+--         customers, score, avoidable_contacts, value, p_value, q_value
 --
--- Parameters (filled in by recur before planning): ${window_s}, ${min_support}.
+-- Parameters: ${alpha}, ${rank_order}.
 --
--- baseline(B) = share of all contacts (any reason, null included) followed by a
--- B-contact within the window. score = n_support - n_antecedent * baseline: the
--- follow-ups beyond what chance would give, i.e. the contacts a proactive
--- message after A could address. It is small both for rare pairs (few
--- follow-ups, whatever the lift) and for common pairs that are no likelier
--- after A than after anything else (lift near 1).
--- Lags are nearest-rank percentiles: the ceil(q * n)-th smallest lag.
-WITH total AS (
-    SELECT COUNT(*) AS n_contacts FROM contacts
+-- 1. Significance: only candidates with q_value <= alpha.
+-- 2. Direction: when B usually follows A, B -> A shows up as a weaker echo.
+--    B -> A is dropped when A -> B is also significant at the same window
+--    and B -> A's score is less than half of A -> B's.
+-- 3. Best window: a pair is reported once, at the window where its score
+--    (follow-ups beyond chance) is highest; ties go to the shorter window.
+-- 4. Rank: by ${rank_order} (value by default), then by name.
+WITH sig AS (
+    SELECT c.*, f.q_value
+    FROM cluster_candidates c
+    JOIN fdr f ON f.kind = 'cluster' AND f.key = c.key
+    WHERE f.q_value <= ${alpha}
 ),
-antecedents AS (
-    SELECT reason AS antecedent, COUNT(*) AS n_antecedent
-    FROM contacts
-    WHERE reason IS NOT NULL
-    GROUP BY reason
+echo AS (
+    SELECT s.key
+    FROM sig s
+    JOIN sig r
+      ON r.window_s = s.window_s AND r.antecedent = s.consequent
+     AND r.consequent = s.antecedent
+    WHERE s.score < 0.5 * r.score
 ),
-base AS (
-    SELECT consequent, COUNT(*) AS n_followed
-    FROM followups
-    GROUP BY consequent
+kept AS (
+    SELECT * FROM sig WHERE key NOT IN (SELECT key FROM echo)
 ),
-pairs AS (
-    SELECT antecedent, consequent,
-           COUNT(*) AS n_support,
-           COUNT(DISTINCT customer_id) AS customers
-    FROM followups
-    WHERE antecedent IS NOT NULL AND antecedent <> consequent
-    GROUP BY antecedent, consequent
-    HAVING COUNT(*) >= ${min_support}
-),
-ordered_lags AS (
-    SELECT f.antecedent, f.consequent, f.lag_s,
-           ROW_NUMBER() OVER (PARTITION BY f.antecedent, f.consequent ORDER BY f.lag_s) AS rn,
-           p.n_support
-    FROM followups f
-    JOIN pairs p ON f.antecedent = p.antecedent AND f.consequent = p.consequent
-),
-lags AS (
-    SELECT antecedent, consequent,
-           MAX(CASE WHEN rn = (n_support + 1) / 2 THEN lag_s END) AS median_lag_s,
-           MAX(CASE WHEN rn = (9 * n_support + 9) / 10 THEN lag_s END) AS p90_lag_s
-    FROM ordered_lags
-    GROUP BY antecedent, consequent
-),
-scored AS (
-    SELECT
-        p.antecedent,
-        p.consequent,
-        CAST(${window_s} AS BIGINT) AS window_s,
-        a.n_antecedent,
-        p.n_support,
-        CAST(p.n_support AS DOUBLE) / a.n_antecedent AS confidence,
-        CAST(b.n_followed AS DOUBLE) / t.n_contacts AS baseline,
-        (CAST(p.n_support AS DOUBLE) / a.n_antecedent)
-            / (CAST(b.n_followed AS DOUBLE) / t.n_contacts) AS lift,
-        l.median_lag_s,
-        l.p90_lag_s,
-        p.customers,
-        p.n_support - a.n_antecedent * (CAST(b.n_followed AS DOUBLE) / t.n_contacts) AS score
-    FROM pairs p
-    JOIN antecedents a ON a.antecedent = p.antecedent
-    JOIN base b ON b.consequent = p.consequent
-    JOIN lags l ON l.antecedent = p.antecedent AND l.consequent = p.consequent
-    CROSS JOIN total t
+best AS (
+    SELECT *,
+           ROW_NUMBER() OVER (
+               PARTITION BY antecedent, consequent ORDER BY score DESC, window_s
+           ) AS window_pos
+    FROM kept
 )
 SELECT
-    ROW_NUMBER() OVER (ORDER BY score DESC, lift DESC, antecedent, consequent) AS rank,
-    antecedent, consequent, window_s, n_antecedent, n_support, confidence, baseline,
-    lift, median_lag_s, p90_lag_s, customers, score
-FROM scored
+    CAST(ROW_NUMBER() OVER (ORDER BY ${rank_order}, antecedent, consequent) AS BIGINT) AS rank,
+    key AS cluster_id, antecedent, consequent, window_s, n_antecedent, n_support,
+    confidence, baseline, lift, median_lag_s, p90_lag_s, customers, score,
+    avoidable_contacts, value, p_value, q_value
+FROM best
+WHERE window_pos = 1
 ORDER BY rank

@@ -32,11 +32,14 @@
 
 pub mod config;
 pub mod error;
+pub mod evaluate;
 pub mod generate;
 pub mod ingest;
+pub mod outreach;
 pub mod pipeline;
 pub mod queries;
 pub mod report;
 pub mod timeline;
+pub mod udf;
 
 pub use error::{Error, Result};

@@ -21,6 +21,14 @@ struct Cli {
 enum Command {
     /// Analyse logs; with no INPUT, runs on the bundled sample-data.
     Run(Box<RunArgs>),
+    /// Score a run's clusters against a generated log's truth.
+    Evaluate {
+        /// The truth file written by `recur generate`.
+        #[arg(long)]
+        truth: PathBuf,
+        /// The run's output folder.
+        outdir: PathBuf,
+    },
     /// Write a synthetic log FILE and FILE.truth.json beside it.
     Generate {
         /// Output Parquet file.
@@ -72,9 +80,21 @@ struct RunArgs {
     /// Repeat window, e.g. 15m, 24h, 7d [default: 24h].
     #[arg(long)]
     repeat_window: Option<String>,
-    /// Cluster window [default: 7d].
+    /// Cluster windows, comma separated [default: 1d,7d,30d].
     #[arg(long)]
     cluster_window: Option<String>,
+    /// False-discovery rate: clusters with a higher q-value are not written [default: 0.05].
+    #[arg(long)]
+    alpha: Option<f64>,
+    /// Share of follow-ups a proactive contact prevents [default: 0.16].
+    #[arg(long)]
+    effectiveness: Option<f64>,
+    /// Order of clusters: value, score, lift, support or confidence [default: value].
+    #[arg(long)]
+    rank_by: Option<String>,
+    /// Time the outreach list is made for [default: the last timestamp in the data].
+    #[arg(long)]
+    as_of: Option<String>,
     /// Minimum support of a reported A→B cluster [default: 30].
     #[arg(long)]
     min_support: Option<u64>,
@@ -120,6 +140,14 @@ fn config_from(args: RunArgs) -> recur::Result<PipelineConfig> {
         timezone: args.timezone,
         repeat_window: args.repeat_window,
         cluster_window: args.cluster_window,
+        alpha: args.alpha,
+        effectiveness: args.effectiveness,
+        channel_cost: None,
+        rank_by: args.rank_by,
+        as_of: args.as_of,
+        max_gap: None,
+        max_span: None,
+        sequence_items: None,
         min_support: args.min_support,
         exclude_customer: (!args.exclude_customer.is_empty()).then_some(args.exclude_customer),
     };
@@ -175,19 +203,28 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
         pct(s.fcr_rate),
     )
     .ok();
-    let window = recur::config::format_duration_us(m.parameters.cluster_window_us);
+    let windows: Vec<String> = m
+        .parameters
+        .cluster_windows_us
+        .iter()
+        .map(|w| recur::config::format_duration_us(*w))
+        .collect();
     writeln!(
         t,
-        "{} clusters within {window}; top {}:",
+        "{} clusters significant at q <= {} (windows {}); top {} by {:?}:",
         s.clusters,
-        s.top_clusters.len()
+        m.parameters.alpha,
+        windows.join(", "),
+        s.top_clusters.len(),
+        m.parameters.rank_by,
     )
     .ok();
     for c in &s.top_clusters {
+        let window = recur::config::format_duration_us(c.window_s * 1_000_000);
         writeln!(
             t,
             "{:>3}. {} -> {}: {:.0}% of {} {} contacts are followed by {} within {window} \
-             ({:.1}x the usual rate; median lag {}; {} customers)",
+             ({:.1}x the usual rate; median lag {}; {} customers; {:.0} avoidable)",
             c.rank,
             c.antecedent,
             c.consequent,
@@ -198,6 +235,7 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
             c.lift,
             human_lag(c.median_lag_s),
             c.customers,
+            c.avoidable_contacts,
         )
         .ok();
     }
@@ -225,6 +263,35 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
                 out.display(),
                 recur::generate::truth_path(&out).display()
             );
+            Ok(())
+        }
+        Command::Evaluate { truth, outdir } => {
+            let e = recur::evaluate::evaluate(&truth, &outdir)?;
+            let mut t = format!(
+                "{} clusters reported\n   K  precision  recall\n",
+                e.reported
+            );
+            for k in &e.clusters {
+                t += &format!("{:>4}  {:>9.2}  {:>6.2}\n", k.k, k.precision, k.recall);
+            }
+            t += "planted                                         rank  window\n";
+            for p in &e.planted {
+                t += &format!(
+                    "{:<46} {:>5}  {}{}\n",
+                    p.item,
+                    p.rank.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
+                    p.window_s
+                        .map(|w| recur::config::format_duration_us(w * 1_000_000))
+                        .unwrap_or_else(|| "-".into()),
+                    if p.findable {
+                        ""
+                    } else {
+                        "  (lag beyond the longest window)"
+                    },
+                );
+            }
+            t += &format!("written to {}\n", outdir.join("evaluation.json").display());
+            std::io::stdout().write_all(t.as_bytes()).ok();
             Ok(())
         }
         Command::Run(args) => {

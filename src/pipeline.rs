@@ -20,7 +20,7 @@ use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::ingest::{self, IngestStats};
 use crate::queries;
-use crate::report::{self, ClusterRow, Manifest, TableInfo};
+use crate::report::{self, ClusterRow, Manifest};
 use crate::timeline::exec::TimelineExec;
 use crate::timeline::{Mode, TimelineParams};
 
@@ -121,6 +121,7 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     progress.stage("reading input");
     let t = Instant::now();
     let ingested = ingest::ingest(&ctx, &cfg).await?;
+    let contact_id_field = ingested.schema.field_with_name("contact_id")?.clone();
     stage_seconds.insert("ingest".into(), t.elapsed().as_secs_f64());
     let stats = ingested.stats.clone();
     ctx.register_table(
@@ -132,7 +133,7 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     )?;
     let params = TimelineParams {
         repeat_window_us: cfg.repeat_window_us,
-        cluster_window_us: cfg.cluster_window_us,
+        cluster_window_us: cfg.max_cluster_window_us(),
         data_end_us: stats.max_ts_us.unwrap_or(i64::MIN),
         tz: cfg.tz(),
     };
@@ -149,6 +150,50 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     ctx.register_table("followups", Arc::new(MemTable::try_new(schema, parts)?))?;
     stage_seconds.insert("followups".into(), t.elapsed().as_secs_f64());
 
+    progress.stage("ranking clusters");
+    let t = Instant::now();
+    crate::udf::register_all(&ctx);
+    let costs = report::channel_costs_batch(&cfg.channel_cost)?;
+    ctx.register_table(
+        "channel_costs",
+        Arc::new(MemTable::try_new(costs.schema(), vec![vec![costs]])?),
+    )?;
+    let windows = cfg
+        .cluster_windows_us
+        .iter()
+        .map(|w| format!("({})", *w as f64 / 1e6))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let candidates_sql = queries::render(
+        queries::CLUSTER_CANDIDATES,
+        &[
+            ("windows", windows),
+            ("min_support", cfg.min_support.to_string()),
+            ("effectiveness", format!("{:?}", cfg.effectiveness)),
+            (
+                "default_cost",
+                format!("{:?}", crate::config::DEFAULT_CHANNEL_COST),
+            ),
+        ],
+    );
+    register_query(&ctx, "cluster_candidates", &candidates_sql).await?;
+    register_query(
+        &ctx,
+        "tested",
+        "SELECT 'cluster' AS kind, key, p_value FROM cluster_candidates",
+    )
+    .await?;
+    register_query(&ctx, "fdr", queries::FDR).await?;
+    let clusters_sql = queries::render(
+        queries::CLUSTERS,
+        &[
+            ("alpha", format!("{:?}", cfg.alpha)),
+            ("rank_order", cfg.rank_by.sql().to_string()),
+        ],
+    );
+    let cluster_batches = register_query(&ctx, "clusters", &clusters_sql).await?;
+    stage_seconds.insert("rank".into(), t.elapsed().as_secs_f64());
+
     progress.stage("writing reports");
     let t = Instant::now();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
@@ -164,18 +209,46 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         "repeat_summary".to_string(),
         report::write_table(summary_df, &cfg.out, "repeat_summary").await?,
     );
-    let clusters_sql = queries::render(
-        queries::CLUSTERS,
-        &[
-            ("window_s", (cfg.cluster_window_us / 1_000_000).to_string()),
-            ("min_support", cfg.min_support.to_string()),
-        ],
-    );
-    let clusters_df = ctx.sql(&clusters_sql).await?;
-    let cluster_batches = clusters_df.clone().collect().await?;
     tables.insert(
         "clusters".to_string(),
-        report::write_table(clusters_df, &cfg.out, "clusters").await?,
+        report::write_table(ctx.table("clusters").await?, &cfg.out, "clusters").await?,
+    );
+    let members = register_query(&ctx, "cluster_members", queries::CLUSTER_MEMBERS).await?;
+    tables.insert(
+        "cluster_members".to_string(),
+        report::write_table(
+            ctx.table("cluster_members").await?,
+            &cfg.out,
+            "cluster_members",
+        )
+        .await?,
+    );
+    let prompts_sql = queries::render(
+        queries::PROMPTS,
+        &[("max_prompts", MAX_PROMPTS_PER_REASON.to_string())],
+    );
+    tables.insert(
+        "prompts".to_string(),
+        report::write_table(ctx.sql(&prompts_sql).await?, &cfg.out, "prompts").await?,
+    );
+    let as_of_us = cfg.as_of_us.or(stats.max_ts_us).unwrap_or(0);
+    let outreach_sql = queries::render(
+        queries::OUTREACH_CANDIDATES,
+        &[("as_of_us", as_of_us.to_string())],
+    );
+    let candidates = ctx.sql(&outreach_sql).await?.collect().await?;
+    let outreach = crate::outreach::build(
+        &candidates,
+        &report::member_lags(&members),
+        contact_id_field.data_type(),
+    )?;
+    ctx.register_table(
+        "outreach",
+        Arc::new(MemTable::try_new(outreach.schema(), vec![vec![outreach]])?),
+    )?;
+    tables.insert(
+        "outreach".to_string(),
+        report::write_table(ctx.table("outreach").await?, &cfg.out, "outreach").await?,
     );
     stage_seconds.insert("write".into(), t.elapsed().as_secs_f64());
 
@@ -195,5 +268,17 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     })
 }
 
-/// The per-table row counts and paths, as recorded in the manifest.
-pub type Tables = BTreeMap<String, TableInfo>;
+/// Prompts written per reason.
+pub const MAX_PROMPTS_PER_REASON: usize = 3;
+
+/// Runs `sql`, keeps its result in memory as table `name`, and returns it.
+async fn register_query(ctx: &SessionContext, name: &str, sql: &str) -> Result<Vec<RecordBatch>> {
+    let df = ctx.sql(sql).await?;
+    let schema = df.schema().inner().clone();
+    let batches = df.collect().await?;
+    ctx.register_table(
+        name,
+        Arc::new(MemTable::try_new(schema, vec![batches.clone()])?),
+    )?;
+    Ok(batches)
+}

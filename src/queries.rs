@@ -1,20 +1,40 @@
 //! The SQL stages, compiled in from `queries/`.
 //!
 //! Each query is stored with `${name}` placeholders that [`render`] fills in
-//! with numbers before the query is planned.
+//! with numbers (or, for `${rank_order}`, a fixed ORDER BY key) before the
+//! query is planned.
 
-/// `repeat_summary.sql`: contacts → repeat_summary.
-pub const REPEAT_SUMMARY: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/queries/repeat_summary.sql"
-));
+macro_rules! query {
+    ($file:literal) => {
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/queries/", $file))
+    };
+}
 
-/// `clusters.sql`: contacts, followups → clusters.
-pub const CLUSTERS: &str =
-    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/queries/clusters.sql"));
+/// contacts → repeat_summary.
+pub const REPEAT_SUMMARY: &str = query!("repeat_summary.sql");
+/// contacts, followups, channel_costs → cluster_candidates.
+pub const CLUSTER_CANDIDATES: &str = query!("cluster_candidates.sql");
+/// tested → fdr (Benjamini–Hochberg q-values).
+pub const FDR: &str = query!("fdr.sql");
+/// cluster_candidates, fdr → clusters.
+pub const CLUSTERS: &str = query!("clusters.sql");
+/// clusters, followups → cluster_members.
+pub const CLUSTER_MEMBERS: &str = query!("cluster_members.sql");
+/// clusters → prompts.
+pub const PROMPTS: &str = query!("prompts.sql");
+/// clusters, contacts, followups → outreach_candidates.
+pub const OUTREACH_CANDIDATES: &str = query!("outreach_candidates.sql");
 
 /// Every query by name, for listing and for the planning test.
-pub const ALL: &[(&str, &str)] = &[("repeat_summary", REPEAT_SUMMARY), ("clusters", CLUSTERS)];
+pub const ALL: &[(&str, &str)] = &[
+    ("repeat_summary", REPEAT_SUMMARY),
+    ("cluster_candidates", CLUSTER_CANDIDATES),
+    ("fdr", FDR),
+    ("clusters", CLUSTERS),
+    ("cluster_members", CLUSTER_MEMBERS),
+    ("prompts", PROMPTS),
+    ("outreach_candidates", OUTREACH_CANDIDATES),
+];
 
 /// Replaces each `${key}` in `sql` with its value.
 pub fn render(sql: &str, params: &[(&str, String)]) -> String {
@@ -23,4 +43,62 @@ pub fn render(sql: &str, params: &[(&str, String)]) -> String {
         out = out.replace(&format!("${{{k}}}"), v);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, SchemaRef};
+    use datafusion::catalog::MemTable;
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+    use crate::ingest::contacts_in_schema;
+    use crate::timeline::{contacts_schema, followups_schema};
+
+    fn empty(ctx: &SessionContext, name: &str, schema: SchemaRef) {
+        ctx.register_table(
+            name,
+            Arc::new(MemTable::try_new(schema, vec![vec![]]).unwrap()),
+        )
+        .unwrap();
+    }
+
+    /// Every query plans against the schemas the pipeline registers, in the
+    /// order the pipeline runs them.
+    #[tokio::test]
+    async fn every_query_plans() {
+        let ctx = SessionContext::new();
+        crate::udf::register_all(&ctx);
+        let input = contacts_in_schema(&DataType::Int64);
+        empty(&ctx, "contacts", contacts_schema(&input));
+        empty(&ctx, "followups", followups_schema(&input));
+        let costs = crate::report::channel_costs_batch(&Default::default()).unwrap();
+        empty(&ctx, "channel_costs", costs.schema());
+        let params = [
+            ("windows", "(86400.0), (604800.0)".to_string()),
+            ("min_support", "30".into()),
+            ("effectiveness", "0.16".into()),
+            ("default_cost", "1.0".into()),
+            ("alpha", "0.05".into()),
+            ("rank_order", crate::config::RankBy::Value.sql().into()),
+            ("max_prompts", "3".into()),
+            ("as_of_us", "0".into()),
+        ];
+        let tested = "SELECT 'cluster' AS kind, key, p_value FROM cluster_candidates";
+        for (name, sql) in ALL {
+            let sql = render(sql, &params);
+            assert!(!sql.contains("${"), "{name}: unfilled placeholder");
+            let df = ctx
+                .sql(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{name} does not plan: {e}"));
+            empty(&ctx, name, df.schema().inner().clone());
+            if *name == "cluster_candidates" {
+                let df = ctx.sql(tested).await.unwrap();
+                empty(&ctx, "tested", df.schema().inner().clone());
+            }
+        }
+    }
 }

@@ -104,7 +104,7 @@ pub struct Overall {
 /// Finds the 'all' row of repeat_summary.
 pub fn summary_all_row(batches: &[RecordBatch]) -> Option<Overall> {
     for b in batches {
-        let dim = b.column_by_name("dimension")?.as_string::<i32>();
+        let dim = utf8(b.column_by_name("dimension")?);
         for i in 0..b.num_rows() {
             if dim.value(i) == "all" {
                 let f = |name: &str| {
@@ -154,20 +154,23 @@ pub struct ClusterRow {
     pub p90_lag_s: f64,
     /// Distinct customers behind n_support.
     pub customers: i64,
-    /// Ranking score.
+    /// Follow-ups beyond chance: n_support − n_antecedent × baseline.
     pub score: f64,
+    /// n_support × effectiveness.
+    pub avoidable_contacts: f64,
+    /// Avoidable contacts weighted by the cost of their channel.
+    pub value: f64,
+    /// Binomial p-value.
+    pub p_value: f64,
+    /// Benjamini–Hochberg q-value.
+    pub q_value: f64,
 }
 
 /// Reads cluster rows from query output batches.
 pub fn cluster_rows(batches: &[RecordBatch]) -> Vec<ClusterRow> {
     let mut rows = Vec::new();
     for b in batches {
-        let s = |n: &str| {
-            b.column_by_name(n)
-                .expect("clusters column")
-                .as_string::<i32>()
-                .clone()
-        };
+        let s = |n: &str| utf8(b.column_by_name(n).expect("clusters column"));
         let i64c = |n: &str| {
             b.column_by_name(n)
                 .expect("clusters column")
@@ -180,11 +183,7 @@ pub fn cluster_rows(batches: &[RecordBatch]) -> Vec<ClusterRow> {
                 .as_primitive::<Float64Type>()
                 .clone()
         };
-        let rank = b
-            .column_by_name("rank")
-            .expect("rank")
-            .as_primitive::<UInt64Type>()
-            .clone();
+        let rank = i64c("rank");
         let (a, c) = (s("antecedent"), s("consequent"));
         let (w, na, ns, cu) = (
             i64c("window_s"),
@@ -200,9 +199,15 @@ pub fn cluster_rows(batches: &[RecordBatch]) -> Vec<ClusterRow> {
             f64c("p90_lag_s"),
             f64c("score"),
         );
+        let (avoid, value, pv, qv) = (
+            f64c("avoidable_contacts"),
+            f64c("value"),
+            f64c("p_value"),
+            f64c("q_value"),
+        );
         for i in 0..b.num_rows() {
             rows.push(ClusterRow {
-                rank: rank.value(i),
+                rank: rank.value(i) as u64,
                 antecedent: a.value(i).to_string(),
                 consequent: c.value(i).to_string(),
                 window_s: w.value(i),
@@ -215,6 +220,10 @@ pub fn cluster_rows(batches: &[RecordBatch]) -> Vec<ClusterRow> {
                 p90_lag_s: p90.value(i),
                 customers: cu.value(i),
                 score: score.value(i),
+                avoidable_contacts: avoid.value(i),
+                value: value.value(i),
+                p_value: pv.value(i),
+                q_value: qv.value(i),
             });
         }
     }
@@ -298,4 +307,51 @@ impl Manifest {
         })?;
         std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
     }
+}
+
+/// The `channel_costs` table: channel, cost.
+pub fn channel_costs_batch(costs: &BTreeMap<String, f64>) -> Result<RecordBatch> {
+    use datafusion::arrow::array::{Float64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    let schema = std::sync::Arc::new(Schema::new(vec![
+        Field::new("channel", DataType::Utf8, false),
+        Field::new("cost", DataType::Float64, false),
+    ]));
+    Ok(RecordBatch::try_new(
+        schema,
+        vec![
+            std::sync::Arc::new(StringArray::from_iter_values(costs.keys())),
+            std::sync::Arc::new(Float64Array::from_iter_values(costs.values().copied())),
+        ],
+    )?)
+}
+
+/// Sorted member lags per cluster id, from cluster_members batches.
+pub fn member_lags(batches: &[RecordBatch]) -> std::collections::HashMap<String, Vec<f64>> {
+    let mut out: std::collections::HashMap<String, Vec<f64>> = Default::default();
+    for b in batches {
+        let id = utf8(b.column_by_name("cluster_id").expect("cluster_id"));
+        let lag = b
+            .column_by_name("lag_s")
+            .expect("lag_s")
+            .as_primitive::<Float64Type>();
+        for i in 0..b.num_rows() {
+            out.entry(id.value(i).to_string())
+                .or_default()
+                .push(lag.value(i));
+        }
+    }
+    for v in out.values_mut() {
+        v.sort_by(f64::total_cmp);
+    }
+    out
+}
+
+/// A string column of any string type (Utf8, Utf8View, LargeUtf8,
+/// dictionary) as a plain `StringArray`.
+pub fn utf8(array: &datafusion::arrow::array::ArrayRef) -> datafusion::arrow::array::StringArray {
+    datafusion::arrow::compute::cast(array, &datafusion::arrow::datatypes::DataType::Utf8)
+        .expect("string column casts to Utf8")
+        .as_string::<i32>()
+        .clone()
 }

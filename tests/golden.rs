@@ -91,7 +91,8 @@ fn render(out: &std::path::Path, manifest: &recur::report::Manifest) -> String {
                 .map(|(n, col)| {
                     let v = &col[i];
                     match v.parse::<f64>() {
-                        Ok(x) if v.contains('.') => format!("{n}={x:.6}"),
+                        Ok(x) if n.ends_with("_value") => format!("{n}={x:.4e}"),
+                        Ok(x) if v.contains('.') || v.contains('e') => format!("{n}={x:.6}"),
                         _ => format!("{n}={v}"),
                     }
                 })
@@ -102,6 +103,18 @@ fn render(out: &std::path::Path, manifest: &recur::report::Manifest) -> String {
         .collect();
     rows.sort();
     for (_, l) in rows {
+        writeln!(s, "{l}").unwrap();
+    }
+    writeln!(s, "# prompts (sorted)").unwrap();
+    let p = read_parquet(&out.join("prompts.parquet"));
+    let mut lines: Vec<String> = column_text(&p, "reason")
+        .into_iter()
+        .zip(column_text(&p, "rank"))
+        .zip(column_text(&p, "text"))
+        .map(|((r, k), t)| format!("{r} {k} {t}"))
+        .collect();
+    lines.sort();
+    for l in lines {
         writeln!(s, "{l}").unwrap();
     }
     s
@@ -139,11 +152,11 @@ async fn sample_data_golden() {
 
     // The planted clusters whose lag fits the window come out on top.
     let truth = Truth::load(&sample.join("contacts.parquet.truth.json")).unwrap();
-    let window_s = cfg.cluster_window_us as f64 / 1e6;
+    let window_s = cfg.max_cluster_window_us() as f64 / 1e6;
     let fitting: Vec<(String, String)> = truth
         .clusters
         .iter()
-        .filter(|c| c.lag_median_s * 1.5 < window_s)
+        .filter(|c| c.lag_median_s <= window_s)
         .map(|c| (c.antecedent.clone(), c.consequent.clone()))
         .collect();
     assert!(

@@ -150,6 +150,7 @@ fn oracle_contacts(rows: &[LogRow]) -> BTreeMap<i64, Expected> {
 
 #[derive(Debug, Clone, PartialEq)]
 struct ExpectedCluster {
+    window_s: i64,
     n_antecedent: i64,
     n_support: i64,
     confidence: f64,
@@ -158,6 +159,11 @@ struct ExpectedCluster {
     median_lag_s: f64,
     p90_lag_s: f64,
     customers: i64,
+    score: f64,
+    avoidable: f64,
+    value: f64,
+    p_value: f64,
+    q_value: f64,
 }
 
 fn nearest_rank(sorted: &[f64], num: usize, den: usize) -> f64 {
@@ -165,57 +171,123 @@ fn nearest_rank(sorted: &[f64], num: usize, den: usize) -> f64 {
     sorted[k - 1]
 }
 
+const EFFECTIVENESS: f64 = 0.16;
+
+fn channel_cost(ch: &str) -> f64 {
+    recur::config::DEFAULT_CHANNEL_COSTS
+        .iter()
+        .find(|(c, _)| *c == ch)
+        .map(|(_, v)| *v)
+        .unwrap_or(recur::config::DEFAULT_CHANNEL_COST)
+}
+
+/// Every cluster candidate for every window, straight from the definitions,
+/// then q-values, the echo rule and the best window, as the README states them.
 fn oracle_clusters(
     rows: &[LogRow],
     min_support: i64,
+    windows: &[i64],
+    alpha: f64,
 ) -> BTreeMap<(String, String), ExpectedCluster> {
     let total = rows.len() as f64;
     let reasons: BTreeSet<String> = rows.iter().filter_map(|r| r.reason.clone()).collect();
-    let follows = |i: &LogRow, b: &str| -> Option<i64> {
+    // the first B-contact strictly after i, within w: (lag, channel)
+    let first = |i: &LogRow, b: &str, w: i64| -> Option<(i64, String)> {
         rows.iter()
             .filter(|j| j.customer == i.customer && j.reason.as_deref() == Some(b))
-            .map(|j| j.ts.unwrap() - i.ts.unwrap())
-            .filter(|d| *d > 0 && *d <= CLUSTER_W)
-            .min()
+            .filter(|j| j.ts.unwrap() > i.ts.unwrap() && j.ts.unwrap() - i.ts.unwrap() <= w)
+            .min_by_key(|j| (j.ts.unwrap(), j.contact_id))
+            .map(|j| (j.ts.unwrap() - i.ts.unwrap(), j.channel.clone().unwrap()))
     };
-    let mut out = BTreeMap::new();
-    for a in &reasons {
-        for b in &reasons {
-            if a == b {
-                continue;
-            }
+    let mut cands: Vec<((String, String), ExpectedCluster)> = Vec::new();
+    for &w in windows {
+        for a in &reasons {
             let ante: Vec<&LogRow> = rows
                 .iter()
                 .filter(|r| r.reason.as_ref() == Some(a))
                 .collect();
-            let mut lags = Vec::new();
-            let mut custs = BTreeSet::new();
-            for i in &ante {
-                if let Some(l) = follows(i, b) {
-                    lags.push(l as f64 / 1e6);
-                    custs.insert(i.customer.clone());
+            let ante_customers: BTreeSet<_> = ante.iter().map(|r| r.customer.clone()).collect();
+            for b in &reasons {
+                if a == b {
+                    continue;
                 }
+                let mut lags = Vec::new();
+                let mut custs = BTreeSet::new();
+                let mut cost = 0.0;
+                for i in &ante {
+                    if let Some((l, ch)) = first(i, b, w) {
+                        lags.push(l as f64 / 1e6);
+                        custs.insert(i.customer.clone());
+                        cost += channel_cost(&ch);
+                    }
+                }
+                if (lags.len() as i64) < min_support || lags.is_empty() {
+                    continue;
+                }
+                lags.sort_by(|x, y| x.partial_cmp(y).unwrap());
+                let followed_by_b = rows.iter().filter(|i| first(i, b, w).is_some()).count() as f64;
+                let n_support = lags.len() as f64;
+                let n_ante = ante.len() as f64;
+                let confidence = n_support / n_ante;
+                let baseline = followed_by_b / total;
+                let d = n_ante / ante_customers.len() as f64;
+                cands.push((
+                    (a.clone(), b.clone()),
+                    ExpectedCluster {
+                        window_s: w / 1_000_000,
+                        n_antecedent: ante.len() as i64,
+                        n_support: lags.len() as i64,
+                        confidence,
+                        baseline,
+                        lift: confidence / baseline,
+                        median_lag_s: nearest_rank(&lags, 1, 2),
+                        p90_lag_s: nearest_rank(&lags, 9, 10),
+                        customers: custs.len() as i64,
+                        score: n_support - n_ante * baseline,
+                        avoidable: EFFECTIVENESS * n_support,
+                        value: EFFECTIVENESS * cost,
+                        p_value: recur::udf::clustered_p_value(n_support, n_ante, baseline, d),
+                        q_value: f64::NAN,
+                    },
+                ));
             }
-            if (lags.len() as i64) < min_support || lags.is_empty() {
-                continue;
-            }
-            lags.sort_by(|x, y| x.partial_cmp(y).unwrap());
-            let followed_by_b = rows.iter().filter(|i| follows(i, b).is_some()).count() as f64;
-            let confidence = lags.len() as f64 / ante.len() as f64;
-            let baseline = followed_by_b / total;
-            out.insert(
-                (a.clone(), b.clone()),
-                ExpectedCluster {
-                    n_antecedent: ante.len() as i64,
-                    n_support: lags.len() as i64,
-                    confidence,
-                    baseline,
-                    lift: confidence / baseline,
-                    median_lag_s: nearest_rank(&lags, 1, 2),
-                    p90_lag_s: nearest_rank(&lags, 9, 10),
-                    customers: custs.len() as i64,
-                },
-            );
+        }
+    }
+    // Benjamini-Hochberg, by brute force: q_i = min over j with p_j >= p_i of m p_j / rank_j
+    let m = cands.len() as f64;
+    let mut ps: Vec<f64> = cands.iter().map(|c| c.1.p_value).collect();
+    ps.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    for c in cands.iter_mut() {
+        let rank_i = ps.iter().position(|p| *p == c.1.p_value).unwrap();
+        c.1.q_value = (rank_i..ps.len())
+            .map(|j| {
+                // among ties, the largest rank of that p-value
+                let last = ps.iter().rposition(|p| *p == ps[j]).unwrap();
+                (m * ps[j] / (last + 1) as f64).min(1.0)
+            })
+            .fold(f64::INFINITY, f64::min);
+    }
+    let sig: Vec<_> = cands.into_iter().filter(|c| c.1.q_value <= alpha).collect();
+    let kept: Vec<_> = sig
+        .iter()
+        .filter(|c| {
+            !sig.iter().any(|r| {
+                r.1.window_s == c.1.window_s
+                    && r.0.0 == c.0.1
+                    && r.0.1 == c.0.0
+                    && c.1.score < 0.5 * r.1.score
+            })
+        })
+        .cloned()
+        .collect();
+    let mut out: BTreeMap<(String, String), ExpectedCluster> = BTreeMap::new();
+    for (k, c) in kept {
+        let better = match out.get(&k) {
+            None => true,
+            Some(o) => c.score > o.score || (c.score == o.score && c.window_s < o.window_s),
+        };
+        if better {
+            out.insert(k, c);
         }
     }
     out
@@ -243,8 +315,9 @@ async fn check_seed(seed: u64, threads: usize) {
     write_log(&log, &rows);
     let out = dir.path().join("out");
     let mut cfg = config(&[&log], &out, |c| {
-        c.cluster_window = Some("72h".into());
+        c.cluster_window = Some("72h,24h".into());
         c.min_support = Some(1);
+        c.alpha = Some(1.0);
         c.exclude_customer = Some(vec!["0".into()]);
         c.agent_col = Some("agent".into());
     });
@@ -367,51 +440,97 @@ async fn check_seed(seed: u64, threads: usize) {
         "seed {seed}: summary has exactly the oracle's keys"
     );
 
-    // clusters
-    let want = oracle_clusters(&used, 1);
+    // clusters: every figure, the windows, significance, echoes and the order
+    let want = oracle_clusters(&used, 1, &[REPEAT_W, CLUSTER_W], 1.0);
     let c = read_parquet(&out.join("clusters.parquet"));
     let a = column_text(&c, "antecedent");
     let bb = column_text(&c, "consequent");
     let f = |n: &str| column_text(&c, n);
-    let (na, ns, conf, base, lift, med, p90, cu, ws) = (
-        f("n_antecedent"),
-        f("n_support"),
-        f("confidence"),
-        f("baseline"),
-        f("lift"),
-        f("median_lag_s"),
-        f("p90_lag_s"),
-        f("customers"),
-        f("window_s"),
-    );
+    let num = |v: &Vec<String>, k: usize| v[k].parse::<f64>().unwrap();
+    let cols: Vec<Vec<String>> = [
+        "n_antecedent",
+        "n_support",
+        "confidence",
+        "baseline",
+        "lift",
+        "median_lag_s",
+        "p90_lag_s",
+        "customers",
+        "window_s",
+        "score",
+        "avoidable_contacts",
+        "value",
+        "p_value",
+        "q_value",
+        "rank",
+    ]
+    .iter()
+    .map(|n| f(n))
+    .collect();
     assert_eq!(a.len(), want.len(), "seed {seed}: cluster count");
     for k in 0..a.len() {
         let e = &want[&(a[k].clone(), bb[k].clone())];
         let ctx = format!("seed {seed} cluster {}->{}", a[k], bb[k]);
-        assert_eq!(na[k].parse::<i64>().unwrap(), e.n_antecedent, "{ctx}");
-        assert_eq!(ns[k].parse::<i64>().unwrap(), e.n_support, "{ctx}");
-        assert_eq!(cu[k].parse::<i64>().unwrap(), e.customers, "{ctx}");
+        assert_eq!(num(&cols[8], k) as i64, e.window_s, "{ctx} window");
+        assert_eq!(num(&cols[0], k) as i64, e.n_antecedent, "{ctx}");
+        assert_eq!(num(&cols[1], k) as i64, e.n_support, "{ctx}");
+        assert_eq!(num(&cols[7], k) as i64, e.customers, "{ctx}");
+        for (i, (name, want)) in [
+            (2, ("confidence", e.confidence)),
+            (3, ("baseline", e.baseline)),
+            (4, ("lift", e.lift)),
+            (9, ("score", e.score)),
+            (10, ("avoidable", e.avoidable)),
+            (11, ("value", e.value)),
+            (12, ("p_value", e.p_value)),
+            (13, ("q_value", e.q_value)),
+        ] {
+            assert!(
+                close(num(&cols[i], k), want),
+                "{ctx} {name}: {} vs {want}",
+                cols[i][k]
+            );
+        }
+        assert_eq!(num(&cols[5], k), e.median_lag_s, "{ctx} median");
+        assert_eq!(num(&cols[6], k), e.p90_lag_s, "{ctx} p90");
         assert_eq!(
-            ws[k].parse::<i64>().unwrap(),
-            CLUSTER_W / 1_000_000,
-            "{ctx}"
+            num(&cols[14], k) as usize,
+            k + 1,
+            "{ctx}: rows are in rank order"
         );
-        assert!(
-            close(conf[k].parse().unwrap(), e.confidence),
-            "{ctx} confidence"
-        );
-        assert!(
-            close(base[k].parse().unwrap(), e.baseline),
-            "{ctx} baseline"
-        );
-        assert!(close(lift[k].parse().unwrap(), e.lift), "{ctx} lift");
-        assert_eq!(
-            med[k].parse::<f64>().unwrap(),
-            e.median_lag_s,
-            "{ctx} median"
-        );
-        assert_eq!(p90[k].parse::<f64>().unwrap(), e.p90_lag_s, "{ctx} p90");
     }
+    // rank follows value, then score, then names (on the written figures)
+    for k in 1..a.len() {
+        let key = |i: usize| {
+            (
+                -num(&cols[11], i),
+                -num(&cols[9], i),
+                a[i].clone(),
+                bb[i].clone(),
+            )
+        };
+        assert!(
+            key(k - 1).partial_cmp(&key(k)).unwrap().is_le(),
+            "seed {seed}: rank {k} before {}",
+            k + 1
+        );
+    }
+
+    // members: exactly the A-contacts behind each cluster's n_support
+    let m = read_parquet(&out.join("cluster_members.parquet"));
+    let ids = column_text(&m, "cluster_id");
+    for (k, e) in &want {
+        let id = format!("{} -> {} @{}s", k.0, k.1, e.window_s);
+        assert_eq!(
+            ids.iter().filter(|i| **i == id).count() as i64,
+            e.n_support,
+            "seed {seed}: members of {id}"
+        );
+    }
+    assert_eq!(
+        ids.len() as i64,
+        want.values().map(|e| e.n_support).sum::<i64>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -439,17 +558,18 @@ async fn min_support_filters_exactly() {
     let cfg = config(&[&log], &out, |c| {
         c.cluster_window = Some("72h".into());
         c.min_support = Some(5);
+        c.alpha = Some(0.2);
         c.exclude_customer = Some(vec!["0".into()]);
     });
     recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
         .await
         .unwrap();
-    let want = oracle_clusters(&usable(&rows), 5);
+    let want = oracle_clusters(&usable(&rows), 5, &[CLUSTER_W], 0.2);
     let c = read_parquet(&out.join("clusters.parquet"));
     let got: BTreeSet<(String, String)> = column_text(&c, "antecedent")
         .into_iter()
         .zip(column_text(&c, "consequent"))
         .collect();
     assert_eq!(got, want.keys().cloned().collect::<BTreeSet<_>>());
-    assert!(!got.is_empty());
+    assert!(!got.is_empty() || want.is_empty());
 }

@@ -51,7 +51,7 @@ pub enum Mode {
 pub struct TimelineParams {
     /// Repeat window, µs.
     pub repeat_window_us: i64,
-    /// Cluster window, µs.
+    /// The longest cluster window, µs: follow-ups are listed up to it.
     pub cluster_window_us: i64,
     /// The last timestamp in the data, µs; decides which windows are closed.
     pub data_end_us: i64,
@@ -101,6 +101,7 @@ pub fn followups_schema(input: &Schema) -> SchemaRef {
         Field::new("antecedent", DataType::Utf8, true),
         id.clone().with_name("followup_contact_id"),
         Field::new("consequent", DataType::Utf8, false),
+        Field::new("followup_channel", DataType::Utf8, true),
         Field::new("lag_s", DataType::Float64, false),
     ]))
 }
@@ -306,6 +307,7 @@ fn followups(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
         take(col("reason").as_ref(), &trig, None)?,
         take(col("contact_id").as_ref(), &foll, None)?,
         take(col("reason").as_ref(), &foll, None)?,
+        take(col("channel").as_ref(), &foll, None)?,
         Arc::new(Float64Array::from(lag)),
     ];
     Ok(RecordBatch::try_new(schema, out)?)

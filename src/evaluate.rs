@@ -1,0 +1,183 @@
+//! `recur evaluate`: how well a run recovered what `recur generate` planted.
+//!
+//! Input: a truth file (`<log>.truth.json`) and a run's output folder (its
+//! `clusters.parquet` and `manifest.json`). Output: an [`Evaluation`] —
+//! precision and recall of the planted clusters among the top K ranked rows
+//! (K = 5, 10, 20) and the rank of each planted item — written as
+//! `evaluation.json` in the output folder.
+//!
+//! A planted cluster counts as findable when its median lag fits the run's
+//! longest cluster window. Precision@K = planted pairs among the top K rows /
+//! min(K, rows); recall@K = findable planted pairs in the top K / findable.
+
+use std::path::Path;
+
+use datafusion::arrow::array::AsArray;
+use datafusion::arrow::datatypes::Int64Type;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::generate::Truth;
+
+/// The K values evaluated.
+pub const TOP_K: [usize; 3] = [5, 10, 20];
+
+/// Precision and recall at one K.
+#[derive(Debug, Clone, Serialize)]
+pub struct AtK {
+    /// K.
+    pub k: usize,
+    /// Planted pairs among the top K / min(K, rows).
+    pub precision: f64,
+    /// Findable planted pairs in the top K / findable planted pairs.
+    pub recall: f64,
+}
+
+/// One planted item and where the run ranked it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlantedRank {
+    /// `A -> B`.
+    pub item: String,
+    /// Median lag planted, seconds.
+    pub lag_median_s: f64,
+    /// Whether the lag fits the run's longest window.
+    pub findable: bool,
+    /// Rank in the run's clusters (None: not reported).
+    pub rank: Option<u64>,
+    /// Window at which it was reported, seconds.
+    pub window_s: Option<i64>,
+}
+
+/// The evaluation of one run against its truth.
+#[derive(Debug, Clone, Serialize)]
+pub struct Evaluation {
+    /// Rows in clusters.parquet.
+    pub reported: usize,
+    /// Per K.
+    pub clusters: Vec<AtK>,
+    /// Per planted cluster.
+    pub planted: Vec<PlantedRank>,
+}
+
+fn read_clusters(path: &Path) -> Result<Vec<(u64, String, String, i64)>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::UnreadableFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?
+        .build()?;
+    let mut rows = Vec::new();
+    for b in reader {
+        let b = b?;
+        let get = |n: &str| {
+            b.column_by_name(n)
+                .cloned()
+                .ok_or_else(|| Error::MissingColumn {
+                    path: path.to_path_buf(),
+                    column: n.into(),
+                    role: "clusters",
+                    available: String::new(),
+                })
+        };
+        let (rank, a, c, w) = (
+            get("rank")?,
+            get("antecedent")?,
+            get("consequent")?,
+            get("window_s")?,
+        );
+        let (rank, a, c, w) = (
+            rank.as_primitive::<Int64Type>(),
+            crate::report::utf8(&a),
+            crate::report::utf8(&c),
+            w.as_primitive::<Int64Type>(),
+        );
+        for i in 0..b.num_rows() {
+            rows.push((
+                rank.value(i) as u64,
+                a.value(i).into(),
+                c.value(i).into(),
+                w.value(i),
+            ));
+        }
+    }
+    rows.sort();
+    Ok(rows)
+}
+
+/// Evaluates the run in `out_dir` against `truth_path` and writes
+/// `evaluation.json` there.
+pub fn evaluate(truth_path: &Path, out_dir: &Path) -> Result<Evaluation> {
+    let truth = Truth::load(truth_path)?;
+    let manifest_path = out_dir.join("manifest.json");
+    let manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?,
+    )
+    .map_err(|e| Error::Json {
+        path: manifest_path.clone(),
+        source: e,
+    })?;
+    let max_window_s = manifest["parameters"]["cluster_windows_us"]
+        .as_array()
+        .and_then(|w| w.iter().filter_map(|v| v.as_i64()).max())
+        .ok_or_else(|| Error::param("manifest", "no cluster_windows_us in manifest.json"))?
+        as f64
+        / 1e6;
+    let rows = read_clusters(&out_dir.join("clusters.parquet"))?;
+    let planted: Vec<PlantedRank> = truth
+        .clusters
+        .iter()
+        .map(|p| {
+            let hit = rows
+                .iter()
+                .find(|r| r.1 == p.antecedent && r.2 == p.consequent);
+            PlantedRank {
+                item: format!("{} -> {}", p.antecedent, p.consequent),
+                lag_median_s: p.lag_median_s,
+                findable: p.lag_median_s <= max_window_s,
+                rank: hit.map(|r| r.0),
+                window_s: hit.map(|r| r.3),
+            }
+        })
+        .collect();
+    let is_planted = |a: &str, c: &str| {
+        truth
+            .clusters
+            .iter()
+            .any(|p| p.antecedent == a && p.consequent == c)
+    };
+    let findable = planted.iter().filter(|p| p.findable).count().max(1);
+    let clusters = TOP_K
+        .iter()
+        .map(|&k| {
+            let top = &rows[..k.min(rows.len())];
+            let hits = top.iter().filter(|r| is_planted(&r.1, &r.2)).count();
+            let found = planted
+                .iter()
+                .filter(|p| p.findable && p.rank.is_some_and(|r| r as usize <= k))
+                .count();
+            AtK {
+                k,
+                precision: if top.is_empty() {
+                    0.0
+                } else {
+                    hits as f64 / top.len() as f64
+                },
+                recall: found as f64 / findable as f64,
+            }
+        })
+        .collect();
+    let eval = Evaluation {
+        reported: rows.len(),
+        clusters,
+        planted,
+    };
+    let path = out_dir.join("evaluation.json");
+    let text = serde_json::to_string_pretty(&eval).map_err(|e| Error::Json {
+        path: path.clone(),
+        source: e,
+    })?;
+    std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
+    Ok(eval)
+}
