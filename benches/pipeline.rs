@@ -55,12 +55,18 @@ fn timeline(c: &mut Criterion) {
         cluster_window_us: 7 * 24 * H,
         data_end_us: 90 * 24 * H,
         tz: chrono_tz::UTC,
+        max_gap_us: 7 * 24 * H,
+        max_span_us: 30 * 24 * H,
+        channel_items: false,
     };
     let mut g = c.benchmark_group("timeline");
     g.throughput(Throughput::Elements(rows as u64));
     g.sample_size(20);
     g.bench_function("contacts", |b| {
         b.iter(|| process(&batch, Mode::Contacts, &params).unwrap())
+    });
+    g.bench_function("sequences", |b| {
+        b.iter(|| process(&batch, Mode::Sequences, &params).unwrap())
     });
     g.bench_function("followups", |b| {
         b.iter(|| process(&batch, Mode::Followups, &params).unwrap())

@@ -95,6 +95,15 @@ struct RunArgs {
     /// Time the outreach list is made for [default: the last timestamp in the data].
     #[arg(long)]
     as_of: Option<String>,
+    /// Largest gap between two steps of a sequence [default: 7d].
+    #[arg(long)]
+    max_gap: Option<String>,
+    /// Largest span of a whole sequence [default: 30d].
+    #[arg(long)]
+    max_span: Option<String>,
+    /// Sequence items: reason, or channel_reason for (channel, reason) [default: reason].
+    #[arg(long)]
+    sequence_items: Option<String>,
     /// Minimum support of a reported A→B cluster [default: 30].
     #[arg(long)]
     min_support: Option<u64>,
@@ -145,9 +154,9 @@ fn config_from(args: RunArgs) -> recur::Result<PipelineConfig> {
         channel_cost: None,
         rank_by: args.rank_by,
         as_of: args.as_of,
-        max_gap: None,
-        max_span: None,
-        sequence_items: None,
+        max_gap: args.max_gap,
+        max_span: args.max_span,
+        sequence_items: args.sequence_items,
         min_support: args.min_support,
         exclude_customer: (!args.exclude_customer.is_empty()).then_some(args.exclude_customer),
     };
@@ -236,6 +245,32 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
             human_lag(c.median_lag_s),
             c.customers,
             c.avoidable_contacts,
+        )
+        .ok();
+    }
+    writeln!(
+        t,
+        "{} sequences (chains of significant follow-ups){}",
+        s.sequences.len(),
+        if s.sequences.is_empty() {
+            ""
+        } else {
+            "; top 5:"
+        }
+    )
+    .ok();
+    for q in s.sequences.iter().take(5) {
+        let lags: Vec<String> = q.median_lag_s.iter().map(|l| human_lag(*l)).collect();
+        writeln!(
+            t,
+            "{:>3}. {}: {} times, {:.0}% complete the last step ({:.1}x the usual rate; median lags {}; {} customers)",
+            q.rank,
+            q.pattern.join(" -> "),
+            q.n_support,
+            q.confidence * 100.0,
+            q.lift,
+            lags.join(", "),
+            q.customers,
         )
         .ok();
     }

@@ -54,6 +54,8 @@ pub struct RunSummary {
     pub top_clusters: Vec<ClusterRow>,
     /// Clusters reported.
     pub clusters: u64,
+    /// Sequences reported, best first.
+    pub sequences: Vec<report::SequenceRow>,
     /// The run's manifest as written.
     pub manifest: Manifest,
 }
@@ -133,9 +135,12 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     )?;
     let params = TimelineParams {
         repeat_window_us: cfg.repeat_window_us,
-        cluster_window_us: cfg.max_cluster_window_us(),
+        cluster_window_us: cfg.max_cluster_window_us().max(cfg.max_gap_us),
         data_end_us: stats.max_ts_us.unwrap_or(i64::MIN),
         tz: cfg.tz(),
+        max_gap_us: cfg.max_gap_us,
+        max_span_us: cfg.max_span_us,
+        channel_items: cfg.sequence_channel_items,
     };
 
     progress.stage("finding repeats and events");
@@ -146,9 +151,18 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
 
     progress.stage("counting follow-ups");
     let t = Instant::now();
-    let (schema, parts) = run_timeline(&ctx, Mode::Followups, params).await?;
+    let (schema, parts) = run_timeline(&ctx, Mode::Followups, params.clone()).await?;
     ctx.register_table("followups", Arc::new(MemTable::try_new(schema, parts)?))?;
     stage_seconds.insert("followups".into(), t.elapsed().as_secs_f64());
+
+    progress.stage("mining sequences");
+    let t = Instant::now();
+    let (schema, parts) = run_timeline(&ctx, Mode::Sequences, params).await?;
+    ctx.register_table(
+        "sequence_occurrences",
+        Arc::new(MemTable::try_new(schema, parts)?),
+    )?;
+    stage_seconds.insert("sequences".into(), t.elapsed().as_secs_f64());
 
     progress.stage("ranking clusters");
     let t = Instant::now();
@@ -177,12 +191,20 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         ],
     );
     register_query(&ctx, "cluster_candidates", &candidates_sql).await?;
-    register_query(
-        &ctx,
-        "tested",
-        "SELECT 'cluster' AS kind, key, p_value FROM cluster_candidates",
-    )
-    .await?;
+    let sequence_sql = queries::render(
+        queries::SEQUENCE_CANDIDATES,
+        &[
+            ("min_support", cfg.min_support.to_string()),
+            ("effectiveness", format!("{:?}", cfg.effectiveness)),
+            (
+                "default_cost",
+                format!("{:?}", crate::config::DEFAULT_CHANNEL_COST),
+            ),
+            ("max_gap_s", format!("{:?}", cfg.max_gap_us as f64 / 1e6)),
+        ],
+    );
+    register_query(&ctx, "sequence_candidates", &sequence_sql).await?;
+    register_query(&ctx, "tested", TESTED).await?;
     register_query(&ctx, "fdr", queries::FDR).await?;
     let clusters_sql = queries::render(
         queries::CLUSTERS,
@@ -192,6 +214,14 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         ],
     );
     let cluster_batches = register_query(&ctx, "clusters", &clusters_sql).await?;
+    let sequences_sql = queries::render(
+        queries::SEQUENCES,
+        &[
+            ("alpha", format!("{:?}", cfg.alpha)),
+            ("rank_order", cfg.rank_by.sql().to_string()),
+        ],
+    );
+    let sequence_batches = register_query(&ctx, "sequences", &sequences_sql).await?;
     stage_seconds.insert("rank".into(), t.elapsed().as_secs_f64());
 
     progress.stage("writing reports");
@@ -212,6 +242,10 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     tables.insert(
         "clusters".to_string(),
         report::write_table(ctx.table("clusters").await?, &cfg.out, "clusters").await?,
+    );
+    tables.insert(
+        "sequences".to_string(),
+        report::write_table(ctx.table("sequences").await?, &cfg.out, "sequences").await?,
     );
     let members = register_query(&ctx, "cluster_members", queries::CLUSTER_MEMBERS).await?;
     tables.insert(
@@ -264,9 +298,14 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         fcr_rate: all.and_then(|a| a.fcr_rate),
         clusters: clusters.len() as u64,
         top_clusters: clusters.into_iter().take(10).collect(),
+        sequences: report::sequence_rows(&sequence_batches),
         manifest,
     })
 }
+
+/// Everything tested for significance in a run: clusters and sequences.
+pub const TESTED: &str = "SELECT 'cluster' AS kind, key, p_value FROM cluster_candidates \
+     UNION ALL SELECT 'sequence' AS kind, key, p_value FROM sequence_candidates";
 
 /// Prompts written per reason.
 pub const MAX_PROMPTS_PER_REASON: usize = 3;

@@ -14,11 +14,15 @@ macro_rules! query {
 pub const REPEAT_SUMMARY: &str = query!("repeat_summary.sql");
 /// contacts, followups, channel_costs → cluster_candidates.
 pub const CLUSTER_CANDIDATES: &str = query!("cluster_candidates.sql");
+/// sequence_occurrences, followups, contacts, channel_costs → sequence_candidates.
+pub const SEQUENCE_CANDIDATES: &str = query!("sequence_candidates.sql");
+/// sequence_candidates, fdr, cluster_candidates → sequences.
+pub const SEQUENCES: &str = query!("sequences.sql");
 /// tested → fdr (Benjamini–Hochberg q-values).
 pub const FDR: &str = query!("fdr.sql");
 /// cluster_candidates, fdr → clusters.
 pub const CLUSTERS: &str = query!("clusters.sql");
-/// clusters, followups → cluster_members.
+/// clusters, followups, sequences, sequence_occurrences → cluster_members.
 pub const CLUSTER_MEMBERS: &str = query!("cluster_members.sql");
 /// clusters → prompts.
 pub const PROMPTS: &str = query!("prompts.sql");
@@ -29,8 +33,10 @@ pub const OUTREACH_CANDIDATES: &str = query!("outreach_candidates.sql");
 pub const ALL: &[(&str, &str)] = &[
     ("repeat_summary", REPEAT_SUMMARY),
     ("cluster_candidates", CLUSTER_CANDIDATES),
+    ("sequence_candidates", SEQUENCE_CANDIDATES),
     ("fdr", FDR),
     ("clusters", CLUSTERS),
+    ("sequences", SEQUENCES),
     ("cluster_members", CLUSTER_MEMBERS),
     ("prompts", PROMPTS),
     ("outreach_candidates", OUTREACH_CANDIDATES),
@@ -55,7 +61,7 @@ mod tests {
 
     use super::*;
     use crate::ingest::contacts_in_schema;
-    use crate::timeline::{contacts_schema, followups_schema};
+    use crate::timeline::{contacts_schema, followups_schema, sequences_schema};
 
     fn empty(ctx: &SessionContext, name: &str, schema: SchemaRef) {
         ctx.register_table(
@@ -74,6 +80,7 @@ mod tests {
         let input = contacts_in_schema(&DataType::Int64);
         empty(&ctx, "contacts", contacts_schema(&input));
         empty(&ctx, "followups", followups_schema(&input));
+        empty(&ctx, "sequence_occurrences", sequences_schema(&input));
         let costs = crate::report::channel_costs_batch(&Default::default()).unwrap();
         empty(&ctx, "channel_costs", costs.schema());
         let params = [
@@ -85,8 +92,9 @@ mod tests {
             ("rank_order", crate::config::RankBy::Value.sql().into()),
             ("max_prompts", "3".into()),
             ("as_of_us", "0".into()),
+            ("max_gap_s", "604800.0".into()),
         ];
-        let tested = "SELECT 'cluster' AS kind, key, p_value FROM cluster_candidates";
+        let tested = crate::pipeline::TESTED;
         for (name, sql) in ALL {
             let sql = render(sql, &params);
             assert!(!sql.contains("${"), "{name}: unfilled placeholder");
@@ -95,7 +103,7 @@ mod tests {
                 .await
                 .unwrap_or_else(|e| panic!("{name} does not plan: {e}"));
             empty(&ctx, name, df.schema().inner().clone());
-            if *name == "cluster_candidates" {
+            if *name == "sequence_candidates" {
                 let df = ctx.sql(tested).await.unwrap();
                 empty(&ctx, "tested", df.schema().inner().clone());
             }

@@ -355,3 +355,66 @@ pub fn utf8(array: &datafusion::arrow::array::ArrayRef) -> datafusion::arrow::ar
         .as_string::<i32>()
         .clone()
 }
+
+/// One row of the sequences table.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SequenceRow {
+    /// Rank, 1 = best.
+    pub rank: u64,
+    /// The items in order.
+    pub pattern: Vec<String>,
+    /// Start contacts from which the whole pattern occurs.
+    pub n_support: i64,
+    /// Distinct customers behind n_support.
+    pub customers: i64,
+    /// The last step given the prefix.
+    pub confidence: f64,
+    /// confidence / baseline.
+    pub lift: f64,
+    /// Median lag of each step, seconds.
+    pub median_lag_s: Vec<f64>,
+    /// Avoidable contacts weighted by channel cost.
+    pub value: f64,
+    /// Benjamini–Hochberg q-value.
+    pub q_value: f64,
+}
+
+/// Reads sequence rows from query output batches.
+pub fn sequence_rows(batches: &[RecordBatch]) -> Vec<SequenceRow> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let get = |n: &str| b.column_by_name(n).expect("sequences column").clone();
+        let (rank, ns, cu) = (get("rank"), get("n_support"), get("customers"));
+        let (rank, ns, cu) = (
+            rank.as_primitive::<Int64Type>(),
+            ns.as_primitive::<Int64Type>(),
+            cu.as_primitive::<Int64Type>(),
+        );
+        let f = |n: &str| get(n).as_primitive::<Float64Type>().clone();
+        let (conf, lift, value, q) = (f("confidence"), f("lift"), f("value"), f("q_value"));
+        let pattern = get("pattern");
+        let pattern = pattern.as_list::<i32>();
+        let lags = get("median_lag_s");
+        let lags = lags.as_list::<i32>();
+        for i in 0..b.num_rows() {
+            let items = utf8(&pattern.value(i));
+            let l = lags.value(i);
+            let l = l.as_primitive::<Float64Type>();
+            rows.push(SequenceRow {
+                rank: rank.value(i) as u64,
+                pattern: (0..items.len())
+                    .map(|k| items.value(k).to_string())
+                    .collect(),
+                n_support: ns.value(i),
+                customers: cu.value(i),
+                confidence: conf.value(i),
+                lift: lift.value(i),
+                median_lag_s: (0..l.len()).map(|k| l.value(k)).collect(),
+                value: value.value(i),
+                q_value: q.value(i),
+            });
+        }
+    }
+    rows.sort_by_key(|r| r.rank);
+    rows
+}

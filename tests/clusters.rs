@@ -54,6 +54,7 @@ async fn shuffled_reasons_report_almost_nothing() {
             .await
             .unwrap();
         reported.extend(s.top_clusters.iter().map(|c| format!("{c:?}")));
+        reported.extend(s.sequences.iter().map(|c| format!("{c:?}")));
 
         // and the same log unshuffled finds its planted clusters
         if seed == 11 {
@@ -63,6 +64,13 @@ async fn shuffled_reasons_report_almost_nothing() {
                 .await
                 .unwrap();
             assert!(s.clusters >= 6, "planted clusters found: {}", s.clusters);
+            assert_eq!(
+                s.sequences
+                    .iter()
+                    .map(|q| q.pattern.join(" -> "))
+                    .collect::<Vec<_>>(),
+                vec!["moving_home -> service_transfer -> installation_issue"]
+            );
         }
     }
     assert!(reported.len() <= 1, "shuffled logs reported: {reported:#?}");

@@ -120,3 +120,26 @@ pub fn root() -> &'static Path {
 }
 
 use datafusion::arrow::array::Array;
+
+/// A list column of every batch, each element rendered as text.
+pub fn list_text(batches: &[RecordBatch], name: &str) -> Vec<Vec<String>> {
+    use datafusion::arrow::array::AsArray;
+    let mut out = Vec::new();
+    for b in batches {
+        let col = b
+            .column_by_name(name)
+            .unwrap_or_else(|| panic!("no column {name}"));
+        let list = col.as_list::<i32>();
+        for i in 0..b.num_rows() {
+            let v = list.value(i);
+            out.push(
+                (0..v.len())
+                    .map(|k| {
+                        datafusion::arrow::util::display::array_value_to_string(&v, k).unwrap()
+                    })
+                    .collect(),
+            );
+        }
+    }
+    out
+}

@@ -105,6 +105,27 @@ fn render(out: &std::path::Path, manifest: &recur::report::Manifest) -> String {
     for (_, l) in rows {
         writeln!(s, "{l}").unwrap();
     }
+    writeln!(s, "# sequences (by rank)").unwrap();
+    let q = read_parquet(&out.join("sequences.parquet"));
+    let pats = crate::common::list_text(&q, "pattern");
+    let lags = crate::common::list_text(&q, "median_lag_s");
+    let f = |n: &str| column_text(&q, n);
+    let (rank, ns, cu, conf, qv) = (
+        f("rank"),
+        f("n_support"),
+        f("customers"),
+        f("confidence"),
+        f("q_value"),
+    );
+    for k in 0..pats.len() {
+        writeln!(
+            s,
+            "rank={} pattern={} n_support={} customers={} confidence={:.6} median_lags={:?} q={:.4e}",
+            rank[k], pats[k].join(" -> "), ns[k], cu[k], conf[k].parse::<f64>().unwrap(),
+            lags[k], qv[k].parse::<f64>().unwrap()
+        )
+        .unwrap();
+    }
     writeln!(s, "# prompts (sorted)").unwrap();
     let p = read_parquet(&out.join("prompts.parquet"));
     let mut lines: Vec<String> = column_text(&p, "reason")

@@ -181,14 +181,10 @@ fn channel_cost(ch: &str) -> f64 {
         .unwrap_or(recur::config::DEFAULT_CHANNEL_COST)
 }
 
-/// Every cluster candidate for every window, straight from the definitions,
-/// then q-values, the echo rule and the best window, as the README states them.
-fn oracle_clusters(
-    rows: &[LogRow],
-    min_support: i64,
-    windows: &[i64],
-    alpha: f64,
-) -> BTreeMap<(String, String), ExpectedCluster> {
+type ClusterCand = ((String, String), ExpectedCluster);
+
+/// Every cluster candidate for every window, straight from the definitions.
+fn cluster_candidates(rows: &[LogRow], min_support: i64, windows: &[i64]) -> Vec<ClusterCand> {
     let total = rows.len() as f64;
     let reasons: BTreeSet<String> = rows.iter().filter_map(|r| r.reason.clone()).collect();
     // the first B-contact strictly after i, within w: (lag, channel)
@@ -253,20 +249,32 @@ fn oracle_clusters(
             }
         }
     }
-    // Benjamini-Hochberg, by brute force: q_i = min over j with p_j >= p_i of m p_j / rank_j
-    let m = cands.len() as f64;
-    let mut ps: Vec<f64> = cands.iter().map(|c| c.1.p_value).collect();
-    ps.sort_by(|x, y| x.partial_cmp(y).unwrap());
-    for c in cands.iter_mut() {
-        let rank_i = ps.iter().position(|p| *p == c.1.p_value).unwrap();
-        c.1.q_value = (rank_i..ps.len())
-            .map(|j| {
-                // among ties, the largest rank of that p-value
-                let last = ps.iter().rposition(|p| *p == ps[j]).unwrap();
-                (m * ps[j] / (last + 1) as f64).min(1.0)
-            })
-            .fold(f64::INFINITY, f64::min);
-    }
+    cands
+}
+
+/// Benjamini-Hochberg by brute force: q_i = min over p_j >= p_i of m p_j / (largest rank of p_j).
+fn bh(ps: &[f64]) -> Vec<f64> {
+    let m = ps.len() as f64;
+    let mut sorted = ps.to_vec();
+    sorted.sort_by(|x, y| x.partial_cmp(y).unwrap());
+    ps.iter()
+        .map(|p| {
+            let first = sorted.iter().position(|x| x == p).unwrap();
+            (first..sorted.len())
+                .map(|j| {
+                    let last = sorted.iter().rposition(|x| *x == sorted[j]).unwrap();
+                    (m * sorted[j] / (last + 1) as f64).min(1.0)
+                })
+                .fold(f64::INFINITY, f64::min)
+        })
+        .collect()
+}
+
+/// Significance, the echo rule and the best window, as the README states them.
+fn select_clusters(
+    cands: Vec<ClusterCand>,
+    alpha: f64,
+) -> BTreeMap<(String, String), ExpectedCluster> {
     let sig: Vec<_> = cands.into_iter().filter(|c| c.1.q_value <= alpha).collect();
     let kept: Vec<_> = sig
         .iter()
@@ -293,6 +301,149 @@ fn oracle_clusters(
     out
 }
 
+const MAX_GAP: i64 = 48 * H;
+const MAX_SPAN: i64 = 96 * H;
+
+#[derive(Debug, Clone)]
+struct ExpectedSeq {
+    reasons: Vec<String>,
+    n_support: i64,
+    customers: i64,
+    confidence: f64,
+    baseline: f64,
+    median_lags: Vec<f64>,
+    p_value: f64,
+    q_value: f64,
+}
+
+/// Greedy leftmost occurrence of `pattern` from contact `start` in one
+/// customer's ordered contacts: the step lags, if it occurs.
+fn leftmost(
+    contacts: &[&LogRow],
+    start: usize,
+    pattern: &[&str],
+    gap: i64,
+    span: i64,
+) -> Option<Vec<i64>> {
+    if contacts[start].reason.as_deref() != Some(pattern[0]) {
+        return None;
+    }
+    let t0 = contacts[start].ts.unwrap();
+    let mut prev = start;
+    let mut lags = Vec::new();
+    for item in &pattern[1..] {
+        let tp = contacts[prev].ts.unwrap();
+        let next = (prev + 1..contacts.len()).find(|&k| {
+            let t = contacts[k].ts.unwrap();
+            t > tp && t - tp <= gap && t - t0 <= span && contacts[k].reason.as_deref() == Some(item)
+        })?;
+        lags.push(contacts[next].ts.unwrap() - tp);
+        prev = next;
+    }
+    Some(lags)
+}
+
+/// Every sequence candidate (3-4 steps, consecutive items distinct), by
+/// trying every pattern from every start contact.
+fn sequence_candidates(
+    rows: &[LogRow],
+    min_support: i64,
+    gap: i64,
+    span: i64,
+) -> Vec<(String, ExpectedSeq)> {
+    let reasons: Vec<String> = rows
+        .iter()
+        .filter_map(|r| r.reason.clone())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut by_customer: BTreeMap<String, Vec<&LogRow>> = BTreeMap::new();
+    for r in rows {
+        by_customer
+            .entry(r.customer.clone().unwrap())
+            .or_default()
+            .push(r);
+    }
+    for v in by_customer.values_mut() {
+        v.sort_by_key(|r| (r.ts.unwrap(), r.contact_id));
+    }
+    let mut patterns: Vec<Vec<&str>> = reasons.iter().map(|r| vec![r.as_str()]).collect();
+    let mut all = Vec::new();
+    for _ in 1..4 {
+        patterns = patterns
+            .iter()
+            .flat_map(|p| {
+                reasons
+                    .iter()
+                    .filter(|r| r.as_str() != *p.last().unwrap())
+                    .map(|r| {
+                        let mut q = p.clone();
+                        q.push(r.as_str());
+                        q
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        all.extend(patterns.clone());
+    }
+    let occurrences = |p: &[&str]| -> Vec<(String, Vec<i64>)> {
+        let mut out = Vec::new();
+        for (c, contacts) in &by_customer {
+            for i in 0..contacts.len() {
+                if let Some(l) = leftmost(contacts, i, p, gap, span) {
+                    out.push((c.clone(), l));
+                }
+            }
+        }
+        out
+    };
+    let total = rows.len() as f64;
+    let mut out = Vec::new();
+    for p in all.iter().filter(|p| p.len() >= 3) {
+        let occ = occurrences(p);
+        if (occ.len() as i64) < min_support || occ.is_empty() {
+            continue;
+        }
+        let prefix = occurrences(&p[..p.len() - 1]);
+        let prefix_customers = prefix.iter().map(|o| &o.0).collect::<BTreeSet<_>>().len();
+        let last = p[p.len() - 1];
+        let followed = rows
+            .iter()
+            .filter(|i| {
+                rows.iter().any(|j| {
+                    j.customer == i.customer
+                        && j.reason.as_deref() == Some(last)
+                        && j.ts.unwrap() > i.ts.unwrap()
+                        && j.ts.unwrap() - i.ts.unwrap() <= gap
+                })
+            })
+            .count() as f64;
+        let baseline = followed / total;
+        let (k, n) = (occ.len() as f64, prefix.len() as f64);
+        let median_lags = (0..p.len() - 1)
+            .map(|s| {
+                let mut l: Vec<f64> = occ.iter().map(|o| o.1[s] as f64 / 1e6).collect();
+                l.sort_by(|x, y| x.partial_cmp(y).unwrap());
+                nearest_rank(&l, 1, 2)
+            })
+            .collect();
+        out.push((
+            p.join(" -> "),
+            ExpectedSeq {
+                reasons: p.iter().map(|s| s.to_string()).collect(),
+                n_support: occ.len() as i64,
+                customers: occ.iter().map(|o| &o.0).collect::<BTreeSet<_>>().len() as i64,
+                confidence: k / n,
+                baseline,
+                median_lags,
+                p_value: recur::udf::clustered_p_value(k, n, baseline, n / prefix_customers as f64),
+                q_value: f64::NAN,
+            },
+        ));
+    }
+    out
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
@@ -308,7 +459,8 @@ fn opt_bool(s: &str) -> Option<bool> {
 /// (dimension, key) of a repeat_summary row.
 type SummaryKey = (String, String);
 
-async fn check_seed(seed: u64, threads: usize) {
+/// Checks one random log; returns how many sequences were compared.
+async fn check_seed(seed: u64, threads: usize) -> usize {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("log.parquet");
     let rows = random_log(seed);
@@ -318,6 +470,8 @@ async fn check_seed(seed: u64, threads: usize) {
         c.cluster_window = Some("72h,24h".into());
         c.min_support = Some(1);
         c.alpha = Some(1.0);
+        c.max_gap = Some("48h".into());
+        c.max_span = Some("96h".into());
         c.exclude_customer = Some(vec!["0".into()]);
         c.agent_col = Some("agent".into());
     });
@@ -441,7 +595,30 @@ async fn check_seed(seed: u64, threads: usize) {
     );
 
     // clusters: every figure, the windows, significance, echoes and the order
-    let want = oracle_clusters(&used, 1, &[REPEAT_W, CLUSTER_W], 1.0);
+    let mut cands = cluster_candidates(&used, 1, &[REPEAT_W, CLUSTER_W]);
+    let mut seqs = sequence_candidates(&used, 1, MAX_GAP, MAX_SPAN);
+    let ps: Vec<f64> = cands
+        .iter()
+        .map(|c| c.1.p_value)
+        .chain(seqs.iter().map(|s| s.1.p_value))
+        .collect();
+    let qs = bh(&ps);
+    for (c, q) in cands.iter_mut().zip(&qs) {
+        c.1.q_value = *q;
+    }
+    for (s, q) in seqs.iter_mut().zip(&qs[cands.len()..]) {
+        s.1.q_value = *q;
+    }
+    let pairs: BTreeSet<(String, String)> = cands.iter().map(|c| c.0.clone()).collect();
+    let want_seqs: BTreeMap<String, ExpectedSeq> = seqs
+        .into_iter()
+        .filter(|(_, e)| {
+            e.reasons
+                .windows(2)
+                .all(|w| pairs.contains(&(w[0].clone(), w[1].clone())))
+        })
+        .collect();
+    let want = select_clusters(cands, 1.0);
     let c = read_parquet(&out.join("clusters.parquet"));
     let a = column_text(&c, "antecedent");
     let bb = column_text(&c, "consequent");
@@ -516,9 +693,54 @@ async fn check_seed(seed: u64, threads: usize) {
         );
     }
 
+    // sequences: every figure of every chained candidate
+    let q = read_parquet(&out.join("sequences.parquet"));
+    let pats = crate::common::list_text(&q, "pattern");
+    let lags = crate::common::list_text(&q, "median_lag_s");
+    let f = |n: &str| column_text(&q, n);
+    let (ns, cu, conf, base, pv, qv) = (
+        f("n_support"),
+        f("customers"),
+        f("confidence"),
+        f("baseline"),
+        f("p_value"),
+        f("q_value"),
+    );
+    assert_eq!(
+        pats.len(),
+        want_seqs.len(),
+        "seed {seed}: sequences {pats:?}"
+    );
+    for k in 0..pats.len() {
+        let key = pats[k].join(" -> ");
+        let e = &want_seqs[&key];
+        let ctx = format!("seed {seed} sequence {key}");
+        assert_eq!(ns[k].parse::<i64>().unwrap(), e.n_support, "{ctx}");
+        assert_eq!(cu[k].parse::<i64>().unwrap(), e.customers, "{ctx}");
+        assert!(
+            close(conf[k].parse().unwrap(), e.confidence),
+            "{ctx} confidence"
+        );
+        assert!(
+            close(base[k].parse().unwrap(), e.baseline),
+            "{ctx} baseline"
+        );
+        assert!(close(pv[k].parse().unwrap(), e.p_value), "{ctx} p");
+        assert!(close(qv[k].parse().unwrap(), e.q_value), "{ctx} q");
+        let got: Vec<f64> = lags[k].iter().map(|x| x.parse().unwrap()).collect();
+        assert_eq!(got, e.median_lags, "{ctx} lags");
+    }
+
     // members: exactly the A-contacts behind each cluster's n_support
     let m = read_parquet(&out.join("cluster_members.parquet"));
     let ids = column_text(&m, "cluster_id");
+    let kinds = column_text(&m, "kind");
+    let ids: Vec<String> = ids
+        .into_iter()
+        .zip(kinds)
+        .filter(|(_, k)| k == "cluster")
+        .map(|(i, _)| i)
+        .collect();
     for (k, e) in &want {
         let id = format!("{} -> {} @{}s", k.0, k.1, e.window_s);
         assert_eq!(
@@ -531,13 +753,16 @@ async fn check_seed(seed: u64, threads: usize) {
         ids.len() as i64,
         want.values().map(|e| e.n_support).sum::<i64>()
     );
+    want_seqs.len()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_matches_oracle_on_random_logs() {
+    let mut sequences = 0;
     for seed in 0..25 {
-        check_seed(seed, 1 + (seed as usize % 3)).await;
+        sequences += check_seed(seed, 1 + (seed as usize % 3)).await;
     }
+    assert!(sequences > 50, "the logs exercise sequences: {sequences}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -564,7 +789,17 @@ async fn min_support_filters_exactly() {
     recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
         .await
         .unwrap();
-    let want = oracle_clusters(&usable(&rows), 5, &[CLUSTER_W], 0.2);
+    let mut cands = cluster_candidates(&usable(&rows), 5, &[CLUSTER_W]);
+    let seqs = sequence_candidates(&usable(&rows), 5, 7 * 24 * H, 30 * 24 * H);
+    let ps: Vec<f64> = cands
+        .iter()
+        .map(|c| c.1.p_value)
+        .chain(seqs.iter().map(|s| s.1.p_value))
+        .collect();
+    for (c, q) in cands.iter_mut().zip(bh(&ps)) {
+        c.1.q_value = q;
+    }
+    let want = select_clusters(cands, 0.2);
     let c = read_parquet(&out.join("clusters.parquet"));
     let got: BTreeSet<(String, String)> = column_text(&c, "antecedent")
         .into_iter()

@@ -28,7 +28,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Mode, TimelineParams, contacts_schema, followups_schema, process};
+use super::{Mode, TimelineParams, contacts_schema, followups_schema, process, sequences_schema};
 
 /// Rows per output batch.
 const OUTPUT_BATCH_ROWS: usize = 65_536;
@@ -64,6 +64,7 @@ impl TimelineExec {
         let schema = match mode {
             Mode::Contacts => contacts_schema(&in_schema),
             Mode::Followups => followups_schema(&in_schema),
+            Mode::Sequences => sequences_schema(&in_schema),
         };
         let partitions = input.properties().partitioning.partition_count();
         let properties = Arc::new(PlanProperties::new(

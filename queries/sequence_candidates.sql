@@ -1,0 +1,93 @@
+-- sequence_candidates: every pattern of 3 or 4 steps found on customers'
+-- timelines, with its counts, per-step lags, value and p-value.
+--
+-- Input:  sequence_occurrences (one row per start contact and pattern of 2-4
+--                               items found from it by leftmost occurrence, with
+--                               max-gap and max-span; see src/timeline/)
+--         followups, contacts, channel_costs
+-- Output: key, pattern, length, prefix, n_prefix, n_support, customers,
+--         confidence, baseline, lift, median_lag_1_s, median_lag_2_s,
+--         median_lag_3_s, score, avoidable_contacts, value, p_value,
+--         reason_1 .. reason_4
+--
+-- Parameters: ${min_support}, ${effectiveness}, ${default_cost}, ${max_gap_s}.
+--
+-- n_support = start contacts from which the whole pattern occurs; n_prefix =
+-- start contacts from which the pattern without its last step occurs;
+-- confidence = n_support / n_prefix (the last step given the prefix).
+-- baseline = share of all contacts followed within max-gap by a contact with the
+-- last step's reason. p_value: the clustered binomial test of cluster_candidates,
+-- k = n_support among n = n_prefix at the baseline, design effect = prefix
+-- occurrences / their distinct customers.
+WITH total AS (
+    SELECT COUNT(*) AS n_contacts FROM contacts
+),
+base AS (
+    SELECT consequent, COUNT(*) AS n_followed
+    FROM followups
+    WHERE lag_s <= ${max_gap_s}
+    GROUP BY consequent
+),
+prefixes AS (
+    SELECT pattern AS prefix, COUNT(*) AS n_prefix,
+           COUNT(DISTINCT customer_id) AS prefix_customers
+    FROM sequence_occurrences
+    GROUP BY pattern
+),
+support AS (
+    SELECT o.pattern, o.prefix, o.length,
+           MIN(o.reason_1) AS reason_1, MIN(o.reason_2) AS reason_2,
+           MIN(o.reason_3) AS reason_3, MIN(o.reason_4) AS reason_4,
+           MIN(CASE o.length WHEN 3 THEN o.reason_3 ELSE o.reason_4 END) AS last_reason,
+           COUNT(*) AS n_support,
+           COUNT(DISTINCT o.customer_id) AS customers,
+           SUM(COALESCE(cc.cost, ${default_cost})) AS followup_cost
+    FROM sequence_occurrences o
+    LEFT JOIN channel_costs cc ON cc.channel = o.last_channel
+    WHERE o.length >= 3
+    GROUP BY o.pattern, o.prefix, o.length
+    HAVING COUNT(*) >= ${min_support}
+),
+occ AS (
+    SELECT o.pattern, o.lag_1_s, o.lag_2_s, o.lag_3_s, s.n_support
+    FROM sequence_occurrences o
+    JOIN support s ON s.pattern = o.pattern
+),
+lags AS (
+    SELECT pattern,
+           MAX(CASE WHEN rn1 = (n_support + 1) / 2 THEN lag_1_s END) AS median_lag_1_s,
+           MAX(CASE WHEN rn2 = (n_support + 1) / 2 THEN lag_2_s END) AS median_lag_2_s,
+           MAX(CASE WHEN rn3 = (n_support + 1) / 2 THEN lag_3_s END) AS median_lag_3_s
+    FROM (
+        SELECT pattern, n_support, lag_1_s, lag_2_s, lag_3_s,
+               ROW_NUMBER() OVER (PARTITION BY pattern ORDER BY lag_1_s) AS rn1,
+               ROW_NUMBER() OVER (PARTITION BY pattern ORDER BY lag_2_s) AS rn2,
+               ROW_NUMBER() OVER (PARTITION BY pattern ORDER BY lag_3_s) AS rn3
+        FROM occ
+    ) ranked
+    GROUP BY pattern
+),
+counted AS (
+    SELECT s.*, p.n_prefix, p.prefix_customers,
+           CAST(s.n_support AS DOUBLE) / p.n_prefix AS confidence,
+           CAST(COALESCE(b.n_followed, 0) AS DOUBLE) / t.n_contacts AS baseline,
+           l.median_lag_1_s, l.median_lag_2_s, l.median_lag_3_s
+    FROM support s
+    JOIN prefixes p ON p.prefix = s.prefix
+    JOIN lags l ON l.pattern = s.pattern
+    LEFT JOIN base b ON b.consequent = s.last_reason
+    CROSS JOIN total t
+)
+SELECT
+    pattern || ' @gap ' || CAST(CAST(${max_gap_s} AS BIGINT) AS VARCHAR) || 's' AS key,
+    pattern, length, prefix, n_prefix, n_support, customers, confidence, baseline,
+    confidence / baseline AS lift,
+    median_lag_1_s, median_lag_2_s, median_lag_3_s,
+    n_support - n_prefix * baseline AS score,
+    ${effectiveness} * n_support AS avoidable_contacts,
+    ${effectiveness} * followup_cost AS value,
+    binomial_p_value(
+        n_support, n_prefix, baseline, CAST(n_prefix AS DOUBLE) / prefix_customers
+    ) AS p_value,
+    reason_1, reason_2, reason_3, reason_4
+FROM counted
