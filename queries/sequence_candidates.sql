@@ -28,11 +28,17 @@ base AS (
     WHERE lag_s <= ${max_gap_s}
     GROUP BY consequent
 ),
-prefixes AS (
-    SELECT pattern AS prefix, COUNT(*) AS n_prefix,
-           COUNT(DISTINCT customer_id) AS prefix_customers
+counts AS (
+    SELECT pattern
     FROM sequence_occurrences
+    WHERE length >= 3
     GROUP BY pattern
+    HAVING COUNT(*) >= ${min_support}
+),
+candidate_occurrences AS (
+    SELECT o.*
+    FROM sequence_occurrences o
+    JOIN counts c ON c.pattern = o.pattern
 ),
 support AS (
     SELECT o.pattern, o.prefix, o.length,
@@ -42,15 +48,20 @@ support AS (
            COUNT(*) AS n_support,
            COUNT(DISTINCT o.customer_id) AS customers,
            SUM(COALESCE(cc.cost, ${default_cost})) AS followup_cost
-    FROM sequence_occurrences o
+    FROM candidate_occurrences o
     LEFT JOIN channel_costs cc ON cc.channel = o.last_channel
-    WHERE o.length >= 3
     GROUP BY o.pattern, o.prefix, o.length
-    HAVING COUNT(*) >= ${min_support}
+),
+prefixes AS (
+    SELECT o.pattern AS prefix, COUNT(*) AS n_prefix,
+           COUNT(DISTINCT o.customer_id) AS prefix_customers
+    FROM sequence_occurrences o
+    WHERE o.pattern IN (SELECT prefix FROM support)
+    GROUP BY o.pattern
 ),
 occ AS (
     SELECT o.pattern, o.lag_1_s, o.lag_2_s, o.lag_3_s, s.n_support
-    FROM sequence_occurrences o
+    FROM candidate_occurrences o
     JOIN support s ON s.pattern = o.pattern
 ),
 lags AS (

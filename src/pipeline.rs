@@ -155,6 +155,30 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     ctx.register_table("followups", Arc::new(MemTable::try_new(schema, parts)?))?;
     stage_seconds.insert("followups".into(), t.elapsed().as_secs_f64());
 
+    let skipped = ctx
+        .sql(&format!(
+            "SELECT COUNT(*) AS customers, COALESCE(SUM(n), 0) AS contacts FROM \
+             (SELECT customer_id, COUNT(*) AS n FROM contacts GROUP BY customer_id \
+              HAVING COUNT(*) > {}) t",
+            crate::timeline::MAX_SEQUENCE_CONTACTS_PER_CUSTOMER
+        ))
+        .await?
+        .collect()
+        .await?;
+    let mut caps = BTreeMap::new();
+    if let Some(b) = skipped.first() {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        caps.insert(
+            "sequence_customers_skipped".to_string(),
+            b.column(0).as_primitive::<Int64Type>().value(0) as u64,
+        );
+        caps.insert(
+            "sequence_contacts_skipped".to_string(),
+            b.column(1).as_primitive::<Int64Type>().value(0) as u64,
+        );
+    }
+
     progress.stage("mining sequences");
     let t = Instant::now();
     let (schema, parts) = run_timeline(&ctx, Mode::Sequences, params).await?;
@@ -190,7 +214,13 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
             ),
         ],
     );
-    register_query(&ctx, "cluster_candidates", &candidates_sql).await?;
+    register_query(
+        &ctx,
+        "cluster_candidates",
+        &candidates_sql,
+        &mut stage_seconds,
+    )
+    .await?;
     let sequence_sql = queries::render(
         queries::SEQUENCE_CANDIDATES,
         &[
@@ -203,9 +233,15 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
             ("max_gap_s", format!("{:?}", cfg.max_gap_us as f64 / 1e6)),
         ],
     );
-    register_query(&ctx, "sequence_candidates", &sequence_sql).await?;
-    register_query(&ctx, "tested", TESTED).await?;
-    register_query(&ctx, "fdr", queries::FDR).await?;
+    register_query(
+        &ctx,
+        "sequence_candidates",
+        &sequence_sql,
+        &mut stage_seconds,
+    )
+    .await?;
+    register_query(&ctx, "tested", TESTED, &mut stage_seconds).await?;
+    register_query(&ctx, "fdr", queries::FDR, &mut stage_seconds).await?;
     let clusters_sql = queries::render(
         queries::CLUSTERS,
         &[
@@ -213,7 +249,8 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
             ("rank_order", cfg.rank_by.sql().to_string()),
         ],
     );
-    let cluster_batches = register_query(&ctx, "clusters", &clusters_sql).await?;
+    let cluster_batches =
+        register_query(&ctx, "clusters", &clusters_sql, &mut stage_seconds).await?;
     let sequences_sql = queries::render(
         queries::SEQUENCES,
         &[
@@ -221,7 +258,8 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
             ("rank_order", cfg.rank_by.sql().to_string()),
         ],
     );
-    let sequence_batches = register_query(&ctx, "sequences", &sequences_sql).await?;
+    let sequence_batches =
+        register_query(&ctx, "sequences", &sequences_sql, &mut stage_seconds).await?;
     stage_seconds.insert("rank".into(), t.elapsed().as_secs_f64());
 
     progress.stage("writing reports");
@@ -247,7 +285,13 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         "sequences".to_string(),
         report::write_table(ctx.table("sequences").await?, &cfg.out, "sequences").await?,
     );
-    let members = register_query(&ctx, "cluster_members", queries::CLUSTER_MEMBERS).await?;
+    let members = register_query(
+        &ctx,
+        "cluster_members",
+        queries::CLUSTER_MEMBERS,
+        &mut stage_seconds,
+    )
+    .await?;
     tables.insert(
         "cluster_members".to_string(),
         report::write_table(
@@ -288,7 +332,8 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
 
     let all = report::summary_all_row(&summary_batches);
     let clusters = report::cluster_rows(&cluster_batches);
-    let manifest = Manifest::new(&cfg, &stats, tables, stage_seconds, started);
+    let mut manifest = Manifest::new(&cfg, &stats, tables, stage_seconds, started);
+    manifest.caps = caps;
     manifest.write(&cfg.out.join("manifest.json"))?;
     Ok(RunSummary {
         ingest: stats,
@@ -311,7 +356,13 @@ pub const TESTED: &str = "SELECT 'cluster' AS kind, key, p_value FROM cluster_ca
 pub const MAX_PROMPTS_PER_REASON: usize = 3;
 
 /// Runs `sql`, keeps its result in memory as table `name`, and returns it.
-async fn register_query(ctx: &SessionContext, name: &str, sql: &str) -> Result<Vec<RecordBatch>> {
+async fn register_query(
+    ctx: &SessionContext,
+    name: &str,
+    sql: &str,
+    seconds: &mut BTreeMap<String, f64>,
+) -> Result<Vec<RecordBatch>> {
+    let t = Instant::now();
     let df = ctx.sql(sql).await?;
     let schema = df.schema().inner().clone();
     let batches = df.collect().await?;
@@ -319,5 +370,6 @@ async fn register_query(ctx: &SessionContext, name: &str, sql: &str) -> Result<V
         name,
         Arc::new(MemTable::try_new(schema, vec![batches.clone()])?),
     )?;
+    seconds.insert(format!("query.{name}"), t.elapsed().as_secs_f64());
     Ok(batches)
 }

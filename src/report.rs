@@ -263,6 +263,10 @@ pub struct Manifest {
     pub tables: BTreeMap<String, TableInfo>,
     /// Wall-clock seconds per stage.
     pub stage_seconds: BTreeMap<String, f64>,
+    /// What the caps left out: customers (and their contacts) with more than
+    /// `MAX_SEQUENCE_CONTACTS_PER_CUSTOMER` contacts are not mined for
+    /// sequences (they still count in every other table).
+    pub caps: BTreeMap<String, u64>,
 }
 
 impl Manifest {
@@ -296,6 +300,7 @@ impl Manifest {
                 .map(|(a, b)| (fmt(a), fmt(b))),
             tables,
             stage_seconds,
+            caps: BTreeMap::new(),
         }
     }
 
