@@ -1,0 +1,145 @@
+#!/usr/bin/env python3
+"""recur against DuckDB (the peer) on generated logs of several sizes.
+
+For each size: generate a log with `recur generate`, then time as whole
+processes, several runs each (median reported):
+  scan    DuckDB reading the columns recur needs (the scan floor)
+  recur   `recur run --cluster-window 7d` (repeats, clusters, sequences,
+          outreach; every output written)
+  duckdb  benches/peer.sql: repeat flags and rate, A->B counts with baseline
+          and lift for the 7-day window
+and check that both agree exactly: the number of repeats, and n_antecedent,
+n_support and baseline of every cluster recur reports.
+
+Needs: a release build (cargo build --release), GNU time at /usr/bin/time,
+and the duckdb Python package (pip install duckdb).
+
+usage: python3 benches/compare.py [--sizes 1M,10M] [--runs 3] [--work /tmp/recur-bench]
+"""
+
+import argparse
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RECUR = os.path.join(ROOT, "target", "release", "recur")
+ROWS_PER_CUSTOMER = 3.72  # what `recur generate` yields with --days 90
+
+
+def parse_size(s):
+    s = s.strip().upper()
+    mult = {"K": 1e3, "M": 1e6}.get(s[-1], 1)
+    return int(float(s.rstrip("KM")) * mult)
+
+
+def timed(cmd):
+    """Runs cmd under GNU time; returns (seconds, peak RSS in MiB, stdout)."""
+    t = time.perf_counter()
+    p = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    if p.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{p.stderr[-2000:]}")
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", p.stderr).group(1))
+    return wall, rss / 1024, p.stdout
+
+
+def peer(sql_file, parquet, query):
+    """Child-process mode: run the peer SQL (or the scan) in DuckDB."""
+    import duckdb
+
+    con = duckdb.connect()
+    if query == "scan":
+        con.execute(
+            f"SELECT COUNT(contact_id), COUNT(customer_id), COUNT(ts), COUNT(channel), "
+            f"COUNT(reason) FROM read_parquet('{parquet}')"
+        ).fetchall()
+        return
+    sql = open(sql_file).read().replace("{input}", parquet)
+    con.execute(sql)
+    summary = con.execute("SELECT * FROM result_summary").fetchall()[0]
+    pairs = con.execute("SELECT * FROM result_pairs").fetchall()
+    print(json.dumps({"contacts": summary[0], "repeats": summary[1], "pairs": pairs}))
+
+
+def check(out_dir, peer_result):
+    import duckdb
+
+    con = duckdb.connect()
+    c = os.path.join(out_dir, "contacts.parquet")
+    contacts, repeats = con.execute(
+        f"SELECT COUNT(*), SUM(is_repeat::INT) FROM '{c}'"
+    ).fetchall()[0]
+    assert (contacts, repeats) == (peer_result["contacts"], peer_result["repeats"]), (
+        contacts, repeats, peer_result["contacts"], peer_result["repeats"])
+    pairs = {(a, b): (na, ns, base) for a, b, na, ns, base, _ in peer_result["pairs"]}
+    k = os.path.join(out_dir, "clusters.parquet")
+    rows = con.execute(
+        f"SELECT antecedent, consequent, n_antecedent, n_support, baseline FROM '{k}'"
+    ).fetchall()
+    for a, b, na, ns, base in rows:
+        pa, ps, pb = pairs[(a, b)]
+        assert (na, ns) == (pa, ps) and abs(base - pb) <= 1e-12 * max(1, pb), (a, b)
+    return len(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1M,10M")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--work", default="/tmp/recur-bench")
+    ap.add_argument("--peer", nargs=3, metavar=("SQL", "PARQUET", "QUERY"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.peer:
+        peer(*args.peer)
+        return
+    os.makedirs(args.work, exist_ok=True)
+    sql_file = os.path.join(ROOT, "benches", "peer.sql")
+    me = os.path.abspath(__file__)
+    table = []
+    for size in args.sizes.split(","):
+        n = parse_size(size)
+        log = os.path.join(args.work, f"log-{size}.parquet")
+        if not os.path.exists(log):
+            subprocess.run([RECUR, "generate", "--out", log, "--customers",
+                            str(int(n / ROWS_PER_CUSTOMER)), "--days", "90", "--seed", "1"],
+                           check=True, capture_output=True)
+        out = os.path.join(args.work, f"out-{size}")
+        cmds = {
+            "scan": [sys.executable, me, "--peer", sql_file, log, "scan"],
+            "recur": [RECUR, "run", log, "--out", out, "--cluster-window", "7d",
+                      "--exclude-customer", "UNKNOWN", "--exclude-customer", "0"],
+            "duckdb": [sys.executable, me, "--peer", sql_file, log, "pairs"],
+        }
+        res = {k: [] for k in cmds}
+        peer_out = None
+        for _ in range(args.runs):
+            for name, cmd in cmds.items():
+                wall, rss, stdout = timed(cmd)
+                res[name].append((wall, rss))
+                if name == "duckdb":
+                    peer_out = json.loads(stdout)
+        clusters = check(out, peer_out)
+        rows = peer_out["contacts"]
+        med = {k: statistics.median(w for w, _ in v) for k, v in res.items()}
+        rss = {k: max(r for _, r in v) for k, v in res.items()}
+        table.append((size, rows, med, rss, clusters))
+        print(f"{size}: agree on {rows} contacts, {peer_out['repeats']} repeats, "
+              f"{clusters} reported clusters", flush=True)
+    print()
+    print("| log | contacts | scan floor s | recur s | recur rows/s | recur peak MiB "
+          "| DuckDB s | DuckDB peak MiB | recur / DuckDB | recur / scan |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for size, rows, med, rss, _ in table:
+        print(f"| {size} | {rows:,} | {med['scan']:.2f} | {med['recur']:.2f} | "
+              f"{rows / med['recur']:,.0f} | {rss['recur']:,.0f} | {med['duckdb']:.2f} | "
+              f"{rss['duckdb']:,.0f} | {med['recur'] / med['duckdb']:.2f} | "
+              f"{med['recur'] / med['scan']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
