@@ -1,9 +1,13 @@
 -- sequence_candidates: every pattern of 3 or 4 steps found on customers'
 -- timelines, with its counts, per-step lags, value and p-value.
 --
--- Input:  sequence_occurrences (one row per start contact and pattern of 2-4
---                               items found from it by leftmost occurrence, with
---                               max-gap and max-span; see src/timeline/)
+-- Input:  sequence_counts      (per partition of the timeline pass, per pattern of
+--                               2-4 items found by leftmost occurrence with
+--                               max-gap and max-span, and per channel of its last
+--                               step: n start contacts and distinct customers;
+--                               see src/timeline/sequences.rs)
+--         sequence_occurrences (the occurrences of the patterns above min-support,
+--                               with their step lags)
 --         followups, contacts, channel_costs
 -- Output: key, pattern, length, prefix, n_prefix, n_support, customers,
 --         confidence, baseline, lift, median_lag_1_s, median_lag_2_s,
@@ -28,40 +32,30 @@ base AS (
     WHERE lag_s <= ${max_gap_s}
     GROUP BY consequent
 ),
-counts AS (
-    SELECT pattern
-    FROM sequence_occurrences
-    WHERE length >= 3
-    GROUP BY pattern
-    HAVING COUNT(*) >= ${min_support}
-),
-candidate_occurrences AS (
-    SELECT o.*
-    FROM sequence_occurrences o
-    JOIN counts c ON c.pattern = o.pattern
+pattern_totals AS (
+    SELECT t.pattern,
+           MIN(t.prefix) AS prefix, MIN(t.length) AS length,
+           MIN(t.reason_1) AS reason_1, MIN(t.reason_2) AS reason_2,
+           MIN(t.reason_3) AS reason_3, MIN(t.reason_4) AS reason_4,
+           SUM(t.n) AS n_support,
+           SUM(t.customers) AS customers,
+           SUM(t.n * COALESCE(cc.cost, ${default_cost})) AS followup_cost
+    FROM sequence_counts t
+    LEFT JOIN channel_costs cc ON cc.channel = t.last_channel
+    GROUP BY t.pattern
 ),
 support AS (
-    SELECT o.pattern, o.prefix, o.length,
-           MIN(o.reason_1) AS reason_1, MIN(o.reason_2) AS reason_2,
-           MIN(o.reason_3) AS reason_3, MIN(o.reason_4) AS reason_4,
-           MIN(CASE o.length WHEN 3 THEN o.reason_3 ELSE o.reason_4 END) AS last_reason,
-           COUNT(*) AS n_support,
-           COUNT(DISTINCT o.customer_id) AS customers,
-           SUM(COALESCE(cc.cost, ${default_cost})) AS followup_cost
-    FROM candidate_occurrences o
-    LEFT JOIN channel_costs cc ON cc.channel = o.last_channel
-    GROUP BY o.pattern, o.prefix, o.length
+    SELECT *, CASE length WHEN 3 THEN reason_3 ELSE reason_4 END AS last_reason
+    FROM pattern_totals
+    WHERE length >= 3 AND n_support >= ${min_support}
 ),
 prefixes AS (
-    SELECT o.pattern AS prefix, COUNT(*) AS n_prefix,
-           COUNT(DISTINCT o.customer_id) AS prefix_customers
-    FROM sequence_occurrences o
-    WHERE o.pattern IN (SELECT prefix FROM support)
-    GROUP BY o.pattern
+    SELECT pattern AS prefix, n_support AS n_prefix, customers AS prefix_customers
+    FROM pattern_totals
 ),
 occ AS (
     SELECT o.pattern, o.lag_1_s, o.lag_2_s, o.lag_3_s, s.n_support
-    FROM candidate_occurrences o
+    FROM sequence_occurrences o
     JOIN support s ON s.pattern = o.pattern
 ),
 lags AS (

@@ -141,6 +141,7 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         max_gap_us: cfg.max_gap_us,
         max_span_us: cfg.max_span_us,
         channel_items: cfg.sequence_channel_items,
+        sequence_filter: Arc::new(Vec::new()),
     };
 
     progress.stage("finding repeats and events");
@@ -181,6 +182,33 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
 
     progress.stage("mining sequences");
     let t = Instant::now();
+    let (schema, parts) = run_timeline(&ctx, Mode::SequenceCounts, params.clone()).await?;
+    ctx.register_table(
+        "sequence_counts",
+        Arc::new(MemTable::try_new(schema, parts)?),
+    )?;
+    let wanted = ctx
+        .sql(&format!(
+            "SELECT pattern FROM sequence_counts WHERE length >= 3 \
+             GROUP BY pattern HAVING SUM(n) >= {} ORDER BY pattern",
+            cfg.min_support
+        ))
+        .await?
+        .collect()
+        .await?;
+    let filter: Vec<String> = wanted
+        .iter()
+        .flat_map(|b| {
+            let a = report::utf8(b.column(0));
+            (0..b.num_rows())
+                .map(|i| a.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let params = TimelineParams {
+        sequence_filter: Arc::new(filter),
+        ..params
+    };
     let (schema, parts) = run_timeline(&ctx, Mode::Sequences, params).await?;
     ctx.register_table(
         "sequence_occurrences",

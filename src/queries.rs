@@ -61,7 +61,9 @@ mod tests {
 
     use super::*;
     use crate::ingest::contacts_in_schema;
-    use crate::timeline::{contacts_schema, followups_schema, sequences_schema};
+    use crate::timeline::{
+        contacts_schema, followups_schema, sequence_counts_schema, sequences_schema,
+    };
 
     fn empty(ctx: &SessionContext, name: &str, schema: SchemaRef) {
         ctx.register_table(
@@ -81,6 +83,7 @@ mod tests {
         empty(&ctx, "contacts", contacts_schema(&input));
         empty(&ctx, "followups", followups_schema(&input));
         empty(&ctx, "sequence_occurrences", sequences_schema(&input));
+        empty(&ctx, "sequence_counts", sequence_counts_schema());
         let costs = crate::report::channel_costs_batch(&Default::default()).unwrap();
         empty(&ctx, "channel_costs", costs.schema());
         let params = [

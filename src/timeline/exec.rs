@@ -28,7 +28,10 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use super::{Mode, TimelineParams, contacts_schema, followups_schema, process, sequences_schema};
+use super::{
+    Mode, TimelineParams, contacts_schema, followups_schema, process, sequence_counts_schema,
+    sequences_schema,
+};
 
 /// Rows per output batch.
 const OUTPUT_BATCH_ROWS: usize = 65_536;
@@ -65,6 +68,7 @@ impl TimelineExec {
             Mode::Contacts => contacts_schema(&in_schema),
             Mode::Followups => followups_schema(&in_schema),
             Mode::Sequences => sequences_schema(&in_schema),
+            Mode::SequenceCounts => sequence_counts_schema(),
         };
         let partitions = input.properties().partitioning.partition_count();
         let properties = Arc::new(PlanProperties::new(

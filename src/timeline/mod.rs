@@ -22,6 +22,9 @@
 //!   baseline. These rows are the evidence behind every A→B cluster.
 
 pub mod exec;
+mod sequences;
+
+pub use sequences::{sequence_counts_schema, sequences_schema};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -44,8 +47,12 @@ pub enum Mode {
     Contacts,
     /// One row per (contact, follow-up reason) within the cluster window.
     Followups,
-    /// One row per (start contact, pattern of 2–4 items) found from it.
+    /// One row per (start contact, pattern) found from it, for the patterns
+    /// in [`TimelineParams::sequence_filter`] only.
     Sequences,
+    /// Per-partition totals of every pattern of 2–4 items: one row per
+    /// (pattern, channel of its last step).
+    SequenceCounts,
 }
 
 /// Parameters of the pass.
@@ -65,6 +72,8 @@ pub struct TimelineParams {
     pub max_span_us: i64,
     /// Sequence items are `channel:reason` instead of reasons.
     pub channel_items: bool,
+    /// The patterns (text form) whose occurrences [`Mode::Sequences`] emits.
+    pub sequence_filter: Arc<Vec<String>>,
 }
 
 /// Longest sequence mined.
@@ -74,7 +83,7 @@ pub const MAX_SEQUENCE_LEN: usize = 4;
 /// how many were skipped is in the manifest.
 pub const MAX_SEQUENCE_CONTACTS_PER_CUSTOMER: usize = 500;
 
-const NULL_CODE: u32 = u32::MAX;
+pub(crate) const NULL_CODE: u32 = u32::MAX;
 
 /// Output schema of [`Mode::Contacts`] for an input schema.
 pub fn contacts_schema(input: &Schema) -> SchemaRef {
@@ -121,44 +130,19 @@ pub fn followups_schema(input: &Schema) -> SchemaRef {
     ]))
 }
 
-/// Output schema of [`Mode::Sequences`] for an input schema.
-pub fn sequences_schema(input: &Schema) -> SchemaRef {
-    let id = input
-        .field_with_name("contact_id")
-        .expect("contacts_in column");
-    Arc::new(Schema::new(vec![
-        Field::new("customer_id", DataType::Utf8, false),
-        id.clone().with_name("start_contact_id"),
-        Field::new("pattern", DataType::Utf8, false),
-        Field::new("prefix", DataType::Utf8, false),
-        Field::new("last_item", DataType::Utf8, false),
-        Field::new("length", DataType::Int64, false),
-        Field::new("lag_1_s", DataType::Float64, false),
-        Field::new("lag_2_s", DataType::Float64, true),
-        Field::new("lag_3_s", DataType::Float64, true),
-        id.clone().with_name("last_contact_id"),
-        Field::new("last_channel", DataType::Utf8, true),
-        Field::new("span_s", DataType::Float64, false),
-        Field::new("reason_1", DataType::Utf8, false),
-        Field::new("reason_2", DataType::Utf8, false),
-        Field::new("reason_3", DataType::Utf8, true),
-        Field::new("reason_4", DataType::Utf8, true),
-    ]))
-}
-
 /// Separator between the items of a pattern's text form.
 pub const PATTERN_SEP: &str = " -> ";
 
 /// Views of the columns the pass needs, over one sorted batch.
-struct Columns<'a> {
+pub(crate) struct Columns<'a> {
     customer: &'a datafusion::arrow::array::StringArray,
-    ts: &'a [i64],
+    pub(crate) ts: &'a [i64],
     reason_codes: Vec<u32>,
     n_reasons: usize,
 }
 
 impl<'a> Columns<'a> {
-    fn new(batch: &'a RecordBatch) -> Self {
+    pub(crate) fn new(batch: &'a RecordBatch) -> Self {
         let customer = batch
             .column_by_name("customer_id")
             .expect("customer_id")
@@ -192,7 +176,7 @@ impl<'a> Columns<'a> {
     }
 
     /// Start offsets of each customer's run, plus the end.
-    fn customer_runs(&self) -> Vec<usize> {
+    pub(crate) fn customer_runs(&self) -> Vec<usize> {
         let n = self.customer.len();
         let mut runs = Vec::new();
         for i in 0..n {
@@ -210,7 +194,8 @@ pub fn process(batch: &RecordBatch, mode: Mode, params: &TimelineParams) -> Resu
     match mode {
         Mode::Contacts => annotate_contacts(batch, params),
         Mode::Followups => followups(batch, params),
-        Mode::Sequences => sequences(batch, params),
+        Mode::Sequences => sequences::occurrences(batch, params),
+        Mode::SequenceCounts => sequences::counts(batch, params),
     }
 }
 
@@ -357,176 +342,6 @@ fn followups(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     Ok(RecordBatch::try_new(schema, out)?)
 }
 
-/// Time-constrained sequential patterns, by leftmost occurrence.
-///
-/// From each start contact with a non-null item, an occurrence of the
-/// pattern (i₁, …, i_k) is found greedily: each next step is the earliest
-/// contact with the next item strictly later than the previous step, at most
-/// `max_gap` after it and at most `max_span` after the start. Consecutive items
-/// differ (A → A is a repeat, not a step). One row per (start, pattern) with
-/// 2 ≤ k ≤ [`MAX_SEQUENCE_LEN`], carrying that occurrence's step lags.
-/// Enumerating the earliest contact of each distinct next item, depth first,
-/// finds exactly the patterns whose greedy match succeeds.
-fn sequences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
-    let cols = Columns::new(batch);
-    let items: Vec<Option<String>> = {
-        let reason = batch
-            .column_by_name("reason")
-            .expect("reason")
-            .as_string::<i32>();
-        let channel = datafusion::arrow::compute::cast(
-            batch.column_by_name("channel").expect("channel"),
-            &DataType::Utf8,
-        )?;
-        let channel = channel.as_string::<i32>();
-        (0..batch.num_rows())
-            .map(|i| {
-                if reason.is_null(i) {
-                    None
-                } else if p.channel_items {
-                    let ch = if channel.is_null(i) {
-                        "(null)"
-                    } else {
-                        channel.value(i)
-                    };
-                    Some(format!("{ch}:{}", reason.value(i)))
-                } else {
-                    Some(reason.value(i).to_string())
-                }
-            })
-            .collect()
-    };
-    let mut out = SeqOut::default();
-    let runs = cols.customer_runs();
-    for bounds in runs.windows(2) {
-        let (start, end) = (bounds[0], bounds[1]);
-        if end - start > MAX_SEQUENCE_CONTACTS_PER_CUSTOMER {
-            continue;
-        }
-        for i in start..end {
-            if items[i].is_none() {
-                continue;
-            }
-            let mut path = vec![i];
-            extend(&cols, &items, p, end, &mut path, &mut out);
-        }
-    }
-    let schema = sequences_schema(batch.schema().as_ref());
-    let col = |name: &str| {
-        batch
-            .column_by_name(name)
-            .expect("contacts_in column")
-            .clone()
-    };
-    let start_idx = UInt32Array::from(out.start);
-    let last_idx = UInt32Array::from(out.last);
-    let columns: Vec<ArrayRef> = vec![
-        take(col("customer_id").as_ref(), &start_idx, None)?,
-        take(col("contact_id").as_ref(), &start_idx, None)?,
-        Arc::new(datafusion::arrow::array::StringArray::from(out.pattern)),
-        Arc::new(datafusion::arrow::array::StringArray::from(out.prefix)),
-        Arc::new(datafusion::arrow::array::StringArray::from(out.last_item)),
-        Arc::new(Int64Array::from(out.length)),
-        Arc::new(Float64Array::from(out.lags[0].clone())),
-        Arc::new(Float64Array::from(out.lags[1].clone())),
-        Arc::new(Float64Array::from(out.lags[2].clone())),
-        take(col("contact_id").as_ref(), &last_idx, None)?,
-        take(col("channel").as_ref(), &last_idx, None)?,
-        Arc::new(Float64Array::from(out.span)),
-        take(
-            col("reason").as_ref(),
-            &UInt32Array::from(out.steps[0].clone()),
-            None,
-        )?,
-        take(
-            col("reason").as_ref(),
-            &UInt32Array::from(out.steps[1].clone()),
-            None,
-        )?,
-        take(
-            col("reason").as_ref(),
-            &UInt32Array::from(out.steps[2].clone()),
-            None,
-        )?,
-        take(
-            col("reason").as_ref(),
-            &UInt32Array::from(out.steps[3].clone()),
-            None,
-        )?,
-    ];
-    Ok(RecordBatch::try_new(schema, columns)?)
-}
-
-#[derive(Default)]
-struct SeqOut {
-    start: Vec<u32>,
-    last: Vec<u32>,
-    pattern: Vec<String>,
-    prefix: Vec<String>,
-    last_item: Vec<String>,
-    length: Vec<i64>,
-    lags: [Vec<Option<f64>>; 3],
-    span: Vec<f64>,
-    steps: [Vec<Option<u32>>; 4],
-}
-
-fn extend(
-    cols: &Columns,
-    items: &[Option<String>],
-    p: &TimelineParams,
-    end: usize,
-    path: &mut Vec<usize>,
-    out: &mut SeqOut,
-) {
-    if path.len() == MAX_SEQUENCE_LEN {
-        return;
-    }
-    let first = path[0];
-    let prev = *path.last().expect("non-empty path");
-    let (t0, tp) = (cols.ts[first], cols.ts[prev]);
-    let prev_item = items[prev].as_deref();
-    let mut seen: Vec<&str> = Vec::new();
-    let mut k = prev + 1;
-    while k < end && cols.ts[k] - tp <= p.max_gap_us && cols.ts[k] - t0 <= p.max_span_us {
-        if cols.ts[k] > tp {
-            if let Some(item) = items[k].as_deref() {
-                if Some(item) != prev_item && !seen.contains(&item) {
-                    seen.push(item);
-                    path.push(k);
-                    record(cols, items, path, out);
-                    extend(cols, items, p, end, path, out);
-                    path.pop();
-                }
-            }
-        }
-        k += 1;
-    }
-}
-
-fn record(cols: &Columns, items: &[Option<String>], path: &[usize], out: &mut SeqOut) {
-    let names: Vec<&str> = path
-        .iter()
-        .map(|i| items[*i].as_deref().expect("items on a path are non-null"))
-        .collect();
-    let last = *path.last().expect("non-empty path");
-    out.start.push(path[0] as u32);
-    out.last.push(last as u32);
-    out.pattern.push(names.join(PATTERN_SEP));
-    out.prefix.push(names[..names.len() - 1].join(PATTERN_SEP));
-    out.last_item.push(names[names.len() - 1].to_string());
-    out.length.push(path.len() as i64);
-    for s in 0..3 {
-        out.lags[s].push(
-            (s + 1 < path.len()).then(|| (cols.ts[path[s + 1]] - cols.ts[path[s]]) as f64 / 1e6),
-        );
-    }
-    out.span
-        .push((cols.ts[last] - cols.ts[path[0]]) as f64 / 1e6);
-    for (s, steps) in out.steps.iter_mut().enumerate() {
-        steps.push(path.get(s).map(|i| *i as u32));
-    }
-}
-
 /// The local calendar day of a UTC instant, as days since 1970-01-01.
 pub fn local_date(ts_us: i64, tz: Tz) -> i32 {
     const DAY_US: i64 = 86_400_000_000;
@@ -586,6 +401,7 @@ mod tests {
             max_gap_us: 7 * 24 * H,
             max_span_us: 30 * 24 * H,
             channel_items: false,
+            sequence_filter: Arc::new(vec!["x -> y".into(), "z -> w".into(), "x -> z".into()]),
         }
     }
 

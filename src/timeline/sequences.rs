@@ -1,0 +1,355 @@
+//! Time-constrained sequential patterns, by leftmost occurrence.
+//!
+//! From each start contact with a non-null item, an occurrence of the
+//! pattern (i₁, …, i_k) is found greedily: each next step is the earliest
+//! contact with the next item strictly later than the previous step, at most
+//! `max_gap` after it and at most `max_span` after the start. Consecutive items
+//! differ (A → A is a repeat, not a step). Enumerating, depth first, the
+//! earliest contact of each distinct next item finds exactly the patterns of
+//! 2 ≤ k ≤ [`MAX_SEQUENCE_LEN`] whose greedy match succeeds, once per start.
+//!
+//! Items are coded as integers per partition; patterns are packed into a
+//! `u128` key, so counting never touches strings. Two outputs:
+//! - [`counts`]: per-partition totals per (pattern, channel of the last step):
+//!   n, and the distinct customers (counted on the pattern's first row only,
+//!   so that a sum over rows and partitions is exact — customers never span
+//!   partitions).
+//! - [`occurrences`]: one row per (start contact, pattern) for the patterns of
+//!   `sequence_filter` only, with the step lags, for lag medians and members.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, UInt32Array,
+};
+use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::{
+    Columns, MAX_SEQUENCE_CONTACTS_PER_CUSTOMER, MAX_SEQUENCE_LEN, NULL_CODE, PATTERN_SEP,
+    TimelineParams,
+};
+use crate::error::Result;
+
+/// Output schema of [`super::Mode::SequenceCounts`].
+pub fn sequence_counts_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("pattern", DataType::Utf8, false),
+        Field::new("prefix", DataType::Utf8, false),
+        Field::new("length", DataType::Int64, false),
+        Field::new("reason_1", DataType::Utf8, false),
+        Field::new("reason_2", DataType::Utf8, false),
+        Field::new("reason_3", DataType::Utf8, true),
+        Field::new("reason_4", DataType::Utf8, true),
+        Field::new("last_channel", DataType::Utf8, true),
+        Field::new("n", DataType::Int64, false),
+        Field::new("customers", DataType::Int64, false),
+    ]))
+}
+
+/// Output schema of [`super::Mode::Sequences`] for an input schema.
+pub fn sequences_schema(input: &Schema) -> SchemaRef {
+    let id = input
+        .field_with_name("contact_id")
+        .expect("contacts_in column");
+    Arc::new(Schema::new(vec![
+        Field::new("customer_id", DataType::Utf8, false),
+        id.clone().with_name("start_contact_id"),
+        Field::new("pattern", DataType::Utf8, false),
+        Field::new("length", DataType::Int64, false),
+        Field::new("lag_1_s", DataType::Float64, false),
+        Field::new("lag_2_s", DataType::Float64, true),
+        Field::new("lag_3_s", DataType::Float64, true),
+        id.clone().with_name("last_contact_id"),
+        Field::new("last_channel", DataType::Utf8, true),
+        Field::new("span_s", DataType::Float64, false),
+    ]))
+}
+
+/// Per-partition item dictionary.
+struct Items {
+    /// Item code per row (NULL_CODE: no item).
+    code: Vec<u32>,
+    /// Item text per code.
+    name: Vec<String>,
+    /// Reason per code.
+    reason: Vec<String>,
+    /// Channel code per row (NULL_CODE: null channel).
+    channel: Vec<u32>,
+    /// Channel text per channel code.
+    channel_name: Vec<String>,
+}
+
+impl Items {
+    fn new(batch: &RecordBatch, channel_items: bool) -> Result<Items> {
+        let reason = batch
+            .column_by_name("reason")
+            .expect("reason")
+            .as_string::<i32>();
+        let channel = cast(
+            batch.column_by_name("channel").expect("channel"),
+            &DataType::Utf8,
+        )?;
+        let channel = channel.as_string::<i32>();
+        let mut dict: HashMap<String, u32> = HashMap::new();
+        let mut ch_dict: HashMap<&str, u32> = HashMap::new();
+        let mut items = Items {
+            code: Vec::with_capacity(batch.num_rows()),
+            name: Vec::new(),
+            reason: Vec::new(),
+            channel: Vec::with_capacity(batch.num_rows()),
+            channel_name: Vec::new(),
+        };
+        for i in 0..batch.num_rows() {
+            let ch = if channel.is_null(i) {
+                NULL_CODE
+            } else {
+                let next = ch_dict.len() as u32;
+                *ch_dict.entry(channel.value(i)).or_insert_with(|| {
+                    items.channel_name.push(channel.value(i).to_string());
+                    next
+                })
+            };
+            items.channel.push(ch);
+            if reason.is_null(i) {
+                items.code.push(NULL_CODE);
+                continue;
+            }
+            let r = reason.value(i);
+            let text = if channel_items {
+                let c = if channel.is_null(i) {
+                    "(null)"
+                } else {
+                    channel.value(i)
+                };
+                format!("{c}:{r}")
+            } else {
+                r.to_string()
+            };
+            let next = dict.len() as u32;
+            let code = *dict.entry(text.clone()).or_insert_with(|| {
+                items.name.push(text);
+                items.reason.push(r.to_string());
+                next
+            });
+            items.code.push(code);
+        }
+        Ok(items)
+    }
+
+    fn key(&self, path: &[usize]) -> u128 {
+        path.iter()
+            .enumerate()
+            .map(|(k, row)| (self.code[*row] as u128 + 1) << (32 * k))
+            .sum()
+    }
+
+    fn text(&self, codes: &[u32]) -> String {
+        codes
+            .iter()
+            .map(|c| self.name[*c as usize].as_str())
+            .collect::<Vec<_>>()
+            .join(PATTERN_SEP)
+    }
+
+    /// The key of a pattern given as text, if all its items occur here.
+    fn key_of_text(&self, pattern: &str) -> Option<u128> {
+        let index: HashMap<&str, u32> = self
+            .name
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), i as u32))
+            .collect();
+        let mut key = 0u128;
+        for (k, item) in pattern.split(PATTERN_SEP).enumerate() {
+            key += (*index.get(item)? as u128 + 1) << (32 * k);
+        }
+        Some(key)
+    }
+}
+
+/// Calls `visit(path, key, run)` for every (start, pattern) found.
+fn mine(
+    cols: &Columns,
+    items: &Items,
+    p: &TimelineParams,
+    mut visit: impl FnMut(&[usize], u128, usize),
+) {
+    let runs = cols.customer_runs();
+    let mut path = Vec::with_capacity(MAX_SEQUENCE_LEN);
+    for (run, bounds) in runs.windows(2).enumerate() {
+        let (start, end) = (bounds[0], bounds[1]);
+        if end - start > MAX_SEQUENCE_CONTACTS_PER_CUSTOMER {
+            continue;
+        }
+        for i in start..end {
+            if items.code[i] == NULL_CODE {
+                continue;
+            }
+            path.clear();
+            path.push(i);
+            extend(cols, items, p, end, run, &mut path, &mut visit);
+        }
+    }
+}
+
+fn extend(
+    cols: &Columns,
+    items: &Items,
+    p: &TimelineParams,
+    end: usize,
+    run: usize,
+    path: &mut Vec<usize>,
+    visit: &mut impl FnMut(&[usize], u128, usize),
+) {
+    if path.len() == MAX_SEQUENCE_LEN {
+        return;
+    }
+    let first = path[0];
+    let prev = *path.last().expect("non-empty path");
+    let (t0, tp) = (cols.ts[first], cols.ts[prev]);
+    let prev_item = items.code[prev];
+    let mut seen: Vec<u32> = Vec::new();
+    let mut k = prev + 1;
+    while k < end && cols.ts[k] - tp <= p.max_gap_us && cols.ts[k] - t0 <= p.max_span_us {
+        let item = items.code[k];
+        if cols.ts[k] > tp && item != NULL_CODE && item != prev_item && !seen.contains(&item) {
+            seen.push(item);
+            path.push(k);
+            visit(path, items.key(path), run);
+            extend(cols, items, p, end, run, path, visit);
+            path.pop();
+        }
+        k += 1;
+    }
+}
+
+struct PatternTotal {
+    codes: Vec<u32>,
+    customers: i64,
+    last_run: usize,
+    by_channel: HashMap<u32, i64>,
+}
+
+/// Per-partition pattern totals ([`super::Mode::SequenceCounts`]).
+pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
+    let cols = Columns::new(batch);
+    let items = Items::new(batch, p.channel_items)?;
+    let mut totals: HashMap<u128, PatternTotal> = HashMap::new();
+    mine(&cols, &items, p, |path, key, run| {
+        let t = totals.entry(key).or_insert_with(|| PatternTotal {
+            codes: path.iter().map(|r| items.code[*r]).collect(),
+            customers: 0,
+            last_run: usize::MAX,
+            by_channel: HashMap::new(),
+        });
+        if t.last_run != run {
+            t.last_run = run;
+            t.customers += 1;
+        }
+        let last = *path.last().expect("non-empty path");
+        *t.by_channel.entry(items.channel[last]).or_insert(0) += 1;
+    });
+    let mut pattern = Vec::new();
+    let mut prefix = Vec::new();
+    let mut length = Vec::new();
+    let mut reasons: [Vec<Option<String>>; 4] = Default::default();
+    let mut last_channel = Vec::new();
+    let mut n = Vec::new();
+    let mut customers = Vec::new();
+    for t in totals.values() {
+        let text = items.text(&t.codes);
+        let pre = items.text(&t.codes[..t.codes.len() - 1]);
+        let mut first = true;
+        for (ch, count) in &t.by_channel {
+            pattern.push(text.clone());
+            prefix.push(pre.clone());
+            length.push(t.codes.len() as i64);
+            for (k, r) in reasons.iter_mut().enumerate() {
+                r.push(t.codes.get(k).map(|c| items.reason[*c as usize].clone()));
+            }
+            last_channel.push((*ch != NULL_CODE).then(|| items.channel_name[*ch as usize].clone()));
+            n.push(*count);
+            customers.push(if first { t.customers } else { 0 });
+            first = false;
+        }
+    }
+    let [r1, r2, r3, r4] = reasons;
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(pattern)),
+        Arc::new(StringArray::from(prefix)),
+        Arc::new(Int64Array::from(length)),
+        Arc::new(StringArray::from(r1)),
+        Arc::new(StringArray::from(r2)),
+        Arc::new(StringArray::from(r3)),
+        Arc::new(StringArray::from(r4)),
+        Arc::new(StringArray::from(last_channel)),
+        Arc::new(Int64Array::from(n)),
+        Arc::new(Int64Array::from(customers)),
+    ];
+    Ok(RecordBatch::try_new(sequence_counts_schema(), columns)?)
+}
+
+/// Occurrences of the filtered patterns ([`super::Mode::Sequences`]).
+pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
+    let cols = Columns::new(batch);
+    let items = Items::new(batch, p.channel_items)?;
+    let wanted: HashMap<u128, usize> = p
+        .sequence_filter
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| items.key_of_text(t).map(|k| (k, i)))
+        .collect();
+    let mut start = Vec::new();
+    let mut last = Vec::new();
+    let mut pattern = Vec::new();
+    let mut length = Vec::new();
+    let mut lags: [Vec<Option<f64>>; 3] = Default::default();
+    let mut span = Vec::new();
+    if !wanted.is_empty() {
+        mine(&cols, &items, p, |path, key, _| {
+            let Some(which) = wanted.get(&key) else {
+                return;
+            };
+            let end = *path.last().expect("non-empty path");
+            start.push(path[0] as u32);
+            last.push(end as u32);
+            pattern.push(p.sequence_filter[*which].as_str());
+            length.push(path.len() as i64);
+            for (s, l) in lags.iter_mut().enumerate() {
+                l.push(
+                    (s + 1 < path.len())
+                        .then(|| (cols.ts[path[s + 1]] - cols.ts[path[s]]) as f64 / 1e6),
+                );
+            }
+            span.push((cols.ts[end] - cols.ts[path[0]]) as f64 / 1e6);
+        });
+    }
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .expect("contacts_in column")
+            .clone()
+    };
+    let start = UInt32Array::from(start);
+    let last = UInt32Array::from(last);
+    let [l1, l2, l3] = lags;
+    let columns: Vec<ArrayRef> = vec![
+        take(col("customer_id").as_ref(), &start, None)?,
+        take(col("contact_id").as_ref(), &start, None)?,
+        Arc::new(StringArray::from(pattern)),
+        Arc::new(Int64Array::from(length)),
+        Arc::new(Float64Array::from(l1)),
+        Arc::new(Float64Array::from(l2)),
+        Arc::new(Float64Array::from(l3)),
+        take(col("contact_id").as_ref(), &last, None)?,
+        take(col("channel").as_ref(), &last, None)?,
+        Arc::new(Float64Array::from(span)),
+    ];
+    Ok(RecordBatch::try_new(
+        sequences_schema(batch.schema().as_ref()),
+        columns,
+    )?)
+}
