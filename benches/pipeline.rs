@@ -58,6 +58,7 @@ fn timeline(c: &mut Criterion) {
         max_gap_us: 7 * 24 * H,
         max_span_us: 30 * 24 * H,
         channel_items: false,
+        sequence_filter: Arc::new(Vec::new()),
     };
     let mut g = c.benchmark_group("timeline");
     g.throughput(Throughput::Elements(rows as u64));
@@ -65,8 +66,8 @@ fn timeline(c: &mut Criterion) {
     g.bench_function("contacts", |b| {
         b.iter(|| process(&batch, Mode::Contacts, &params).unwrap())
     });
-    g.bench_function("sequences", |b| {
-        b.iter(|| process(&batch, Mode::Sequences, &params).unwrap())
+    g.bench_function("sequence_counts", |b| {
+        b.iter(|| process(&batch, Mode::SequenceCounts, &params).unwrap())
     });
     g.bench_function("followups", |b| {
         b.iter(|| process(&batch, Mode::Followups, &params).unwrap())
