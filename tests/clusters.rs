@@ -225,3 +225,30 @@ async fn outreach_lists_customers_known_by_construction() {
             .any(|c| c.starts_with("due"))
     );
 }
+
+/// With (channel, reason) items the planted sequence is found with the
+/// channels it was planted on: moving_home by phone, service_transfer on the
+/// web, installation_issue by phone or a field visit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_reason_items() {
+    let sample = crate::common::root().join("sample-data/contacts.parquet");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = config(&[&sample], &out, |c| {
+        placeholders(c);
+        c.sequence_items = Some("channel_reason".into());
+    });
+    let s = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    let patterns: Vec<String> = s.sequences.iter().map(|q| q.pattern.join(" -> ")).collect();
+    assert!(!patterns.is_empty());
+    for p in &patterns {
+        assert!(
+            p.starts_with("phone:moving_home -> web:service_transfer -> ")
+                && (p.ends_with("field:installation_issue")
+                    || p.ends_with("phone:installation_issue")),
+            "{patterns:?}"
+        );
+    }
+}
