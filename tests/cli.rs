@@ -458,3 +458,39 @@ fn hive_folders_globs_and_coded_columns() {
             .collect();
     assert_eq!(channels.into_iter().collect::<Vec<_>>(), vec!["0", "1"]);
 }
+
+#[test]
+fn degenerate_logs_run_cleanly() {
+    use crate::common::{LogRow, write_log};
+    let dir = tempfile::tempdir().unwrap();
+    let row = |customer: Option<&str>, ts: Option<i64>| LogRow {
+        contact_id: 1,
+        customer: customer.map(String::from),
+        ts,
+        channel: Some("phone".into()),
+        reason: Some("x".into()),
+        agent: None,
+    };
+    let cases: Vec<(&str, Vec<LogRow>, u64)> = vec![
+        ("empty", vec![], 0),
+        (
+            "all_excluded",
+            vec![row(None, Some(1_780_000_000_000_000)), row(Some("a"), None)],
+            0,
+        ),
+        (
+            "one_contact",
+            vec![row(Some("a"), Some(1_780_000_000_000_000))],
+            1,
+        ),
+    ];
+    for (name, rows, used) in cases {
+        let f = dir.path().join(format!("{name}.parquet"));
+        write_log(&f, &rows);
+        let o = recur(dir.path(), &["run", f.to_str().unwrap(), "--out", name]);
+        assert!(o.status.success(), "{name}: {:?}", text(&o));
+        let m = manifest(&dir.path().join(name));
+        assert_eq!(m["rows"]["used"], used, "{name}");
+        assert_eq!(m["rows"]["read"], rows.len() as u64, "{name}");
+    }
+}
