@@ -173,11 +173,6 @@ pub fn evaluate(truth_path: &Path, out_dir: &Path) -> Result<Evaluation> {
         clusters,
         planted,
     };
-    let path = out_dir.join("evaluation.json");
-    let text = serde_json::to_string_pretty(&eval).map_err(|e| Error::Json {
-        path: path.clone(),
-        source: e,
-    })?;
-    std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
+    crate::report::write_json(&out_dir.join("evaluation.json"), &eval)?;
     Ok(eval)
 }

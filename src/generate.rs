@@ -539,12 +539,7 @@ pub fn generate(out: &Path, params: &GenerateParams) -> Result<Truth> {
         null_customer_rows,
         null_ts_rows,
     };
-    let tp = truth_path(out);
-    let text = serde_json::to_string_pretty(&truth).map_err(|e| Error::Json {
-        path: tp.clone(),
-        source: e,
-    })?;
-    std::fs::write(&tp, text + "\n").map_err(|e| Error::io(&tp, e))?;
+    crate::report::write_json(&truth_path(out), &truth)?;
     Ok(truth)
 }
 

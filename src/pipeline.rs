@@ -295,24 +295,24 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let mut tables = BTreeMap::new();
     let contacts_df = report::contacts_output(&ctx, cfg.columns.agent.is_some()).await?;
-    tables.insert(
-        "contacts".to_string(),
-        report::write_table(contacts_df, &cfg.out, "contacts").await?,
-    );
+    report::write_table(contacts_df, &cfg.out, "contacts", &mut tables).await?;
     let summary_df = ctx.sql(queries::REPEAT_SUMMARY).await?;
     let summary_batches = summary_df.clone().collect().await?;
-    tables.insert(
-        "repeat_summary".to_string(),
-        report::write_table(summary_df, &cfg.out, "repeat_summary").await?,
-    );
-    tables.insert(
-        "clusters".to_string(),
-        report::write_table(ctx.table("clusters").await?, &cfg.out, "clusters").await?,
-    );
-    tables.insert(
-        "sequences".to_string(),
-        report::write_table(ctx.table("sequences").await?, &cfg.out, "sequences").await?,
-    );
+    report::write_table(summary_df, &cfg.out, "repeat_summary", &mut tables).await?;
+    report::write_table(
+        ctx.table("clusters").await?,
+        &cfg.out,
+        "clusters",
+        &mut tables,
+    )
+    .await?;
+    report::write_table(
+        ctx.table("sequences").await?,
+        &cfg.out,
+        "sequences",
+        &mut tables,
+    )
+    .await?;
     let members = register_query(
         &ctx,
         "cluster_members",
@@ -320,23 +320,24 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         &mut stage_seconds,
     )
     .await?;
-    tables.insert(
-        "cluster_members".to_string(),
-        report::write_table(
-            ctx.table("cluster_members").await?,
-            &cfg.out,
-            "cluster_members",
-        )
-        .await?,
-    );
+    report::write_table(
+        ctx.table("cluster_members").await?,
+        &cfg.out,
+        "cluster_members",
+        &mut tables,
+    )
+    .await?;
     let prompts_sql = queries::render(
         queries::PROMPTS,
         &[("max_prompts", MAX_PROMPTS_PER_REASON.to_string())],
     );
-    tables.insert(
-        "prompts".to_string(),
-        report::write_table(ctx.sql(&prompts_sql).await?, &cfg.out, "prompts").await?,
-    );
+    report::write_table(
+        ctx.sql(&prompts_sql).await?,
+        &cfg.out,
+        "prompts",
+        &mut tables,
+    )
+    .await?;
     let as_of_us = cfg.as_of_us.or(stats.max_ts_us).unwrap_or(0);
     let outreach_sql = queries::render(
         queries::OUTREACH_CANDIDATES,
@@ -352,10 +353,13 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         "outreach",
         Arc::new(MemTable::try_new(outreach.schema(), vec![vec![outreach]])?),
     )?;
-    tables.insert(
-        "outreach".to_string(),
-        report::write_table(ctx.table("outreach").await?, &cfg.out, "outreach").await?,
-    );
+    report::write_table(
+        ctx.table("outreach").await?,
+        &cfg.out,
+        "outreach",
+        &mut tables,
+    )
+    .await?;
     stage_seconds.insert("write".into(), t.elapsed().as_secs_f64());
 
     let all = report::summary_all_row(&summary_batches);

@@ -64,8 +64,14 @@ pub struct TableInfo {
     pub rows: u64,
 }
 
-/// Writes `df` as `<out>/<name>.parquet`, replacing an earlier run's file.
-pub async fn write_table(df: DataFrame, out: &Path, name: &str) -> Result<TableInfo> {
+/// Writes `df` as `<out>/<name>.parquet`, replacing an earlier run's file,
+/// and records it in `tables`.
+pub async fn write_table(
+    df: DataFrame,
+    out: &Path,
+    name: &str,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<()> {
     let file = format!("{name}.parquet");
     let path = out.join(&file);
     if path.is_dir() {
@@ -85,7 +91,8 @@ pub async fn write_table(df: DataFrame, out: &Path, name: &str) -> Result<TableI
         .filter(|b| b.num_rows() > 0)
         .map(|b| b.column(0).as_primitive::<UInt64Type>().value(0))
         .unwrap_or(0);
-    Ok(TableInfo { path: file, rows })
+    tables.insert(name.to_string(), TableInfo { path: file, rows });
+    Ok(())
 }
 
 /// The headline figures: the repeat_summary row of dimension 'all'.
@@ -306,12 +313,17 @@ impl Manifest {
 
     /// Writes the manifest as pretty JSON.
     pub fn write(&self, path: &Path) -> Result<()> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Json {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+        write_json(path, self)
     }
+}
+
+/// Writes `value` as pretty JSON with a final newline.
+pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Json {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
 }
 
 /// The `channel_costs` table: channel, cost.
