@@ -305,9 +305,20 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     let mut tables = BTreeMap::new();
     let contacts_df = report::contacts_output(&ctx, cfg.columns.agent.is_some()).await?;
     report::write_table(contacts_df, &cfg.out, "contacts", &mut tables).await?;
-    let summary_df = ctx.sql(queries::REPEAT_SUMMARY).await?;
-    let summary_batches = summary_df.clone().collect().await?;
-    report::write_table(summary_df, &cfg.out, "repeat_summary", &mut tables).await?;
+    let summary_batches = register_query(
+        &ctx,
+        "repeat_summary",
+        queries::REPEAT_SUMMARY,
+        &mut stage_seconds,
+    )
+    .await?;
+    report::write_table(
+        ctx.table("repeat_summary").await?,
+        &cfg.out,
+        "repeat_summary",
+        &mut tables,
+    )
+    .await?;
     report::write_table(
         ctx.table("clusters").await?,
         &cfg.out,
@@ -405,8 +416,11 @@ async fn register_query(
 ) -> Result<Vec<RecordBatch>> {
     let t = Instant::now();
     let df = ctx.sql(sql).await?;
-    let schema = df.schema().inner().clone();
+    let planned = df.schema().inner().clone();
     let batches = df.collect().await?;
+    // The batches' own schema is authoritative (the planned one can differ in
+    // nullability, e.g. after a sort over a CASE expression).
+    let schema = batches.first().map(|b| b.schema()).unwrap_or(planned);
     ctx.register_table(
         name,
         Arc::new(MemTable::try_new(schema, vec![batches.clone()])?),

@@ -74,6 +74,8 @@ struct Items {
     code: Vec<u32>,
     /// Item text per code.
     name: Vec<String>,
+    /// Code per item text.
+    index: HashMap<String, u32>,
     /// Reason per code.
     reason: Vec<String>,
     /// Channel code per row (NULL_CODE: null channel).
@@ -93,11 +95,11 @@ impl Items {
             &DataType::Utf8,
         )?;
         let channel = channel.as_string::<i32>();
-        let mut dict: HashMap<String, u32> = HashMap::new();
         let mut ch_dict: HashMap<&str, u32> = HashMap::new();
         let mut items = Items {
             code: Vec::with_capacity(batch.num_rows()),
             name: Vec::new(),
+            index: HashMap::new(),
             reason: Vec::new(),
             channel: Vec::with_capacity(batch.num_rows()),
             channel_name: Vec::new(),
@@ -118,22 +120,27 @@ impl Items {
                 continue;
             }
             let r = reason.value(i);
-            let text = if channel_items {
+            let text: std::borrow::Cow<str> = if channel_items {
                 let c = if channel.is_null(i) {
                     "(null)"
                 } else {
                     channel.value(i)
                 };
-                format!("{c}:{r}")
+                format!("{c}:{r}").into()
             } else {
-                r.to_string()
+                r.into()
             };
-            let next = dict.len() as u32;
-            let code = *dict.entry(text.clone()).or_insert_with(|| {
-                items.name.push(text);
-                items.reason.push(r.to_string());
-                next
-            });
+            // Look up before allocating: most rows repeat a known item.
+            let code = match items.index.get(text.as_ref()) {
+                Some(code) => *code,
+                None => {
+                    let code = items.name.len() as u32;
+                    items.index.insert(text.to_string(), code);
+                    items.name.push(text.into_owned());
+                    items.reason.push(r.to_string());
+                    code
+                }
+            };
             items.code.push(code);
         }
         Ok(items)
@@ -156,15 +163,9 @@ impl Items {
 
     /// The key of a pattern given as text, if all its items occur here.
     fn key_of_text(&self, pattern: &str) -> Option<u128> {
-        let index: HashMap<&str, u32> = self
-            .name
-            .iter()
-            .enumerate()
-            .map(|(i, n)| (n.as_str(), i as u32))
-            .collect();
         let mut key = 0u128;
         for (k, item) in pattern.split(PATTERN_SEP).enumerate() {
-            key += (*index.get(item)? as u128 + 1) << (32 * k);
+            key += (*self.index.get(item)? as u128 + 1) << (32 * k);
         }
         Some(key)
     }
