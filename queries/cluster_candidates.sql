@@ -58,7 +58,10 @@ pairs AS (
     SELECT fw.window_s, fw.antecedent, fw.consequent,
            COUNT(*) AS n_support,
            COUNT(DISTINCT fw.customer_id) AS customers,
-           SUM(COALESCE(cc.cost, ${default_cost})) AS followup_cost
+           -- costs are summed in millionths, exactly, so the sum does not depend on
+           -- the order rows arrive in
+           SUM(CAST(ROUND(COALESCE(cc.cost, ${default_cost}) * 1000000) AS BIGINT))
+               / 1000000.0 AS followup_cost
     FROM fw
     LEFT JOIN channel_costs cc ON cc.channel = fw.followup_channel
     WHERE fw.antecedent IS NOT NULL AND fw.antecedent <> fw.consequent

@@ -6,14 +6,18 @@
 --         cluster_id, expected_reason, window_s, confidence, baseline, p90_lag_s,
 --         value, n_support, cluster_rank
 --
--- Parameters: ${as_of_us} (µs since the epoch, UTC).
+-- Parameters: ${as_of_us} (µs since the epoch, UTC); ${horizon_us}, the
+-- largest p90_lag_s of the clusters in µs, rounded up.
 --
 -- The trigger is the customer's latest contact with reason A at or before
 -- as-of. It is a candidate while the time since it is within the cluster's
 -- p90 lag (later than that, 90% of follow-ups would already have come) and no
 -- B-contact came after it up to as-of: its first B, if any, is later than
 -- the time elapsed. recur then turns the lag distribution into a probability
--- (src/outreach.rs).
+-- (src/outreach.rs). Contacts older than the horizon are skipped before the
+-- window function: if a customer's latest A-contact is within the horizon it
+-- is also the latest among the contacts kept, and if it is not, no A-contact
+-- of that customer can be a candidate.
 WITH triggers AS (
     SELECT k.customer_id, k.contact_id, k.reason, k.ts,
            CAST(${as_of_us} - CAST(k.ts AS BIGINT) AS DOUBLE) / 1000000.0 AS elapsed_s,
@@ -23,6 +27,7 @@ WITH triggers AS (
     FROM contacts k
     WHERE k.reason IN (SELECT antecedent FROM clusters)
       AND CAST(k.ts AS BIGINT) <= ${as_of_us}
+      AND CAST(k.ts AS BIGINT) >= ${as_of_us} - ${horizon_us}
 ),
 candidates AS (
     SELECT t.customer_id, t.contact_id, t.reason, t.ts, t.elapsed_s,

@@ -39,7 +39,9 @@ pattern_totals AS (
            MIN(t.reason_3) AS reason_3, MIN(t.reason_4) AS reason_4,
            SUM(t.n) AS n_support,
            SUM(t.customers) AS customers,
-           SUM(t.n * COALESCE(cc.cost, ${default_cost})) AS followup_cost
+           -- in millionths, exactly (see cluster_candidates.sql)
+           SUM(t.n * CAST(ROUND(COALESCE(cc.cost, ${default_cost}) * 1000000) AS BIGINT))
+               / 1000000.0 AS followup_cost
     FROM sequence_counts t
     LEFT JOIN channel_costs cc ON cc.channel = t.last_channel
     GROUP BY t.pattern

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::MemTable;
+use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::physical_plan::{ExecutionPlan, collect_partitioned};
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -22,6 +22,7 @@ use crate::ingest::{self, IngestStats};
 use crate::queries;
 use crate::report::{self, ClusterRow, Manifest};
 use crate::timeline::exec::TimelineExec;
+use crate::timeline::sorted::SortedContactsExec;
 use crate::timeline::{Mode, TimelineParams};
 
 /// Receives stage names as the run advances (for a progress display).
@@ -69,9 +70,12 @@ pub fn session(cfg: &PipelineConfig) -> SessionContext {
     } else {
         cfg.target_partitions
     };
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_target_partitions(partitions)
         .with_information_schema(false);
+    if let Ok(c) = std::env::var("RECUR_X_COMPRESSION") {
+        config.options_mut().execution.parquet.compression = Some(c);
+    }
     let state = SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
@@ -79,18 +83,15 @@ pub fn session(cfg: &PipelineConfig) -> SessionContext {
     SessionContext::new_with_state(state)
 }
 
-/// Plans the timeline pass over `contacts_in` and lets DataFusion's physical
-/// optimizer satisfy its distribution and ordering requirements.
-pub async fn plan_timeline(
+/// Plans the timeline pass over `input` and lets DataFusion's physical
+/// optimizer satisfy its distribution and ordering requirements (over a
+/// [`SortedContactsExec`] there is nothing left to satisfy).
+pub fn plan_timeline(
     ctx: &SessionContext,
+    input: Arc<dyn ExecutionPlan>,
     mode: Mode,
     params: TimelineParams,
 ) -> Result<Arc<dyn ExecutionPlan>> {
-    let input = ctx
-        .table("contacts_in")
-        .await?
-        .create_physical_plan()
-        .await?;
     let mut plan: Arc<dyn ExecutionPlan> = Arc::new(TimelineExec::try_new(input, mode, params)?);
     let state = ctx.state();
     for rule in state.physical_optimizers() {
@@ -101,10 +102,11 @@ pub async fn plan_timeline(
 
 async fn run_timeline(
     ctx: &SessionContext,
+    sorted: &Arc<SortedContactsExec>,
     mode: Mode,
     params: TimelineParams,
 ) -> Result<(SchemaRef, Vec<Vec<RecordBatch>>)> {
-    let plan = plan_timeline(ctx, mode, params).await?;
+    let plan = plan_timeline(ctx, sorted.clone(), mode, params)?;
     let schema = plan.schema();
     let parts = collect_partitioned(plan, ctx.task_ctx()).await?;
     Ok((schema, parts))
@@ -126,13 +128,11 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     let contact_id_field = ingested.schema.field_with_name("contact_id")?.clone();
     stage_seconds.insert("ingest".into(), t.elapsed().as_secs_f64());
     let stats = ingested.stats.clone();
-    ctx.register_table(
-        "contacts_in",
-        Arc::new(MemTable::try_new(
-            ingested.schema.clone(),
-            ingested.partitions,
-        )?),
-    )?;
+
+    progress.stage("sorting timelines");
+    let t = Instant::now();
+    let sorted = Arc::new(sort_contacts(&ctx, ingested, cfg.target_partitions).await?);
+    stage_seconds.insert("sort".into(), t.elapsed().as_secs_f64());
     let params = TimelineParams {
         repeat_window_us: cfg.repeat_window_us,
         cluster_window_us: cfg.max_cluster_window_us().max(cfg.max_gap_us),
@@ -146,7 +146,7 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
 
     progress.stage("finding repeats and events");
     let t = Instant::now();
-    let (schema, parts) = run_timeline(&ctx, Mode::Contacts, params.clone()).await?;
+    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::Contacts, params.clone()).await?;
     // The pass emits each partition in its input order, (customer_id, ts,
     // contact_id): declaring it lets the sorted write merge instead of sort.
     let sorted_by = ["customer_id", "ts", "contact_id"]
@@ -161,7 +161,7 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
 
     progress.stage("counting follow-ups");
     let t = Instant::now();
-    let (schema, parts) = run_timeline(&ctx, Mode::Followups, params.clone()).await?;
+    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::Followups, params.clone()).await?;
     ctx.register_table("followups", Arc::new(MemTable::try_new(schema, parts)?))?;
     stage_seconds.insert("followups".into(), t.elapsed().as_secs_f64());
 
@@ -191,7 +191,7 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
 
     progress.stage("mining sequences");
     let t = Instant::now();
-    let (schema, parts) = run_timeline(&ctx, Mode::SequenceCounts, params.clone()).await?;
+    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::SequenceCounts, params.clone()).await?;
     ctx.register_table(
         "sequence_counts",
         Arc::new(MemTable::try_new(schema, parts)?),
@@ -218,7 +218,7 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         sequence_filter: Arc::new(filter),
         ..params
     };
-    let (schema, parts) = run_timeline(&ctx, Mode::Sequences, params).await?;
+    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::Sequences, params).await?;
     ctx.register_table(
         "sequence_occurrences",
         Arc::new(MemTable::try_new(schema, parts)?),
@@ -359,9 +359,17 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     )
     .await?;
     let as_of_us = cfg.as_of_us.or(stats.max_ts_us).unwrap_or(0);
+    let clusters_found = report::cluster_rows(&cluster_batches);
+    let horizon_s = clusters_found
+        .iter()
+        .map(|c| c.p90_lag_s)
+        .fold(0.0_f64, f64::max);
     let outreach_sql = queries::render(
         queries::OUTREACH_CANDIDATES,
-        &[("as_of_us", as_of_us.to_string())],
+        &[
+            ("as_of_us", as_of_us.to_string()),
+            ("horizon_us", ((horizon_s * 1e6).ceil() as i64 + 1).to_string()),
+        ],
     );
     let candidates = ctx.sql(&outreach_sql).await?.collect().await?;
     let outreach = crate::outreach::build(
@@ -383,7 +391,7 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     stage_seconds.insert("write".into(), t.elapsed().as_secs_f64());
 
     let all = report::summary_all_row(&summary_batches);
-    let clusters = report::cluster_rows(&cluster_batches);
+    let clusters = clusters_found;
     let mut manifest = Manifest::new(&cfg, &stats, tables, stage_seconds, started);
     manifest.caps = caps;
     manifest.write(&cfg.out.join("manifest.json"))?;
@@ -398,6 +406,23 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         sequences: report::sequence_rows(&sequence_batches),
         manifest,
     })
+}
+
+/// Hash-partitions the ingested contacts on customer and sorts each partition
+/// once, for every pass to read.
+async fn sort_contacts(
+    ctx: &SessionContext,
+    ingested: ingest::Ingested,
+    partitions: usize,
+) -> Result<SortedContactsExec> {
+    let schema = ingested.schema.clone();
+    let source = MemTable::try_new(schema.clone(), ingested.partitions)?;
+    let input = source
+        .scan(&ctx.state(), None, &[], None)
+        .await?;
+    let plan = crate::timeline::sorted::sort_plan(input, partitions)?;
+    let parts = collect_partitioned(plan, ctx.task_ctx()).await?;
+    Ok(SortedContactsExec::try_new(schema, parts)?)
 }
 
 /// Everything tested for significance in a run: clusters and sequences.

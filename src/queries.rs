@@ -95,6 +95,7 @@ mod tests {
             ("rank_order", crate::config::RankBy::Value.sql().into()),
             ("max_prompts", "3".into()),
             ("as_of_us", "0".into()),
+            ("horizon_us", "0".into()),
             ("max_gap_s", "604800.0".into()),
         ];
         let tested = crate::pipeline::TESTED;

@@ -62,6 +62,8 @@ pub struct TableInfo {
     pub path: String,
     /// Rows written.
     pub rows: u64,
+    /// Seconds spent computing and writing it.
+    pub seconds: f64,
 }
 
 /// Writes `df` as `<out>/<name>.parquet`, replacing an earlier run's file,
@@ -72,6 +74,7 @@ pub async fn write_table(
     name: &str,
     tables: &mut BTreeMap<String, TableInfo>,
 ) -> Result<()> {
+    let started = std::time::Instant::now();
     let file = format!("{name}.parquet");
     let path = out.join(&file);
     if path.is_dir() {
@@ -91,7 +94,14 @@ pub async fn write_table(
         .filter(|b| b.num_rows() > 0)
         .map(|b| b.column(0).as_primitive::<UInt64Type>().value(0))
         .unwrap_or(0);
-    tables.insert(name.to_string(), TableInfo { path: file, rows });
+    tables.insert(
+        name.to_string(),
+        TableInfo {
+            path: file,
+            rows,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    );
     Ok(())
 }
 

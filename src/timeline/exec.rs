@@ -191,9 +191,14 @@ impl ExecutionPlan for TimelineExec {
         let mode = self.mode;
         let params = self.params.clone();
         let fut = async move {
-            let batches: Vec<_> = input.try_collect().await?;
-            let all = concat_batches(&in_schema, &batches)?;
-            drop(batches);
+            let mut batches: Vec<_> = input.try_collect().await?;
+            let all = if batches.len() == 1 {
+                batches.swap_remove(0)
+            } else {
+                let all = concat_batches(&in_schema, &batches)?;
+                drop(batches);
+                all
+            };
             let out =
                 process(&all, mode, &params).map_err(|e| DataFusionError::External(Box::new(e)))?;
             let mut chunks = Vec::new();

@@ -23,6 +23,7 @@
 
 pub mod exec;
 mod sequences;
+pub mod sorted;
 
 pub use sequences::{sequence_counts_schema, sequences_schema};
 
