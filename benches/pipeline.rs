@@ -59,6 +59,10 @@ fn timeline(c: &mut Criterion) {
         max_span_us: 30 * 24 * H,
         channel_items: false,
         sequence_filter: Arc::new(Vec::new()),
+        pair_windows_us: Arc::new(vec![24 * H, 7 * 24 * H]),
+        channel_cost_micros: Arc::new(Default::default()),
+        default_cost_micros: 1_000_000,
+        pair_filter: Arc::new(Vec::new()),
     };
     let mut g = c.benchmark_group("timeline");
     g.throughput(Throughput::Elements(rows as u64));
@@ -69,8 +73,8 @@ fn timeline(c: &mut Criterion) {
     g.bench_function("sequence_counts", |b| {
         b.iter(|| process(&batch, Mode::SequenceCounts, &params).unwrap())
     });
-    g.bench_function("followups", |b| {
-        b.iter(|| process(&batch, Mode::Followups, &params).unwrap())
+    g.bench_function("pair_counts", |b| {
+        b.iter(|| process(&batch, Mode::PairCounts, &params).unwrap())
     });
     g.finish();
 }

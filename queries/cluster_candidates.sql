@@ -1,18 +1,19 @@
 -- cluster_candidates: every A -> B pair at every cluster window, with its
 -- counts, lags, value and p-value. Nothing is filtered here but min_support.
 --
--- Input:  contacts      (one row per contact)
---         followups     (one row per contact A and reason B such that a B-contact of
---                        the same customer follows A with 0 < lag <= the longest
---                        window; lag_s is the lag to the first such B-contact and
---                        followup_channel that contact's channel)
---         channel_costs (channel, cost)
+-- Input:  contacts    (one row per contact)
+--         pair_counts (per partition of the timeline pass, window W, antecedent A
+--                      (null included) and consequent B: n_support = A-contacts
+--                      whose first later B-contact of the same customer comes
+--                      within W, their distinct customers, the follow-ups'
+--                      channel cost in millionths, and their lags, sorted; see
+--                      src/timeline/pairs.rs)
 -- Output: key, window_s, antecedent, consequent, n_antecedent, n_support, confidence,
 --         baseline, lift, median_lag_s, p90_lag_s, customers, score,
 --         avoidable_contacts, value, p_value
 --
 -- Parameters: ${windows} (a VALUES list of windows in seconds), ${min_support},
--- ${effectiveness}, ${default_cost}.
+-- ${effectiveness}.
 --
 -- A contact is followed by B within window W exactly when its first B comes
 -- within W, so one list of first follow-ups serves every window.
@@ -43,48 +44,24 @@ antecedents AS (
     WHERE reason IS NOT NULL
     GROUP BY reason
 ),
-fw AS (
-    SELECT f.customer_id, f.antecedent, f.consequent, f.followup_channel, f.lag_s, w.window_s
-    FROM followups f
-    CROSS JOIN windows w
-    WHERE f.lag_s <= w.window_s
+pc AS (
+    SELECT p.* FROM pair_counts p JOIN windows w ON w.window_s = p.window_s
 ),
 base AS (
-    SELECT window_s, consequent, COUNT(*) AS n_followed
-    FROM fw
+    SELECT window_s, consequent, SUM(n_support) AS n_followed
+    FROM pc
     GROUP BY window_s, consequent
 ),
 pairs AS (
-    SELECT fw.window_s, fw.antecedent, fw.consequent,
-           COUNT(*) AS n_support,
-           COUNT(DISTINCT fw.customer_id) AS customers,
-           -- costs are summed in millionths, exactly, so the sum does not depend on
-           -- the order rows arrive in
-           SUM(CAST(ROUND(COALESCE(cc.cost, ${default_cost}) * 1000000) AS BIGINT))
-               / 1000000.0 AS followup_cost
-    FROM fw
-    LEFT JOIN channel_costs cc ON cc.channel = fw.followup_channel
-    WHERE fw.antecedent IS NOT NULL AND fw.antecedent <> fw.consequent
-    GROUP BY fw.window_s, fw.antecedent, fw.consequent
-    HAVING COUNT(*) >= ${min_support}
-),
-ordered_lags AS (
-    SELECT fw.window_s, fw.antecedent, fw.consequent, fw.lag_s,
-           ROW_NUMBER() OVER (
-               PARTITION BY fw.window_s, fw.antecedent, fw.consequent ORDER BY fw.lag_s
-           ) AS rn,
-           p.n_support
-    FROM fw
-    JOIN pairs p
-      ON fw.window_s = p.window_s AND fw.antecedent = p.antecedent
-     AND fw.consequent = p.consequent
-),
-lags AS (
     SELECT window_s, antecedent, consequent,
-           MAX(CASE WHEN rn = (n_support + 1) / 2 THEN lag_s END) AS median_lag_s,
-           MAX(CASE WHEN rn = (9 * n_support + 9) / 10 THEN lag_s END) AS p90_lag_s
-    FROM ordered_lags
+           SUM(n_support) AS n_support,
+           SUM(customers) AS customers,
+           SUM(followup_cost_micros) / 1000000.0 AS followup_cost,
+           array_sort(flatten(array_agg(lags))) AS lags
+    FROM pc
+    WHERE antecedent IS NOT NULL AND antecedent <> consequent
     GROUP BY window_s, antecedent, consequent
+    HAVING SUM(n_support) >= ${min_support}
 ),
 counted AS (
     SELECT
@@ -96,16 +73,13 @@ counted AS (
         p.n_support,
         CAST(p.n_support AS DOUBLE) / a.n_antecedent AS confidence,
         CAST(b.n_followed AS DOUBLE) / t.n_contacts AS baseline,
-        l.median_lag_s,
-        l.p90_lag_s,
+        array_element(p.lags, CAST((p.n_support + 1) / 2 AS BIGINT)) AS median_lag_s,
+        array_element(p.lags, CAST((9 * p.n_support + 9) / 10 AS BIGINT)) AS p90_lag_s,
         p.customers,
         p.followup_cost
     FROM pairs p
     JOIN antecedents a ON a.antecedent = p.antecedent
     JOIN base b ON b.consequent = p.consequent AND b.window_s = p.window_s
-    JOIN lags l
-      ON l.window_s = p.window_s AND l.antecedent = p.antecedent
-     AND l.consequent = p.consequent
     CROSS JOIN total t
 )
 SELECT

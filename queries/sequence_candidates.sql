@@ -1,18 +1,16 @@
 -- sequence_candidates: every pattern of 3 or 4 steps found on customers'
--- timelines, with its counts, per-step lags, value and p-value.
+-- timelines, with its counts, value and p-value.
 --
 -- Input:  sequence_counts      (per partition of the timeline pass, per pattern of
 --                               2-4 items found by leftmost occurrence with
 --                               max-gap and max-span, and per channel of its last
 --                               step: n start contacts and distinct customers;
 --                               see src/timeline/sequences.rs)
---         sequence_occurrences (the occurrences of the patterns above min-support,
---                               with their step lags)
---         followups, contacts, channel_costs
+--         pair_counts (the pass counts at max-gap too), contacts, channel_costs
 -- Output: key, pattern, length, prefix, n_prefix, n_support, customers,
---         confidence, baseline, lift, median_lag_1_s, median_lag_2_s,
---         median_lag_3_s, score, avoidable_contacts, value, p_value,
---         reason_1 .. reason_4
+--         confidence, baseline, lift, score, avoidable_contacts, value, p_value,
+--         reason_1 .. reason_4 (step lags are taken in sequences.sql, for the
+--         significant patterns only)
 --
 -- Parameters: ${min_support}, ${effectiveness}, ${default_cost}, ${max_gap_s}.
 --
@@ -27,9 +25,9 @@ WITH total AS (
     SELECT COUNT(*) AS n_contacts FROM contacts
 ),
 base AS (
-    SELECT consequent, COUNT(*) AS n_followed
-    FROM followups
-    WHERE lag_s <= ${max_gap_s}
+    SELECT consequent, SUM(n_support) AS n_followed
+    FROM pair_counts
+    WHERE window_s = ${max_gap_s}
     GROUP BY consequent
 ),
 pattern_totals AS (
@@ -55,33 +53,12 @@ prefixes AS (
     SELECT pattern AS prefix, n_support AS n_prefix, customers AS prefix_customers
     FROM pattern_totals
 ),
-occ AS (
-    SELECT o.pattern, o.lag_1_s, o.lag_2_s, o.lag_3_s, s.n_support
-    FROM sequence_occurrences o
-    JOIN support s ON s.pattern = o.pattern
-),
-lags AS (
-    SELECT pattern,
-           MAX(CASE WHEN rn1 = (n_support + 1) / 2 THEN lag_1_s END) AS median_lag_1_s,
-           MAX(CASE WHEN rn2 = (n_support + 1) / 2 THEN lag_2_s END) AS median_lag_2_s,
-           MAX(CASE WHEN rn3 = (n_support + 1) / 2 THEN lag_3_s END) AS median_lag_3_s
-    FROM (
-        SELECT pattern, n_support, lag_1_s, lag_2_s, lag_3_s,
-               ROW_NUMBER() OVER (PARTITION BY pattern ORDER BY lag_1_s) AS rn1,
-               ROW_NUMBER() OVER (PARTITION BY pattern ORDER BY lag_2_s) AS rn2,
-               ROW_NUMBER() OVER (PARTITION BY pattern ORDER BY lag_3_s) AS rn3
-        FROM occ
-    ) ranked
-    GROUP BY pattern
-),
 counted AS (
     SELECT s.*, p.n_prefix, p.prefix_customers,
            CAST(s.n_support AS DOUBLE) / p.n_prefix AS confidence,
-           CAST(COALESCE(b.n_followed, 0) AS DOUBLE) / t.n_contacts AS baseline,
-           l.median_lag_1_s, l.median_lag_2_s, l.median_lag_3_s
+           CAST(COALESCE(b.n_followed, 0) AS DOUBLE) / t.n_contacts AS baseline
     FROM support s
     JOIN prefixes p ON p.prefix = s.prefix
-    JOIN lags l ON l.pattern = s.pattern
     LEFT JOIN base b ON b.consequent = s.last_reason
     CROSS JOIN total t
 )
@@ -89,7 +66,6 @@ SELECT
     pattern || ' @gap ' || CAST(CAST(${max_gap_s} AS BIGINT) AS VARCHAR) || 's' AS key,
     pattern, length, prefix, n_prefix, n_support, customers, confidence, baseline,
     confidence / baseline AS lift,
-    median_lag_1_s, median_lag_2_s, median_lag_3_s,
     n_support - n_prefix * baseline AS score,
     ${effectiveness} * n_support AS avoidable_contacts,
     ${effectiveness} * followup_cost AS value,

@@ -1,39 +1,37 @@
 -- sequences: multi-step patterns worth acting on, ranked.
 --
--- Input:  sequence_candidates, fdr, cluster_candidates
+-- Input:  sequence_chains      (the significant, chained sequence candidates)
+--         sequence_occurrences (one row per start contact and pattern of
+--                               sequence_chains, with the step lags)
 -- Output: rank, sequence_id, pattern (list of items), length, n_support,
 --         customers, confidence, baseline, lift, median_lag_s (list, one per
 --         step), score, avoidable_contacts, value, p_value, q_value
 --
--- Parameters: ${alpha}, ${rank_order}.
---
--- A sequence is reported when
--- 1. its q_value <= alpha (the last step is likelier after the prefix than
---    after any contact), and
--- 2. every step in it is itself a significant A -> B cluster at some window: a
---    sequence is a chain of real follow-ups. Without this rule any common
---    contact X before a real pair B -> C would give a "significant" X -> B -> C.
-WITH sig_pairs AS (
-    SELECT DISTINCT c.antecedent, c.consequent
-    FROM cluster_candidates c
-    JOIN fdr f ON f.kind = 'cluster' AND f.key = c.key
-    WHERE f.q_value <= ${alpha}
+-- Parameters: ${rank_order}.
+WITH occ AS (
+    SELECT o.pattern, o.lag_1_s, o.lag_2_s, o.lag_3_s, s.n_support
+    FROM sequence_occurrences o
+    JOIN sequence_chains s ON s.pattern = o.pattern
 ),
-sig AS (
-    SELECT s.*, f.q_value
-    FROM sequence_candidates s
-    JOIN fdr f ON f.kind = 'sequence' AND f.key = s.key
-    WHERE f.q_value <= ${alpha}
+-- median step lags, nearest rank: the ceil(n / 2)-th smallest
+lags AS (
+    SELECT pattern,
+           MAX(CASE WHEN rn1 = (n_support + 1) / 2 THEN lag_1_s END) AS median_lag_1_s,
+           MAX(CASE WHEN rn2 = (n_support + 1) / 2 THEN lag_2_s END) AS median_lag_2_s,
+           MAX(CASE WHEN rn3 = (n_support + 1) / 2 THEN lag_3_s END) AS median_lag_3_s
+    FROM (
+        SELECT pattern, n_support, lag_1_s, lag_2_s, lag_3_s,
+               ROW_NUMBER() OVER (PARTITION BY pattern ORDER BY lag_1_s) AS rn1,
+               ROW_NUMBER() OVER (PARTITION BY pattern ORDER BY lag_2_s) AS rn2,
+               ROW_NUMBER() OVER (PARTITION BY pattern ORDER BY lag_3_s) AS rn3
+        FROM occ
+    ) ranked
+    GROUP BY pattern
 ),
 chained AS (
-    SELECT s.*
-    FROM sig s
-    WHERE EXISTS (SELECT 1 FROM sig_pairs p
-                  WHERE p.antecedent = s.reason_1 AND p.consequent = s.reason_2)
-      AND EXISTS (SELECT 1 FROM sig_pairs p
-                  WHERE p.antecedent = s.reason_2 AND p.consequent = s.reason_3)
-      AND (s.length < 4 OR EXISTS (SELECT 1 FROM sig_pairs p
-                  WHERE p.antecedent = s.reason_3 AND p.consequent = s.reason_4))
+    SELECT s.*, l.median_lag_1_s, l.median_lag_2_s, l.median_lag_3_s
+    FROM sequence_chains s
+    JOIN lags l ON l.pattern = s.pattern
 )
 SELECT
     CAST(ROW_NUMBER() OVER (ORDER BY ${rank_order}, pattern) AS BIGINT) AS rank,

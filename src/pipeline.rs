@@ -142,6 +142,15 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         max_span_us: cfg.max_span_us,
         channel_items: cfg.sequence_channel_items,
         sequence_filter: Arc::new(Vec::new()),
+        pair_windows_us: Arc::new(pair_windows_us(&cfg)),
+        channel_cost_micros: Arc::new(
+            cfg.channel_cost
+                .iter()
+                .map(|(k, v)| (k.clone(), cost_micros(*v)))
+                .collect(),
+        ),
+        default_cost_micros: cost_micros(crate::config::DEFAULT_CHANNEL_COST),
+        pair_filter: Arc::new(Vec::new()),
     };
 
     progress.stage("finding repeats and events");
@@ -161,9 +170,9 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
 
     progress.stage("counting follow-ups");
     let t = Instant::now();
-    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::Followups, params.clone()).await?;
-    ctx.register_table("followups", Arc::new(MemTable::try_new(schema, parts)?))?;
-    stage_seconds.insert("followups".into(), t.elapsed().as_secs_f64());
+    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::PairCounts, params.clone()).await?;
+    ctx.register_table("pair_counts", Arc::new(MemTable::try_new(schema, parts)?))?;
+    stage_seconds.insert("pair_counts".into(), t.elapsed().as_secs_f64());
 
     let skipped = ctx
         .sql(&format!(
@@ -194,33 +203,6 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     let (schema, parts) = run_timeline(&ctx, &sorted, Mode::SequenceCounts, params.clone()).await?;
     ctx.register_table(
         "sequence_counts",
-        Arc::new(MemTable::try_new(schema, parts)?),
-    )?;
-    let wanted = ctx
-        .sql(&format!(
-            "SELECT pattern FROM sequence_counts WHERE length >= 3 \
-             GROUP BY pattern HAVING SUM(n) >= {} ORDER BY pattern",
-            cfg.min_support
-        ))
-        .await?
-        .collect()
-        .await?;
-    let filter: Vec<String> = wanted
-        .iter()
-        .flat_map(|b| {
-            let a = report::utf8(b.column(0));
-            (0..b.num_rows())
-                .map(|i| a.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let params = TimelineParams {
-        sequence_filter: Arc::new(filter),
-        ..params
-    };
-    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::Sequences, params).await?;
-    ctx.register_table(
-        "sequence_occurrences",
         Arc::new(MemTable::try_new(schema, parts)?),
     )?;
     stage_seconds.insert("sequences".into(), t.elapsed().as_secs_f64());
@@ -288,6 +270,36 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     );
     let cluster_batches =
         register_query(&ctx, "clusters", &clusters_sql, &mut stage_seconds).await?;
+    // The step lags of the sequences kept, from a second pass that lists
+    // their occurrences only.
+    let t_occ = Instant::now();
+    let chains_sql = queries::render(
+        queries::SEQUENCE_CHAINS,
+        &[("alpha", format!("{:?}", cfg.alpha))],
+    );
+    let chains = register_query(&ctx, "sequence_chains", &chains_sql, &mut stage_seconds).await?;
+    let filter: Vec<String> = chains
+        .iter()
+        .flat_map(|b| {
+            let a = report::utf8(b.column_by_name("pattern").expect("pattern column"));
+            (0..b.num_rows())
+                .map(|i| a.value(i).to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let occ_params = TimelineParams {
+        sequence_filter: Arc::new(filter),
+        ..params.clone()
+    };
+    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::Sequences, occ_params).await?;
+    ctx.register_table(
+        "sequence_occurrences",
+        Arc::new(MemTable::try_new(schema, parts)?),
+    )?;
+    stage_seconds.insert(
+        "sequence_occurrences".into(),
+        t_occ.elapsed().as_secs_f64(),
+    );
     let sequences_sql = queries::render(
         queries::SEQUENCES,
         &[
@@ -298,6 +310,24 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     let sequence_batches =
         register_query(&ctx, "sequences", &sequences_sql, &mut stage_seconds).await?;
     stage_seconds.insert("rank".into(), t.elapsed().as_secs_f64());
+
+    progress.stage("listing cluster members");
+    let t = Instant::now();
+    let clusters_found = report::cluster_rows(&cluster_batches);
+    let pair_filter = clusters_found
+        .iter()
+        .map(|c| (c.antecedent.clone(), c.consequent.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let params = TimelineParams {
+        pair_filter: Arc::new(pair_filter),
+        ..params
+    };
+    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::Followups, params).await?;
+    ctx.register_table("followups", Arc::new(MemTable::try_new(schema, parts)?))?;
+    drop(sorted);
+    stage_seconds.insert("followups".into(), t.elapsed().as_secs_f64());
 
     progress.stage("writing reports");
     let t = Instant::now();
@@ -359,7 +389,6 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     )
     .await?;
     let as_of_us = cfg.as_of_us.or(stats.max_ts_us).unwrap_or(0);
-    let clusters_found = report::cluster_rows(&cluster_batches);
     let horizon_s = clusters_found
         .iter()
         .map(|c| c.p90_lag_s)
@@ -423,6 +452,21 @@ async fn sort_contacts(
     let plan = crate::timeline::sorted::sort_plan(input, partitions)?;
     let parts = collect_partitioned(plan, ctx.task_ctx()).await?;
     Ok(SortedContactsExec::try_new(schema, parts)?)
+}
+
+/// The windows the pass counts follow-ups at: every cluster window and the
+/// sequences' max-gap (for their baseline), ascending.
+fn pair_windows_us(cfg: &PipelineConfig) -> Vec<i64> {
+    let mut w = cfg.cluster_windows_us.clone();
+    w.push(cfg.max_gap_us);
+    w.sort_unstable();
+    w.dedup();
+    w
+}
+
+/// A cost in millionths (costs are summed as integers, exactly).
+fn cost_micros(cost: f64) -> i64 {
+    (cost * 1e6).round() as i64
 }
 
 /// Everything tested for significance in a run: clusters and sequences.

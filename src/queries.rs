@@ -12,11 +12,13 @@ macro_rules! query {
 
 /// contacts → repeat_summary.
 pub const REPEAT_SUMMARY: &str = query!("repeat_summary.sql");
-/// contacts, followups, channel_costs → cluster_candidates.
+/// contacts, pair_counts → cluster_candidates.
 pub const CLUSTER_CANDIDATES: &str = query!("cluster_candidates.sql");
-/// sequence_occurrences, followups, contacts, channel_costs → sequence_candidates.
+/// sequence_counts, pair_counts, contacts, channel_costs → sequence_candidates.
 pub const SEQUENCE_CANDIDATES: &str = query!("sequence_candidates.sql");
-/// sequence_candidates, fdr, cluster_candidates → sequences.
+/// sequence_candidates, fdr, cluster_candidates → sequence_chains.
+pub const SEQUENCE_CHAINS: &str = query!("sequence_chains.sql");
+/// sequence_chains, sequence_occurrences → sequences.
 pub const SEQUENCES: &str = query!("sequences.sql");
 /// tested → fdr (Benjamini–Hochberg q-values).
 pub const FDR: &str = query!("fdr.sql");
@@ -36,6 +38,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("sequence_candidates", SEQUENCE_CANDIDATES),
     ("fdr", FDR),
     ("clusters", CLUSTERS),
+    ("sequence_chains", SEQUENCE_CHAINS),
     ("sequences", SEQUENCES),
     ("cluster_members", CLUSTER_MEMBERS),
     ("prompts", PROMPTS),
@@ -62,7 +65,8 @@ mod tests {
     use super::*;
     use crate::ingest::contacts_in_schema;
     use crate::timeline::{
-        contacts_schema, followups_schema, sequence_counts_schema, sequences_schema,
+        contacts_schema, followups_schema, pair_counts_schema, sequence_counts_schema,
+        sequences_schema,
     };
 
     fn empty(ctx: &SessionContext, name: &str, schema: SchemaRef) {
@@ -82,6 +86,7 @@ mod tests {
         let input = contacts_in_schema(&DataType::Int64);
         empty(&ctx, "contacts", contacts_schema(&input));
         empty(&ctx, "followups", followups_schema(&input));
+        empty(&ctx, "pair_counts", pair_counts_schema());
         empty(&ctx, "sequence_occurrences", sequences_schema(&input));
         empty(&ctx, "sequence_counts", sequence_counts_schema());
         let costs = crate::report::channel_costs_batch(&Default::default()).unwrap();

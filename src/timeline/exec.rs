@@ -29,7 +29,8 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 
 use super::{
-    Mode, TimelineParams, contacts_schema, followups_schema, process, sequence_counts_schema,
+    Mode, TimelineParams, contacts_schema, followups_schema, pair_counts_schema, process,
+    sequence_counts_schema,
     sequences_schema,
 };
 
@@ -69,6 +70,7 @@ impl TimelineExec {
             Mode::Followups => followups_schema(&in_schema),
             Mode::Sequences => sequences_schema(&in_schema),
             Mode::SequenceCounts => sequence_counts_schema(),
+            Mode::PairCounts => pair_counts_schema(),
         };
         let partitions = input.properties().partitioning.partition_count();
         let properties = Arc::new(PlanProperties::new(

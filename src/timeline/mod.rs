@@ -15,19 +15,27 @@
 //!   `event_id` = first contact's id, `event_seq` = 1, 2, …) and
 //!   `followed_within_window` (another contact follows at most the window
 //!   later; null while the window is still open at the data's last timestamp).
-//! - [`Mode::Followups`] — one output row per (contact A, reason B) such that a
-//!   B-contact of the same customer follows A with 0 < t_B − t_A ≤ cluster
-//!   window ([`followups_schema`]), pointing at the first such B-contact. A's
-//!   reason may be null and may equal B: the cluster SQL needs both for the
-//!   baseline. These rows are the evidence behind every A→B cluster.
+//! - [`Mode::PairCounts`] — per partition and window W, one row per (reason A
+//!   or null, reason B) ([`pair_counts_schema`]): how many A-contacts are
+//!   followed by a B-contact of the same customer with 0 < t_B − t_A ≤ W, by
+//!   how many distinct customers, at what follow-up cost, and the sorted lags
+//!   to each one's first B. A may be null and may equal B: the cluster SQL
+//!   needs both for the baseline. See [`pairs`].
+//! - [`Mode::Followups`] — for the (A, B) pairs of
+//!   [`TimelineParams::pair_filter`] (the reported clusters), one row per
+//!   A-contact followed by a B-contact within the cluster window
+//!   ([`followups_schema`]), pointing at the first such B-contact: the
+//!   evidence behind each reported cluster.
 
 pub mod exec;
+mod pairs;
 mod sequences;
 pub mod sorted;
 
+pub use pairs::pair_counts_schema;
 pub use sequences::{sequence_counts_schema, sequences_schema};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Offset, TimeZone};
@@ -54,6 +62,9 @@ pub enum Mode {
     /// Per-partition totals of every pattern of 2–4 items: one row per
     /// (pattern, channel of its last step).
     SequenceCounts,
+    /// Per-partition A → B follow-up counts at each of
+    /// [`TimelineParams::pair_windows_us`]: one row per (window, A, B).
+    PairCounts,
 }
 
 /// Parameters of the pass.
@@ -75,6 +86,16 @@ pub struct TimelineParams {
     pub channel_items: bool,
     /// The patterns (text form) whose occurrences [`Mode::Sequences`] emits.
     pub sequence_filter: Arc<Vec<String>>,
+    /// The windows [`Mode::PairCounts`] counts at, µs, ascending; the last
+    /// is at most `cluster_window_us`.
+    pub pair_windows_us: Arc<Vec<i64>>,
+    /// Cost of a follow-up per channel, in millionths.
+    pub channel_cost_micros: Arc<BTreeMap<String, i64>>,
+    /// Cost of a follow-up on any other channel (or none), in millionths.
+    pub default_cost_micros: i64,
+    /// The (antecedent, consequent) pairs whose follow-ups [`Mode::Followups`]
+    /// emits.
+    pub pair_filter: Arc<Vec<(String, String)>>,
 }
 
 /// Longest sequence mined.
@@ -140,6 +161,10 @@ pub(crate) struct Columns<'a> {
     pub(crate) ts: &'a [i64],
     reason_codes: Vec<u32>,
     n_reasons: usize,
+    /// Code per reason text.
+    reason_index: HashMap<&'a str, u32>,
+    /// The first row of each reason code.
+    reason_first_row: Vec<u32>,
 }
 
 impl<'a> Columns<'a> {
@@ -158,13 +183,18 @@ impl<'a> Columns<'a> {
             .expect("reason")
             .as_string::<i32>();
         let mut dict: HashMap<&str, u32> = HashMap::new();
+        let mut first_row = Vec::new();
         let reason_codes = (0..reason.len())
             .map(|i| {
                 if reason.is_null(i) {
                     NULL_CODE
                 } else {
                     let next = dict.len() as u32;
-                    *dict.entry(reason.value(i)).or_insert(next)
+                    let code = *dict.entry(reason.value(i)).or_insert(next);
+                    if code == next {
+                        first_row.push(i as u32);
+                    }
+                    code
                 }
             })
             .collect();
@@ -173,6 +203,8 @@ impl<'a> Columns<'a> {
             ts,
             reason_codes,
             n_reasons: dict.len(),
+            reason_index: dict,
+            reason_first_row: first_row,
         }
     }
 
@@ -197,6 +229,7 @@ pub fn process(batch: &RecordBatch, mode: Mode, params: &TimelineParams) -> Resu
         Mode::Followups => followups(batch, params),
         Mode::Sequences => sequences::occurrences(batch, params),
         Mode::SequenceCounts => sequences::counts(batch, params),
+        Mode::PairCounts => pairs::counts(batch, params),
     }
 }
 
@@ -298,6 +331,20 @@ fn annotate_contacts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBa
 fn followups(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
     let w = p.cluster_window_us;
+    // wanted[a * n + b]: the pair (a, b) is in the filter (a, b < n)
+    let n = cols.n_reasons;
+    let mut wanted = vec![false; n * n];
+    for (a, b) in p.pair_filter.iter() {
+        if let (Some(&a), Some(&b)) = (
+            cols.reason_index.get(a.as_str()),
+            cols.reason_index.get(b.as_str()),
+        ) {
+            wanted[a as usize * n + b as usize] = true;
+        }
+    }
+    let any_wanted: Vec<bool> = (0..n)
+        .map(|a| wanted[a * n..(a + 1) * n].contains(&true))
+        .collect();
     let mut trig: Vec<u32> = Vec::new();
     let mut foll: Vec<u32> = Vec::new();
     let mut lag: Vec<f64> = Vec::new();
@@ -307,6 +354,11 @@ fn followups(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     for bounds in runs.windows(2) {
         let (start, end) = (bounds[0], bounds[1]);
         for i in start..end {
+            let a = cols.reason_codes[i];
+            if a == NULL_CODE || !any_wanted[a as usize] {
+                continue;
+            }
+            let wanted_b = &wanted[a as usize * n..(a as usize + 1) * n];
             let t = cols.ts[i];
             let stamp = i as u32 + 1;
             let mut j = i + 1;
@@ -314,6 +366,10 @@ fn followups(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
                 let code = cols.reason_codes[j];
                 if cols.ts[j] > t && code != NULL_CODE && seen[code as usize] != stamp {
                     seen[code as usize] = stamp;
+                    if !wanted_b[code as usize] {
+                        j += 1;
+                        continue;
+                    }
                     trig.push(i as u32);
                     foll.push(j as u32);
                     lag.push((cols.ts[j] - t) as f64 / 1e6);
@@ -403,6 +459,10 @@ mod tests {
             max_span_us: 30 * 24 * H,
             channel_items: false,
             sequence_filter: Arc::new(vec!["x -> y".into(), "z -> w".into(), "x -> z".into()]),
+            pair_windows_us: Arc::new(vec![24 * H, 7 * 24 * H]),
+            channel_cost_micros: Arc::new(Default::default()),
+            default_cost_micros: 1_000_000,
+            pair_filter: Arc::new(vec![("x".into(), "y".into()), ("y".into(), "y".into())]),
         }
     }
 

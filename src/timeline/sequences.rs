@@ -180,6 +180,8 @@ fn mine(
 ) {
     let runs = cols.customer_runs();
     let mut path = Vec::with_capacity(MAX_SEQUENCE_LEN);
+    // the items already extended from, one list per depth (reused)
+    let mut seen: Vec<Vec<u32>> = vec![Vec::new(); MAX_SEQUENCE_LEN];
     for (run, bounds) in runs.windows(2).enumerate() {
         let (start, end) = (bounds[0], bounds[1]);
         if end - start > MAX_SEQUENCE_CONTACTS_PER_CUSTOMER {
@@ -191,11 +193,12 @@ fn mine(
             }
             path.clear();
             path.push(i);
-            extend(cols, items, p, end, run, &mut path, &mut visit);
+            extend(cols, items, p, end, run, &mut path, &mut seen, &mut visit);
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn extend(
     cols: &Columns,
     items: &Items,
@@ -203,55 +206,92 @@ fn extend(
     end: usize,
     run: usize,
     path: &mut Vec<usize>,
+    seen: &mut [Vec<u32>],
     visit: &mut impl FnMut(&[usize], u128, usize),
 ) {
-    if path.len() == MAX_SEQUENCE_LEN {
+    let depth = path.len();
+    if depth == MAX_SEQUENCE_LEN {
         return;
     }
     let first = path[0];
     let prev = *path.last().expect("non-empty path");
     let (t0, tp) = (cols.ts[first], cols.ts[prev]);
     let prev_item = items.code[prev];
-    let mut seen: Vec<u32> = Vec::new();
+    seen[depth].clear();
     let mut k = prev + 1;
     while k < end && cols.ts[k] - tp <= p.max_gap_us && cols.ts[k] - t0 <= p.max_span_us {
         let item = items.code[k];
-        if cols.ts[k] > tp && item != NULL_CODE && item != prev_item && !seen.contains(&item) {
-            seen.push(item);
+        if cols.ts[k] > tp
+            && item != NULL_CODE
+            && item != prev_item
+            && !seen[depth].contains(&item)
+        {
+            seen[depth].push(item);
             path.push(k);
             visit(path, items.key(path), run);
-            extend(cols, items, p, end, run, path, visit);
+            extend(cols, items, p, end, run, path, seen, visit);
             path.pop();
         }
         k += 1;
     }
 }
 
+/// Hashes the packed pattern keys (already well spread in their low bits by
+/// the item codes) with one multiply, instead of SipHash.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(5) ^ *b as u64).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn write_u128(&mut self, k: u128) {
+        let folded = (k as u64) ^ ((k >> 64) as u64).rotate_left(32);
+        self.0 = (self.0 ^ folded)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(26);
+    }
+}
+
+type KeyMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<KeyHasher>>;
+
 struct PatternTotal {
     codes: Vec<u32>,
     customers: i64,
     last_run: usize,
-    by_channel: HashMap<u32, i64>,
+    /// (channel code of the last step, n), few entries.
+    by_channel: Vec<(u32, i64)>,
 }
 
 /// Per-partition pattern totals ([`super::Mode::SequenceCounts`]).
 pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
     let items = Items::new(batch, p.channel_items)?;
-    let mut totals: HashMap<u128, PatternTotal> = HashMap::new();
+    let mut totals: KeyMap<PatternTotal> = KeyMap::default();
     mine(&cols, &items, p, |path, key, run| {
         let t = totals.entry(key).or_insert_with(|| PatternTotal {
             codes: path.iter().map(|r| items.code[*r]).collect(),
             customers: 0,
             last_run: usize::MAX,
-            by_channel: HashMap::new(),
+            by_channel: Vec::new(),
         });
         if t.last_run != run {
             t.last_run = run;
             t.customers += 1;
         }
         let last = *path.last().expect("non-empty path");
-        *t.by_channel.entry(items.channel[last]).or_insert(0) += 1;
+        let ch = items.channel[last];
+        match t.by_channel.iter_mut().find(|(c, _)| *c == ch) {
+            Some((_, n)) => *n += 1,
+            None => t.by_channel.push((ch, 1)),
+        }
     });
     let mut pattern = Vec::new();
     let mut prefix = Vec::new();
@@ -297,7 +337,7 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
 pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
     let items = Items::new(batch, p.channel_items)?;
-    let wanted: HashMap<u128, usize> = p
+    let wanted: KeyMap<usize> = p
         .sequence_filter
         .iter()
         .enumerate()

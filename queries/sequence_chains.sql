@@ -1,0 +1,36 @@
+-- sequence_chains: the sequences that pass both tests, before ranking.
+--
+-- Input:  sequence_candidates, fdr, cluster_candidates
+-- Output: the sequence_candidates columns of the patterns kept, and q_value
+--
+-- Parameters: ${alpha}.
+--
+-- A sequence is kept when
+-- 1. its q_value <= alpha (the last step is likelier after the prefix than
+--    after any contact), and
+-- 2. every step in it is itself a significant A -> B cluster at some window: a
+--    sequence is a chain of real follow-ups. Without this rule any common
+--    contact X before a real pair B -> C would give a "significant" X -> B -> C.
+--
+-- recur then lists the occurrences of these patterns only (a second pass) for
+-- sequences.sql to take their step lags.
+WITH sig_pairs AS (
+    SELECT DISTINCT c.antecedent, c.consequent
+    FROM cluster_candidates c
+    JOIN fdr f ON f.kind = 'cluster' AND f.key = c.key
+    WHERE f.q_value <= ${alpha}
+),
+sig AS (
+    SELECT s.*, f.q_value
+    FROM sequence_candidates s
+    JOIN fdr f ON f.kind = 'sequence' AND f.key = s.key
+    WHERE f.q_value <= ${alpha}
+)
+SELECT s.*
+FROM sig s
+WHERE EXISTS (SELECT 1 FROM sig_pairs p
+              WHERE p.antecedent = s.reason_1 AND p.consequent = s.reason_2)
+  AND EXISTS (SELECT 1 FROM sig_pairs p
+              WHERE p.antecedent = s.reason_2 AND p.consequent = s.reason_3)
+  AND (s.length < 4 OR EXISTS (SELECT 1 FROM sig_pairs p
+              WHERE p.antecedent = s.reason_3 AND p.consequent = s.reason_4))

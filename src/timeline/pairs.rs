@@ -1,0 +1,219 @@
+//! A → B follow-up counting, inside the pass.
+//!
+//! For every contact A (reason a, possibly null) and every reason b, the
+//! first b-contact of the same customer strictly later than A and at most the
+//! longest window after it is A's b-follow-up; its lag counts at every window
+//! W ≥ lag. Per partition and window, one row per (a, b) carries:
+//!
+//! - `n_support`: A-contacts with a b-follow-up within W;
+//! - `customers`: the distinct customers among them (customers never span
+//!   partitions, so a sum over partitions is exact);
+//! - `followup_cost_micros`: the follow-ups' channel costs, in millionths (an
+//!   exact integer sum, whatever the order of rows);
+//! - `lags`: the lags within W in seconds, ascending (the SQL merges the lists
+//!   of all partitions for exact percentiles).
+//!
+//! Pairs are counted on integer reason codes in a dense (a, b) table (a hash
+//! map when there are too many reasons for one), never on strings.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, ListBuilder,
+    UInt32Array,
+};
+use datafusion::arrow::compute::take;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+
+use super::{Columns, NULL_CODE, TimelineParams};
+use crate::error::Result;
+
+/// Output schema of [`super::Mode::PairCounts`].
+pub fn pair_counts_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("window_s", DataType::Float64, false),
+        Field::new("antecedent", DataType::Utf8, true),
+        Field::new("consequent", DataType::Utf8, false),
+        Field::new("n_support", DataType::Int64, false),
+        Field::new("customers", DataType::Int64, false),
+        Field::new("followup_cost_micros", DataType::Int64, false),
+        Field::new(
+            "lags",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true))),
+            false,
+        ),
+    ]))
+}
+
+/// Largest dense (a, b) table, in cells.
+const MAX_DENSE_PAIRS: usize = 1 << 22;
+
+/// The counts of one (a, b) pair in one partition.
+struct Acc {
+    a: u32,
+    b: u32,
+    /// Lags (µs) of every follow-up within the longest window.
+    lags: Vec<i64>,
+    /// Per window: follow-ups, distinct customers, cost in millionths.
+    n: Vec<i64>,
+    customers: Vec<i64>,
+    cost: Vec<i64>,
+    /// Per window: 1 + the customer run that last counted a customer.
+    last_run: Vec<usize>,
+}
+
+/// Finds an (a, b) pair's accumulator.
+enum Index {
+    Dense(Vec<u32>),
+    Sparse(HashMap<u64, u32>),
+}
+
+impl Index {
+    fn new(n_reasons: usize) -> Self {
+        let cells = (n_reasons + 1) * n_reasons;
+        if cells <= MAX_DENSE_PAIRS {
+            Index::Dense(vec![u32::MAX; cells])
+        } else {
+            Index::Sparse(HashMap::new())
+        }
+    }
+
+    fn get_or_insert(&mut self, cell: usize, next: u32) -> (u32, bool) {
+        match self {
+            Index::Dense(v) => {
+                if v[cell] == u32::MAX {
+                    v[cell] = next;
+                    (next, true)
+                } else {
+                    (v[cell], false)
+                }
+            }
+            Index::Sparse(m) => {
+                let e = m.entry(cell as u64).or_insert(next);
+                (*e, *e == next)
+            }
+        }
+    }
+}
+
+/// Follow-up counts of one sorted partition (see the module docs).
+pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
+    let cols = Columns::new(batch);
+    let windows = p.pair_windows_us.as_slice();
+    let k = windows.len();
+    let w_max = windows.last().copied().unwrap_or(0);
+    let n_r = cols.n_reasons;
+    let costs = row_costs(batch, p);
+    let mut index = Index::new(n_r);
+    let mut accs: Vec<Acc> = Vec::new();
+    // seen[b] = 1 + the contact that last recorded a b-follow-up
+    let mut seen: Vec<u32> = vec![0; n_r];
+    let runs = cols.customer_runs();
+    for (run, bounds) in runs.windows(2).enumerate() {
+        let (start, end) = (bounds[0], bounds[1]);
+        for i in start..end {
+            let t = cols.ts[i];
+            let a = cols.reason_codes[i];
+            let a_idx = if a == NULL_CODE { n_r } else { a as usize };
+            let stamp = i as u32 + 1;
+            let mut j = i + 1;
+            while j < end && cols.ts[j] - t <= w_max {
+                let b = cols.reason_codes[j];
+                if cols.ts[j] > t && b != NULL_CODE && seen[b as usize] != stamp {
+                    seen[b as usize] = stamp;
+                    let (slot, new) = index.get_or_insert(a_idx * n_r + b as usize, accs.len() as u32);
+                    if new {
+                        accs.push(Acc {
+                            a,
+                            b,
+                            lags: Vec::new(),
+                            n: vec![0; k],
+                            customers: vec![0; k],
+                            cost: vec![0; k],
+                            last_run: vec![0; k],
+                        });
+                    }
+                    let acc = &mut accs[slot as usize];
+                    let lag = cols.ts[j] - t;
+                    acc.lags.push(lag);
+                    let first = windows.partition_point(|w| *w < lag);
+                    for w in first..k {
+                        acc.n[w] += 1;
+                        acc.cost[w] += costs[j];
+                        if acc.last_run[w] != run + 1 {
+                            acc.last_run[w] = run + 1;
+                            acc.customers[w] += 1;
+                        }
+                    }
+                }
+                j += 1;
+            }
+        }
+    }
+    accs.sort_unstable_by_key(|acc| (acc.a, acc.b));
+
+    let mut window_s = Vec::new();
+    let mut ante_rows: Vec<Option<u32>> = Vec::new();
+    let mut cons_rows: Vec<u32> = Vec::new();
+    let mut n_support = Vec::new();
+    let mut customers = Vec::new();
+    let mut cost = Vec::new();
+    let mut lags = ListBuilder::new(Float64Builder::new());
+    for (w, &window_us) in windows.iter().enumerate() {
+        for acc in accs.iter_mut() {
+            if acc.n[w] == 0 {
+                continue;
+            }
+            if w == 0 {
+                acc.lags.sort_unstable();
+            }
+            window_s.push(window_us as f64 / 1e6);
+            ante_rows.push((acc.a != NULL_CODE).then(|| cols.reason_first_row[acc.a as usize]));
+            cons_rows.push(cols.reason_first_row[acc.b as usize]);
+            n_support.push(acc.n[w]);
+            customers.push(acc.customers[w]);
+            cost.push(acc.cost[w]);
+            let within = &acc.lags[..acc.n[w] as usize];
+            lags.values()
+                .append_slice(&within.iter().map(|l| *l as f64 / 1e6).collect::<Vec<_>>());
+            lags.append(true);
+        }
+    }
+    let reason = batch.column_by_name("reason").expect("reason column");
+    let out: Vec<ArrayRef> = vec![
+        Arc::new(Float64Array::from(window_s)),
+        take(reason.as_ref(), &UInt32Array::from(ante_rows), None)?,
+        take(reason.as_ref(), &UInt32Array::from(cons_rows), None)?,
+        Arc::new(Int64Array::from(n_support)),
+        Arc::new(Int64Array::from(customers)),
+        Arc::new(Int64Array::from(cost)),
+        Arc::new(lags.finish()),
+    ];
+    Ok(RecordBatch::try_new(pair_counts_schema(), out)?)
+}
+
+/// Each row's follow-up cost, in millionths, by its channel.
+fn row_costs(batch: &RecordBatch, p: &TimelineParams) -> Vec<i64> {
+    let channel = batch
+        .column_by_name("channel")
+        .expect("channel column")
+        .as_string::<i32>();
+    let mut cache: HashMap<&str, i64> = HashMap::new();
+    (0..channel.len())
+        .map(|i| {
+            if channel.is_null(i) {
+                p.default_cost_micros
+            } else {
+                let c = channel.value(i);
+                *cache.entry(c).or_insert_with(|| {
+                    p.channel_cost_micros
+                        .get(c)
+                        .copied()
+                        .unwrap_or(p.default_cost_micros)
+                })
+            }
+        })
+        .collect()
+}
