@@ -296,10 +296,7 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         "sequence_occurrences",
         Arc::new(MemTable::try_new(schema, parts)?),
     )?;
-    stage_seconds.insert(
-        "sequence_occurrences".into(),
-        t_occ.elapsed().as_secs_f64(),
-    );
+    stage_seconds.insert("sequence_occurrences".into(), t_occ.elapsed().as_secs_f64());
     let sequences_sql = queries::render(
         queries::SEQUENCES,
         &[
@@ -397,10 +394,18 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         queries::OUTREACH_CANDIDATES,
         &[
             ("as_of_us", as_of_us.to_string()),
-            ("horizon_us", ((horizon_s * 1e6).ceil() as i64 + 1).to_string()),
+            (
+                "horizon_us",
+                ((horizon_s * 1e6).ceil() as i64 + 1).to_string(),
+            ),
         ],
     );
+    let t_out = Instant::now();
     let candidates = ctx.sql(&outreach_sql).await?.collect().await?;
+    stage_seconds.insert(
+        "query.outreach_candidates".into(),
+        t_out.elapsed().as_secs_f64(),
+    );
     let outreach = crate::outreach::build(
         &candidates,
         &report::member_lags(&members),
@@ -446,10 +451,8 @@ async fn sort_contacts(
 ) -> Result<SortedContactsExec> {
     let schema = ingested.schema.clone();
     let source = MemTable::try_new(schema.clone(), ingested.partitions)?;
-    let input = source
-        .scan(&ctx.state(), None, &[], None)
-        .await?;
-    let plan = crate::timeline::sorted::sort_plan(input, partitions)?;
+    let input = source.scan(&ctx.state(), None, &[], None).await?;
+    let plan = crate::timeline::sorted::sort_plan(input, partitions, false)?;
     let parts = collect_partitioned(plan, ctx.task_ctx()).await?;
     Ok(SortedContactsExec::try_new(schema, parts)?)
 }

@@ -30,8 +30,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use super::{
     Mode, TimelineParams, contacts_schema, followups_schema, pair_counts_schema, process,
-    sequence_counts_schema,
-    sequences_schema,
+    sequence_counts_schema, sequences_schema,
 };
 
 /// Rows per output batch.

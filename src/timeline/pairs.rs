@@ -20,8 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, ListBuilder,
-    UInt32Array,
+    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, ListBuilder, UInt32Array,
 };
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -123,7 +122,8 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
                 let b = cols.reason_codes[j];
                 if cols.ts[j] > t && b != NULL_CODE && seen[b as usize] != stamp {
                     seen[b as usize] = stamp;
-                    let (slot, new) = index.get_or_insert(a_idx * n_r + b as usize, accs.len() as u32);
+                    let (slot, new) =
+                        index.get_or_insert(a_idx * n_r + b as usize, accs.len() as u32);
                     if new {
                         accs.push(Acc {
                             a,

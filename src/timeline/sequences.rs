@@ -221,10 +221,7 @@ fn extend(
     let mut k = prev + 1;
     while k < end && cols.ts[k] - tp <= p.max_gap_us && cols.ts[k] - t0 <= p.max_span_us {
         let item = items.code[k];
-        if cols.ts[k] > tp
-            && item != NULL_CODE
-            && item != prev_item
-            && !seen[depth].contains(&item)
+        if cols.ts[k] > tp && item != NULL_CODE && item != prev_item && !seen[depth].contains(&item)
         {
             seen[depth].push(item);
             path.push(k);
