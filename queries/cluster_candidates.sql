@@ -7,7 +7,8 @@
 --                      whose first later B-contact of the same customer comes
 --                      within W, their distinct customers, the follow-ups'
 --                      channel cost in millionths, and their lags, sorted; see
---                      src/timeline/pairs.rs)
+--                      src/timeline/pairs.rs; rows without a consequent hold
+--                      each reason's contacts and distinct customers)
 -- Output: key, window_s, antecedent, consequent, n_antecedent, n_support, confidence,
 --         baseline, lift, median_lag_s, p90_lag_s, customers, score,
 --         avoidable_contacts, value, p_value
@@ -38,11 +39,12 @@ total AS (
     SELECT COUNT(*) AS n_contacts FROM contacts
 ),
 antecedents AS (
-    SELECT reason AS antecedent, COUNT(*) AS n_antecedent,
-           COUNT(DISTINCT customer_id) AS antecedent_customers
-    FROM contacts
-    WHERE reason IS NOT NULL
-    GROUP BY reason
+    -- the pass's per-reason totals are its rows without a consequent
+    SELECT antecedent, SUM(n_support) AS n_antecedent,
+           SUM(customers) AS antecedent_customers
+    FROM pair_counts
+    WHERE consequent IS NULL
+    GROUP BY antecedent
 ),
 pc AS (
     SELECT p.* FROM pair_counts p JOIN windows w ON w.window_s = p.window_s

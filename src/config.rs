@@ -103,6 +103,8 @@ pub struct ConfigFile {
     pub min_support: Option<u64>,
     /// Placeholder customer ids to leave out.
     pub exclude_customer: Option<Vec<String>>,
+    /// Memory limit, e.g. `2GiB` or `500MB`.
+    pub memory_limit: Option<String>,
 }
 
 impl ConfigFile {
@@ -138,6 +140,7 @@ impl ConfigFile {
             rank_by: self.rank_by.or(lower.rank_by),
             as_of: self.as_of.or(lower.as_of),
             max_gap: self.max_gap.or(lower.max_gap),
+            memory_limit: self.memory_limit.or(lower.memory_limit),
             max_span: self.max_span.or(lower.max_span),
             sequence_items: self.sequence_items.or(lower.sequence_items),
             min_support: self.min_support.or(lower.min_support),
@@ -204,12 +207,41 @@ pub struct PipelineConfig {
     pub exclude_customers: Vec<String>,
     /// Number of partitions (threads) for the per-customer pass; 0 = cores.
     pub target_partitions: usize,
+    /// Memory limit in bytes, enforced by DataFusion's memory pool.
+    pub memory_limit_bytes: Option<u64>,
+}
+
+/// Parses a memory size such as `2GiB`, `500MB` or `800000000`; at least
+/// 1 MiB.
+pub fn parse_memory_limit(text: &str) -> Result<u64> {
+    let bytes = text
+        .trim()
+        .parse::<bytesize::ByteSize>()
+        .map_err(|e| {
+            Error::param(
+                "--memory-limit",
+                format!("'{text}' is not a size like 2GiB or 500MB: {e}"),
+            )
+        })?
+        .as_u64();
+    if bytes < 1 << 20 {
+        return Err(Error::param(
+            "--memory-limit",
+            format!("'{text}' is below the 1 MiB minimum"),
+        ));
+    }
+    Ok(bytes)
 }
 
 impl PipelineConfig {
     /// Validates merged raw values into a config, applying defaults.
     pub fn from_raw(raw: ConfigFile) -> Result<Self> {
         let timezone = raw.timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.into());
+        let memory_limit_bytes = raw
+            .memory_limit
+            .as_deref()
+            .map(parse_memory_limit)
+            .transpose()?;
         timezone.parse::<chrono_tz::Tz>().map_err(|_| {
             Error::param("--timezone", format!("unknown IANA time zone '{timezone}'"))
         })?;
@@ -320,6 +352,7 @@ impl PipelineConfig {
             min_support: raw.min_support.unwrap_or(DEFAULT_MIN_SUPPORT),
             exclude_customers: raw.exclude_customer.unwrap_or_default(),
             target_partitions: 0,
+            memory_limit_bytes,
         })
     }
 

@@ -98,6 +98,16 @@ pub enum Error {
         /// The parser error.
         source: serde_json::Error,
     },
+    /// `--memory-limit` is too small for a stage whose memory cannot spill.
+    #[error("--memory-limit {limit} is too small for {stage}: {reason}")]
+    MemoryLimit {
+        /// The limit as given, in readable units.
+        limit: String,
+        /// The stage or query that ran short.
+        stage: String,
+        /// What it needed.
+        reason: String,
+    },
     /// A query engine failure.
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),
@@ -133,6 +143,7 @@ impl Error {
                 | Error::BadColumnType { .. }
                 | Error::UnparseableTimeColumn { .. }
                 | Error::InvalidParameter { .. }
+                | Error::MemoryLimit { .. }
                 | Error::Config { .. }
                 | Error::Json { .. }
         )
@@ -143,6 +154,25 @@ impl Error {
         Error::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// A DataFusion error of `stage`: under a memory limit, running out of
+    /// memory becomes [`Error::MemoryLimit`] (the limit is the user's to
+    /// raise); anything else stays an internal failure.
+    pub(crate) fn in_stage(
+        e: datafusion::error::DataFusionError,
+        stage: &str,
+        limit: Option<u64>,
+    ) -> Self {
+        use datafusion::error::DataFusionError;
+        match (e.find_root(), limit) {
+            (DataFusionError::ResourcesExhausted(reason), Some(limit)) => Error::MemoryLimit {
+                limit: bytesize::ByteSize(limit).to_string(),
+                stage: stage.to_string(),
+                reason: reason.clone(),
+            },
+            _ => Error::DataFusion(e),
         }
     }
 

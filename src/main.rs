@@ -113,6 +113,10 @@ struct RunArgs {
     /// Threads / partitions for the per-customer pass [default: cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// Memory limit, e.g. 2GiB: DataFusion's memory pool enforces it, the
+    /// sort spills to disk under it [default: none].
+    #[arg(long)]
+    memory_limit: Option<String>,
 }
 
 /// The bundled sample: ./sample-data if present, else the source tree's.
@@ -159,6 +163,7 @@ fn config_from(args: RunArgs) -> recur::Result<PipelineConfig> {
         sequence_items: args.sequence_items,
         min_support: args.min_support,
         exclude_customer: (!args.exclude_customer.is_empty()).then_some(args.exclude_customer),
+        memory_limit: args.memory_limit,
     };
     let mut cfg = PipelineConfig::from_raw(flags.or(file))?;
     cfg.target_partitions = args.threads.unwrap_or(0);

@@ -13,6 +13,8 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer, MemoryReservation};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::{ExecutionPlan, collect_partitioned};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -61,8 +63,10 @@ pub struct RunSummary {
     pub manifest: Manifest,
 }
 
-/// Builds the DataFusion session for a run.
-pub fn session(cfg: &PipelineConfig) -> SessionContext {
+/// Builds the DataFusion session for a run: `cfg.target_partitions`
+/// partitions (0 = one per core) and, under `--memory-limit`, a memory pool of
+/// that size that lets spilling operators share what is left fairly.
+pub fn session(cfg: &PipelineConfig) -> Result<SessionContext> {
     let partitions = if cfg.target_partitions == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -70,17 +74,96 @@ pub fn session(cfg: &PipelineConfig) -> SessionContext {
     } else {
         cfg.target_partitions
     };
-    let mut config = SessionConfig::new()
+    let config = SessionConfig::new()
         .with_target_partitions(partitions)
         .with_information_schema(false);
-    if let Ok(c) = std::env::var("RECUR_X_COMPRESSION") {
-        config.options_mut().execution.parquet.compression = Some(c);
+    let mut config = config;
+    if let Some(limit) = cfg.memory_limit_bytes {
+        // what each sort sets aside to merge its spill files: DataFusion's
+        // 10 MB default would not leave a small limit room to sort at all
+        config.options_mut().execution.sort_spill_reservation_bytes =
+            (limit as usize / 32).clamp(64 << 10, 10 << 20);
     }
-    let state = SessionStateBuilder::new()
+    let mut state = SessionStateBuilder::new()
         .with_config(config)
-        .with_default_features()
-        .build();
-    SessionContext::new_with_state(state)
+        .with_default_features();
+    if let Some(limit) = cfg.memory_limit_bytes {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(limit as usize)))
+            .build_arc()?;
+        state = state.with_runtime_env(runtime);
+    }
+    Ok(SessionContext::new_with_state(state.build()))
+}
+
+/// The tables recur keeps in memory between stages, registered with the
+/// session's memory pool (which cannot spill them), so that a memory limit
+/// covers them too and is reported, not exceeded.
+struct Held {
+    reservation: MemoryReservation,
+    limit: Option<u64>,
+    peak: u64,
+}
+
+impl Held {
+    fn new(ctx: &SessionContext, limit: Option<u64>) -> Self {
+        let pool = ctx.runtime_env().memory_pool.clone();
+        Held {
+            reservation: MemoryConsumer::new("recur tables held in memory").register(&pool),
+            limit,
+            peak: 0,
+        }
+    }
+
+    /// Holds `bytes` more for `what`, or explains which limit is too small.
+    fn grow(&mut self, bytes: usize, what: &str) -> Result<()> {
+        let held_before = self.reservation.size() as u64;
+        self.reservation
+            .try_grow(bytes)
+            .map_err(|_| Error::MemoryLimit {
+                limit: bytesize::ByteSize(self.limit.unwrap_or(0)).to_string(),
+                stage: what.to_string(),
+                reason: format!(
+                    "they take {} in memory and the run already holds {}",
+                    bytesize::ByteSize(bytes as u64),
+                    bytesize::ByteSize(held_before),
+                ),
+            })?;
+        self.peak = self.peak.max(self.reservation.size() as u64);
+        Ok(())
+    }
+
+    fn shrink(&mut self, bytes: usize) {
+        self.reservation.shrink(bytes.min(self.reservation.size()));
+    }
+}
+
+/// Rows per batch of the tables the SQL stages read.
+const TABLE_BATCH_ROWS: usize = 65_536;
+
+/// The partitions cut into batches of [`TABLE_BATCH_ROWS`] (without copying).
+fn sliced(parts: Vec<Vec<RecordBatch>>) -> Vec<Vec<RecordBatch>> {
+    parts
+        .into_iter()
+        .map(|p| {
+            p.into_iter()
+                .flat_map(|b| {
+                    (0..b.num_rows())
+                        .step_by(TABLE_BATCH_ROWS)
+                        .map(|off| b.slice(off, TABLE_BATCH_ROWS.min(b.num_rows() - off)))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn batches_size(parts: &[Vec<RecordBatch>]) -> usize {
+    parts
+        .iter()
+        .flatten()
+        .map(|b| b.get_array_memory_size())
+        .sum()
 }
 
 /// Plans the timeline pass over `input` and lets DataFusion's physical
@@ -112,11 +195,45 @@ async fn run_timeline(
     Ok((schema, parts))
 }
 
+/// Passes stages on and remembers the current one, to name it in errors.
+struct StageTracker<'a> {
+    inner: &'a dyn Progress,
+    current: std::sync::Mutex<String>,
+}
+
+impl Progress for StageTracker<'_> {
+    fn stage(&self, name: &str) {
+        if let Ok(mut c) = self.current.lock() {
+            *c = name.to_string();
+        }
+        self.inner.stage(name);
+    }
+}
+
 /// Runs recur end to end.
 pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSummary> {
+    let tracker = StageTracker {
+        inner: progress,
+        current: std::sync::Mutex::new(String::new()),
+    };
+    run_stages(cfg, &tracker).await.map_err(|e| match e {
+        Error::DataFusion(d) => {
+            let stage = tracker
+                .current
+                .lock()
+                .map(|c| c.clone())
+                .unwrap_or_default();
+            Error::in_stage(d, &stage, cfg.memory_limit_bytes)
+        }
+        other => other,
+    })
+}
+
+async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSummary> {
     let started = chrono::Utc::now();
     let mut stage_seconds: BTreeMap<String, f64> = BTreeMap::new();
-    let ctx = session(cfg);
+    let ctx = session(cfg)?;
+    let mut held = Held::new(&ctx, cfg.memory_limit_bytes);
     let mut cfg = cfg.clone();
     if cfg.target_partitions == 0 {
         cfg.target_partitions = ctx.state().config().target_partitions();
@@ -131,7 +248,13 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
 
     progress.stage("sorting timelines");
     let t = Instant::now();
-    let sorted = Arc::new(sort_contacts(&ctx, ingested, cfg.target_partitions).await?);
+    let ingested_bytes = batches_size(&ingested.partitions);
+    held.grow(ingested_bytes, "the contacts as read")?;
+    let spill = cfg.memory_limit_bytes.is_some();
+    let (sorted, spills) = sort_contacts(&ctx, ingested, cfg.target_partitions, spill).await?;
+    let sorted = Arc::new(sorted);
+    held.grow(sorted.memory_size(), "the sorted contacts")?;
+    held.shrink(ingested_bytes);
     stage_seconds.insert("sort".into(), t.elapsed().as_secs_f64());
     let params = TimelineParams {
         repeat_window_us: cfg.repeat_window_us,
@@ -156,6 +279,17 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     progress.stage("finding repeats and events");
     let t = Instant::now();
     let (schema, parts) = run_timeline(&ctx, &sorted, Mode::Contacts, params.clone()).await?;
+    // The annotated contacts keep the pass's partitioning and order and every
+    // column a pass reads: they feed the later passes, and the sorted input
+    // is let go.
+    let annotated = Arc::new(SortedContactsExec::try_new(schema.clone(), parts.clone())?);
+    let sorted_bytes = sorted.memory_size();
+    drop(sorted);
+    let sorted = annotated;
+    // (the annotated contacts share most columns with the sorted ones)
+    held.shrink(sorted_bytes);
+    held.grow(sorted.memory_size(), "the annotated contacts")?;
+    let parts = sliced(parts);
     // The pass emits each partition in its input order, (customer_id, ts,
     // contact_id): declaring it lets the sorted write merge instead of sort.
     let sorted_by = ["customer_id", "ts", "contact_id"]
@@ -428,6 +562,12 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     let clusters = clusters_found;
     let mut manifest = Manifest::new(&cfg, &stats, tables, stage_seconds, started);
     manifest.caps = caps;
+    manifest.memory = report::MemoryUse {
+        limit_bytes: cfg.memory_limit_bytes,
+        held_bytes_peak: held.peak,
+        sort_spill_count: spills.0,
+        sort_spilled_bytes: spills.1,
+    };
     manifest.write(&cfg.out.join("manifest.json"))?;
     Ok(RunSummary {
         ingest: stats,
@@ -443,18 +583,30 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
 }
 
 /// Hash-partitions the ingested contacts on customer and sorts each partition
-/// once, for every pass to read.
+/// once, for every pass to read; with `spill`, by DataFusion's `SortExec`,
+/// which spills to disk when the memory pool is short. Returns the sorted
+/// contacts and the sort's (spill count, spilled bytes).
 async fn sort_contacts(
     ctx: &SessionContext,
     ingested: ingest::Ingested,
     partitions: usize,
-) -> Result<SortedContactsExec> {
+    spill: bool,
+) -> Result<(SortedContactsExec, (u64, u64))> {
     let schema = ingested.schema.clone();
     let source = MemTable::try_new(schema.clone(), ingested.partitions)?;
     let input = source.scan(&ctx.state(), None, &[], None).await?;
-    let plan = crate::timeline::sorted::sort_plan(input, partitions, false)?;
-    let parts = collect_partitioned(plan, ctx.task_ctx()).await?;
-    Ok(SortedContactsExec::try_new(schema, parts)?)
+    let plan = crate::timeline::sorted::sort_plan(input, partitions, spill)?;
+    let parts = collect_partitioned(plan.clone(), ctx.task_ctx()).await?;
+    let spills = plan
+        .metrics()
+        .map(|m| {
+            (
+                m.spill_count().unwrap_or(0) as u64,
+                m.spilled_bytes().unwrap_or(0) as u64,
+            )
+        })
+        .unwrap_or((0, 0));
+    Ok((SortedContactsExec::try_new(schema, parts)?, spills))
 }
 
 /// The windows the pass counts follow-ups at: every cluster window and the

@@ -284,6 +284,23 @@ pub struct Manifest {
     /// `MAX_SEQUENCE_CONTACTS_PER_CUSTOMER` contacts are not mined for
     /// sequences (they still count in every other table).
     pub caps: BTreeMap<String, u64>,
+    /// Memory: the limit, what recur held in its in-memory tables at most, and
+    /// what the sort spilled to disk.
+    pub memory: MemoryUse,
+}
+
+/// Memory figures of a run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MemoryUse {
+    /// `--memory-limit` in bytes, if set.
+    pub limit_bytes: Option<u64>,
+    /// The largest total of the tables recur held in memory at once (the
+    /// contacts as read, sorted, and annotated), bytes.
+    pub held_bytes_peak: u64,
+    /// Times the sort spilled to disk (only under a memory limit).
+    pub sort_spill_count: u64,
+    /// Bytes the sort spilled.
+    pub sort_spilled_bytes: u64,
 }
 
 impl Manifest {
@@ -318,6 +335,7 @@ impl Manifest {
             tables,
             stage_seconds,
             caps: BTreeMap::new(),
+            memory: MemoryUse::default(),
         }
     }
 

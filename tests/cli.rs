@@ -273,6 +273,18 @@ fn bad_input_missing_path_and_bad_flag() {
         ],
     );
     assert_eq!(o.status.code(), Some(2));
+    for limit in ["lots", "100KB"] {
+        let o = recur(
+            dir.path(),
+            &["run", sample.to_str().unwrap(), "--memory-limit", limit],
+        );
+        assert_eq!(o.status.code(), Some(2), "{limit}");
+        let err = text(&o).1;
+        assert!(
+            err.contains("--memory-limit") && err.contains(limit),
+            "{err}"
+        );
+    }
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
     let o = recur(dir.path(), &["run", "empty"]);

@@ -3,6 +3,7 @@
 //! clusters of the sample's truth ranked on top.
 
 use std::fmt::Write;
+use std::path::PathBuf;
 
 use recur::config::ConfigFile;
 use recur::generate::Truth;
@@ -280,4 +281,68 @@ async fn output_does_not_depend_on_partitions() {
             panic!("run {k} differs from the 1-partition run: {diff:?}");
         }
     }
+}
+
+/// Under a memory limit the sort spills to disk and the run still succeeds
+/// with the same output; a limit too small for what must stay in memory is a
+/// clear error that names the limit and the stage (exit code 2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_limit_spills_and_output_is_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.parquet");
+    recur::generate::generate(
+        &log,
+        &recur::generate::GenerateParams {
+            customers: 54_000,
+            days: 90,
+            seed: 7,
+        },
+    )
+    .unwrap();
+    let run = |out: PathBuf, limit: Option<&str>| {
+        let flags = ConfigFile {
+            inputs: Some(vec![log.to_string_lossy().into()]),
+            out: Some(out),
+            memory_limit: limit.map(String::from),
+            ..Default::default()
+        };
+        let mut cfg = recur::config::PipelineConfig::from_raw(flags).unwrap();
+        cfg.target_partitions = 2;
+        cfg
+    };
+    let free = run(dir.path().join("free"), None);
+    recur::pipeline::run(&free, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    // ~200k contacts hold ~27 MB in memory; 75 MiB leaves the sort too little
+    // to keep its copy in memory
+    let limited = run(dir.path().join("limited"), Some("75MiB"));
+    let summary = recur::pipeline::run(&limited, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    let memory = &summary.manifest.memory;
+    assert_eq!(memory.limit_bytes, Some(75 << 20));
+    assert!(memory.sort_spill_count > 0, "the sort spilled: {memory:?}");
+    assert!(memory.held_bytes_peak > 10 << 20, "{memory:?}");
+    assert_eq!(
+        render_all(&dir.path().join("limited")),
+        render_all(&dir.path().join("free"))
+    );
+    // the unlimited run holds everything in memory and spills nothing
+    let free_manifest: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("free/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(free_manifest["memory"]["sort_spill_count"], 0);
+
+    let tiny = run(dir.path().join("tiny"), Some("8MiB"));
+    let err = recur::pipeline::run(&tiny, &recur::pipeline::NoProgress)
+        .await
+        .unwrap_err();
+    assert!(err.is_bad_input(), "{err}");
+    let text = err.to_string();
+    assert!(
+        text.contains("--memory-limit 8.0 MiB is too small for"),
+        "{text}"
+    );
 }

@@ -5,7 +5,8 @@
 //! ordered by (customer_id, ts, contact_id, _row). DataFusion's physical
 //! optimizer (EnforceDistribution, EnforceSorting) inserts the repartition and
 //! sort, on one machine or — with the same plan — on a distributed scheduler.
-//! Each partition is processed independently ([`super::process`]).
+//! Each partition is processed independently ([`super::process`]) and comes
+//! out as one batch (callers slice it if they want smaller ones).
 
 use std::fmt;
 use std::sync::Arc;
@@ -32,9 +33,6 @@ use super::{
     Mode, TimelineParams, contacts_schema, followups_schema, pair_counts_schema, process,
     sequence_counts_schema, sequences_schema,
 };
-
-/// Rows per output batch.
-const OUTPUT_BATCH_ROWS: usize = 65_536;
 
 /// The per-customer timeline operator.
 #[derive(Debug, Clone)]
@@ -202,14 +200,7 @@ impl ExecutionPlan for TimelineExec {
             };
             let out =
                 process(&all, mode, &params).map_err(|e| DataFusionError::External(Box::new(e)))?;
-            let mut chunks = Vec::new();
-            let mut off = 0;
-            while off < out.num_rows() {
-                let len = OUTPUT_BATCH_ROWS.min(out.num_rows() - off);
-                chunks.push(Ok(out.slice(off, len)));
-                off += len;
-            }
-            Ok::<_, DataFusionError>(futures::stream::iter(chunks))
+            Ok::<_, DataFusionError>(futures::stream::iter([Ok(out)]))
         };
         let stream = futures::stream::once(fut).try_flatten();
         Ok(Box::pin(RecordBatchStreamAdapter::new(

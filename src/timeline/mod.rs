@@ -132,6 +132,8 @@ pub fn contacts_schema(input: &Schema) -> SchemaRef {
         f("contact_id").with_name("event_id"),
         Field::new("event_seq", DataType::Int64, false),
         Field::new("followed_within_window", DataType::Boolean, true),
+        // kept so that this output, in the pass's order, can feed later passes
+        f("_row"),
     ]);
     Arc::new(Schema::new(fields))
 }
@@ -325,6 +327,7 @@ fn annotate_contacts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBa
     )?);
     out.push(Arc::new(Int64Array::from(event_seq)));
     out.push(Arc::new(BooleanArray::from(followed)));
+    out.push(col("_row"));
     Ok(RecordBatch::try_new(schema, out)?)
 }
 

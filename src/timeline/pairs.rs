@@ -13,6 +13,10 @@
 //! - `lags`: the lags within W in seconds, ascending (the SQL merges the lists
 //!   of all partitions for exact percentiles).
 //!
+//! One more row per reason a carries its totals: `window_s` = 0, `consequent`
+//! null, `n_support` = the a-contacts and `customers` = their distinct
+//! customers (the SQL's n_antecedent and its design effect).
+//!
 //! Pairs are counted on integer reason codes in a dense (a, b) table (a hash
 //! map when there are too many reasons for one), never on strings.
 
@@ -34,7 +38,7 @@ pub fn pair_counts_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("window_s", DataType::Float64, false),
         Field::new("antecedent", DataType::Utf8, true),
-        Field::new("consequent", DataType::Utf8, false),
+        Field::new("consequent", DataType::Utf8, true),
         Field::new("n_support", DataType::Int64, false),
         Field::new("customers", DataType::Int64, false),
         Field::new("followup_cost_micros", DataType::Int64, false),
@@ -109,12 +113,22 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let mut accs: Vec<Acc> = Vec::new();
     // seen[b] = 1 + the contact that last recorded a b-follow-up
     let mut seen: Vec<u32> = vec![0; n_r];
+    // per reason: contacts, distinct customers, 1 + the run last counted
+    let mut totals: Vec<(i64, i64, usize)> = vec![(0, 0, 0); n_r];
     let runs = cols.customer_runs();
     for (run, bounds) in runs.windows(2).enumerate() {
         let (start, end) = (bounds[0], bounds[1]);
         for i in start..end {
             let t = cols.ts[i];
             let a = cols.reason_codes[i];
+            if a != NULL_CODE {
+                let tot = &mut totals[a as usize];
+                tot.0 += 1;
+                if tot.2 != run + 1 {
+                    tot.2 = run + 1;
+                    tot.1 += 1;
+                }
+            }
             let a_idx = if a == NULL_CODE { n_r } else { a as usize };
             let stamp = i as u32 + 1;
             let mut j = i + 1;
@@ -156,7 +170,7 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
 
     let mut window_s = Vec::new();
     let mut ante_rows: Vec<Option<u32>> = Vec::new();
-    let mut cons_rows: Vec<u32> = Vec::new();
+    let mut cons_rows: Vec<Option<u32>> = Vec::new();
     let mut n_support = Vec::new();
     let mut customers = Vec::new();
     let mut cost = Vec::new();
@@ -171,7 +185,7 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
             }
             window_s.push(window_us as f64 / 1e6);
             ante_rows.push((acc.a != NULL_CODE).then(|| cols.reason_first_row[acc.a as usize]));
-            cons_rows.push(cols.reason_first_row[acc.b as usize]);
+            cons_rows.push(Some(cols.reason_first_row[acc.b as usize]));
             n_support.push(acc.n[w]);
             customers.push(acc.customers[w]);
             cost.push(acc.cost[w]);
@@ -180,6 +194,15 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
                 .append_slice(&within.iter().map(|l| *l as f64 / 1e6).collect::<Vec<_>>());
             lags.append(true);
         }
+    }
+    for (a, (n, c, _)) in totals.iter().enumerate() {
+        window_s.push(0.0);
+        ante_rows.push(Some(cols.reason_first_row[a]));
+        cons_rows.push(None);
+        n_support.push(*n);
+        customers.push(*c);
+        cost.push(0);
+        lags.append(true);
     }
     let reason = batch.column_by_name("reason").expect("reason column");
     let out: Vec<ArrayRef> = vec![

@@ -213,8 +213,8 @@ pub fn sort_partition(batch: &RecordBatch) -> Result<RecordBatch> {
         // within a hash run, each row joins the first earlier distinct id
         // equal to it (one id in all but astronomically rare cases)
         let group_base = firsts.len();
-        for k in run_start..run_end {
-            let row = by_hash[k] as u32;
+        for key in &by_hash[run_start..run_end] {
+            let row = *key as u32;
             let text = customer.value(row as usize);
             let found = firsts[group_base..]
                 .iter()
