@@ -1,14 +1,14 @@
 -- cluster_candidates: every A -> B pair at every cluster window, with its
 -- counts, lags, value and p-value. Nothing is filtered here but min_support.
 --
--- Input:  contacts    (one row per contact)
---         pair_counts (per partition of the timeline pass, window W, antecedent A
+-- Input:  pair_counts (per partition of the timeline pass, window W, antecedent A
 --                      (null included) and consequent B: n_support = A-contacts
 --                      whose first later B-contact of the same customer comes
 --                      within W, their distinct customers, the follow-ups'
 --                      channel cost in millionths, and their lags, sorted; see
 --                      src/timeline/pairs.rs; rows without a consequent hold
---                      each reason's contacts and distinct customers)
+--                      each reason's contacts and distinct customers; customers
+--                      over the pass's contact cap are in none of them)
 -- Output: key, window_s, antecedent, consequent, n_antecedent, n_support, confidence,
 --         baseline, lift, median_lag_s, p90_lag_s, customers, score,
 --         avoidable_contacts, value, p_value
@@ -35,15 +35,15 @@
 WITH windows AS (
     SELECT CAST(column1 AS DOUBLE) AS window_s FROM (VALUES ${windows}) AS w
 ),
+-- the pass's per-reason totals are its rows without a consequent
 total AS (
-    SELECT COUNT(*) AS n_contacts FROM contacts
+    SELECT SUM(n_support) AS n_contacts FROM pair_counts WHERE consequent IS NULL
 ),
 antecedents AS (
-    -- the pass's per-reason totals are its rows without a consequent
     SELECT antecedent, SUM(n_support) AS n_antecedent,
            SUM(customers) AS antecedent_customers
     FROM pair_counts
-    WHERE consequent IS NULL
+    WHERE consequent IS NULL AND antecedent IS NOT NULL
     GROUP BY antecedent
 ),
 pc AS (

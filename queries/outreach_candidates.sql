@@ -7,7 +7,9 @@
 --         value, n_support, cluster_rank
 --
 -- Parameters: ${as_of_us} (µs since the epoch, UTC); ${horizon_us}, the
--- largest p90_lag_s of the clusters in µs, rounded up.
+-- largest p90_lag_s of the clusters in µs, rounded up;
+-- ${max_customer_contacts}, the cap above which a customer is left out of A -> B
+-- counting (and so of outreach).
 --
 -- The trigger is the customer's latest contact with reason A at or before
 -- as-of. It is a candidate while the time since it is within the cluster's
@@ -28,6 +30,7 @@ WITH triggers AS (
     WHERE k.reason IN (SELECT antecedent FROM clusters)
       AND CAST(k.ts AS BIGINT) <= ${as_of_us}
       AND CAST(k.ts AS BIGINT) >= ${as_of_us} - ${horizon_us}
+      AND k._customer_contacts <= ${max_customer_contacts}
 ),
 candidates AS (
     SELECT t.customer_id, t.contact_id, t.reason, t.ts, t.elapsed_s,

@@ -6,7 +6,7 @@
 --                               max-gap and max-span, and per channel of its last
 --                               step: n start contacts and distinct customers;
 --                               see src/timeline/sequences.rs)
---         pair_counts (the pass counts at max-gap too), contacts, channel_costs
+--         pair_counts (the pass counts at max-gap too), channel_costs
 -- Output: key, pattern, length, prefix, n_prefix, n_support, customers,
 --         confidence, baseline, lift, score, avoidable_contacts, value, p_value,
 --         reason_1 .. reason_4 (step lags are taken in sequences.sql, for the
@@ -22,7 +22,8 @@
 -- k = n_support among n = n_prefix at the baseline, design effect = prefix
 -- occurrences / their distinct customers.
 WITH total AS (
-    SELECT COUNT(*) AS n_contacts FROM contacts
+    -- all contacts counted by the pass (its rows without a consequent)
+    SELECT SUM(n_support) AS n_contacts FROM pair_counts WHERE consequent IS NULL
 ),
 base AS (
     SELECT consequent, SUM(n_support) AS n_followed

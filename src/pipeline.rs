@@ -308,29 +308,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     ctx.register_table("pair_counts", Arc::new(MemTable::try_new(schema, parts)?))?;
     stage_seconds.insert("pair_counts".into(), t.elapsed().as_secs_f64());
 
-    let skipped = ctx
-        .sql(&format!(
-            "SELECT COUNT(*) AS customers, COALESCE(SUM(n), 0) AS contacts FROM \
-             (SELECT customer_id, COUNT(*) AS n FROM contacts GROUP BY customer_id \
-              HAVING COUNT(*) > {}) t",
-            crate::timeline::MAX_SEQUENCE_CONTACTS_PER_CUSTOMER
-        ))
-        .await?
-        .collect()
-        .await?;
-    let mut caps = BTreeMap::new();
-    if let Some(b) = skipped.first() {
-        use datafusion::arrow::array::AsArray;
-        use datafusion::arrow::datatypes::Int64Type;
-        caps.insert(
-            "sequence_customers_skipped".to_string(),
-            b.column(0).as_primitive::<Int64Type>().value(0) as u64,
-        );
-        caps.insert(
-            "sequence_contacts_skipped".to_string(),
-            b.column(1).as_primitive::<Int64Type>().value(0) as u64,
-        );
-    }
+    let caps = caps(&ctx).await?;
 
     progress.stage("mining sequences");
     let t = Instant::now();
@@ -532,6 +510,10 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                 "horizon_us",
                 ((horizon_s * 1e6).ceil() as i64 + 1).to_string(),
             ),
+            (
+                "max_customer_contacts",
+                crate::timeline::MAX_PAIR_CONTACTS_PER_CUSTOMER.to_string(),
+            ),
         ],
     );
     let t_out = Instant::now();
@@ -607,6 +589,41 @@ async fn sort_contacts(
         })
         .unwrap_or((0, 0));
     Ok((SortedContactsExec::try_new(schema, parts)?, spills))
+}
+
+/// What the per-customer caps left out: customers and their contacts.
+async fn caps(ctx: &SessionContext) -> Result<BTreeMap<String, u64>> {
+    use crate::timeline::{MAX_PAIR_CONTACTS_PER_CUSTOMER, MAX_SEQUENCE_CONTACTS_PER_CUSTOMER};
+    // one row per customer has no previous contact
+    let sql = format!(
+        "SELECT \
+           COALESCE(SUM(CASE WHEN _customer_contacts > {p} AND prev_gap_s IS NULL THEN 1 END), 0), \
+           COALESCE(SUM(CASE WHEN _customer_contacts > {p} THEN 1 END), 0), \
+           COALESCE(SUM(CASE WHEN _customer_contacts > {s} AND prev_gap_s IS NULL THEN 1 END), 0), \
+           COALESCE(SUM(CASE WHEN _customer_contacts > {s} THEN 1 END), 0) \
+         FROM contacts",
+        p = MAX_PAIR_CONTACTS_PER_CUSTOMER,
+        s = MAX_SEQUENCE_CONTACTS_PER_CUSTOMER,
+    );
+    let batches = ctx.sql(&sql).await?.collect().await?;
+    let names = [
+        "pair_customers_skipped",
+        "pair_contacts_skipped",
+        "sequence_customers_skipped",
+        "sequence_contacts_skipped",
+    ];
+    let mut caps = BTreeMap::new();
+    if let Some(b) = batches.first().filter(|b| b.num_rows() > 0) {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::arrow::datatypes::Int64Type;
+        for (k, name) in names.iter().enumerate() {
+            caps.insert(
+                name.to_string(),
+                b.column(k).as_primitive::<Int64Type>().value(0) as u64,
+            );
+        }
+    }
+    Ok(caps)
 }
 
 /// The windows the pass counts follow-ups at: every cluster window and the

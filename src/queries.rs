@@ -101,6 +101,7 @@ mod tests {
             ("max_prompts", "3".into()),
             ("as_of_us", "0".into()),
             ("horizon_us", "0".into()),
+            ("max_customer_contacts", "10000".into()),
             ("max_gap_s", "604800.0".into()),
         ];
         let tested = crate::pipeline::TESTED;

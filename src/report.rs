@@ -282,7 +282,9 @@ pub struct Manifest {
     pub stage_seconds: BTreeMap<String, f64>,
     /// What the caps left out: customers (and their contacts) with more than
     /// `MAX_SEQUENCE_CONTACTS_PER_CUSTOMER` contacts are not mined for
-    /// sequences (they still count in every other table).
+    /// sequences, and those with more than `MAX_PAIR_CONTACTS_PER_CUSTOMER`
+    /// are in no A → B count and no outreach (they still count in contacts and
+    /// repeat_summary).
     pub caps: BTreeMap<String, u64>,
     /// Memory: the limit, what recur held in its in-memory tables at most, and
     /// what the sort spilled to disk.

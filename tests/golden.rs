@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use recur::config::ConfigFile;
 use recur::generate::Truth;
 
-use crate::common::{column_text, read_parquet, root};
+use crate::common::{self, column_text, read_parquet, root};
+use std::sync::Arc;
 
 fn render(out: &std::path::Path, manifest: &recur::report::Manifest) -> String {
     let mut s = String::new();
@@ -108,8 +109,8 @@ fn render(out: &std::path::Path, manifest: &recur::report::Manifest) -> String {
     }
     writeln!(s, "# sequences (by rank)").unwrap();
     let q = read_parquet(&out.join("sequences.parquet"));
-    let pats = crate::common::list_text(&q, "pattern");
-    let lags = crate::common::list_text(&q, "median_lag_s");
+    let pats = common::list_text(&q, "pattern");
+    let lags = common::list_text(&q, "median_lag_s");
     let f = |n: &str| column_text(&q, n);
     let (rank, ns, cu, conf, qv) = (
         f("rank"),
@@ -216,16 +217,24 @@ async fn sample_data_golden() {
 /// Every table, rendered row by row, with floats to 12 significant digits
 /// (sums of costs may round differently when added in another order).
 fn render_all(out: &std::path::Path) -> String {
+    render_tables(
+        out,
+        &[
+            "contacts",
+            "repeat_summary",
+            "clusters",
+            "sequences",
+            "cluster_members",
+            "prompts",
+            "outreach",
+        ],
+    )
+}
+
+/// The tables named, rendered as [`render_all`] does.
+fn render_tables(out: &std::path::Path, tables: &[&str]) -> String {
     let mut s = String::new();
-    for t in [
-        "contacts",
-        "repeat_summary",
-        "clusters",
-        "sequences",
-        "cluster_members",
-        "prompts",
-        "outreach",
-    ] {
+    for t in tables {
         let b = read_parquet(&out.join(format!("{t}.parquet")));
         let schema = b[0].schema();
         let cols: Vec<Vec<String>> = schema
@@ -345,4 +354,115 @@ async fn memory_limit_spills_and_output_is_identical() {
         text.contains("--memory-limit 8.0 MiB is too small for"),
         "{text}"
     );
+}
+
+/// A customer id with more contacts than the pair cap (a placeholder nobody
+/// excluded) is left out of every A -> B count, sequence and outreach row, and
+/// counted in the manifest; the tables built from the other customers do not
+/// change at all.
+#[tokio::test]
+async fn a_heavy_customer_is_capped_and_counted() {
+    use datafusion::arrow::array::{
+        Array, ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray,
+    };
+    use datafusion::arrow::compute::{cast, max, min};
+    use datafusion::arrow::datatypes::{DataType, TimeUnit};
+    use datafusion::arrow::record_batch::RecordBatch;
+
+    let sample = root().join("sample-data");
+    let dir = tempfile::tempdir().unwrap();
+    let batches = read_parquet(&sample.join("contacts.parquet"));
+    let schema = batches[0].schema();
+    let ts_us = |b: &RecordBatch| {
+        cast(
+            b.column_by_name("ts").unwrap(),
+            &DataType::Timestamp(TimeUnit::Microsecond, None),
+        )
+        .unwrap()
+        .as_any()
+        .downcast_ref::<TimestampMicrosecondArray>()
+        .unwrap()
+        .clone()
+    };
+    let first = batches.iter().filter_map(|b| min(&ts_us(b))).min().unwrap();
+    let last = batches.iter().filter_map(|b| max(&ts_us(b))).max().unwrap();
+    let mut reasons: Vec<String> = column_text(&batches, "reason")
+        .into_iter()
+        .filter(|r| r != "null")
+        .collect();
+    reasons.sort();
+    reasons.dedup();
+    let n = recur::timeline::MAX_PAIR_CONTACTS_PER_CUSTOMER + 2_000;
+    let step = (last - first) / n as i64;
+    let heavy: Vec<ArrayRef> = vec![
+        Arc::new(Int64Array::from_iter_values(
+            (0..n as i64).map(|k| 900_000_000 + k),
+        )),
+        Arc::new(StringArray::from(vec!["HEAVY"; n])),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values((0..n as i64).map(|k| first + k * step))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from(vec!["phone"; n])),
+        Arc::new(StringArray::from_iter_values(
+            (0..n).map(|k| reasons[k % 7].as_str()),
+        )),
+        Arc::new(StringArray::from(vec!["A999"; n])),
+    ];
+    let heavy: Vec<ArrayRef> = heavy
+        .iter()
+        .zip(schema.fields())
+        .map(|(a, f)| cast(a, f.data_type()).unwrap())
+        .collect();
+    let heavy_file = dir.path().join("heavy.parquet");
+    common::write_batch(&heavy_file, &RecordBatch::try_new(schema, heavy).unwrap());
+
+    let run = |inputs: Vec<PathBuf>, out: PathBuf| {
+        let file = ConfigFile::load(&sample.join("recur.toml")).unwrap();
+        let flags = ConfigFile {
+            inputs: Some(inputs.iter().map(|p| p.to_string_lossy().into()).collect()),
+            out: Some(out),
+            ..Default::default()
+        };
+        recur::config::PipelineConfig::from_raw(flags.or(file)).unwrap()
+    };
+    let plain = run(
+        vec![sample.join("contacts.parquet")],
+        dir.path().join("plain"),
+    );
+    let with_heavy = run(
+        vec![sample.join("contacts.parquet"), heavy_file],
+        dir.path().join("heavy"),
+    );
+    let a = recur::pipeline::run(&plain, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    let b = recur::pipeline::run(&with_heavy, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    let unaffected = [
+        "clusters",
+        "sequences",
+        "cluster_members",
+        "prompts",
+        "outreach",
+    ];
+    assert_eq!(
+        render_tables(&dir.path().join("heavy"), &unaffected),
+        render_tables(&dir.path().join("plain"), &unaffected)
+    );
+    assert!(a.clusters > 0);
+    assert_eq!(
+        b.contacts,
+        a.contacts + n as u64,
+        "contacts still count them"
+    );
+    let caps = &b.manifest.caps;
+    assert_eq!(caps["pair_customers_skipped"], 1);
+    assert_eq!(caps["pair_contacts_skipped"], n as u64);
+    assert_eq!(
+        caps["sequence_customers_skipped"],
+        a.manifest.caps["sequence_customers_skipped"] + 1
+    );
+    assert_eq!(a.manifest.caps["pair_customers_skipped"], 0);
 }

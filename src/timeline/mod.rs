@@ -104,6 +104,12 @@ pub const MAX_SEQUENCE_LEN: usize = 4;
 /// placeholder id nobody excluded would otherwise dominate time and memory);
 /// how many were skipped is in the manifest.
 pub const MAX_SEQUENCE_CONTACTS_PER_CUSTOMER: usize = 500;
+/// Customers with more contacts than this are left out of A → B counting
+/// (pair counts, their totals and follow-ups) and of outreach: counting is
+/// quadratic in a customer's contacts per window, and such an id (a
+/// placeholder nobody excluded, a test account) is no customer to learn from.
+/// How many were left out is in the manifest.
+pub const MAX_PAIR_CONTACTS_PER_CUSTOMER: usize = 10_000;
 
 pub(crate) const NULL_CODE: u32 = u32::MAX;
 
@@ -132,6 +138,8 @@ pub fn contacts_schema(input: &Schema) -> SchemaRef {
         f("contact_id").with_name("event_id"),
         Field::new("event_seq", DataType::Int64, false),
         Field::new("followed_within_window", DataType::Boolean, true),
+        // internal, not written: the customer's number of contacts (for the caps)
+        Field::new("_customer_contacts", DataType::Int64, false),
         // kept so that this output, in the pass's order, can feed later passes
         f("_row"),
     ]);
@@ -246,11 +254,13 @@ fn annotate_contacts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBa
     let mut event_start: Vec<u32> = Vec::with_capacity(n);
     let mut event_seq = Vec::with_capacity(n);
     let mut followed = Vec::with_capacity(n);
+    let mut customer_contacts: Vec<i64> = Vec::with_capacity(n);
     // last_seen[reason] = (customer run index, timestamp of its latest contact)
     let mut last_seen: Vec<(usize, i64)> = vec![(usize::MAX, 0); cols.n_reasons];
     let runs = cols.customer_runs();
     for (run, bounds) in runs.windows(2).enumerate() {
         let (start, end) = (bounds[0], bounds[1]);
+        customer_contacts.extend(std::iter::repeat_n((end - start) as i64, end - start));
         let mut ev_start = start;
         let mut seq = 0i64;
         for i in start..end {
@@ -327,6 +337,7 @@ fn annotate_contacts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBa
     )?);
     out.push(Arc::new(Int64Array::from(event_seq)));
     out.push(Arc::new(BooleanArray::from(followed)));
+    out.push(Arc::new(Int64Array::from(customer_contacts)));
     out.push(col("_row"));
     Ok(RecordBatch::try_new(schema, out)?)
 }
@@ -356,6 +367,9 @@ fn followups(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let runs = cols.customer_runs();
     for bounds in runs.windows(2) {
         let (start, end) = (bounds[0], bounds[1]);
+        if end - start > MAX_PAIR_CONTACTS_PER_CUSTOMER {
+            continue;
+        }
         for i in start..end {
             let a = cols.reason_codes[i];
             if a == NULL_CODE || !any_wanted[a as usize] {

@@ -13,9 +13,13 @@
 //! - `lags`: the lags within W in seconds, ascending (the SQL merges the lists
 //!   of all partitions for exact percentiles).
 //!
-//! One more row per reason a carries its totals: `window_s` = 0, `consequent`
-//! null, `n_support` = the a-contacts and `customers` = their distinct
-//! customers (the SQL's n_antecedent and its design effect).
+//! One more row per reason a (and one for contacts without a reason) carries
+//! its totals: `window_s` = 0, `consequent` null, `n_support` = the
+//! a-contacts and `customers` = their distinct customers (the SQL's
+//! n_antecedent, its design effect, and all contacts counted).
+//!
+//! Customers with more than [`MAX_PAIR_CONTACTS_PER_CUSTOMER`] contacts are
+//! left out of every count here, totals included.
 //!
 //! Pairs are counted on integer reason codes in a dense (a, b) table (a hash
 //! map when there are too many reasons for one), never on strings.
@@ -30,7 +34,7 @@ use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::{Columns, NULL_CODE, TimelineParams};
+use super::{Columns, MAX_PAIR_CONTACTS_PER_CUSTOMER, NULL_CODE, TimelineParams};
 use crate::error::Result;
 
 /// Output schema of [`super::Mode::PairCounts`].
@@ -113,23 +117,25 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let mut accs: Vec<Acc> = Vec::new();
     // seen[b] = 1 + the contact that last recorded a b-follow-up
     let mut seen: Vec<u32> = vec![0; n_r];
-    // per reason: contacts, distinct customers, 1 + the run last counted
-    let mut totals: Vec<(i64, i64, usize)> = vec![(0, 0, 0); n_r];
+    // per reason (the last: none): contacts, distinct customers, 1 + the run
+    // last counted
+    let mut totals: Vec<(i64, i64, usize)> = vec![(0, 0, 0); n_r + 1];
     let runs = cols.customer_runs();
     for (run, bounds) in runs.windows(2).enumerate() {
         let (start, end) = (bounds[0], bounds[1]);
+        if end - start > MAX_PAIR_CONTACTS_PER_CUSTOMER {
+            continue;
+        }
         for i in start..end {
             let t = cols.ts[i];
             let a = cols.reason_codes[i];
-            if a != NULL_CODE {
-                let tot = &mut totals[a as usize];
-                tot.0 += 1;
-                if tot.2 != run + 1 {
-                    tot.2 = run + 1;
-                    tot.1 += 1;
-                }
-            }
             let a_idx = if a == NULL_CODE { n_r } else { a as usize };
+            let tot = &mut totals[a_idx];
+            tot.0 += 1;
+            if tot.2 != run + 1 {
+                tot.2 = run + 1;
+                tot.1 += 1;
+            }
             let stamp = i as u32 + 1;
             let mut j = i + 1;
             while j < end && cols.ts[j] - t <= w_max {
@@ -196,8 +202,11 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
         }
     }
     for (a, (n, c, _)) in totals.iter().enumerate() {
+        if *n == 0 {
+            continue;
+        }
         window_s.push(0.0);
-        ante_rows.push(Some(cols.reason_first_row[a]));
+        ante_rows.push((a < n_r).then(|| cols.reason_first_row[a]));
         cons_rows.push(None);
         n_support.push(*n);
         customers.push(*c);
