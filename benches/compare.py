@@ -11,10 +11,18 @@ processes, several runs each (median reported):
 and check that both agree exactly: the number of repeats, and n_antecedent,
 n_support and baseline of every cluster recur reports.
 
+With --skew SIZE, also time recur on the SIZE log plus one customer id with a
+million contacts over the same 90 days (a placeholder nobody excluded, in a
+second file), against the log alone.
+
 Needs: a release build (cargo build --release), GNU time at /usr/bin/time,
 and the duckdb Python package (pip install duckdb).
 
 usage: python3 benches/compare.py [--sizes 1M,10M] [--runs 3] [--work /tmp/recur-bench]
+                                  [--skew 10M]
+
+The recur binary: $RECUR, else $CARGO_TARGET_DIR/release/recur, else
+target/release/recur.
 """
 
 import argparse
@@ -27,7 +35,8 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECUR = os.path.join(ROOT, "target", "release", "recur")
+RECUR = os.environ.get("RECUR") or os.path.join(
+    os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "recur")
 ROWS_PER_CUSTOMER = 3.72  # what `recur generate` yields with --days 90
 
 
@@ -87,11 +96,62 @@ def check(out_dir, peer_result):
     return len(rows)
 
 
+def make_heavy(log, path, n):
+    """Writes n contacts of one customer id, spread over the log's time range,
+    cycling through its reasons, with the log's column types."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE h AS SELECT * FROM read_parquet('{log}') LIMIT 0")
+    lo, hi = con.execute(
+        f"SELECT MIN(epoch_us(ts)), MAX(epoch_us(ts)) FROM read_parquet('{log}')").fetchone()
+    reasons = [r for (r,) in con.execute(
+        f"SELECT DISTINCT reason FROM read_parquet('{log}') WHERE reason IS NOT NULL "
+        f"ORDER BY 1").fetchall()]
+    con.execute(f"""
+        INSERT INTO h (contact_id, customer_id, ts, channel, reason)
+        SELECT 9000000000 + i, 'PLACEHOLDER', make_timestamp({lo} + i * {(hi - lo) // n}),
+               'phone', list_extract({reasons!r}, 1 + (i % {len(reasons)})::INT)
+        FROM range({n}) t(i)""")
+    con.execute(f"COPY h TO '{path}' (FORMAT parquet)")
+
+
+def skew(args, size):
+    n = parse_size(size)
+    log = os.path.join(args.work, f"log-{size}.parquet")
+    heavy = os.path.join(args.work, "heavy-1M.parquet")
+    if not os.path.exists(heavy):
+        make_heavy(log, heavy, 1_000_000)
+    common = ["--cluster-window", "7d", "--exclude-customer", "UNKNOWN",
+              "--exclude-customer", "0"]
+    cmds = {
+        "plain": [RECUR, "run", log, "--out", os.path.join(args.work, "out-plain")] + common,
+        "skewed": [RECUR, "run", log, heavy, "--out",
+                   os.path.join(args.work, "out-skewed")] + common,
+    }
+    res = {k: [] for k in cmds}
+    for _ in range(args.runs):
+        for name, cmd in cmds.items():
+            wall, rss, _ = timed(cmd)
+            res[name].append((wall, rss))
+    caps = json.load(open(os.path.join(args.work, "out-skewed", "manifest.json")))["caps"]
+    print()
+    print(f"| run | contacts | recur s | recur peak MiB | µs per contact |")
+    print("|---|---|---|---|---|")
+    for name, rows in (("plain", n), ("skewed", n + 1_000_000)):
+        med = statistics.median(w for w, _ in res[name])
+        rss = max(r for _, r in res[name])
+        print(f"| {size}{' + 1M of one id' if name == 'skewed' else ''} | ~{rows:,} | "
+              f"{med:.2f} | {rss:,.0f} | {med / rows * 1e6:.2f} |")
+    print(f"caps of the skewed run: {caps}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1M,10M")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", default="/tmp/recur-bench")
+    ap.add_argument("--skew", metavar="SIZE", help="also time a SIZE log plus 1M contacts of one id")
     ap.add_argument("--peer", nargs=3, metavar=("SQL", "PARQUET", "QUERY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.peer:
@@ -139,6 +199,8 @@ def main():
               f"{rows / med['recur']:,.0f} | {rss['recur']:,.0f} | {med['duckdb']:.2f} | "
               f"{rss['duckdb']:,.0f} | {med['recur'] / med['duckdb']:.2f} | "
               f"{med['recur'] / med['scan']:.1f} |")
+    if args.skew:
+        skew(args, args.skew)
 
 
 if __name__ == "__main__":

@@ -451,27 +451,27 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         &mut stage_seconds,
     )
     .await?;
-    report::write_table(
-        ctx.table("repeat_summary").await?,
+    report::write_batches(
+        table_schema(&ctx, "repeat_summary").await?,
+        &summary_batches,
         &cfg.out,
         "repeat_summary",
         &mut tables,
-    )
-    .await?;
-    report::write_table(
-        ctx.table("clusters").await?,
+    )?;
+    report::write_batches(
+        table_schema(&ctx, "clusters").await?,
+        &cluster_batches,
         &cfg.out,
         "clusters",
         &mut tables,
-    )
-    .await?;
-    report::write_table(
-        ctx.table("sequences").await?,
+    )?;
+    report::write_batches(
+        table_schema(&ctx, "sequences").await?,
+        &sequence_batches,
         &cfg.out,
         "sequences",
         &mut tables,
-    )
-    .await?;
+    )?;
     let members = register_query(
         &ctx,
         "cluster_members",
@@ -479,24 +479,25 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         &mut stage_seconds,
     )
     .await?;
-    report::write_table(
-        ctx.table("cluster_members").await?,
+    report::write_batches(
+        table_schema(&ctx, "cluster_members").await?,
+        &members,
         &cfg.out,
         "cluster_members",
         &mut tables,
-    )
-    .await?;
+    )?;
     let prompts_sql = queries::render(
         queries::PROMPTS,
         &[("max_prompts", MAX_PROMPTS_PER_REASON.to_string())],
     );
-    report::write_table(
-        ctx.sql(&prompts_sql).await?,
-        &cfg.out,
-        "prompts",
-        &mut tables,
-    )
-    .await?;
+    let prompts = ctx.sql(&prompts_sql).await?;
+    let prompts_schema = prompts.schema().inner().clone();
+    let prompts = prompts.collect().await?;
+    let prompts_schema = prompts
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or(prompts_schema);
+    report::write_batches(prompts_schema, &prompts, &cfg.out, "prompts", &mut tables)?;
     let as_of_us = cfg.as_of_us.or(stats.max_ts_us).unwrap_or(0);
     let horizon_s = clusters_found
         .iter()
@@ -527,17 +528,13 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         &report::member_lags(&members),
         contact_id_field.data_type(),
     )?;
-    ctx.register_table(
-        "outreach",
-        Arc::new(MemTable::try_new(outreach.schema(), vec![vec![outreach]])?),
-    )?;
-    report::write_table(
-        ctx.table("outreach").await?,
+    report::write_batches(
+        outreach.schema(),
+        std::slice::from_ref(&outreach),
         &cfg.out,
         "outreach",
         &mut tables,
-    )
-    .await?;
+    )?;
     stage_seconds.insert("write".into(), t.elapsed().as_secs_f64());
 
     let all = report::summary_all_row(&summary_batches);
@@ -647,6 +644,11 @@ pub const TESTED: &str = "SELECT 'cluster' AS kind, key, p_value FROM cluster_ca
 
 /// Prompts written per reason.
 pub const MAX_PROMPTS_PER_REASON: usize = 3;
+
+/// The schema of a registered table.
+async fn table_schema(ctx: &SessionContext, name: &str) -> Result<SchemaRef> {
+    Ok(ctx.table(name).await?.schema().inner().clone())
+}
 
 /// Runs `sql`, keeps its result in memory as table `name`, and returns it.
 async fn register_query(

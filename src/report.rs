@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::datatypes::{Float64Type, Int64Type, UInt64Type};
+use datafusion::arrow::datatypes::{Float64Type, Int64Type, SchemaRef, UInt64Type};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::{DataFrame, SessionContext, col};
 use serde::Serialize;
@@ -99,6 +99,45 @@ pub async fn write_table(
         TableInfo {
             path: file,
             rows,
+            seconds: started.elapsed().as_secs_f64(),
+        },
+    );
+    Ok(())
+}
+
+/// Writes batches already in memory, in their order, as
+/// `<out>/<name>.parquet` (zstd, as DataFusion's writer), replacing an earlier
+/// run's file, and records it in `tables`.
+pub fn write_batches(
+    schema: SchemaRef,
+    batches: &[RecordBatch],
+    out: &Path,
+    name: &str,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<()> {
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::basic::{Compression, ZstdLevel};
+    use datafusion::parquet::file::properties::WriterProperties;
+    let started = std::time::Instant::now();
+    let file = format!("{name}.parquet");
+    let path = out.join(&file);
+    if path.is_dir() {
+        std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    let f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+    let props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .build();
+    let mut w = ArrowWriter::try_new(f, schema, Some(props))?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.close()?;
+    tables.insert(
+        name.to_string(),
+        TableInfo {
+            path: file,
+            rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
             seconds: started.elapsed().as_secs_f64(),
         },
     );

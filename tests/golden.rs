@@ -231,6 +231,22 @@ fn render_all(out: &std::path::Path) -> String {
     )
 }
 
+/// Fails with the first line where two renderings differ.
+fn assert_same(got: &str, want: &str) {
+    if got != want {
+        let diff = got
+            .lines()
+            .zip(want.lines())
+            .find(|(a, b)| a != b)
+            .map(|(a, b)| format!("got:  {a}\nwant: {b}"));
+        panic!(
+            "renderings differ ({} vs {} lines): {diff:?}",
+            got.lines().count(),
+            want.lines().count()
+        );
+    }
+}
+
 /// The tables named, rendered as [`render_all`] does.
 fn render_tables(out: &std::path::Path, tables: &[&str]) -> String {
     let mut s = String::new();
@@ -333,9 +349,9 @@ async fn memory_limit_spills_and_output_is_identical() {
     assert_eq!(memory.limit_bytes, Some(75 << 20));
     assert!(memory.sort_spill_count > 0, "the sort spilled: {memory:?}");
     assert!(memory.held_bytes_peak > 10 << 20, "{memory:?}");
-    assert_eq!(
-        render_all(&dir.path().join("limited")),
-        render_all(&dir.path().join("free"))
+    assert_same(
+        &render_all(&dir.path().join("limited")),
+        &render_all(&dir.path().join("free")),
     );
     // the unlimited run holds everything in memory and spills nothing
     let free_manifest: serde_json::Value = serde_json::from_str(
@@ -447,9 +463,9 @@ async fn a_heavy_customer_is_capped_and_counted() {
         "prompts",
         "outreach",
     ];
-    assert_eq!(
-        render_tables(&dir.path().join("heavy"), &unaffected),
-        render_tables(&dir.path().join("plain"), &unaffected)
+    assert_same(
+        &render_tables(&dir.path().join("heavy"), &unaffected),
+        &render_tables(&dir.path().join("plain"), &unaffected),
     );
     assert!(a.clusters > 0);
     assert_eq!(

@@ -113,6 +113,11 @@ pub const MAX_PAIR_CONTACTS_PER_CUSTOMER: usize = 10_000;
 
 pub(crate) const NULL_CODE: u32 = u32::MAX;
 
+/// A hash map with a fast non-cryptographic hasher, for per-partition
+/// dictionaries (nothing here is exposed to untrusted keys that could collide
+/// on purpose any more than any log could).
+pub(crate) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// Output schema of [`Mode::Contacts`] for an input schema.
 pub fn contacts_schema(input: &Schema) -> SchemaRef {
     let f = |name: &str| {
@@ -172,7 +177,7 @@ pub(crate) struct Columns<'a> {
     reason_codes: Vec<u32>,
     n_reasons: usize,
     /// Code per reason text.
-    reason_index: HashMap<&'a str, u32>,
+    reason_index: FastMap<&'a str, u32>,
     /// The first row of each reason code.
     reason_first_row: Vec<u32>,
 }
@@ -192,7 +197,7 @@ impl<'a> Columns<'a> {
             .column_by_name("reason")
             .expect("reason")
             .as_string::<i32>();
-        let mut dict: HashMap<&str, u32> = HashMap::new();
+        let mut dict: FastMap<&str, u32> = FastMap::default();
         let mut first_row = Vec::new();
         let reason_codes = (0..reason.len())
             .map(|i| {

@@ -24,7 +24,6 @@
 //! Pairs are counted on integer reason codes in a dense (a, b) table (a hash
 //! map when there are too many reasons for one), never on strings.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -34,7 +33,7 @@ use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::{Columns, MAX_PAIR_CONTACTS_PER_CUSTOMER, NULL_CODE, TimelineParams};
+use super::{Columns, FastMap, MAX_PAIR_CONTACTS_PER_CUSTOMER, NULL_CODE, TimelineParams};
 use crate::error::Result;
 
 /// Output schema of [`super::Mode::PairCounts`].
@@ -74,7 +73,7 @@ struct Acc {
 /// Finds an (a, b) pair's accumulator.
 enum Index {
     Dense(Vec<u32>),
-    Sparse(HashMap<u64, u32>),
+    Sparse(FastMap<u64, u32>),
 }
 
 impl Index {
@@ -83,7 +82,7 @@ impl Index {
         if cells <= MAX_DENSE_PAIRS {
             Index::Dense(vec![u32::MAX; cells])
         } else {
-            Index::Sparse(HashMap::new())
+            Index::Sparse(FastMap::default())
         }
     }
 
@@ -232,7 +231,7 @@ fn row_costs(batch: &RecordBatch, p: &TimelineParams) -> Vec<i64> {
         .column_by_name("channel")
         .expect("channel column")
         .as_string::<i32>();
-    let mut cache: HashMap<&str, i64> = HashMap::new();
+    let mut cache: FastMap<&str, i64> = FastMap::default();
     (0..channel.len())
         .map(|i| {
             if channel.is_null(i) {

@@ -28,7 +28,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{
-    Columns, MAX_SEQUENCE_CONTACTS_PER_CUSTOMER, MAX_SEQUENCE_LEN, NULL_CODE, PATTERN_SEP,
+    Columns, FastMap, MAX_SEQUENCE_CONTACTS_PER_CUSTOMER, MAX_SEQUENCE_LEN, NULL_CODE, PATTERN_SEP,
     TimelineParams,
 };
 use crate::error::Result;
@@ -75,7 +75,7 @@ struct Items {
     /// Item text per code.
     name: Vec<String>,
     /// Code per item text.
-    index: HashMap<String, u32>,
+    index: FastMap<String, u32>,
     /// Reason per code.
     reason: Vec<String>,
     /// Channel code per row (NULL_CODE: null channel).
@@ -95,11 +95,11 @@ impl Items {
             &DataType::Utf8,
         )?;
         let channel = channel.as_string::<i32>();
-        let mut ch_dict: HashMap<&str, u32> = HashMap::new();
+        let mut ch_dict: FastMap<&str, u32> = FastMap::default();
         let mut items = Items {
             code: Vec::with_capacity(batch.num_rows()),
             name: Vec::new(),
-            index: HashMap::new(),
+            index: FastMap::default(),
             reason: Vec::new(),
             channel: Vec::with_capacity(batch.num_rows()),
             channel_name: Vec::new(),
@@ -161,21 +161,27 @@ impl Items {
             .join(PATTERN_SEP)
     }
 
-    /// The key of a pattern given as text, if all its items occur here.
-    fn key_of_text(&self, pattern: &str) -> Option<u128> {
+    /// The keys of a pattern given as text and of each of its prefixes
+    /// (shortest first), if all its items occur here.
+    fn prefix_keys_of_text(&self, pattern: &str) -> Option<Vec<u128>> {
         let mut key = 0u128;
+        let mut keys = Vec::new();
         for (k, item) in pattern.split(PATTERN_SEP).enumerate() {
             key += (*self.index.get(item)? as u128 + 1) << (32 * k);
+            keys.push(key);
         }
-        Some(key)
+        Some(keys)
     }
 }
 
-/// Calls `visit(path, key, run)` for every (start, pattern) found.
+/// Calls `visit(path, key, run)` for every (start, pattern) found; with
+/// `only`, for the patterns whose every prefix (first item included) is in it
+/// (the search does not go down other paths at all).
 fn mine(
     cols: &Columns,
     items: &Items,
     p: &TimelineParams,
+    only: Option<&KeyMap<()>>,
     mut visit: impl FnMut(&[usize], u128, usize),
 ) {
     let runs = cols.customer_runs();
@@ -193,7 +199,12 @@ fn mine(
             }
             path.clear();
             path.push(i);
-            extend(cols, items, p, end, run, &mut path, &mut seen, &mut visit);
+            if only.is_some_and(|o| !o.contains_key(&items.key(&path))) {
+                continue;
+            }
+            extend(
+                cols, items, p, end, run, &mut path, &mut seen, only, &mut visit,
+            );
         }
     }
 }
@@ -207,6 +218,7 @@ fn extend(
     run: usize,
     path: &mut Vec<usize>,
     seen: &mut [Vec<u32>],
+    only: Option<&KeyMap<()>>,
     visit: &mut impl FnMut(&[usize], u128, usize),
 ) {
     let depth = path.len();
@@ -225,8 +237,11 @@ fn extend(
         {
             seen[depth].push(item);
             path.push(k);
-            visit(path, items.key(path), run);
-            extend(cols, items, p, end, run, path, seen, visit);
+            let key = items.key(path);
+            if only.is_none_or(|o| o.contains_key(&key)) {
+                visit(path, key, run);
+                extend(cols, items, p, end, run, path, seen, only, visit);
+            }
             path.pop();
         }
         k += 1;
@@ -271,14 +286,21 @@ struct PatternTotal {
 pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
     let items = Items::new(batch, p.channel_items)?;
-    let mut totals: KeyMap<PatternTotal> = KeyMap::default();
-    mine(&cols, &items, p, |path, key, run| {
-        let t = totals.entry(key).or_insert_with(|| PatternTotal {
-            codes: path.iter().map(|r| items.code[*r]).collect(),
-            customers: 0,
-            last_run: usize::MAX,
-            by_channel: Vec::new(),
-        });
+    // pattern key -> its slot in `totals` (a small map entry: fewer cache misses)
+    let mut slots: KeyMap<u32> = KeyMap::default();
+    let mut totals: Vec<PatternTotal> = Vec::new();
+    mine(&cols, &items, p, None, |path, key, run| {
+        let next = totals.len() as u32;
+        let slot = *slots.entry(key).or_insert(next);
+        if slot == next {
+            totals.push(PatternTotal {
+                codes: path.iter().map(|r| items.code[*r]).collect(),
+                customers: 0,
+                last_run: usize::MAX,
+                by_channel: Vec::new(),
+            });
+        }
+        let t = &mut totals[slot as usize];
         if t.last_run != run {
             t.last_run = run;
             t.customers += 1;
@@ -297,7 +319,8 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let mut last_channel = Vec::new();
     let mut n = Vec::new();
     let mut customers = Vec::new();
-    for t in totals.values() {
+    drop(slots);
+    for t in &totals {
         let text = items.text(&t.codes);
         let pre = items.text(&t.codes[..t.codes.len() - 1]);
         let mut first = true;
@@ -334,12 +357,14 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
 pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
     let items = Items::new(batch, p.channel_items)?;
-    let wanted: KeyMap<usize> = p
-        .sequence_filter
-        .iter()
-        .enumerate()
-        .filter_map(|(i, t)| items.key_of_text(t).map(|k| (k, i)))
-        .collect();
+    let mut wanted: KeyMap<usize> = KeyMap::default();
+    let mut prefixes: KeyMap<()> = KeyMap::default();
+    for (i, text) in p.sequence_filter.iter().enumerate() {
+        if let Some(keys) = items.prefix_keys_of_text(text) {
+            wanted.insert(*keys.last().expect("a pattern has items"), i);
+            prefixes.extend(keys.into_iter().map(|k| (k, ())));
+        }
+    }
     let mut start = Vec::new();
     let mut last = Vec::new();
     let mut pattern = Vec::new();
@@ -347,7 +372,7 @@ pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatc
     let mut lags: [Vec<Option<f64>>; 3] = Default::default();
     let mut span = Vec::new();
     if !wanted.is_empty() {
-        mine(&cols, &items, p, |path, key, _| {
+        mine(&cols, &items, p, Some(&prefixes), |path, key, _| {
             let Some(which) = wanted.get(&key) else {
                 return;
             };
