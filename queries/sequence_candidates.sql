@@ -3,16 +3,16 @@
 --
 -- Input:  sequence_counts      (per partition of the timeline pass, per pattern of
 --                               2-4 items found by leftmost occurrence with
---                               max-gap and max-span, and per channel of its last
---                               step: n start contacts and distinct customers;
---                               see src/timeline/sequences.rs)
---         pair_counts (the pass counts at max-gap too), channel_costs
+--                               max-gap and max-span: n start contacts, distinct
+--                               customers, and the channel cost of the last
+--                               steps in millionths; see src/timeline/sequences.rs)
+--         pair_counts (the pass counts at max-gap too)
 -- Output: key, pattern, length, prefix, n_prefix, n_support, customers,
 --         confidence, baseline, lift, score, avoidable_contacts, value, p_value,
 --         reason_1 .. reason_4 (step lags are taken in sequences.sql, for the
 --         significant patterns only)
 --
--- Parameters: ${min_support}, ${effectiveness}, ${default_cost}, ${max_gap_s}.
+-- Parameters: ${min_support}, ${effectiveness}, ${max_gap_s}.
 --
 -- n_support = start contacts from which the whole pattern occurs; n_prefix =
 -- start contacts from which the pattern without its last step occurs;
@@ -32,18 +32,15 @@ base AS (
     GROUP BY consequent
 ),
 pattern_totals AS (
-    SELECT t.pattern,
-           MIN(t.prefix) AS prefix, MIN(t.length) AS length,
-           MIN(t.reason_1) AS reason_1, MIN(t.reason_2) AS reason_2,
-           MIN(t.reason_3) AS reason_3, MIN(t.reason_4) AS reason_4,
-           SUM(t.n) AS n_support,
-           SUM(t.customers) AS customers,
-           -- in millionths, exactly (see cluster_candidates.sql)
-           SUM(t.n * CAST(ROUND(COALESCE(cc.cost, ${default_cost}) * 1000000) AS BIGINT))
-               / 1000000.0 AS followup_cost
-    FROM sequence_counts t
-    LEFT JOIN channel_costs cc ON cc.channel = t.last_channel
-    GROUP BY t.pattern
+    SELECT pattern,
+           MIN(prefix) AS prefix, MIN(length) AS length,
+           MIN(reason_1) AS reason_1, MIN(reason_2) AS reason_2,
+           MIN(reason_3) AS reason_3, MIN(reason_4) AS reason_4,
+           SUM(n) AS n_support,
+           SUM(customers) AS customers,
+           SUM(followup_cost_micros) / 1000000.0 AS followup_cost
+    FROM sequence_counts
+    GROUP BY pattern
 ),
 support AS (
     SELECT *, CASE length WHEN 3 THEN reason_3 ELSE reason_4 END AS last_reason

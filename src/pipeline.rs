@@ -322,11 +322,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     progress.stage("ranking clusters");
     let t = Instant::now();
     crate::udf::register_all(&ctx);
-    let costs = report::channel_costs_batch(&cfg.channel_cost)?;
-    ctx.register_table(
-        "channel_costs",
-        Arc::new(MemTable::try_new(costs.schema(), vec![vec![costs]])?),
-    )?;
+
     let windows = cfg
         .cluster_windows_us
         .iter()
@@ -339,10 +335,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             ("windows", windows),
             ("min_support", cfg.min_support.to_string()),
             ("effectiveness", format!("{:?}", cfg.effectiveness)),
-            (
-                "default_cost",
-                format!("{:?}", crate::config::DEFAULT_CHANNEL_COST),
-            ),
         ],
     );
     register_query(
@@ -357,10 +349,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         &[
             ("min_support", cfg.min_support.to_string()),
             ("effectiveness", format!("{:?}", cfg.effectiveness)),
-            (
-                "default_cost",
-                format!("{:?}", crate::config::DEFAULT_CHANNEL_COST),
-            ),
             ("max_gap_s", format!("{:?}", cfg.max_gap_us as f64 / 1e6)),
         ],
     );

@@ -14,7 +14,7 @@ macro_rules! query {
 pub const REPEAT_SUMMARY: &str = query!("repeat_summary.sql");
 /// contacts, pair_counts → cluster_candidates.
 pub const CLUSTER_CANDIDATES: &str = query!("cluster_candidates.sql");
-/// sequence_counts, pair_counts, contacts, channel_costs → sequence_candidates.
+/// sequence_counts, pair_counts → sequence_candidates.
 pub const SEQUENCE_CANDIDATES: &str = query!("sequence_candidates.sql");
 /// sequence_candidates, fdr, cluster_candidates → sequence_chains.
 pub const SEQUENCE_CHAINS: &str = query!("sequence_chains.sql");
@@ -89,13 +89,10 @@ mod tests {
         empty(&ctx, "pair_counts", pair_counts_schema());
         empty(&ctx, "sequence_occurrences", sequences_schema(&input));
         empty(&ctx, "sequence_counts", sequence_counts_schema());
-        let costs = crate::report::channel_costs_batch(&Default::default()).unwrap();
-        empty(&ctx, "channel_costs", costs.schema());
         let params = [
             ("windows", "(86400.0), (604800.0)".to_string()),
             ("min_support", "30".into()),
             ("effectiveness", "0.16".into()),
-            ("default_cost", "1.0".into()),
             ("alpha", "0.05".into()),
             ("rank_order", crate::config::RankBy::Value.sql().into()),
             ("max_prompts", "3".into()),

@@ -395,23 +395,6 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
 }
 
-/// The `channel_costs` table: channel, cost.
-pub fn channel_costs_batch(costs: &BTreeMap<String, f64>) -> Result<RecordBatch> {
-    use datafusion::arrow::array::{Float64Array, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
-    let schema = std::sync::Arc::new(Schema::new(vec![
-        Field::new("channel", DataType::Utf8, false),
-        Field::new("cost", DataType::Float64, false),
-    ]));
-    Ok(RecordBatch::try_new(
-        schema,
-        vec![
-            std::sync::Arc::new(StringArray::from_iter_values(costs.keys())),
-            std::sync::Arc::new(Float64Array::from_iter_values(costs.values().copied())),
-        ],
-    )?)
-}
-
 /// Sorted member lags per cluster id, from cluster_members batches.
 pub fn member_lags(batches: &[RecordBatch]) -> std::collections::HashMap<String, Vec<f64>> {
     let mut out: std::collections::HashMap<String, Vec<f64>> = Default::default();

@@ -226,7 +226,7 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
 }
 
 /// Each row's follow-up cost, in millionths, by its channel.
-fn row_costs(batch: &RecordBatch, p: &TimelineParams) -> Vec<i64> {
+pub(crate) fn row_costs(batch: &RecordBatch, p: &TimelineParams) -> Vec<i64> {
     let channel = batch
         .column_by_name("channel")
         .expect("channel column")

@@ -10,10 +10,9 @@
 //!
 //! Items are coded as integers per partition; patterns are packed into a
 //! `u128` key, so counting never touches strings. Two outputs:
-//! - [`counts`]: per-partition totals per (pattern, channel of the last step):
-//!   n, and the distinct customers (counted on the pattern's first row only,
-//!   so that a sum over rows and partitions is exact — customers never span
-//!   partitions).
+//! - [`counts`]: per-partition totals per pattern: n, the distinct customers
+//!   (customers never span partitions, so a sum over partitions is exact) and
+//!   the channel cost of the last steps in millionths.
 //! - [`occurrences`]: one row per (start contact, pattern) for the patterns of
 //!   `sequence_filter` only, with the step lags, for lag medians and members.
 
@@ -21,7 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, UInt32Array,
+    Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, StringBuilder, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -43,9 +42,9 @@ pub fn sequence_counts_schema() -> SchemaRef {
         Field::new("reason_2", DataType::Utf8, false),
         Field::new("reason_3", DataType::Utf8, true),
         Field::new("reason_4", DataType::Utf8, true),
-        Field::new("last_channel", DataType::Utf8, true),
         Field::new("n", DataType::Int64, false),
         Field::new("customers", DataType::Int64, false),
+        Field::new("followup_cost_micros", DataType::Int64, false),
     ]))
 }
 
@@ -151,14 +150,6 @@ impl Items {
             .enumerate()
             .map(|(k, row)| (self.code[*row] as u128 + 1) << (32 * k))
             .sum()
-    }
-
-    fn text(&self, codes: &[u32]) -> String {
-        codes
-            .iter()
-            .map(|c| self.name[*c as usize].as_str())
-            .collect::<Vec<_>>()
-            .join(PATTERN_SEP)
     }
 
     /// The keys of a pattern given as text and of each of its prefixes
@@ -274,18 +265,23 @@ impl std::hash::Hasher for KeyHasher {
 
 type KeyMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
+/// One pattern's totals in one partition (no heap data: one cache line).
 struct PatternTotal {
-    codes: Vec<u32>,
+    codes: [u32; MAX_SEQUENCE_LEN],
+    len: usize,
+    n: i64,
     customers: i64,
+    /// Follow-up cost of the last steps, millionths.
+    cost: i64,
+    /// 1 + the customer run that last counted a customer.
     last_run: usize,
-    /// (channel code of the last step, n), few entries.
-    by_channel: Vec<(u32, i64)>,
 }
 
 /// Per-partition pattern totals ([`super::Mode::SequenceCounts`]).
 pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
     let items = Items::new(batch, p.channel_items)?;
+    let costs = super::pairs::row_costs(batch, p);
     // pattern key -> its slot in `totals` (a small map entry: fewer cache misses)
     let mut slots: KeyMap<u32> = KeyMap::default();
     let mut totals: Vec<PatternTotal> = Vec::new();
@@ -293,62 +289,70 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
         let next = totals.len() as u32;
         let slot = *slots.entry(key).or_insert(next);
         if slot == next {
+            let mut codes = [0; MAX_SEQUENCE_LEN];
+            for (c, row) in codes.iter_mut().zip(path) {
+                *c = items.code[*row];
+            }
             totals.push(PatternTotal {
-                codes: path.iter().map(|r| items.code[*r]).collect(),
+                codes,
+                len: path.len(),
+                n: 0,
                 customers: 0,
-                last_run: usize::MAX,
-                by_channel: Vec::new(),
+                cost: 0,
+                last_run: 0,
             });
         }
         let t = &mut totals[slot as usize];
-        if t.last_run != run {
-            t.last_run = run;
+        t.n += 1;
+        t.cost += costs[*path.last().expect("non-empty path")];
+        if t.last_run != run + 1 {
+            t.last_run = run + 1;
             t.customers += 1;
         }
-        let last = *path.last().expect("non-empty path");
-        let ch = items.channel[last];
-        match t.by_channel.iter_mut().find(|(c, _)| *c == ch) {
-            Some((_, n)) => *n += 1,
-            None => t.by_channel.push((ch, 1)),
-        }
     });
-    let mut pattern = Vec::new();
-    let mut prefix = Vec::new();
-    let mut length = Vec::new();
-    let mut reasons: [Vec<Option<String>>; 4] = Default::default();
-    let mut last_channel = Vec::new();
-    let mut n = Vec::new();
-    let mut customers = Vec::new();
     drop(slots);
+    let rows = totals.len();
+    let mut pattern = StringBuilder::with_capacity(rows, rows * 48);
+    let mut prefix = StringBuilder::with_capacity(rows, rows * 32);
+    let mut reasons: [StringBuilder; MAX_SEQUENCE_LEN] =
+        std::array::from_fn(|_| StringBuilder::with_capacity(rows, rows * 12));
+    let mut text = String::new();
     for t in &totals {
-        let text = items.text(&t.codes);
-        let pre = items.text(&t.codes[..t.codes.len() - 1]);
-        let mut first = true;
-        for (ch, count) in &t.by_channel {
-            pattern.push(text.clone());
-            prefix.push(pre.clone());
-            length.push(t.codes.len() as i64);
-            for (k, r) in reasons.iter_mut().enumerate() {
-                r.push(t.codes.get(k).map(|c| items.reason[*c as usize].clone()));
+        let codes = &t.codes[..t.len];
+        text.clear();
+        for (k, c) in codes.iter().enumerate() {
+            if k + 1 == t.len {
+                prefix.append_value(&text);
             }
-            last_channel.push((*ch != NULL_CODE).then(|| items.channel_name[*ch as usize].clone()));
-            n.push(*count);
-            customers.push(if first { t.customers } else { 0 });
-            first = false;
+            if k > 0 {
+                text.push_str(PATTERN_SEP);
+            }
+            text.push_str(&items.name[*c as usize]);
+        }
+        pattern.append_value(&text);
+        for (k, r) in reasons.iter_mut().enumerate() {
+            match codes.get(k) {
+                Some(c) => r.append_value(&items.reason[*c as usize]),
+                None => r.append_null(),
+            }
         }
     }
-    let [r1, r2, r3, r4] = reasons;
+    let [r1, r2, r3, r4] = reasons.map(|mut r| Arc::new(r.finish()) as ArrayRef);
     let columns: Vec<ArrayRef> = vec![
-        Arc::new(StringArray::from(pattern)),
-        Arc::new(StringArray::from(prefix)),
-        Arc::new(Int64Array::from(length)),
-        Arc::new(StringArray::from(r1)),
-        Arc::new(StringArray::from(r2)),
-        Arc::new(StringArray::from(r3)),
-        Arc::new(StringArray::from(r4)),
-        Arc::new(StringArray::from(last_channel)),
-        Arc::new(Int64Array::from(n)),
-        Arc::new(Int64Array::from(customers)),
+        Arc::new(pattern.finish()),
+        Arc::new(prefix.finish()),
+        Arc::new(Int64Array::from_iter_values(
+            totals.iter().map(|t| t.len as i64),
+        )),
+        r1,
+        r2,
+        r3,
+        r4,
+        Arc::new(Int64Array::from_iter_values(totals.iter().map(|t| t.n))),
+        Arc::new(Int64Array::from_iter_values(
+            totals.iter().map(|t| t.customers),
+        )),
+        Arc::new(Int64Array::from_iter_values(totals.iter().map(|t| t.cost))),
     ];
     Ok(RecordBatch::try_new(sequence_counts_schema(), columns)?)
 }
