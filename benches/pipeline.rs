@@ -1,4 +1,5 @@
-//! Criterion benches of the hot stages, on data generated in the bench.
+//! Criterion benches of the hot stages (the per-customer pass in each mode and
+//! the sort in front of it), on data generated in the bench.
 //!
 //! `cargo bench --bench pipeline`
 
@@ -54,6 +55,7 @@ fn timeline(c: &mut Criterion) {
         repeat_window_us: 24 * H,
         cluster_window_us: 7 * 24 * H,
         data_end_us: 90 * 24 * H,
+        as_of_us: 90 * 24 * H,
         tz: chrono_tz::UTC,
         max_gap_us: 7 * 24 * H,
         max_span_us: 30 * 24 * H,
@@ -79,5 +81,30 @@ fn timeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, timeline);
+/// The (customer, time) sort in front of the pass, on the same contacts in
+/// input (random) order.
+fn sort(c: &mut Criterion) {
+    let rows = 200_000;
+    let sorted = sorted_batch(rows, rows / 5);
+    // a fixed shuffle of the sorted rows
+    let mut order: Vec<u32> = (0..rows as u32).collect();
+    let mut rng = StdRng::seed_from_u64(2);
+    for i in (1..order.len()).rev() {
+        order.swap(i, rng.random_range(0..=i));
+    }
+    let shuffled = datafusion::arrow::compute::take_record_batch(
+        &sorted,
+        &datafusion::arrow::array::UInt32Array::from(order),
+    )
+    .expect("valid indices");
+    let mut g = c.benchmark_group("sort");
+    g.throughput(Throughput::Elements(rows as u64));
+    g.sample_size(20);
+    g.bench_function("customer_time", |b| {
+        b.iter(|| recur::timeline::sorted::sort_partition(&shuffled).unwrap())
+    });
+    g.finish();
+}
+
+criterion_group!(benches, timeline, sort);
 criterion_main!(benches);

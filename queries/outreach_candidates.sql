@@ -16,19 +16,15 @@
 -- p90 lag (later than that, 90% of follow-ups would already have come) and no
 -- B-contact came after it up to as-of: its first B, if any, is later than
 -- the time elapsed. recur then turns the lag distribution into a probability
--- (src/outreach.rs). Contacts older than the horizon are skipped before the
--- window function: if a customer's latest A-contact is within the horizon it
--- is also the latest among the contacts kept, and if it is not, no A-contact
--- of that customer can be a candidate.
+-- (src/outreach.rs). The timeline pass marks each customer's latest contact per
+-- reason at or before as-of (_latest_of_reason, in its order: time, then
+-- contact id); contacts older than the horizon cannot be candidates.
 WITH triggers AS (
     SELECT k.customer_id, k.contact_id, k.reason, k.ts,
-           CAST(${as_of_us} - CAST(k.ts AS BIGINT) AS DOUBLE) / 1000000.0 AS elapsed_s,
-           ROW_NUMBER() OVER (
-               PARTITION BY k.customer_id, k.reason ORDER BY k.ts DESC, k.contact_id DESC
-           ) AS pos
+           CAST(${as_of_us} - CAST(k.ts AS BIGINT) AS DOUBLE) / 1000000.0 AS elapsed_s
     FROM contacts k
-    WHERE k.reason IN (SELECT antecedent FROM clusters)
-      AND CAST(k.ts AS BIGINT) <= ${as_of_us}
+    WHERE k._latest_of_reason
+      AND k.reason IN (SELECT antecedent FROM clusters)
       AND CAST(k.ts AS BIGINT) >= ${as_of_us} - ${horizon_us}
       AND k._customer_contacts <= ${max_customer_contacts}
 ),
@@ -38,7 +34,7 @@ candidates AS (
            c.value, c.n_support, c.rank
     FROM triggers t
     JOIN clusters c ON c.antecedent = t.reason
-    WHERE t.pos = 1 AND t.elapsed_s <= c.p90_lag_s
+    WHERE t.elapsed_s <= c.p90_lag_s
 )
 SELECT c.customer_id, c.contact_id AS trigger_contact_id, c.reason AS trigger_reason,
        c.ts AS trigger_ts, c.elapsed_s, c.cluster_id, c.consequent AS expected_reason,

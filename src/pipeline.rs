@@ -260,6 +260,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         repeat_window_us: cfg.repeat_window_us,
         cluster_window_us: cfg.max_cluster_window_us().max(cfg.max_gap_us),
         data_end_us: stats.max_ts_us.unwrap_or(i64::MIN),
+        as_of_us: cfg.as_of_us.or(stats.max_ts_us).unwrap_or(0),
         tz: cfg.tz(),
         max_gap_us: cfg.max_gap_us,
         max_span_us: cfg.max_span_us,

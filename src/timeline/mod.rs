@@ -76,6 +76,9 @@ pub struct TimelineParams {
     pub cluster_window_us: i64,
     /// The last timestamp in the data, µs; decides which windows are closed.
     pub data_end_us: i64,
+    /// The moment outreach is planned for, µs: `_latest_of_reason` marks each
+    /// customer's latest contact per reason at or before it.
+    pub as_of_us: i64,
     /// Time zone for the local `date` column.
     pub tz: Tz,
     /// Largest gap between two steps of a sequence, µs.
@@ -145,6 +148,9 @@ pub fn contacts_schema(input: &Schema) -> SchemaRef {
         Field::new("followed_within_window", DataType::Boolean, true),
         // internal, not written: the customer's number of contacts (for the caps)
         Field::new("_customer_contacts", DataType::Int64, false),
+        // internal: the customer's latest contact with this reason at or before
+        // as-of (for outreach)
+        Field::new("_latest_of_reason", DataType::Boolean, false),
         // kept so that this output, in the pass's order, can feed later passes
         f("_row"),
     ]);
@@ -260,12 +266,25 @@ fn annotate_contacts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBa
     let mut event_seq = Vec::with_capacity(n);
     let mut followed = Vec::with_capacity(n);
     let mut customer_contacts: Vec<i64> = Vec::with_capacity(n);
+    let mut latest_of_reason = vec![false; n];
+    // latest_mark[reason] = 1 + the customer run that last marked it
+    let mut latest_mark: Vec<usize> = vec![0; cols.n_reasons];
     // last_seen[reason] = (customer run index, timestamp of its latest contact)
     let mut last_seen: Vec<(usize, i64)> = vec![(usize::MAX, 0); cols.n_reasons];
     let runs = cols.customer_runs();
     for (run, bounds) in runs.windows(2).enumerate() {
         let (start, end) = (bounds[0], bounds[1]);
         customer_contacts.extend(std::iter::repeat_n((end - start) as i64, end - start));
+        for i in (start..end).rev() {
+            let code = cols.reason_codes[i];
+            if code != NULL_CODE
+                && cols.ts[i] <= p.as_of_us
+                && latest_mark[code as usize] != run + 1
+            {
+                latest_mark[code as usize] = run + 1;
+                latest_of_reason[i] = true;
+            }
+        }
         let mut ev_start = start;
         let mut seq = 0i64;
         for i in start..end {
@@ -343,6 +362,7 @@ fn annotate_contacts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBa
     out.push(Arc::new(Int64Array::from(event_seq)));
     out.push(Arc::new(BooleanArray::from(followed)));
     out.push(Arc::new(Int64Array::from(customer_contacts)));
+    out.push(Arc::new(BooleanArray::from(latest_of_reason)));
     out.push(col("_row"));
     Ok(RecordBatch::try_new(schema, out)?)
 }
@@ -476,6 +496,7 @@ mod tests {
             repeat_window_us: 24 * H,
             cluster_window_us: 7 * 24 * H,
             data_end_us: 100 * 24 * H,
+            as_of_us: 100 * 24 * H,
             tz: chrono_tz::UTC,
             max_gap_us: 7 * 24 * H,
             max_span_us: 30 * 24 * H,
