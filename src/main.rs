@@ -9,6 +9,12 @@ use clap::{Parser, Subcommand};
 use recur::config::{ConfigFile, PipelineConfig};
 use recur::pipeline::{Progress, RunSummary};
 
+/// mimalloc instead of the system allocator: the run allocates and frees many
+/// large Arrow buffers, which glibc's malloc hands back to the kernel and
+/// faults in again.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Finds repeat contacts and event clusters in contact-center logs.
 #[derive(Parser)]
 #[command(name = "recur", version, about)]

@@ -44,7 +44,9 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Date32Array, Float64Array, Int64Array, UInt32Array,
 };
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
+};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::Result;
@@ -186,6 +188,8 @@ pub(crate) struct Columns<'a> {
     reason_index: FastMap<&'a str, u32>,
     /// The first row of each reason code.
     reason_first_row: Vec<u32>,
+    /// Each row's customer's number of contacts, when the batch has it.
+    customer_contacts: Option<&'a [i64]>,
 }
 
 impl<'a> Columns<'a> {
@@ -226,16 +230,29 @@ impl<'a> Columns<'a> {
             n_reasons: dict.len(),
             reason_index: dict,
             reason_first_row: first_row,
+            customer_contacts: batch
+                .column_by_name("_customer_contacts")
+                .map(|c| c.as_primitive::<Int64Type>().values().as_ref()),
         }
     }
 
     /// Start offsets of each customer's run, plus the end.
+    /// (Over the annotated contacts, from their `_customer_contacts` column
+    /// without comparing ids.)
     pub(crate) fn customer_runs(&self) -> Vec<usize> {
         let n = self.customer.len();
         let mut runs = Vec::new();
-        for i in 0..n {
-            if i == 0 || self.customer.value(i) != self.customer.value(i - 1) {
+        if let Some(lengths) = self.customer_contacts {
+            let mut i = 0;
+            while i < n {
                 runs.push(i);
+                i += (lengths[i] as usize).max(1);
+            }
+        } else {
+            for i in 0..n {
+                if i == 0 || self.customer.value(i) != self.customer.value(i - 1) {
+                    runs.push(i);
+                }
             }
         }
         runs.push(n);
@@ -526,12 +543,12 @@ mod tests {
         let seq = out
             .column_by_name("event_seq")
             .unwrap()
-            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            .as_primitive::<Int64Type>();
         assert_eq!(seq.values().to_vec(), vec![1, 2, 1, 1]);
         let ev = out
             .column_by_name("event_id")
             .unwrap()
-            .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+            .as_primitive::<Int64Type>();
         assert_eq!(ev.values().to_vec(), vec![1, 1, 3, 4]);
         let same = out
             .column_by_name("is_repeat_same_reason")
