@@ -66,6 +66,19 @@ pub struct TableInfo {
     pub seconds: f64,
 }
 
+/// `<name>.parquet` and its path under `out`, with an earlier run's file (or
+/// folder) of that name removed.
+fn replace_output(out: &Path, name: &str) -> Result<(String, std::path::PathBuf)> {
+    let file = format!("{name}.parquet");
+    let path = out.join(&file);
+    if path.is_dir() {
+        std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+    } else if path.exists() {
+        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    Ok((file, path))
+}
+
 /// Writes `df` as `<out>/<name>.parquet`, replacing an earlier run's file,
 /// and records it in `tables`.
 pub async fn write_table(
@@ -75,13 +88,7 @@ pub async fn write_table(
     tables: &mut BTreeMap<String, TableInfo>,
 ) -> Result<()> {
     let started = std::time::Instant::now();
-    let file = format!("{name}.parquet");
-    let path = out.join(&file);
-    if path.is_dir() {
-        std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-    } else if path.exists() {
-        std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-    }
+    let (file, path) = replace_output(out, name)?;
     let res = df
         .write_parquet(
             &path.to_string_lossy(),
@@ -119,11 +126,7 @@ pub fn write_batches(
     use datafusion::parquet::basic::{Compression, ZstdLevel};
     use datafusion::parquet::file::properties::WriterProperties;
     let started = std::time::Instant::now();
-    let file = format!("{name}.parquet");
-    let path = out.join(&file);
-    if path.is_dir() {
-        std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-    }
+    let (file, path) = replace_output(out, name)?;
     let f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
