@@ -138,6 +138,9 @@ impl Held {
     }
 }
 
+/// Most contacts in one partition of the pass (each partition is one batch).
+const MAX_PARTITION_ROWS: u64 = 16_000_000;
+
 /// Rows per batch of the tables the SQL stages read.
 const TABLE_BATCH_ROWS: usize = 65_536;
 
@@ -251,7 +254,12 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let ingested_bytes = batches_size(&ingested.partitions);
     held.grow(ingested_bytes, "the contacts as read")?;
     let spill = cfg.memory_limit_bytes.is_some();
-    let (sorted, spills) = sort_contacts(&ctx, ingested, cfg.target_partitions, spill).await?;
+    // more partitions than threads for very large logs: a partition is one
+    // Arrow batch, whose string columns must stay under 2 GiB
+    let partitions = cfg
+        .target_partitions
+        .max(stats.rows_used.div_ceil(MAX_PARTITION_ROWS) as usize);
+    let (sorted, spills) = sort_contacts(&ctx, ingested, partitions, spill).await?;
     let sorted = Arc::new(sorted);
     held.grow(sorted.memory_size(), "the sorted contacts")?;
     held.shrink(ingested_bytes);
