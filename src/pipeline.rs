@@ -78,6 +78,13 @@ pub fn session(cfg: &PipelineConfig) -> Result<SessionContext> {
         .with_target_partitions(partitions)
         .with_information_schema(false);
     let mut config = config;
+    // strings are read as plain Utf8, the type every stage works on, instead
+    // of views that ingest would copy into Utf8 again
+    config
+        .options_mut()
+        .execution
+        .parquet
+        .schema_force_view_types = false;
     if let Some(limit) = cfg.memory_limit_bytes {
         // what each sort sets aside to merge its spill files: DataFusion's
         // 10 MB default would not leave a small limit room to sort at all
