@@ -3,7 +3,8 @@
 //! Input: `contacts_in` rows (see [`crate::ingest`]) in which every customer's
 //! contacts are contiguous and ordered by (ts, contact_id, _row). The
 //! [`exec::TimelineExec`] operator guarantees this by requiring hash
-//! distribution on `customer_id` and that ordering from DataFusion.
+//! distribution on `customer_id` and that ordering from DataFusion; the
+//! pipeline sorts once ([`sorted`]) and feeds every pass from that order.
 //!
 //! One pass over each customer's contacts computes, without any join:
 //!
@@ -14,18 +15,27 @@
 //!   event (a chain of contacts each within the window of the one before;
 //!   `event_id` = first contact's id, `event_seq` = 1, 2, …) and
 //!   `followed_within_window` (another contact follows at most the window
-//!   later; null while the window is still open at the data's last timestamp).
+//!   later; null while the window is still open at the data's last timestamp);
+//!   internal, not written: `_customer_contacts`, `_latest_of_reason` (the
+//!   customer's latest contact with that reason at or before as-of) and
+//!   `_row`, so that this output can feed the later passes.
 //! - [`Mode::PairCounts`] — per partition and window W, one row per (reason A
 //!   or null, reason B) ([`pair_counts_schema`]): how many A-contacts are
 //!   followed by a B-contact of the same customer with 0 < t_B − t_A ≤ W, by
 //!   how many distinct customers, at what follow-up cost, and the sorted lags
 //!   to each one's first B. A may be null and may equal B: the cluster SQL
-//!   needs both for the baseline. See [`pairs`].
+//!   needs both for the baseline. See `pairs.rs`.
 //! - [`Mode::Followups`] — for the (A, B) pairs of
 //!   [`TimelineParams::pair_filter`] (the reported clusters), one row per
 //!   A-contact followed by a B-contact within the cluster window
 //!   ([`followups_schema`]), pointing at the first such B-contact: the
 //!   evidence behind each reported cluster.
+//! - [`Mode::SequenceCounts`] and [`Mode::Sequences`] — patterns of 2–4 steps
+//!   by leftmost occurrence, see `sequences.rs`.
+//!
+//! Customers over [`MAX_PAIR_CONTACTS_PER_CUSTOMER`] contacts are left out of
+//! pair counts and follow-ups, over [`MAX_SEQUENCE_CONTACTS_PER_CUSTOMER`] of
+//! sequences (the pipeline counts them in the manifest).
 
 pub mod exec;
 mod pairs;
@@ -56,13 +66,14 @@ use crate::error::Result;
 pub enum Mode {
     /// One annotated row per contact.
     Contacts,
-    /// One row per (contact, follow-up reason) within the cluster window.
+    /// One row per (contact, follow-up reason) within the cluster window, for
+    /// the pairs in [`TimelineParams::pair_filter`] only.
     Followups,
     /// One row per (start contact, pattern) found from it, for the patterns
     /// in [`TimelineParams::sequence_filter`] only.
     Sequences,
     /// Per-partition totals of every pattern of 2–4 items: one row per
-    /// (pattern, channel of its last step).
+    /// pattern.
     SequenceCounts,
     /// Per-partition A → B follow-up counts at each of
     /// [`TimelineParams::pair_windows_us`]: one row per (window, A, B).
