@@ -590,6 +590,41 @@ mod tests {
     }
 
     #[test]
+    fn pair_lags_within_a_middle_window_are_the_smallest() {
+        const D: i64 = 24 * H;
+        // no x -> y within 1d; within 7d only the 3-day lag (listed second)
+        let b = batch(&[
+            ("a", 0, Some("x")),
+            ("a", 20 * D, Some("y")),
+            ("b", 0, Some("x")),
+            ("b", 3 * D, Some("y")),
+        ]);
+        let p = TimelineParams {
+            cluster_window_us: 30 * D,
+            pair_windows_us: Arc::new(vec![D, 7 * D, 30 * D]),
+            ..params()
+        };
+        let out = process(&b, Mode::PairCounts, &p).unwrap();
+        let window = out
+            .column_by_name("window_s")
+            .unwrap()
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        let cons = out.column_by_name("consequent").unwrap().as_string::<i32>();
+        let lags = out.column_by_name("lags").unwrap().as_list::<i32>();
+        let lags_at = |w: i64| -> Vec<f64> {
+            let i = (0..out.num_rows())
+                .find(|i| window.value(*i) == (w / 1_000_000) as f64 && cons.value(*i) == "y")
+                .expect("an x -> y row");
+            let l = lags.value(i);
+            l.as_primitive::<datafusion::arrow::datatypes::Float64Type>()
+                .values()
+                .to_vec()
+        };
+        assert_eq!(lags_at(7 * D), vec![3.0 * 86_400.0]);
+        assert_eq!(lags_at(30 * D), vec![3.0 * 86_400.0, 20.0 * 86_400.0]);
+    }
+
+    #[test]
     fn followups_first_b_only_and_strictly_later() {
         let b = batch(&[
             ("a", 0, Some("x")),

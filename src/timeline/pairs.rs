@@ -180,13 +180,13 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let mut customers = Vec::new();
     let mut cost = Vec::new();
     let mut lags = ListBuilder::new(Float64Builder::new());
+    for acc in accs.iter_mut() {
+        acc.lags.sort_unstable();
+    }
     for (w, &window_us) in windows.iter().enumerate() {
-        for acc in accs.iter_mut() {
+        for acc in &accs {
             if acc.n[w] == 0 {
                 continue;
-            }
-            if w == 0 {
-                acc.lags.sort_unstable();
             }
             window_s.push(window_us as f64 / 1e6);
             ante_rows.push((acc.a != NULL_CODE).then(|| cols.reason_first_row[acc.a as usize]));
@@ -194,9 +194,10 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
             n_support.push(acc.n[w]);
             customers.push(acc.customers[w]);
             cost.push(acc.cost[w]);
-            let within = &acc.lags[..acc.n[w] as usize];
-            lags.values()
-                .append_slice(&within.iter().map(|l| *l as f64 / 1e6).collect::<Vec<_>>());
+            // the lags within W are the n[w] smallest
+            for l in &acc.lags[..acc.n[w] as usize] {
+                lags.values().append_value(*l as f64 / 1e6);
+            }
             lags.append(true);
         }
     }
