@@ -148,15 +148,7 @@ async fn sample_data_golden() {
     let sample = root().join("sample-data");
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out");
-    let file = ConfigFile::load(&sample.join("recur.toml")).unwrap();
-    let flags = ConfigFile {
-        inputs: Some(vec![
-            sample.join("contacts.parquet").to_string_lossy().into(),
-        ]),
-        out: Some(out.clone()),
-        ..Default::default()
-    };
-    let cfg = recur::config::PipelineConfig::from_raw(flags.or(file)).unwrap();
+    let cfg = sample_config(&[sample.join("contacts.parquet")], out.clone());
     let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
         .await
         .unwrap();
@@ -231,6 +223,17 @@ fn render_all(out: &std::path::Path) -> String {
     )
 }
 
+/// A run over `inputs` with the bundled sample's settings (recur.toml).
+fn sample_config(inputs: &[PathBuf], out: PathBuf) -> recur::config::PipelineConfig {
+    let file = ConfigFile::load(&root().join("sample-data/recur.toml")).unwrap();
+    let flags = ConfigFile {
+        inputs: Some(inputs.iter().map(|p| p.to_string_lossy().into()).collect()),
+        out: Some(out),
+        ..Default::default()
+    };
+    recur::config::PipelineConfig::from_raw(flags.or(file)).unwrap()
+}
+
 /// Fails with the first line where two renderings differ.
 fn assert_same(got: &str, want: &str) {
     if got != want {
@@ -280,15 +283,7 @@ async fn output_does_not_depend_on_partitions() {
     let mut rendered = Vec::new();
     for threads in [1, 2, 5] {
         let out = dir.path().join(format!("out{threads}"));
-        let file = ConfigFile::load(&sample.join("recur.toml")).unwrap();
-        let flags = ConfigFile {
-            inputs: Some(vec![
-                sample.join("contacts.parquet").to_string_lossy().into(),
-            ]),
-            out: Some(out.clone()),
-            ..Default::default()
-        };
-        let mut cfg = recur::config::PipelineConfig::from_raw(flags.or(file)).unwrap();
+        let mut cfg = sample_config(&[sample.join("contacts.parquet")], out.clone());
         cfg.target_partitions = threads;
         recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
             .await
@@ -296,15 +291,8 @@ async fn output_does_not_depend_on_partitions() {
         rendered.push(render_all(&out));
     }
     assert!(rendered[0].len() > 1_000_000, "all tables rendered");
-    for (k, r) in rendered.iter().enumerate().skip(1) {
-        if *r != rendered[0] {
-            let diff = r
-                .lines()
-                .zip(rendered[0].lines())
-                .find(|(a, b)| a != b)
-                .map(|(a, b)| format!("{b}\n{a}"));
-            panic!("run {k} differs from the 1-partition run: {diff:?}");
-        }
+    for r in rendered.iter().skip(1) {
+        assert_same(r, &rendered[0]);
     }
 }
 
@@ -433,21 +421,9 @@ async fn a_heavy_customer_is_capped_and_counted() {
     let heavy_file = dir.path().join("heavy.parquet");
     common::write_batch(&heavy_file, &RecordBatch::try_new(schema, heavy).unwrap());
 
-    let run = |inputs: Vec<PathBuf>, out: PathBuf| {
-        let file = ConfigFile::load(&sample.join("recur.toml")).unwrap();
-        let flags = ConfigFile {
-            inputs: Some(inputs.iter().map(|p| p.to_string_lossy().into()).collect()),
-            out: Some(out),
-            ..Default::default()
-        };
-        recur::config::PipelineConfig::from_raw(flags.or(file)).unwrap()
-    };
-    let plain = run(
-        vec![sample.join("contacts.parquet")],
-        dir.path().join("plain"),
-    );
-    let with_heavy = run(
-        vec![sample.join("contacts.parquet"), heavy_file],
+    let plain = sample_config(&[sample.join("contacts.parquet")], dir.path().join("plain"));
+    let with_heavy = sample_config(
+        &[sample.join("contacts.parquet"), heavy_file],
         dir.path().join("heavy"),
     );
     let a = recur::pipeline::run(&plain, &recur::pipeline::NoProgress)
