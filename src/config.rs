@@ -105,6 +105,9 @@ pub struct ConfigFile {
     pub exclude_customer: Option<Vec<String>>,
     /// Memory limit, e.g. `2GiB` or `500MB`.
     pub memory_limit: Option<String>,
+    /// Most contacts sorted and passed over at once (a larger log is split
+    /// into buckets by customer).
+    pub bucket_contacts: Option<u64>,
 }
 
 impl ConfigFile {
@@ -141,6 +144,7 @@ impl ConfigFile {
             as_of: self.as_of.or(lower.as_of),
             max_gap: self.max_gap.or(lower.max_gap),
             memory_limit: self.memory_limit.or(lower.memory_limit),
+            bucket_contacts: self.bucket_contacts.or(lower.bucket_contacts),
             max_span: self.max_span.or(lower.max_span),
             sequence_items: self.sequence_items.or(lower.sequence_items),
             min_support: self.min_support.or(lower.min_support),
@@ -209,6 +213,9 @@ pub struct PipelineConfig {
     pub target_partitions: usize,
     /// Memory limit in bytes, enforced by DataFusion's memory pool.
     pub memory_limit_bytes: Option<u64>,
+    /// Most contacts per bucket (None: from the memory limit, else
+    /// [`crate::buckets::DEFAULT_BUCKET_CONTACTS`]).
+    pub bucket_contacts: Option<u64>,
 }
 
 /// Parses a memory size such as `2GiB`, `500MB` or `800000000`; at least
@@ -242,6 +249,12 @@ impl PipelineConfig {
             .as_deref()
             .map(parse_memory_limit)
             .transpose()?;
+        if raw.bucket_contacts == Some(0) {
+            return Err(Error::param(
+                "--bucket-contacts",
+                "must be at least 1 contact per bucket",
+            ));
+        }
         timezone.parse::<chrono_tz::Tz>().map_err(|_| {
             Error::param("--timezone", format!("unknown IANA time zone '{timezone}'"))
         })?;
@@ -353,6 +366,7 @@ impl PipelineConfig {
             exclude_customers: raw.exclude_customer.unwrap_or_default(),
             target_partitions: 0,
             memory_limit_bytes,
+            bucket_contacts: raw.bucket_contacts,
         })
     }
 

@@ -49,9 +49,9 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
-use rayon::prelude::*;
 use serde::Serialize;
 
+use crate::buckets::{Buckets, Sink};
 use crate::config::{ColumnMapping, PipelineConfig};
 use crate::error::{Error, Result};
 
@@ -111,8 +111,8 @@ pub struct IngestStats {
 pub struct Ingested {
     /// The `contacts_in` schema.
     pub schema: SchemaRef,
-    /// Normalised batches, spread over partitions.
-    pub partitions: Vec<Vec<RecordBatch>>,
+    /// The normalised contacts, by bucket.
+    pub buckets: Buckets,
     /// Counts.
     pub stats: IngestStats,
 }
@@ -315,10 +315,15 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
     };
     let schema = contacts_in_schema(&contact_id_type);
     let tz = cfg.tz();
-    let placeholders: HashSet<&str> = cfg.exclude_customers.iter().map(|s| s.as_str()).collect();
+    let placeholders: HashSet<String> = cfg.exclude_customers.iter().cloned().collect();
 
-    let mut out_batches = Vec::new();
-    let mut row_offset: i64 = 0;
+    let total_rows: u64 = plans.iter().map(|p| p.rows).sum();
+    let per_bucket = crate::buckets::bucket_contacts(cfg.bucket_contacts, cfg.memory_limit_bytes);
+    let sink = Arc::new(Sink::new(
+        schema.clone(),
+        crate::buckets::bucket_count(total_rows, per_bucket),
+    )?);
+    let mut scan_partitions: u64 = 0;
     for plan in &plans {
         let mut names = vec![
             cols.customer.clone(),
@@ -348,40 +353,31 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
             })?;
         let name_refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
         let df = df.select_columns(&name_refs)?;
-        // Partitions of a file scan are contiguous byte ranges in file order,
-        // so concatenating them keeps input order (and assigned ids) stable.
-        let batches: Vec<RecordBatch> = df
-            .collect_partitioned()
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
-        let mut offsets = Vec::with_capacity(batches.len());
-        for b in &batches {
-            offsets.push(row_offset);
-            row_offset += b.num_rows() as i64;
-        }
-        let job = NormalizeJob {
-            plan,
-            cols,
-            schema: &schema,
-            contact_id_type: &contact_id_type,
+        let job = Arc::new(NormalizeJob {
+            plan: plan.clone(),
+            cols: cols.clone(),
+            schema: schema.clone(),
+            contact_id_type: contact_id_type.clone(),
             use_contact_id,
             tz,
-            placeholders: &placeholders,
-        };
-        let results: Vec<Result<(RecordBatch, BatchCounts)>> = batches
-            .par_iter()
-            .zip(offsets.par_iter())
-            .map(|(b, off)| job.normalize(b, *off))
-            .collect();
+            placeholders: placeholders.clone(),
+        });
+        // One task per scan partition, each decoding, normalising and
+        // handing its batches on as they come; the partitions of a file scan
+        // are contiguous byte ranges in file order, so (partition, batch,
+        // row) numbers rows in input order (see crate::buckets).
+        let mut tasks = tokio::task::JoinSet::new();
+        for stream in df.execute_stream_partitioned().await? {
+            let g = scan_partitions;
+            scan_partitions += 1;
+            let (job, sink) = (job.clone(), sink.clone());
+            tasks.spawn(async move { job.read_partition(stream, g, &sink).await });
+        }
         let mut file_counts = BatchCounts::default();
-        for r in results {
-            let (batch, counts) = r?;
+        while let Some(done) = tasks.join_next().await {
+            let counts =
+                done.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
             file_counts.merge(counts);
-            if batch.num_rows() > 0 {
-                out_batches.push(batch);
-            }
         }
         if file_counts.time_parsed == 0 && file_counts.bad_ts.rows > 0 {
             return Err(Error::UnparseableTimeColumn {
@@ -413,14 +409,10 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
         stats.min_ts_us = min_opt(stats.min_ts_us, file_counts.min_ts);
         stats.max_ts_us = max_opt(stats.max_ts_us, file_counts.max_ts);
     }
-    let n = cfg.target_partitions.max(1);
-    let mut partitions: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
-    for (i, b) in out_batches.into_iter().enumerate() {
-        partitions[i % n].push(b);
-    }
+    let sink = Arc::into_inner(sink).expect("every reading task has ended");
     Ok(Ingested {
         schema,
-        partitions,
+        buckets: sink.finish(!use_contact_id)?,
         stats,
     })
 }
@@ -475,17 +467,53 @@ impl BatchCounts {
     }
 }
 
-struct NormalizeJob<'a> {
-    plan: &'a FilePlan,
-    cols: &'a ColumnMapping,
-    schema: &'a SchemaRef,
-    contact_id_type: &'a DataType,
+struct NormalizeJob {
+    plan: FilePlan,
+    cols: ColumnMapping,
+    schema: SchemaRef,
+    contact_id_type: DataType,
     use_contact_id: bool,
     tz: Tz,
-    placeholders: &'a HashSet<&'a str>,
+    placeholders: HashSet<String>,
 }
 
-impl NormalizeJob<'_> {
+impl NormalizeJob {
+    /// Reads scan partition `g` of a file to its end, normalising each batch
+    /// into `sink`; returns its counts.
+    async fn read_partition(
+        &self,
+        mut stream: datafusion::physical_plan::SendableRecordBatchStream,
+        g: u64,
+        sink: &Sink,
+    ) -> Result<BatchCounts> {
+        use futures::StreamExt;
+        let mut counts = BatchCounts::default();
+        let mut scanned = Vec::new();
+        let mut k = 0;
+        while let Some(batch) = stream.next().await {
+            let batch = batch.map_err(|e| Error::UnreadableFile {
+                path: self.plan.path.clone(),
+                reason: e.to_string(),
+            })?;
+            if batch.num_rows() >= crate::buckets::MAX_BATCH_ROWS {
+                return Err(Error::UnreadableFile {
+                    path: self.plan.path.clone(),
+                    reason: format!("a scan batch of {} rows is too large", batch.num_rows()),
+                });
+            }
+            let first = crate::buckets::provisional_row(g, k)?;
+            scanned.push((first, batch.num_rows() as u64));
+            let (normalized, c) = self.normalize(&batch, first)?;
+            counts.merge(c);
+            if normalized.num_rows() > 0 {
+                sink.push(normalized)?;
+            }
+            k += 1;
+        }
+        sink.scanned(scanned);
+        Ok(counts)
+    }
+
     fn text_column(&self, batch: &RecordBatch, name: &str, role: &'static str) -> Result<ArrayRef> {
         let col = batch.column_by_name(name).expect("column selected");
         cast(col, &DataType::Utf8).map_err(|_| self.bad_type(col, name, role, "text"))
@@ -579,7 +607,7 @@ impl NormalizeJob<'_> {
             let col = batch
                 .column_by_name(&self.cols.contact_id)
                 .expect("column selected");
-            cast(col, self.contact_id_type)
+            cast(col, &self.contact_id_type)
                 .map_err(|_| self.bad_type(col, &self.cols.contact_id, "contact id", "an id"))?
         } else {
             Arc::new(Int64Array::from_iter_values(

@@ -6,8 +6,9 @@
 //! B-contact within days), and writes ranked Parquet reports.
 //!
 //! The stages, one module each:
-//! [`ingest`] (files → normalised contacts) → [`timeline`] (the per-customer
-//! pass, a DataFusion operator) → [`queries`] (SQL in `queries/`) →
+//! [`ingest`] (files → normalised contacts, in [`buckets`] when a log is
+//! larger than memory) → [`timeline`] (the per-customer pass, a DataFusion
+//! operator) → [`queries`] (SQL in `queries/`) →
 //! [`report`] (Parquet tables and `manifest.json`); [`pipeline`] runs them;
 //! [`generate`] writes synthetic logs with planted truth.
 //!
@@ -30,6 +31,7 @@
 // built once per run, so their size does not matter.
 #![allow(clippy::result_large_err)]
 
+pub mod buckets;
 pub mod config;
 pub mod error;
 pub mod evaluate;

@@ -123,6 +123,11 @@ struct RunArgs {
     /// sort spills to disk under it [default: none].
     #[arg(long)]
     memory_limit: Option<String>,
+    /// Most contacts sorted and analysed at once; a larger log is split by
+    /// customer into buckets on disk and analysed a bucket at a time
+    /// [default: from --memory-limit, else 16000000].
+    #[arg(long)]
+    bucket_contacts: Option<u64>,
 }
 
 /// The bundled sample: ./sample-data if present, else the source tree's.
@@ -170,6 +175,7 @@ fn config_from(args: RunArgs) -> recur::Result<PipelineConfig> {
         min_support: args.min_support,
         exclude_customer: (!args.exclude_customer.is_empty()).then_some(args.exclude_customer),
         memory_limit: args.memory_limit,
+        bucket_contacts: args.bucket_contacts,
     };
     let mut cfg = PipelineConfig::from_raw(flags.or(file))?;
     cfg.target_partitions = args.threads.unwrap_or(0);

@@ -6,15 +6,18 @@
 //! show.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, collect_partitioned};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -151,16 +154,25 @@ const MAX_PARTITION_ROWS: u64 = 16_000_000;
 /// Rows per batch of the tables the SQL stages read.
 const TABLE_BATCH_ROWS: usize = 65_536;
 
+/// Rows per batch of the annotated contacts written to bucket files: the
+/// sorted write of the contacts table holds a batch of every file at once.
+const SPILL_BATCH_ROWS: usize = 8_192;
+
 /// The partitions cut into batches of [`TABLE_BATCH_ROWS`] (without copying).
 fn sliced(parts: Vec<Vec<RecordBatch>>) -> Vec<Vec<RecordBatch>> {
+    sliced_by(parts, TABLE_BATCH_ROWS)
+}
+
+/// The partitions cut into batches of `rows` rows (without copying).
+fn sliced_by(parts: Vec<Vec<RecordBatch>>, rows: usize) -> Vec<Vec<RecordBatch>> {
     parts
         .into_iter()
         .map(|p| {
             p.into_iter()
                 .flat_map(|b| {
                     (0..b.num_rows())
-                        .step_by(TABLE_BATCH_ROWS)
-                        .map(|off| b.slice(off, TABLE_BATCH_ROWS.min(b.num_rows() - off)))
+                        .step_by(rows)
+                        .map(|off| b.slice(off, rows.min(b.num_rows() - off)))
                         .collect::<Vec<_>>()
                 })
                 .collect()
@@ -172,7 +184,7 @@ fn batches_size(parts: &[Vec<RecordBatch>]) -> usize {
     parts
         .iter()
         .flatten()
-        .map(|b| b.get_array_memory_size())
+        .map(datafusion::common::utils::memory::get_record_batch_memory_size)
         .sum()
 }
 
@@ -256,21 +268,12 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     stage_seconds.insert("ingest".into(), t.elapsed().as_secs_f64());
     let stats = ingested.stats.clone();
 
-    progress.stage("sorting timelines");
-    let t = Instant::now();
-    let ingested_bytes = batches_size(&ingested.partitions);
-    held.grow(ingested_bytes, "the contacts as read")?;
+    let mut buckets = ingested.buckets;
+    let n_buckets = buckets.len();
+    let bucket_rows = buckets.rows();
+    let spill_dir = buckets.dir();
+    let mut spilled_bytes: u64 = 0;
     let spill = cfg.memory_limit_bytes.is_some();
-    // more partitions than threads for very large logs: a partition is one
-    // Arrow batch, whose string columns must stay under 2 GiB
-    let partitions = cfg
-        .target_partitions
-        .max(stats.rows_used.div_ceil(MAX_PARTITION_ROWS) as usize);
-    let (sorted, spills) = sort_contacts(&ctx, ingested, partitions, spill).await?;
-    let sorted = Arc::new(sorted);
-    held.grow(sorted.memory_size(), "the sorted contacts")?;
-    held.shrink(ingested_bytes);
-    stage_seconds.insert("sort".into(), t.elapsed().as_secs_f64());
     let params = TimelineParams {
         repeat_window_us: cfg.repeat_window_us,
         cluster_window_us: cfg.max_cluster_window_us().max(cfg.max_gap_us),
@@ -292,48 +295,112 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         pair_filter: Arc::new(Vec::new()),
     };
 
-    progress.stage("finding repeats and events");
-    let t = Instant::now();
-    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::Contacts, params.clone()).await?;
-    // The annotated contacts keep the pass's partitioning and order and every
-    // column a pass reads: they feed the later passes, and the sorted input
-    // is let go.
-    let annotated = Arc::new(SortedContactsExec::try_new(schema.clone(), parts.clone())?);
-    let sorted_bytes = sorted.memory_size();
-    drop(sorted);
-    let sorted = annotated;
-    // (the annotated contacts share most columns with the sorted ones)
-    held.shrink(sorted_bytes);
-    held.grow(sorted.memory_size(), "the annotated contacts")?;
-    let parts = sliced(parts);
+    // Each bucket in turn: sort, then the passes that need no ranking yet.
+    // A bucket holds whole customers, so what the passes count adds up over
+    // buckets; with several buckets the annotated contacts go to disk.
+    let mut spills = (0u64, 0u64);
+    let mut annotated_schema: Option<SchemaRef> = None;
+    let mut annotated_in_memory: Option<(Arc<SortedContactsExec>, Vec<Vec<RecordBatch>>)> = None;
+    let mut annotated_files: Vec<Vec<PathBuf>> = Vec::new();
+    let mut pair_counts = Collected::default();
+    let mut sequence_counts = Collected::default();
+    for (b, rows) in bucket_rows.iter().enumerate() {
+        let label = bucket_label(b, n_buckets);
+        progress.stage(&format!("sorting timelines{label}"));
+        let t = Instant::now();
+        let parts = buckets.take(b, cfg.target_partitions)?;
+        let read_bytes = batches_size(&parts);
+        held.grow(read_bytes, "the contacts as read")?;
+        // more partitions than threads for very large buckets: a partition is
+        // one Arrow batch, whose string columns must stay under 2 GiB
+        let partitions = cfg
+            .target_partitions
+            .max(rows.div_ceil(MAX_PARTITION_ROWS) as usize);
+        let (sorted, sort_spills) =
+            sort_contacts(&ctx, buckets.schema(), parts, partitions, spill).await?;
+        spills = (spills.0 + sort_spills.0, spills.1 + sort_spills.1);
+        let sorted = Arc::new(sorted);
+        held.grow(sorted.memory_size(), "the sorted contacts")?;
+        held.shrink(read_bytes);
+        add_seconds(&mut stage_seconds, "sort", t);
+
+        progress.stage(&format!("finding repeats and events{label}"));
+        let t = Instant::now();
+        let (schema, parts) = run_timeline(&ctx, &sorted, Mode::Contacts, params.clone()).await?;
+        // The annotated contacts keep the pass's partitioning and order and
+        // every column a pass reads: they feed the later passes, and the
+        // sorted input is let go.
+        let annotated = Arc::new(SortedContactsExec::try_new(schema.clone(), parts.clone())?);
+        let sorted_bytes = sorted.memory_size();
+        drop(sorted);
+        // (the annotated contacts share most columns with the sorted ones)
+        held.shrink(sorted_bytes);
+        held.grow(annotated.memory_size(), "the annotated contacts")?;
+        annotated_schema = Some(schema.clone());
+        add_seconds(&mut stage_seconds, "repeats", t);
+
+        progress.stage(&format!("counting follow-ups{label}"));
+        let t = Instant::now();
+        pair_counts.add(run_timeline(&ctx, &annotated, Mode::PairCounts, params.clone()).await?);
+        add_seconds(&mut stage_seconds, "pair_counts", t);
+
+        progress.stage(&format!("mining sequences{label}"));
+        let t = Instant::now();
+        sequence_counts
+            .add(run_timeline(&ctx, &annotated, Mode::SequenceCounts, params.clone()).await?);
+        add_seconds(&mut stage_seconds, "sequences", t);
+
+        match &spill_dir {
+            None => annotated_in_memory = Some((annotated, parts)),
+            Some(dir) => {
+                let t = Instant::now();
+                let mut files = Vec::with_capacity(parts.len());
+                for (p, batches) in sliced_by(parts, SPILL_BATCH_ROWS).iter().enumerate() {
+                    let path = dir.path().join(format!("annotated-{b}-{p}.arrow"));
+                    spilled_bytes += crate::buckets::spill(&path, &schema, batches)?;
+                    files.push(path);
+                }
+                annotated_files.push(files);
+                held.shrink(annotated.memory_size());
+                add_seconds(&mut stage_seconds, "spill", t);
+            }
+        }
+    }
+    let schema = annotated_schema.expect("at least one bucket");
     // The pass emits each partition in its input order, (customer_id, ts,
     // contact_id): declaring it lets the sorted write merge instead of sort.
-    let sorted_by = ["customer_id", "ts", "contact_id"]
+    let sorted_by: Vec<_> = ["customer_id", "ts", "contact_id"]
         .iter()
         .map(|c| datafusion::prelude::col(*c).sort(true, false))
         .collect();
-    ctx.register_table(
-        "contacts",
-        Arc::new(MemTable::try_new(schema, parts)?.with_sort_order(vec![sorted_by])),
-    )?;
-    stage_seconds.insert("repeats".into(), t.elapsed().as_secs_f64());
-
-    progress.stage("counting follow-ups");
-    let t = Instant::now();
-    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::PairCounts, params.clone()).await?;
-    ctx.register_table("pair_counts", Arc::new(MemTable::try_new(schema, parts)?))?;
-    stage_seconds.insert("pair_counts".into(), t.elapsed().as_secs_f64());
-
+    let contacts: Arc<dyn TableProvider> = match (&annotated_in_memory, &spill_dir) {
+        (Some((_, parts)), _) => Arc::new(
+            MemTable::try_new(schema.clone(), sliced(parts.clone()))?
+                .with_sort_order(vec![sorted_by]),
+        ),
+        (None, Some(dir)) => Arc::new(
+            StreamingTable::try_new(
+                schema.clone(),
+                annotated_files
+                    .iter()
+                    .flatten()
+                    .map(|path| {
+                        Arc::new(crate::buckets::SpilledPartition {
+                            path: path.clone(),
+                            schema: schema.clone(),
+                            dir: dir.clone(),
+                        }) as Arc<dyn PartitionStream>
+                    })
+                    .collect(),
+            )?
+            .with_sort_order(sorted_by),
+        ),
+        (None, None) => unreachable!("buckets are in memory or in files"),
+    };
+    ctx.register_table("contacts", contacts)?;
+    ctx.register_table("pair_counts", pair_counts.table()?)?;
+    ctx.register_table("sequence_counts", sequence_counts.table()?)?;
     let caps = caps(&ctx).await?;
-
-    progress.stage("mining sequences");
-    let t = Instant::now();
-    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::SequenceCounts, params.clone()).await?;
-    ctx.register_table(
-        "sequence_counts",
-        Arc::new(MemTable::try_new(schema, parts)?),
-    )?;
-    stage_seconds.insert("sequences".into(), t.elapsed().as_secs_f64());
 
     progress.stage("ranking clusters");
     let t = Instant::now();
@@ -407,12 +474,64 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         sequence_filter: Arc::new(filter),
         ..params.clone()
     };
-    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::Sequences, occ_params).await?;
-    ctx.register_table(
-        "sequence_occurrences",
-        Arc::new(MemTable::try_new(schema, parts)?),
-    )?;
-    stage_seconds.insert("sequence_occurrences".into(), t_occ.elapsed().as_secs_f64());
+    let clusters_found = report::cluster_rows(&cluster_batches);
+    let pair_filter = clusters_found
+        .iter()
+        .map(|c| (c.antecedent.clone(), c.consequent.clone()))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let followup_params = TimelineParams {
+        pair_filter: Arc::new(pair_filter),
+        ..params
+    };
+    // The second passes, over each bucket's annotated contacts again: the
+    // occurrences of the kept sequences, and the follow-ups of the reported
+    // clusters (for members and outreach).
+    let mut occurrences = Collected::default();
+    let mut followups = Collected::default();
+    let mut followup_seconds = 0.0;
+    for b in 0..n_buckets {
+        let annotated = match &annotated_in_memory {
+            Some((annotated, _)) => annotated.clone(),
+            None => {
+                progress.stage(&format!(
+                    "listing occurrences{}",
+                    bucket_label(b, n_buckets)
+                ));
+                let t = Instant::now();
+                let parts = annotated_files
+                    .get(b)
+                    .expect("one list of files per bucket")
+                    .iter()
+                    .map(|p| crate::buckets::read_file(p))
+                    .collect::<Result<Vec<_>>>()?;
+                let annotated = Arc::new(SortedContactsExec::try_new(schema.clone(), parts)?);
+                add_seconds(&mut stage_seconds, "spill", t);
+                annotated
+            }
+        };
+        let bytes = if annotated_in_memory.is_some() {
+            0
+        } else {
+            annotated.memory_size()
+        };
+        held.grow(bytes, "the annotated contacts")?;
+        occurrences.add(run_timeline(&ctx, &annotated, Mode::Sequences, occ_params.clone()).await?);
+        let t = Instant::now();
+        followups
+            .add(run_timeline(&ctx, &annotated, Mode::Followups, followup_params.clone()).await?);
+        followup_seconds += t.elapsed().as_secs_f64();
+        held.shrink(bytes);
+    }
+    drop(annotated_in_memory);
+    ctx.register_table("sequence_occurrences", occurrences.table()?)?;
+    ctx.register_table("followups", followups.table()?)?;
+    stage_seconds.insert(
+        "sequence_occurrences".into(),
+        t_occ.elapsed().as_secs_f64() - followup_seconds,
+    );
+    stage_seconds.insert("followups".into(), followup_seconds);
     let sequences_sql = queries::render(
         queries::SEQUENCES,
         &[
@@ -423,24 +542,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let sequence_batches =
         register_query(&ctx, "sequences", &sequences_sql, &mut stage_seconds).await?;
     stage_seconds.insert("rank".into(), t.elapsed().as_secs_f64());
-
-    progress.stage("listing cluster members");
-    let t = Instant::now();
-    let clusters_found = report::cluster_rows(&cluster_batches);
-    let pair_filter = clusters_found
-        .iter()
-        .map(|c| (c.antecedent.clone(), c.consequent.clone()))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let params = TimelineParams {
-        pair_filter: Arc::new(pair_filter),
-        ..params
-    };
-    let (schema, parts) = run_timeline(&ctx, &sorted, Mode::Followups, params).await?;
-    ctx.register_table("followups", Arc::new(MemTable::try_new(schema, parts)?))?;
-    drop(sorted);
-    stage_seconds.insert("followups".into(), t.elapsed().as_secs_f64());
 
     progress.stage("writing reports");
     let t = Instant::now();
@@ -550,6 +651,12 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         held_bytes_peak: held.peak,
         sort_spill_count: spills.0,
         sort_spilled_bytes: spills.1,
+        buckets: n_buckets,
+        bucket_contacts: crate::buckets::bucket_contacts(
+            cfg.bucket_contacts,
+            cfg.memory_limit_bytes,
+        ),
+        bucket_spilled_bytes: spilled_bytes,
     };
     manifest.write(&cfg.out.join("manifest.json"))?;
     Ok(RunSummary {
@@ -571,12 +678,12 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
 /// contacts and the sort's (spill count, spilled bytes).
 async fn sort_contacts(
     ctx: &SessionContext,
-    ingested: ingest::Ingested,
+    schema: SchemaRef,
+    contacts: Vec<Vec<RecordBatch>>,
     partitions: usize,
     spill: bool,
 ) -> Result<(SortedContactsExec, (u64, u64))> {
-    let schema = ingested.schema.clone();
-    let source = MemTable::try_new(schema.clone(), ingested.partitions)?;
+    let source = MemTable::try_new(schema.clone(), contacts)?;
     let input = source.scan(&ctx.state(), None, &[], None).await?;
     let plan = crate::timeline::sorted::sort_plan(input, partitions, spill)?;
     let parts = collect_partitioned(plan.clone(), ctx.task_ctx()).await?;
@@ -590,6 +697,39 @@ async fn sort_contacts(
         })
         .unwrap_or((0, 0));
     Ok((SortedContactsExec::try_new(schema, parts)?, spills))
+}
+
+/// A pass's output gathered over buckets: its schema and every partition.
+#[derive(Default)]
+struct Collected {
+    schema: Option<SchemaRef>,
+    parts: Vec<Vec<RecordBatch>>,
+}
+
+impl Collected {
+    fn add(&mut self, (schema, parts): (SchemaRef, Vec<Vec<RecordBatch>>)) {
+        self.schema = Some(schema);
+        self.parts.extend(parts);
+    }
+
+    fn table(self) -> Result<Arc<MemTable>> {
+        let schema = self.schema.expect("at least one bucket");
+        Ok(Arc::new(MemTable::try_new(schema, self.parts)?))
+    }
+}
+
+/// " (bucket 2/5)" when a run has several buckets.
+fn bucket_label(b: usize, buckets: usize) -> String {
+    if buckets > 1 {
+        format!(" (bucket {}/{buckets})", b + 1)
+    } else {
+        String::new()
+    }
+}
+
+/// Adds the time since `t` to a stage's seconds (stages run once per bucket).
+fn add_seconds(seconds: &mut BTreeMap<String, f64>, stage: &str, t: Instant) {
+    *seconds.entry(stage.to_string()).or_default() += t.elapsed().as_secs_f64();
 }
 
 /// What the per-customer caps left out: customers and their contacts.

@@ -345,6 +345,14 @@ pub struct MemoryUse {
     pub sort_spill_count: u64,
     /// Bytes the sort spilled.
     pub sort_spilled_bytes: u64,
+    /// Buckets the contacts were split into by customer (1: all in memory).
+    pub buckets: usize,
+    /// The most contacts a bucket was to hold (`--bucket-contacts`, or what
+    /// `--memory-limit` leaves room for).
+    pub bucket_contacts: u64,
+    /// Bytes written to bucket files (the annotated contacts of every bucket;
+    /// the contacts as read are written too but not counted here).
+    pub bucket_spilled_bytes: u64,
 }
 
 impl Manifest {

@@ -296,6 +296,66 @@ async fn output_does_not_depend_on_partitions() {
     }
 }
 
+/// A log split into buckets by customer (on disk, analysed a bucket at a
+/// time) gives exactly the tables of the run that holds it all in memory,
+/// row for row, whatever the number of buckets and threads; contact ids
+/// assigned from input rows (a log without an id column) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buckets_do_not_change_the_output() {
+    use datafusion::prelude::{ParquetReadOptions, SessionContext};
+    let sample = root().join("sample-data/contacts.parquet");
+    let dir = tempfile::tempdir().unwrap();
+    // the sample without its contact_id column
+    let no_ids = dir.path().join("no_ids.parquet");
+    let ctx = SessionContext::new();
+    let df = ctx
+        .read_parquet(
+            sample.to_string_lossy().as_ref(),
+            ParquetReadOptions::default(),
+        )
+        .await
+        .unwrap();
+    let keep: Vec<String> = df
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|n| n != "contact_id")
+        .collect();
+    let keep: Vec<&str> = keep.iter().map(|s| s.as_str()).collect();
+    df.select_columns(&keep)
+        .unwrap()
+        .write_parquet(
+            no_ids.to_string_lossy().as_ref(),
+            datafusion::dataframe::DataFrameWriteOptions::new().with_single_file_output(true),
+            None,
+        )
+        .await
+        .unwrap();
+    for (name, input) in [("ids", &sample), ("no_ids", &no_ids)] {
+        let mut rendered = Vec::new();
+        for (bucket_contacts, threads) in [(None, 2), (Some(1_000), 1), (Some(9_000), 3)] {
+            let out = dir
+                .path()
+                .join(format!("{name}-{bucket_contacts:?}-{threads}"));
+            let mut cfg = sample_config(std::slice::from_ref(input), out.clone());
+            cfg.bucket_contacts = bucket_contacts;
+            cfg.target_partitions = threads;
+            let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+                .await
+                .unwrap();
+            let rows = summary.manifest.rows.read;
+            let want = bucket_contacts.map_or(1, |b| rows.div_ceil(b) as usize);
+            assert_eq!(summary.manifest.memory.buckets, want, "{name}");
+            rendered.push(render_all(&out));
+        }
+        assert!(rendered[0].len() > 1_000_000, "all tables rendered");
+        for r in rendered.iter().skip(1) {
+            assert_same(r, &rendered[0]);
+        }
+    }
+}
+
 /// Under a memory limit the sort spills to disk and the run still succeeds
 /// with the same output; a limit too small for what must stay in memory is a
 /// clear error that names the limit and the stage (exit code 2).
@@ -317,6 +377,8 @@ async fn memory_limit_spills_and_output_is_identical() {
             inputs: Some(vec![log.to_string_lossy().into()]),
             out: Some(out),
             memory_limit: limit.map(String::from),
+            // one bucket, so that the limit falls on the sort
+            bucket_contacts: Some(1_000_000),
             ..Default::default()
         };
         let mut cfg = recur::config::PipelineConfig::from_raw(flags).unwrap();
@@ -347,6 +409,22 @@ async fn memory_limit_spills_and_output_is_identical() {
     )
     .unwrap();
     assert_eq!(free_manifest["memory"]["sort_spill_count"], 0);
+
+    // Without --bucket-contacts the limit sets the bucket size: 40 MiB cuts
+    // the log into buckets on disk, analysed one at a time, same output.
+    let mut bucketed = run(dir.path().join("bucketed"), Some("40MiB"));
+    bucketed.bucket_contacts = None;
+    let summary = recur::pipeline::run(&bucketed, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    let memory = &summary.manifest.memory;
+    assert!(memory.buckets >= 2, "{memory:?}");
+    assert_eq!(memory.bucket_contacts, (40 << 20) / 400);
+    assert!(memory.bucket_spilled_bytes > 0, "{memory:?}");
+    assert_same(
+        &render_all(&dir.path().join("bucketed")),
+        &render_all(&dir.path().join("free")),
+    );
 
     let tiny = run(dir.path().join("tiny"), Some("8MiB"));
     let err = recur::pipeline::run(&tiny, &recur::pipeline::NoProgress)

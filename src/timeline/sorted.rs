@@ -309,7 +309,7 @@ impl SortedContactsExec {
     pub fn memory_size(&self) -> usize {
         self.partitions
             .iter()
-            .map(|b| b.get_array_memory_size())
+            .map(datafusion::common::utils::memory::get_record_batch_memory_size)
             .sum()
     }
 }

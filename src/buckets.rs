@@ -1,0 +1,492 @@
+//! Buckets — how a log larger than memory is cut into parts that are sorted
+//! and passed over one at a time.
+//!
+//! Input: the normalised batches ingest produces (schema `contacts_in`, see
+//! [`crate::ingest`]), pushed into a [`Sink`] as they are read. Output:
+//! [`Buckets`], from which the pipeline takes one bucket's contacts at a time.
+//!
+//! A log of at most `bucket_contacts` rows is one bucket, held in memory as
+//! read (the usual case, and the fastest). A larger log is split by a hash of
+//! the customer id into `ceil(rows / bucket_contacts)` buckets, each an Arrow
+//! IPC file in a temporary folder (under `TMPDIR`, removed when the run
+//! ends). Every customer's contacts land in exactly one bucket, so the
+//! per-customer passes need nothing from another bucket, and what they count
+//! adds up across buckets; the pipeline keeps the annotated contacts of each
+//! bucket in files as well ([`spill`], [`SpilledPartition`]) for the passes
+//! and queries that come after the ranking. So the memory a run needs follows
+//! the bucket size, not the log size.
+//!
+//! Row numbers: ingest reads a file's partitions concurrently, so while it
+//! reads it cannot know how many rows come before a batch. It numbers rows
+//! `(g << 46) | (k << 24) | i` — the `g`-th scan partition, its `k`-th batch,
+//! the `i`-th row of that batch — which already sorts in input order, and
+//! records each batch's size. [`RowNumbers`] turns that into the global input
+//! row number (and the contact ids assigned from it) as a bucket is taken.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::hash::BuildHasher;
+use std::io::{BufReader, BufWriter};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use datafusion::arrow::array::{AsArray, Int64Array, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
+use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::arrow::ipc::reader::FileReader;
+use datafusion::arrow::ipc::writer::FileWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::execution::TaskContext;
+use datafusion::physical_plan::SendableRecordBatchStream;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::PartitionStream;
+
+use crate::error::{Error, Result};
+
+/// Contacts per bucket when neither `--bucket-contacts` nor a memory limit
+/// says otherwise: a bucket this size peaks at about 4 GB.
+pub const DEFAULT_BUCKET_CONTACTS: u64 = 16_000_000;
+
+/// Memory a run needs per contact of its largest bucket (measured: the
+/// tables held peak at ~135 bytes per contact, and a run needs about 2.2×
+/// that; rounded up). Under `--memory-limit` the bucket size is the limit
+/// over this.
+pub const BYTES_PER_CONTACT: u64 = 400;
+
+/// Smallest bucket a memory limit leads to.
+const MIN_BUCKET_CONTACTS: u64 = 10_000;
+
+/// Bits of a provisional row number given to the row within its batch.
+const ROW_BITS: u32 = 24;
+/// Bits given to the batch within its scan partition.
+const BATCH_BITS: u32 = 22;
+/// Most scan partitions (files × partitions per file) a run can number.
+pub const MAX_SCAN_PARTITIONS: u64 = 1 << (63 - ROW_BITS - BATCH_BITS);
+
+/// Contacts per bucket for a run: `--bucket-contacts` if given, else what
+/// `--memory-limit` leaves room for, else [`DEFAULT_BUCKET_CONTACTS`].
+pub fn bucket_contacts(explicit: Option<u64>, memory_limit: Option<u64>) -> u64 {
+    explicit
+        .or_else(|| {
+            memory_limit.map(|l| {
+                (l / BYTES_PER_CONTACT).clamp(MIN_BUCKET_CONTACTS, DEFAULT_BUCKET_CONTACTS)
+            })
+        })
+        .unwrap_or(DEFAULT_BUCKET_CONTACTS)
+        .max(1)
+}
+
+/// Buckets for a log of `rows` rows (before exclusions) at `per_bucket`.
+pub fn bucket_count(rows: u64, per_bucket: u64) -> usize {
+    rows.div_ceil(per_bucket.max(1)).max(1) as usize
+}
+
+/// The provisional number of row `i` of batch `k` of scan partition `g`.
+pub fn provisional_row(g: u64, k: u64) -> Result<i64> {
+    if g >= MAX_SCAN_PARTITIONS || k >= 1 << BATCH_BITS {
+        return Err(Error::param(
+            "inputs",
+            format!(
+                "too many files or batches to number rows (scan partition {g}, batch {k}); \
+                 merge small files first"
+            ),
+        ));
+    }
+    Ok(((g << (BATCH_BITS + ROW_BITS)) | (k << ROW_BITS)) as i64)
+}
+
+/// Rows in one batch a scan may yield and still be numbered.
+pub const MAX_BATCH_ROWS: usize = 1 << ROW_BITS;
+
+/// Turns provisional row numbers into global input row numbers.
+#[derive(Debug, Default)]
+pub struct RowNumbers {
+    /// First global row of each batch, by provisional number >> ROW_BITS.
+    first_row: HashMap<i64, i64>,
+    /// Whether contact ids were assigned from row numbers (then they change too).
+    assigned_ids: bool,
+}
+
+impl RowNumbers {
+    /// From every batch read, `(provisional number of its first row, rows)`.
+    pub fn new(mut batches: Vec<(i64, u64)>, assigned_ids: bool) -> Self {
+        batches.sort_unstable();
+        let mut next = 0i64;
+        let first_row = batches
+            .into_iter()
+            .map(|(key, rows)| {
+                let first = next;
+                next += rows as i64;
+                (key >> ROW_BITS, first)
+            })
+            .collect();
+        RowNumbers {
+            first_row,
+            assigned_ids,
+        }
+    }
+
+    /// `batch` with global row numbers (and contact ids, where assigned).
+    /// Every row of `batch` must come from one batch of the scan, as every
+    /// batch ingest pushes and every slice of one does.
+    pub fn renumber(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        if batch.num_rows() == 0 {
+            return Ok(batch);
+        }
+        let schema = batch.schema();
+        let row_idx = schema.index_of("_row")?;
+        let rows = batch.column(row_idx).as_primitive::<Int64Type>();
+        let key = rows.value(0) >> ROW_BITS;
+        let first = *self.first_row.get(&key).ok_or_else(|| {
+            datafusion::error::DataFusionError::Internal(format!(
+                "no row numbers recorded for scan batch {key}"
+            ))
+        })?;
+        let mask = (1i64 << ROW_BITS) - 1;
+        let global = Int64Array::from_iter_values(rows.values().iter().map(|v| first + (v & mask)));
+        let mut columns = batch.columns().to_vec();
+        if self.assigned_ids {
+            let id_idx = schema.index_of("contact_id")?;
+            columns[id_idx] = Arc::new(Int64Array::from_iter_values(
+                global.values().iter().map(|v| v + 1),
+            ));
+        }
+        columns[row_idx] = Arc::new(global);
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}
+
+/// The bucket of a customer id, out of `buckets` (a fixed hash: a log always
+/// splits the same way).
+fn bucket_of(hasher: &foldhash::fast::FixedState, customer: &str, buckets: usize) -> usize {
+    (hasher.hash_one(customer) % buckets as u64) as usize
+}
+
+fn bucket_hasher() -> foldhash::fast::FixedState {
+    foldhash::fast::FixedState::with_seed(0x7265_6375_7262_6b74)
+}
+
+/// Where ingest puts the normalised batches; shared by its reading tasks.
+pub struct Sink {
+    schema: SchemaRef,
+    inner: SinkInner,
+    scanned: Mutex<Vec<(i64, u64)>>,
+}
+
+enum SinkInner {
+    Memory(Mutex<Vec<RecordBatch>>),
+    Files {
+        dir: tempfile::TempDir,
+        writers: Vec<Mutex<FileWriter<BufWriter<File>>>>,
+        rows: Vec<std::sync::atomic::AtomicU64>,
+    },
+}
+
+impl Sink {
+    /// A sink for `buckets` buckets (1: in memory).
+    pub fn new(schema: SchemaRef, buckets: usize) -> Result<Sink> {
+        let inner = if buckets <= 1 {
+            SinkInner::Memory(Mutex::new(Vec::new()))
+        } else {
+            let dir = spill_dir()?;
+            let writers = (0..buckets)
+                .map(|b| {
+                    let path = dir.path().join(format!("bucket-{b}.arrow"));
+                    let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+                    Ok(Mutex::new(FileWriter::try_new(
+                        BufWriter::with_capacity(1 << 20, file),
+                        &schema,
+                    )?))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            SinkInner::Files {
+                dir,
+                writers,
+                rows: (0..buckets).map(|_| Default::default()).collect(),
+            }
+        };
+        Ok(Sink {
+            schema,
+            inner,
+            scanned: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Records the batches one reading task scanned: (provisional number of
+    /// the first row, rows), excluded rows included.
+    pub fn scanned(&self, batches: Vec<(i64, u64)>) {
+        self.scanned
+            .lock()
+            .expect("no task panicked holding it")
+            .extend(batches);
+    }
+
+    /// Adds normalised contacts (all from one scan batch).
+    pub fn push(&self, batch: RecordBatch) -> Result<()> {
+        match &self.inner {
+            SinkInner::Memory(m) => m.lock().expect("no task panicked holding it").push(batch),
+            SinkInner::Files { writers, rows, .. } => {
+                let hasher = bucket_hasher();
+                let customer = batch
+                    .column_by_name("customer_id")
+                    .expect("contacts_in schema")
+                    .as_string::<i32>();
+                let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); writers.len()];
+                for i in 0..batch.num_rows() {
+                    rows_of[bucket_of(&hasher, customer.value(i), writers.len())].push(i as u32);
+                }
+                for (b, idx) in rows_of.into_iter().enumerate() {
+                    if idx.is_empty() {
+                        continue;
+                    }
+                    let part = take_record_batch(&batch, &UInt32Array::from(idx))?;
+                    rows[b].fetch_add(part.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+                    writers[b]
+                        .lock()
+                        .expect("no task panicked holding it")
+                        .write(&part)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Closes the bucket files and numbers the rows.
+    pub fn finish(self, assigned_ids: bool) -> Result<Buckets> {
+        let scanned = self
+            .scanned
+            .into_inner()
+            .expect("no task panicked holding it");
+        let numbers = RowNumbers::new(scanned, assigned_ids);
+        let store = match self.inner {
+            SinkInner::Memory(m) => {
+                let batches = m.into_inner().expect("no task panicked holding it");
+                Store::Memory(
+                    batches
+                        .into_iter()
+                        .map(|b| numbers.renumber(b))
+                        .collect::<Result<Vec<_>>>()?,
+                )
+            }
+            SinkInner::Files { dir, writers, rows } => {
+                for w in writers {
+                    w.into_inner()
+                        .expect("no task panicked holding it")
+                        .finish()?;
+                }
+                Store::Files {
+                    rows: rows.into_iter().map(|r| r.into_inner()).collect(),
+                    dir: Arc::new(dir),
+                }
+            }
+        };
+        Ok(Buckets {
+            schema: self.schema,
+            store,
+            numbers,
+        })
+    }
+}
+
+/// A temporary folder for bucket files, under `TMPDIR`.
+fn spill_dir() -> Result<tempfile::TempDir> {
+    tempfile::Builder::new()
+        .prefix("recur-buckets-")
+        .tempdir()
+        .map_err(|e| Error::io(std::env::temp_dir(), e))
+}
+
+#[derive(Debug)]
+enum Store {
+    Memory(Vec<RecordBatch>),
+    Files {
+        dir: Arc<tempfile::TempDir>,
+        rows: Vec<u64>,
+    },
+}
+
+/// The normalised contacts, by bucket.
+#[derive(Debug)]
+pub struct Buckets {
+    schema: SchemaRef,
+    store: Store,
+    numbers: RowNumbers,
+}
+
+impl Buckets {
+    /// Number of buckets.
+    pub fn len(&self) -> usize {
+        match &self.store {
+            Store::Memory(_) => 1,
+            Store::Files { rows, .. } => rows.len(),
+        }
+    }
+
+    /// Whether there are no buckets (never: an empty log is one empty bucket).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The folder the bucket files are in (None: in memory), for the
+    /// pipeline's own spill files.
+    pub fn dir(&self) -> Option<Arc<tempfile::TempDir>> {
+        match &self.store {
+            Store::Memory(_) => None,
+            Store::Files { dir, .. } => Some(dir.clone()),
+        }
+    }
+
+    /// Contacts in each bucket.
+    pub fn rows(&self) -> Vec<u64> {
+        match &self.store {
+            Store::Memory(b) => vec![b.iter().map(|b| b.num_rows() as u64).sum()],
+            Store::Files { rows, .. } => rows.clone(),
+        }
+    }
+
+    /// The schema of the contacts.
+    pub fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    /// Takes bucket `b`'s contacts, renumbered, dealt into `partitions`
+    /// lists of batches (the bucket's file is removed).
+    pub fn take(&mut self, b: usize, partitions: usize) -> Result<Vec<Vec<RecordBatch>>> {
+        let batches = match &mut self.store {
+            Store::Memory(batches) => std::mem::take(batches),
+            Store::Files { dir, .. } => {
+                let path = dir.path().join(format!("bucket-{b}.arrow"));
+                let batches = read_file(&path)?
+                    .into_iter()
+                    .map(|b| self.numbers.renumber(b))
+                    .collect::<Result<Vec<_>>>()?;
+                std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+                batches
+            }
+        };
+        let n = partitions.max(1);
+        let mut parts: Vec<Vec<RecordBatch>> = vec![Vec::new(); n];
+        for (i, b) in batches.into_iter().enumerate() {
+            parts[i % n].push(b);
+        }
+        Ok(parts)
+    }
+}
+
+/// Writes `batches` to an Arrow IPC file at `path`.
+pub fn spill(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<u64> {
+    let file = File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut w = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema)?;
+    for b in batches {
+        w.write(b)?;
+    }
+    w.finish()?;
+    Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0))
+}
+
+/// Reads every batch of an Arrow IPC file.
+pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = FileReader::try_new(BufReader::with_capacity(1 << 20, file), None)?;
+    Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// One spilled partition of annotated contacts, read back as a stream (a
+/// partition of the `contacts` table when a run has several buckets).
+#[derive(Debug)]
+pub struct SpilledPartition {
+    /// The IPC file.
+    pub path: PathBuf,
+    /// Its schema.
+    pub schema: SchemaRef,
+    /// Keeps the folder alive while a plan may read the file.
+    pub dir: Arc<tempfile::TempDir>,
+}
+
+impl PartitionStream for SpilledPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let opened = File::open(&self.path)
+            .map_err(datafusion::error::DataFusionError::IoError)
+            .and_then(|f| {
+                Ok(FileReader::try_new(
+                    BufReader::with_capacity(1 << 20, f),
+                    None,
+                )?)
+            });
+        let batches: Box<dyn Iterator<Item = datafusion::error::Result<RecordBatch>> + Send> =
+            match opened {
+                Ok(reader) => Box::new(reader.map(|b| b.map_err(Into::into))),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
+        Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            futures::stream::iter(batches),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn row_numbers_follow_scan_order() {
+        // partition 0 has batches of 3 and 2 rows, partition 1 one of 4
+        let k00 = provisional_row(0, 0).unwrap();
+        let k01 = provisional_row(0, 1).unwrap();
+        let k10 = provisional_row(1, 0).unwrap();
+        let numbers = RowNumbers::new(vec![(k10, 4), (k01, 2), (k00, 3)], true);
+        let schema =
+            crate::ingest::contacts_in_schema(&datafusion::arrow::datatypes::DataType::Int64);
+        let batch = |rows: Vec<i64>| {
+            let n = rows.len();
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from(rows.clone())),
+                    Arc::new(datafusion::arrow::array::StringArray::from(vec!["c"; n])),
+                    Arc::new(
+                        datafusion::arrow::array::TimestampMicrosecondArray::from(vec![0; n])
+                            .with_timezone("UTC"),
+                    ),
+                    Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                        Some("x");
+                        n
+                    ])),
+                    Arc::new(datafusion::arrow::array::StringArray::from(vec![
+                        Some("x");
+                        n
+                    ])),
+                    datafusion::arrow::array::new_null_array(
+                        &datafusion::arrow::datatypes::DataType::Utf8,
+                        n,
+                    ),
+                    Arc::new(Int64Array::from(rows)),
+                ],
+            )
+            .unwrap()
+        };
+        let out = numbers.renumber(batch(vec![k10, k10 + 3])).unwrap();
+        let rows = out.column(6).as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(rows, vec![5, 8]);
+        let ids = out.column(0).as_primitive::<Int64Type>().values().to_vec();
+        assert_eq!(ids, vec![6, 9]);
+        let out = numbers.renumber(batch(vec![k01 + 1])).unwrap();
+        assert_eq!(out.column(6).as_primitive::<Int64Type>().value(0), 4);
+        assert!(provisional_row(MAX_SCAN_PARTITIONS, 0).is_err());
+    }
+
+    #[test]
+    fn bucket_sizes() {
+        assert_eq!(bucket_count(0, 10), 1);
+        assert_eq!(bucket_count(10, 10), 1);
+        assert_eq!(bucket_count(11, 10), 2);
+        assert_eq!(bucket_contacts(Some(5), Some(1 << 30)), 5);
+        assert_eq!(bucket_contacts(None, Some(4_000_000_000)), 10_000_000);
+        assert_eq!(bucket_contacts(None, None), DEFAULT_BUCKET_CONTACTS);
+    }
+}
