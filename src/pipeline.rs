@@ -348,6 +348,12 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         let t = Instant::now();
         sequence_counts
             .add(run_timeline(&ctx, &annotated, Mode::SequenceCounts, params.clone()).await?);
+        if n_buckets > 1 {
+            // one row per pattern so far, not one per pattern and partition
+            sequence_counts
+                .compact(&ctx, COMPACT_SEQUENCE_COUNTS)
+                .await?;
+        }
         add_seconds(&mut stage_seconds, "sequences", t);
 
         match &spill_dir {
@@ -608,8 +614,8 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         .iter()
         .map(|c| c.p90_lag_s)
         .fold(0.0_f64, f64::max);
-    let outreach_sql = queries::render(
-        queries::OUTREACH_CANDIDATES,
+    let triggers_sql = queries::render(
+        queries::OUTREACH_TRIGGERS,
         &[
             ("as_of_us", as_of_us.to_string()),
             (
@@ -622,8 +628,13 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             ),
         ],
     );
+    register_query(&ctx, "outreach_triggers", &triggers_sql, &mut stage_seconds).await?;
     let t_out = Instant::now();
-    let candidates = ctx.sql(&outreach_sql).await?.collect().await?;
+    let candidates = ctx
+        .sql(queries::OUTREACH_CANDIDATES)
+        .await?
+        .collect()
+        .await?;
     stage_seconds.insert(
         "query.outreach_candidates".into(),
         t_out.elapsed().as_secs_f64(),
@@ -708,8 +719,28 @@ struct Collected {
 
 impl Collected {
     fn add(&mut self, (schema, parts): (SchemaRef, Vec<Vec<RecordBatch>>)) {
-        self.schema = Some(schema);
+        // (after a compaction the schema is the compacted one, whose nullable
+        // fields take the pass's batches too)
+        self.schema.get_or_insert(schema);
         self.parts.extend(parts);
+    }
+
+    /// Replaces the partitions by the result of `sql` over them, read as
+    /// table `sequence_counts`.
+    async fn compact(&mut self, ctx: &SessionContext, sql: &str) -> Result<()> {
+        let table = Collected {
+            schema: self.schema.clone(),
+            parts: std::mem::take(&mut self.parts),
+        }
+        .table()?;
+        ctx.register_table("sequence_counts", table)?;
+        let batches = ctx.sql(sql).await?.collect().await?;
+        ctx.deregister_table("sequence_counts")?;
+        if let Some(b) = batches.first() {
+            self.schema = Some(b.schema());
+        }
+        self.parts = vec![batches];
+        Ok(())
     }
 
     fn table(self) -> Result<Arc<MemTable>> {
@@ -717,6 +748,15 @@ impl Collected {
         Ok(Arc::new(MemTable::try_new(schema, self.parts)?))
     }
 }
+
+/// Pattern counts summed over partitions (every column but the counts is a
+/// function of the pattern), so that a run with many buckets keeps one row
+/// per pattern between buckets; queries/sequence_candidates.sql sums again.
+const COMPACT_SEQUENCE_COUNTS: &str = "SELECT pattern, MIN(prefix) AS prefix, \
+     MIN(length) AS length, MIN(reason_1) AS reason_1, MIN(reason_2) AS reason_2, \
+     MIN(reason_3) AS reason_3, MIN(reason_4) AS reason_4, SUM(n) AS n, \
+     SUM(customers) AS customers, SUM(followup_cost_micros) AS followup_cost_micros \
+     FROM sequence_counts GROUP BY pattern";
 
 /// " (bucket 2/5)" when a run has several buckets.
 fn bucket_label(b: usize, buckets: usize) -> String {

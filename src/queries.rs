@@ -28,7 +28,9 @@ pub const CLUSTERS: &str = query!("clusters.sql");
 pub const CLUSTER_MEMBERS: &str = query!("cluster_members.sql");
 /// clusters → prompts.
 pub const PROMPTS: &str = query!("prompts.sql");
-/// clusters, contacts, followups → outreach_candidates.
+/// clusters, contacts → outreach_triggers.
+pub const OUTREACH_TRIGGERS: &str = query!("outreach_triggers.sql");
+/// outreach_triggers, followups → outreach_candidates.
 pub const OUTREACH_CANDIDATES: &str = query!("outreach_candidates.sql");
 
 /// Every query by name, for listing and for the planning test.
@@ -42,6 +44,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("sequences", SEQUENCES),
     ("cluster_members", CLUSTER_MEMBERS),
     ("prompts", PROMPTS),
+    ("outreach_triggers", OUTREACH_TRIGGERS),
     ("outreach_candidates", OUTREACH_CANDIDATES),
 ];
 
