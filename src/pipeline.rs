@@ -302,6 +302,8 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let mut annotated_schema: Option<SchemaRef> = None;
     let mut annotated_in_memory: Option<(Arc<SortedContactsExec>, Vec<Vec<RecordBatch>>)> = None;
     let mut annotated_files: Vec<Vec<PathBuf>> = Vec::new();
+    let mut repeat_counts = Collected::default();
+    let mut caps_total: BTreeMap<String, u64> = BTreeMap::new();
     let mut pair_counts = Collected::default();
     let mut sequence_counts = Collected::default();
     for (b, rows) in bucket_rows.iter().enumerate() {
@@ -338,6 +340,14 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         held.grow(annotated.memory_size(), "the annotated contacts")?;
         annotated_schema = Some(schema.clone());
         add_seconds(&mut stage_seconds, "repeats", t);
+        // what is counted per customer is counted here, over this bucket
+        replace_table(&ctx, "contacts", contacts_table(&schema, &parts)?)?;
+        let t = Instant::now();
+        repeat_counts.add(query_batches(&ctx, queries::REPEAT_COUNTS).await?);
+        add_seconds(&mut stage_seconds, "query.repeat_counts", t);
+        for (name, n) in caps(&ctx).await? {
+            *caps_total.entry(name).or_default() += n;
+        }
 
         progress.stage(&format!("counting follow-ups{label}"));
         let t = Instant::now();
@@ -373,40 +383,10 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         }
     }
     let schema = annotated_schema.expect("at least one bucket");
-    // The pass emits each partition in its input order, (customer_id, ts,
-    // contact_id): declaring it lets the sorted write merge instead of sort.
-    let sorted_by: Vec<_> = ["customer_id", "ts", "contact_id"]
-        .iter()
-        .map(|c| datafusion::prelude::col(*c).sort(true, false))
-        .collect();
-    let contacts: Arc<dyn TableProvider> = match (&annotated_in_memory, &spill_dir) {
-        (Some((_, parts)), _) => Arc::new(
-            MemTable::try_new(schema.clone(), sliced(parts.clone()))?
-                .with_sort_order(vec![sorted_by]),
-        ),
-        (None, Some(dir)) => Arc::new(
-            StreamingTable::try_new(
-                schema.clone(),
-                annotated_files
-                    .iter()
-                    .flatten()
-                    .map(|path| {
-                        Arc::new(crate::buckets::SpilledPartition {
-                            path: path.clone(),
-                            schema: schema.clone(),
-                            dir: dir.clone(),
-                        }) as Arc<dyn PartitionStream>
-                    })
-                    .collect(),
-            )?
-            .with_sort_order(sorted_by),
-        ),
-        (None, None) => unreachable!("buckets are in memory or in files"),
-    };
-    ctx.register_table("contacts", contacts)?;
+    ctx.register_table("repeat_counts", repeat_counts.table()?)?;
     ctx.register_table("pair_counts", pair_counts.table()?)?;
     ctx.register_table("sequence_counts", sequence_counts.table()?)?;
-    let caps = caps(&ctx).await?;
+    let caps = caps_total;
 
     progress.stage("ranking clusters");
     let t = Instant::now();
@@ -491,9 +471,29 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         pair_filter: Arc::new(pair_filter),
         ..params
     };
+    let as_of_us = cfg.as_of_us.or(stats.max_ts_us).unwrap_or(0);
+    let horizon_s = clusters_found
+        .iter()
+        .map(|c| c.p90_lag_s)
+        .fold(0.0_f64, f64::max);
+    let triggers_sql = queries::render(
+        queries::OUTREACH_TRIGGERS,
+        &[
+            ("as_of_us", as_of_us.to_string()),
+            (
+                "horizon_us",
+                ((horizon_s * 1e6).ceil() as i64 + 1).to_string(),
+            ),
+            (
+                "max_customer_contacts",
+                crate::timeline::MAX_PAIR_CONTACTS_PER_CUSTOMER.to_string(),
+            ),
+        ],
+    );
+    let mut triggers = Collected::default();
     // The second passes, over each bucket's annotated contacts again: the
-    // occurrences of the kept sequences, and the follow-ups of the reported
-    // clusters (for members and outreach).
+    // occurrences of the kept sequences, the follow-ups of the reported
+    // clusters (for members and outreach), and the outreach triggers.
     let mut occurrences = Collected::default();
     let mut followups = Collected::default();
     let mut followup_seconds = 0.0;
@@ -528,7 +528,26 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         followups
             .add(run_timeline(&ctx, &annotated, Mode::Followups, followup_params.clone()).await?);
         followup_seconds += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        if annotated_in_memory.is_none() {
+            replace_table(
+                &ctx,
+                "contacts",
+                contacts_table(&schema, &annotated.partitions())?,
+            )?;
+        }
+        triggers.add(query_batches(&ctx, &triggers_sql).await?);
+        add_seconds(&mut stage_seconds, "query.outreach_triggers", t);
         held.shrink(bytes);
+    }
+    ctx.register_table("outreach_triggers", triggers.table()?)?;
+    if annotated_in_memory.is_none() {
+        // the contacts file is written from the buckets' files, in one merge
+        replace_table(
+            &ctx,
+            "contacts",
+            spilled_contacts_table(&schema, &annotated_files, &spill_dir)?,
+        )?;
     }
     drop(annotated_in_memory);
     ctx.register_table("sequence_occurrences", occurrences.table()?)?;
@@ -609,26 +628,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         .map(|b| b.schema())
         .unwrap_or(prompts_schema);
     report::write_batches(prompts_schema, &prompts, &cfg.out, "prompts", &mut tables)?;
-    let as_of_us = cfg.as_of_us.or(stats.max_ts_us).unwrap_or(0);
-    let horizon_s = clusters_found
-        .iter()
-        .map(|c| c.p90_lag_s)
-        .fold(0.0_f64, f64::max);
-    let triggers_sql = queries::render(
-        queries::OUTREACH_TRIGGERS,
-        &[
-            ("as_of_us", as_of_us.to_string()),
-            (
-                "horizon_us",
-                ((horizon_s * 1e6).ceil() as i64 + 1).to_string(),
-            ),
-            (
-                "max_customer_contacts",
-                crate::timeline::MAX_PAIR_CONTACTS_PER_CUSTOMER.to_string(),
-            ),
-        ],
-    );
-    register_query(&ctx, "outreach_triggers", &triggers_sql, &mut stage_seconds).await?;
     let t_out = Instant::now();
     let candidates = ctx
         .sql(queries::OUTREACH_CANDIDATES)
@@ -708,6 +707,78 @@ async fn sort_contacts(
         })
         .unwrap_or((0, 0));
     Ok((SortedContactsExec::try_new(schema, parts)?, spills))
+}
+
+/// Registers `table` as `name`, in place of an earlier table of that name.
+fn replace_table(ctx: &SessionContext, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
+    ctx.deregister_table(name)?;
+    ctx.register_table(name, table)?;
+    Ok(())
+}
+
+/// How the annotated contacts are ordered in every partition.
+fn contacts_order() -> Vec<datafusion::logical_expr::SortExpr> {
+    ["customer_id", "ts", "contact_id"]
+        .iter()
+        .map(|c| datafusion::prelude::col(*c).sort(true, false))
+        .collect()
+}
+
+/// The `contacts` table over annotated contacts in memory (all of them, or
+/// one bucket's), its order declared so that the sorted write merges.
+fn contacts_table(
+    schema: &SchemaRef,
+    parts: &[Vec<RecordBatch>],
+) -> Result<Arc<dyn TableProvider>> {
+    Ok(Arc::new(
+        MemTable::try_new(schema.clone(), sliced(parts.to_vec()))?
+            .with_sort_order(vec![contacts_order()]),
+    ))
+}
+
+/// The `contacts` table over the buckets' files: one stream per file, each
+/// in the contacts' order.
+fn spilled_contacts_table(
+    schema: &SchemaRef,
+    files: &[Vec<PathBuf>],
+    dir: &Option<Arc<tempfile::TempDir>>,
+) -> Result<Arc<dyn TableProvider>> {
+    let dir = dir.as_ref().expect("bucket files have a folder");
+    let partitions = files
+        .iter()
+        .flatten()
+        .map(|path| {
+            Arc::new(crate::buckets::SpilledPartition {
+                path: path.clone(),
+                schema: schema.clone(),
+                dir: dir.clone(),
+            }) as Arc<dyn PartitionStream>
+        })
+        .collect();
+    Ok(Arc::new(
+        StreamingTable::try_new(schema.clone(), partitions)?.with_sort_order(contacts_order()),
+    ))
+}
+
+/// Runs `sql` to its result: the schema (the batches' own, which can differ
+/// from the planned one, e.g. text as views; every field nullable, so that
+/// every bucket's batches fit it) and the batches, as one partition.
+async fn query_batches(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<(SchemaRef, Vec<Vec<RecordBatch>>)> {
+    let df = ctx.sql(sql).await?;
+    let planned = df.schema().inner().clone();
+    let batches = df.collect().await?;
+    let schema = batches.first().map(|b| b.schema()).unwrap_or(planned);
+    let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    ));
+    Ok((schema, vec![batches]))
 }
 
 /// A pass's output gathered over buckets: its schema and every partition.

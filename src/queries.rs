@@ -10,7 +10,9 @@ macro_rules! query {
     };
 }
 
-/// contacts → repeat_summary.
+/// contacts → repeat_counts (per bucket).
+pub const REPEAT_COUNTS: &str = query!("repeat_counts.sql");
+/// repeat_counts → repeat_summary.
 pub const REPEAT_SUMMARY: &str = query!("repeat_summary.sql");
 /// contacts, pair_counts → cluster_candidates.
 pub const CLUSTER_CANDIDATES: &str = query!("cluster_candidates.sql");
@@ -35,6 +37,7 @@ pub const OUTREACH_CANDIDATES: &str = query!("outreach_candidates.sql");
 
 /// Every query by name, for listing and for the planning test.
 pub const ALL: &[(&str, &str)] = &[
+    ("repeat_counts", REPEAT_COUNTS),
     ("repeat_summary", REPEAT_SUMMARY),
     ("cluster_candidates", CLUSTER_CANDIDATES),
     ("sequence_candidates", SEQUENCE_CANDIDATES),

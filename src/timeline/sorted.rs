@@ -305,6 +305,11 @@ impl SortedContactsExec {
         self.partitions.iter().map(|b| b.num_rows()).sum()
     }
 
+    /// The partitions, one batch each (shared, not copied).
+    pub fn partitions(&self) -> Vec<Vec<RecordBatch>> {
+        self.partitions.iter().map(|b| vec![b.clone()]).collect()
+    }
+
     /// Bytes held by the batches.
     pub fn memory_size(&self) -> usize {
         self.partitions
