@@ -22,7 +22,9 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     ArrayRef, AsArray, Float64Array, RecordBatch, TimestampMicrosecondArray, UInt32Array,
 };
-use datafusion::arrow::compute::{concat_batches, take};
+use datafusion::arrow::compute::{
+    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take, take_record_batch,
+};
 use datafusion::arrow::datatypes::{
     DataType, Field, Float64Type, Int64Type, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
@@ -149,6 +151,32 @@ pub fn build(
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.2))),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// Merges outreach lists built from disjoint sets of customers (buckets)
+/// into one, best first: the order [`build`] gives, which is total (a list
+/// has one row per customer and expected reason).
+pub fn merge(lists: &[RecordBatch]) -> Result<RecordBatch> {
+    let Some(first) = lists.first() else {
+        return Ok(RecordBatch::new_empty(outreach_schema(&DataType::Int64)));
+    };
+    let all = concat_batches(&first.schema(), lists)?;
+    let key = |name: &str, descending: bool| SortColumn {
+        values: all.column_by_name(name).expect("outreach column").clone(),
+        options: Some(SortOptions {
+            descending,
+            nulls_first: false,
+        }),
+    };
+    let idx = lexsort_to_indices(
+        &[
+            key("priority", true),
+            key("customer_id", false),
+            key("expected_reason", false),
+        ],
+        None,
+    )?;
+    Ok(take_record_batch(&all, &idx)?)
 }
 
 #[cfg(test)]

@@ -490,7 +490,9 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             ),
         ],
     );
-    let mut triggers = Collected::default();
+    let mut triggers: Vec<Triggers> = Vec::new();
+    let mut triggers_schema: Option<SchemaRef> = None;
+    let mut followups_by_bucket: Vec<Vec<Vec<RecordBatch>>> = Vec::new();
     // The second passes, over each bucket's annotated contacts again: the
     // occurrences of the kept sequences, the follow-ups of the reported
     // clusters (for members and outreach), and the outreach triggers.
@@ -525,8 +527,10 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         held.grow(bytes, "the annotated contacts")?;
         occurrences.add(run_timeline(&ctx, &annotated, Mode::Sequences, occ_params.clone()).await?);
         let t = Instant::now();
-        followups
-            .add(run_timeline(&ctx, &annotated, Mode::Followups, followup_params.clone()).await?);
+        let (followup_schema, parts) =
+            run_timeline(&ctx, &annotated, Mode::Followups, followup_params.clone()).await?;
+        followups_by_bucket.push(parts.clone());
+        followups.add((followup_schema, parts));
         followup_seconds += t.elapsed().as_secs_f64();
         let t = Instant::now();
         if annotated_in_memory.is_none() {
@@ -536,11 +540,22 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                 contacts_table(&schema, &annotated.partitions())?,
             )?;
         }
-        triggers.add(query_batches(&ctx, &triggers_sql).await?);
+        // this bucket's triggers, kept (on disk with several buckets) for
+        // the outreach list, which needs the member lags of every bucket
+        let (trigger_schema, parts) = query_batches(&ctx, &triggers_sql).await?;
+        let batches: Vec<RecordBatch> = parts.into_iter().flatten().collect();
+        triggers.push(match &spill_dir {
+            None => Triggers::Held(batches),
+            Some(dir) => {
+                let path = dir.path().join(format!("triggers-{b}.arrow"));
+                spilled_bytes += crate::buckets::spill(&path, &trigger_schema, &batches)?;
+                Triggers::Spilled(path)
+            }
+        });
+        triggers_schema = Some(trigger_schema);
         add_seconds(&mut stage_seconds, "query.outreach_triggers", t);
         held.shrink(bytes);
     }
-    ctx.register_table("outreach_triggers", triggers.table()?)?;
     if annotated_in_memory.is_none() {
         // the contacts file is written from the buckets' files, in one merge
         replace_table(
@@ -551,7 +566,9 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     }
     drop(annotated_in_memory);
     ctx.register_table("sequence_occurrences", occurrences.table()?)?;
-    ctx.register_table("followups", followups.table()?)?;
+    let followups = followups.table()?;
+    let followups_schema = followups.schema();
+    ctx.register_table("followups", followups)?;
     stage_seconds.insert(
         "sequence_occurrences".into(),
         t_occ.elapsed().as_secs_f64() - followup_seconds,
@@ -628,21 +645,46 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         .map(|b| b.schema())
         .unwrap_or(prompts_schema);
     report::write_batches(prompts_schema, &prompts, &cfg.out, "prompts", &mut tables)?;
+    // The outreach list a bucket at a time: a customer's trigger and its
+    // follow-ups are in one bucket, and the lists merge by priority.
     let t_out = Instant::now();
-    let candidates = ctx
-        .sql(queries::OUTREACH_CANDIDATES)
-        .await?
-        .collect()
-        .await?;
+    let lags = report::member_lags(&members);
+    let triggers_schema = triggers_schema.expect("at least one bucket");
+    let mut lists = Vec::with_capacity(n_buckets);
+    for (bucket_triggers, bucket_followups) in triggers.into_iter().zip(followups_by_bucket) {
+        let batches = match bucket_triggers {
+            Triggers::Held(batches) => batches,
+            Triggers::Spilled(path) => crate::buckets::read_file(&path)?,
+        };
+        replace_table(
+            &ctx,
+            "outreach_triggers",
+            Arc::new(MemTable::try_new(triggers_schema.clone(), vec![batches])?),
+        )?;
+        replace_table(
+            &ctx,
+            "followups",
+            Arc::new(MemTable::try_new(
+                followups_schema.clone(),
+                bucket_followups,
+            )?),
+        )?;
+        let candidates = ctx
+            .sql(queries::OUTREACH_CANDIDATES)
+            .await?
+            .collect()
+            .await?;
+        lists.push(crate::outreach::build(
+            &candidates,
+            &lags,
+            contact_id_field.data_type(),
+        )?);
+    }
+    let outreach = crate::outreach::merge(&lists)?;
     stage_seconds.insert(
         "query.outreach_candidates".into(),
         t_out.elapsed().as_secs_f64(),
     );
-    let outreach = crate::outreach::build(
-        &candidates,
-        &report::member_lags(&members),
-        contact_id_field.data_type(),
-    )?;
     report::write_batches(
         outreach.schema(),
         std::slice::from_ref(&outreach),
@@ -779,6 +821,13 @@ async fn query_batches(
             .collect::<Vec<_>>(),
     ));
     Ok((schema, vec![batches]))
+}
+
+/// One bucket's outreach triggers: in memory, or in a file of the bucket
+/// folder.
+enum Triggers {
+    Held(Vec<RecordBatch>),
+    Spilled(PathBuf),
 }
 
 /// A pass's output gathered over buckets: its schema and every partition.
