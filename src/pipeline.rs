@@ -1,6 +1,13 @@
 //! The whole run: ingest → timeline pass → SQL stages → Parquet reports and
 //! manifest.
 //!
+//! A log is processed in buckets of customers ([`crate::buckets`]; one bucket,
+//! in memory, unless the log is larger than `bucket_contacts`): per bucket the
+//! sort, the contacts pass with the per-customer SQL over it (repeat counts,
+//! caps) and the counting passes; then the ranking SQL over what the buckets
+//! counted; then per bucket again the occurrence and follow-up passes and the
+//! outreach triggers; then the reports, the outreach list a bucket at a time.
+//!
 //! Input: a validated [`PipelineConfig`]. Output: the tables under
 //! `cfg.out` (see [`crate::report`]) and a [`RunSummary`] for the caller to
 //! show.
