@@ -79,9 +79,13 @@ pub fn bucket_contacts(explicit: Option<u64>, memory_limit: Option<u64>) -> u64 
         .max(1)
 }
 
+/// Most buckets a run splits a log into (each is a file open while ingest
+/// writes): a smaller `bucket_contacts` than that allows makes larger buckets.
+pub const MAX_BUCKETS: u64 = 512;
+
 /// Buckets for a log of `rows` rows (before exclusions) at `per_bucket`.
 pub fn bucket_count(rows: u64, per_bucket: u64) -> usize {
-    rows.div_ceil(per_bucket.max(1)).max(1) as usize
+    rows.div_ceil(per_bucket.max(1)).clamp(1, MAX_BUCKETS) as usize
 }
 
 /// The provisional number of row `i` of batch `k` of scan partition `g`.
@@ -488,6 +492,7 @@ mod tests {
         assert_eq!(bucket_count(0, 10), 1);
         assert_eq!(bucket_count(10, 10), 1);
         assert_eq!(bucket_count(11, 10), 2);
+        assert_eq!(bucket_count(1_000_000, 1), MAX_BUCKETS as usize);
         assert_eq!(bucket_contacts(Some(5), Some(1 << 30)), 5);
         assert_eq!(bucket_contacts(None, Some(4_000_000_000)), 10_000_000);
         assert_eq!(bucket_contacts(None, None), DEFAULT_BUCKET_CONTACTS);

@@ -498,7 +498,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         ],
     );
     let mut triggers: Vec<Triggers> = Vec::new();
-    let mut triggers_schema: Option<SchemaRef> = None;
     let mut followups_by_bucket: Vec<Vec<Vec<RecordBatch>>> = Vec::new();
     // The second passes, over each bucket's annotated contacts again: the
     // occurrences of the kept sequences, the follow-ups of the reported
@@ -552,14 +551,13 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         let (trigger_schema, parts) = query_batches(&ctx, &triggers_sql).await?;
         let batches: Vec<RecordBatch> = parts.into_iter().flatten().collect();
         triggers.push(match &spill_dir {
-            None => Triggers::Held(batches),
+            None => Triggers::Held(trigger_schema, batches),
             Some(dir) => {
                 let path = dir.path().join(format!("triggers-{b}.arrow"));
                 spilled_bytes += crate::buckets::spill(&path, &trigger_schema, &batches)?;
-                Triggers::Spilled(path)
+                Triggers::Spilled(trigger_schema, path)
             }
         });
-        triggers_schema = Some(trigger_schema);
         add_seconds(&mut stage_seconds, "query.outreach_triggers", t);
         held.shrink(bytes);
     }
@@ -656,17 +654,16 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     // follow-ups are in one bucket, and the lists merge by priority.
     let t_out = Instant::now();
     let lags = report::member_lags(&members);
-    let triggers_schema = triggers_schema.expect("at least one bucket");
     let mut lists = Vec::with_capacity(n_buckets);
     for (bucket_triggers, bucket_followups) in triggers.into_iter().zip(followups_by_bucket) {
-        let batches = match bucket_triggers {
-            Triggers::Held(batches) => batches,
-            Triggers::Spilled(path) => crate::buckets::read_file(&path)?,
+        let (triggers_schema, batches) = match bucket_triggers {
+            Triggers::Held(schema, batches) => (schema, batches),
+            Triggers::Spilled(schema, path) => (schema, crate::buckets::read_file(&path)?),
         };
         replace_table(
             &ctx,
             "outreach_triggers",
-            Arc::new(MemTable::try_new(triggers_schema.clone(), vec![batches])?),
+            Arc::new(MemTable::try_new(triggers_schema, vec![batches])?),
         )?;
         replace_table(
             &ctx,
@@ -833,14 +830,17 @@ async fn query_batches(
 /// One bucket's outreach triggers: in memory, or in a file of the bucket
 /// folder.
 enum Triggers {
-    Held(Vec<RecordBatch>),
-    Spilled(PathBuf),
+    Held(SchemaRef, Vec<RecordBatch>),
+    Spilled(SchemaRef, PathBuf),
 }
 
 /// A pass's output gathered over buckets: its schema and every partition.
 #[derive(Default)]
 struct Collected {
     schema: Option<SchemaRef>,
+    /// Whether `schema` is that of real batches (a planned schema can differ
+    /// from the batches', e.g. text as views; a bucket can be empty).
+    from_batches: bool,
     parts: Vec<Vec<RecordBatch>>,
 }
 
@@ -848,7 +848,14 @@ impl Collected {
     fn add(&mut self, (schema, parts): (SchemaRef, Vec<Vec<RecordBatch>>)) {
         // (after a compaction the schema is the compacted one, whose nullable
         // fields take the pass's batches too)
-        self.schema.get_or_insert(schema);
+        if !self.from_batches {
+            if let Some(b) = parts.iter().flatten().next() {
+                self.schema = Some(b.schema());
+                self.from_batches = true;
+            } else if self.schema.is_none() {
+                self.schema = Some(schema);
+            }
+        }
         self.parts.extend(parts);
     }
 
@@ -857,6 +864,7 @@ impl Collected {
     async fn compact(&mut self, ctx: &SessionContext, sql: &str) -> Result<()> {
         let table = Collected {
             schema: self.schema.clone(),
+            from_batches: self.from_batches,
             parts: std::mem::take(&mut self.parts),
         }
         .table()?;
@@ -865,6 +873,7 @@ impl Collected {
         ctx.deregister_table("sequence_counts")?;
         if let Some(b) = batches.first() {
             self.schema = Some(b.schema());
+            self.from_batches = true;
         }
         self.parts = vec![batches];
         Ok(())
