@@ -124,8 +124,8 @@ struct RunArgs {
     #[arg(long)]
     memory_limit: Option<String>,
     /// Most contacts sorted and analysed at once; a larger log is split by
-    /// customer into buckets on disk and analysed a bucket at a time
-    /// at most 512 buckets [default: from --memory-limit, else 12000000].
+    /// customer into buckets on disk (at most 512) and analysed a bucket at
+    /// a time [default: from --memory-limit, else 12000000].
     #[arg(long)]
     bucket_contacts: Option<u64>,
 }
