@@ -807,8 +807,8 @@ fn spilled_contacts_table(
 }
 
 /// Runs `sql` to its result: the schema (the batches' own, which can differ
-/// from the planned one, e.g. text as views; every field nullable, so that
-/// every bucket's batches fit it) and the batches, as one partition.
+/// from the planned one, e.g. text as views; the planned one when there are
+/// no batches; every field nullable) and the batches, as one partition.
 async fn query_batches(
     ctx: &SessionContext,
     sql: &str,

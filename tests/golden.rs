@@ -300,42 +300,43 @@ async fn output_does_not_depend_on_partitions() {
     }
 }
 
+/// Writes the result of `sql` over the bundled sample (table `sample`) as
+/// one Parquet file at `path`.
+async fn sample_as(sql: &str, path: &std::path::Path) {
+    use datafusion::prelude::{ParquetReadOptions, SessionContext};
+    let ctx = SessionContext::new();
+    ctx.register_parquet(
+        "sample",
+        root()
+            .join("sample-data/contacts.parquet")
+            .to_string_lossy()
+            .as_ref(),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .unwrap();
+    ctx.sql(sql)
+        .await
+        .unwrap()
+        .write_parquet(
+            path.to_string_lossy().as_ref(),
+            datafusion::dataframe::DataFrameWriteOptions::new().with_single_file_output(true),
+            None,
+        )
+        .await
+        .unwrap();
+}
+
 /// A log split into buckets by customer (on disk, analysed a bucket at a
 /// time) gives exactly the tables of the run that holds it all in memory,
 /// row for row, whatever the number of buckets and threads; contact ids
 /// assigned from input rows (a log without an id column) too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn buckets_do_not_change_the_output() {
-    use datafusion::prelude::{ParquetReadOptions, SessionContext};
     let sample = root().join("sample-data/contacts.parquet");
     let dir = tempfile::tempdir().unwrap();
-    // the sample without its contact_id column
     let no_ids = dir.path().join("no_ids.parquet");
-    let ctx = SessionContext::new();
-    let df = ctx
-        .read_parquet(
-            sample.to_string_lossy().as_ref(),
-            ParquetReadOptions::default(),
-        )
-        .await
-        .unwrap();
-    let keep: Vec<String> = df
-        .schema()
-        .fields()
-        .iter()
-        .map(|f| f.name().clone())
-        .filter(|n| n != "contact_id")
-        .collect();
-    let keep: Vec<&str> = keep.iter().map(|s| s.as_str()).collect();
-    df.select_columns(&keep)
-        .unwrap()
-        .write_parquet(
-            no_ids.to_string_lossy().as_ref(),
-            datafusion::dataframe::DataFrameWriteOptions::new().with_single_file_output(true),
-            None,
-        )
-        .await
-        .unwrap();
+    sample_as("SELECT * EXCLUDE (contact_id) FROM sample", &no_ids).await;
     for (name, input) in [("ids", &sample), ("no_ids", &no_ids)] {
         let mut rendered = Vec::new();
         for (bucket_contacts, threads) in [(None, 2), (Some(1_000), 1), (Some(9_000), 3)] {
@@ -364,32 +365,15 @@ async fn buckets_do_not_change_the_output() {
 /// buckets) change nothing either.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_buckets_do_not_change_the_output() {
-    use datafusion::prelude::{ParquetReadOptions, SessionContext};
-    let sample = root().join("sample-data/contacts.parquet");
     let dir = tempfile::tempdir().unwrap();
     let few = dir.path().join("few.parquet");
-    let ctx = SessionContext::new();
-    ctx.register_parquet(
-        "sample",
-        sample.to_string_lossy().as_ref(),
-        ParquetReadOptions::default(),
-    )
-    .await
-    .unwrap();
-    ctx.sql(
+    sample_as(
         "SELECT * FROM sample WHERE customer_id IN \
          (SELECT customer_id FROM sample WHERE customer_id IS NOT NULL \
           GROUP BY customer_id ORDER BY COUNT(*) DESC, customer_id LIMIT 3)",
+        &few,
     )
-    .await
-    .unwrap()
-    .write_parquet(
-        few.to_string_lossy().as_ref(),
-        datafusion::dataframe::DataFrameWriteOptions::new().with_single_file_output(true),
-        None,
-    )
-    .await
-    .unwrap();
+    .await;
     let mut rendered = Vec::new();
     for bucket_contacts in [None, Some(100)] {
         let out = dir.path().join(format!("out-{bucket_contacts:?}"));
