@@ -95,6 +95,10 @@ pub fn session(cfg: &PipelineConfig) -> Result<SessionContext> {
         .execution
         .parquet
         .schema_force_view_types = false;
+    // reports are written with zstd at level 1: at DataFusion's default (3)
+    // the contacts file of a 10M-contact run took longer to compress than
+    // any stage took to compute
+    config.options_mut().execution.parquet.compression = Some(REPORT_COMPRESSION.into());
     if let Some(limit) = cfg.memory_limit_bytes {
         // what each sort sets aside to merge its spill files: DataFusion's
         // 10 MB default would not leave a small limit room to sort at all
@@ -154,6 +158,9 @@ impl Held {
         self.reservation.shrink(bytes.min(self.reservation.size()));
     }
 }
+
+/// The compression of every report file (as DataFusion's option string).
+pub const REPORT_COMPRESSION: &str = "zstd(1)";
 
 /// Most contacts in one partition of the pass (each partition is one batch).
 const MAX_PARTITION_ROWS: u64 = 16_000_000;

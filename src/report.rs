@@ -113,7 +113,8 @@ pub async fn write_table(
 }
 
 /// Writes batches already in memory, in their order, as
-/// `<out>/<name>.parquet` (zstd, as DataFusion's writer), replacing an earlier
+/// `<out>/<name>.parquet` (zstd level 1, as DataFusion's writer is set up
+/// in [`crate::pipeline::session`]), replacing an earlier
 /// run's file, and records it in `tables`.
 pub fn write_batches(
     schema: SchemaRef,
@@ -129,7 +130,7 @@ pub fn write_batches(
     let (file, path) = replace_output(out, name)?;
     let f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3)?))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1)?))
         .build();
     let mut w = ArrowWriter::try_new(f, schema, Some(props))?;
     for b in batches {
