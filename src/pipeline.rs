@@ -288,6 +288,11 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let spill_dir = buckets.dir();
     let mut spilled_bytes: u64 = 0;
     let spill = cfg.memory_limit_bytes.is_some();
+    // the threads of the in-memory sort, as many as DataFusion's partitions
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(cfg.target_partitions)
+        .build()
+        .map_err(|e| Error::param("threads", e.to_string()))?;
     let params = TimelineParams {
         repeat_window_us: cfg.repeat_window_us,
         cluster_window_us: cfg.max_cluster_window_us().max(cfg.max_gap_us),
@@ -333,7 +338,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             .target_partitions
             .max(rows.div_ceil(MAX_PARTITION_ROWS) as usize);
         let (sorted, sort_spills) =
-            sort_contacts(&ctx, buckets.schema(), parts, partitions, spill).await?;
+            sort_contacts(&ctx, buckets.schema(), parts, partitions, spill, &pool).await?;
         spills = (spills.0 + sort_spills.0, spills.1 + sort_spills.1);
         let sorted = Arc::new(sorted);
         held.grow(sorted.memory_size(), "the sorted contacts")?;
@@ -736,19 +741,32 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
 }
 
 /// Hash-partitions the ingested contacts on customer and sorts each partition
-/// once, for every pass to read; with `spill`, by DataFusion's `SortExec`,
-/// which spills to disk when the memory pool is short. Returns the sorted
-/// contacts and the sort's (spill count, spilled bytes).
+/// once, for every pass to read: in memory by
+/// [`crate::timeline::sorted::partition_and_sort`] on `pool`, or with
+/// `spill` by DataFusion's `SortExec`, which spills to disk when the memory
+/// pool is short. Returns the sorted contacts and the sort's (spill count,
+/// spilled bytes).
 async fn sort_contacts(
     ctx: &SessionContext,
     schema: SchemaRef,
     contacts: Vec<Vec<RecordBatch>>,
     partitions: usize,
     spill: bool,
+    pool: &rayon::ThreadPool,
 ) -> Result<(SortedContactsExec, (u64, u64))> {
+    if !spill {
+        let batches: Vec<RecordBatch> = contacts.into_iter().flatten().collect();
+        let sorted =
+            pool.install(|| crate::timeline::sorted::partition_and_sort(&batches, partitions))?;
+        drop(batches);
+        let mut parts: Vec<Vec<RecordBatch>> = sorted.into_iter().map(|b| vec![b]).collect();
+        // (no contacts: as many empty partitions)
+        parts.resize(partitions, Vec::new());
+        return Ok((SortedContactsExec::try_new(schema, parts)?, (0, 0)));
+    }
     let source = MemTable::try_new(schema.clone(), contacts)?;
     let input = source.scan(&ctx.state(), None, &[], None).await?;
-    let plan = crate::timeline::sorted::sort_plan(input, partitions, spill)?;
+    let plan = crate::timeline::sorted::sort_plan(input, partitions)?;
     let parts = collect_partitioned(plan.clone(), ctx.task_ctx()).await?;
     let spills = plan
         .metrics()

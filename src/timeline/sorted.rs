@@ -1,30 +1,38 @@
 //! The contacts, hash-partitioned on `customer_id` and sorted once.
 //!
-//! [`sort_plan`] is the repartition + sort that DataFusion's physical optimizer
-//! would insert under every [`super::exec::TimelineExec`]; the pipeline runs it
-//! once and keeps the result in a [`SortedContactsExec`], a leaf that declares
-//! exactly that partitioning and ordering, so the optimizer inserts nothing
-//! under the passes that read it. Each partition is kept as one batch, so a
-//! pass reads it without copying.
+//! The pipeline sorts a bucket's contacts once, into the partitioning and
+//! order DataFusion's physical optimizer would otherwise establish (a hash
+//! repartition and a sort) under every [`super::exec::TimelineExec`], and
+//! keeps the result in a [`SortedContactsExec`], a leaf that declares exactly
+//! that partitioning and ordering, so the optimizer inserts nothing under the
+//! passes that read it. Each partition is kept as one batch, so a pass reads
+//! it without copying.
 //!
-//! The sort itself is [`TimelineSortExec`], a sort specialised to this key: it
-//! groups the partition's rows by a hash of the customer id (an integer sort),
-//! ranks the distinct customers by text (one string sort of one row each),
-//! then sorts packed integer keys (customer rank, time, position) and breaks
-//! the rare remaining ties by contact id and input row. DataFusion's general `SortExec`, which compares
-//! the row-encoded strings in a many-way merge, took several times longer on
-//! the same input. Under a memory limit the pipeline uses `SortExec` instead,
-//! because it spills.
+//! In memory the sort is [`partition_and_sort`], specialised to this key: it
+//! hashes each customer id once, as DataFusion's `RepartitionExec` does, and
+//! with that hash both picks the row's partition and groups the partition's
+//! rows by customer (an integer sort); it ranks the distinct customers by
+//! text (by a 16-byte integer prefix, then the text where prefixes tie),
+//! sorts packed integer keys (customer rank, time, position), breaks the
+//! rare remaining ties by contact id and input row, and then gathers each
+//! partition's rows from the input batches. DataFusion's general `SortExec`,
+//! which compares row-encoded strings in a many-way merge, took several
+//! times longer. Under a memory limit the pipeline uses [`sort_plan`], with
+//! `SortExec`, because it spills.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, UInt32Array, make_comparator};
-use datafusion::arrow::compute::{SortOptions, concat_batches, take_record_batch};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, DynComparator, StringArray, make_comparator,
+};
+use datafusion::arrow::compute::{SortOptions, concat_batches, interleave_record_batch};
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::hash_utils::create_hashes;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -32,14 +40,13 @@ use datafusion::physical_expr::{EquivalenceProperties, LexOrdering, PhysicalSort
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::expressions::col;
 use datafusion::physical_plan::memory::MemoryStream;
-use datafusion::physical_plan::repartition::RepartitionExec;
+use datafusion::physical_plan::repartition::{REPARTITION_RANDOM_STATE, RepartitionExec};
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PhysicalExpr, PlanProperties,
     SendableRecordBatchStream,
 };
-use futures::{StreamExt, TryStreamExt};
+use rayon::prelude::*;
 
 /// The columns the pass orders each partition by.
 pub const ORDER_COLUMNS: [&str; 4] = ["customer_id", "ts", "contact_id", "_row"];
@@ -66,138 +73,125 @@ fn hash_partitioning(schema: &SchemaRef, partitions: usize) -> Result<Partitioni
 }
 
 /// `input` (a `contacts_in` plan) hash-partitioned on `customer_id` into
-/// `partitions` and sorted within each partition by [`ORDER_COLUMNS`]: with
-/// [`TimelineSortExec`] in memory, or with DataFusion's spilling `SortExec`
-/// when `spill` is set.
+/// `partitions` and sorted within each partition by [`ORDER_COLUMNS`] by
+/// DataFusion's `SortExec`, which spills to disk when the memory pool is
+/// short (the pipeline's path under `--memory-limit`; in memory it uses
+/// [`partition_and_sort`]).
 pub fn sort_plan(
     input: Arc<dyn ExecutionPlan>,
     partitions: usize,
-    spill: bool,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let schema = input.schema();
     let repartitioned = Arc::new(RepartitionExec::try_new(
         input,
         hash_partitioning(&schema, partitions)?,
     )?);
-    if spill {
-        Ok(Arc::new(
-            SortExec::new(ordering(&schema)?, repartitioned).with_preserve_partitioning(true),
-        ))
-    } else {
-        Ok(Arc::new(TimelineSortExec::try_new(repartitioned)?))
-    }
+    Ok(Arc::new(
+        SortExec::new(ordering(&schema)?, repartitioned).with_preserve_partitioning(true),
+    ))
 }
 
-/// Sorts each partition of its input by [`ORDER_COLUMNS`], in memory (see
-/// the module docs); keeps the input's partitioning.
-#[derive(Debug, Clone)]
-pub struct TimelineSortExec {
-    input: Arc<dyn ExecutionPlan>,
-    properties: Arc<PlanProperties>,
+/// `batches` (schema `contacts_in`) hash-partitioned on `customer_id` into
+/// `partitions` and each partition sorted by [`ORDER_COLUMNS`], gathered
+/// from the input batches in one copy (see the module docs). The rows go to
+/// the partitions DataFusion's `RepartitionExec` would send them to (the same
+/// hash, [`REPARTITION_RANDOM_STATE`], modulo `partitions`), so the
+/// partitioning [`SortedContactsExec`] declares holds. Runs on the current
+/// rayon pool, a partition per thread.
+pub fn partition_and_sort(batches: &[RecordBatch], partitions: usize) -> Result<Vec<RecordBatch>> {
+    let partitions = partitions.max(1);
+    let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
+    let Some(first) = batches.first() else {
+        return Ok(Vec::new());
+    };
+    let schema = first.schema();
+    if batches.len() > u32::MAX as usize {
+        return Err(DataFusionError::ResourcesExhausted(format!(
+            "{} batches to sort",
+            batches.len()
+        )));
+    }
+    let customers = batches
+        .iter()
+        .map(|b| Ok(column(b, "customer_id")?.as_string::<i32>()))
+        .collect::<Result<Vec<_>>>()?;
+    // the hash of every row's customer id, as RepartitionExec computes it
+    let hashes = customers
+        .par_iter()
+        .map(|c| {
+            let mut h = vec![0u64; c.len()];
+            let arrays: [&dyn Array; 1] = [*c];
+            create_hashes(arrays, REPARTITION_RANDOM_STATE.random_state(), &mut h)?;
+            Ok(h)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    (0..partitions)
+        .into_par_iter()
+        .map(|p| {
+            let rows: Vec<Row> = hashes
+                .iter()
+                .enumerate()
+                .flat_map(|(b, h)| {
+                    h.iter().enumerate().filter_map(move |(i, hash)| {
+                        (*hash % partitions as u64 == p as u64).then_some(Row {
+                            hash: *hash,
+                            batch: b as u32,
+                            row: i as u32,
+                        })
+                    })
+                })
+                .collect();
+            if rows.is_empty() {
+                return Ok(RecordBatch::new_empty(schema.clone()));
+            }
+            sort_rows(&batches, &customers, rows)
+        })
+        .collect()
 }
 
-impl TimelineSortExec {
-    /// Sorts `input`, which must have the `contacts_in` columns.
-    pub fn try_new(input: Arc<dyn ExecutionPlan>) -> Result<Self> {
-        let schema = input.schema();
-        let eq = EquivalenceProperties::new_with_orderings(schema.clone(), [ordering(&schema)?]);
-        let properties = Arc::new(PlanProperties::new(
-            eq,
-            input.properties().partitioning.clone(),
-            EmissionType::Final,
-            Boundedness::Bounded,
-        ));
-        Ok(TimelineSortExec { input, properties })
-    }
+/// One input row to sort: its customer id's hash and where it is.
+#[derive(Clone, Copy)]
+struct Row {
+    hash: u64,
+    batch: u32,
+    row: u32,
 }
 
-impl DisplayAs for TimelineSortExec {
-    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        write!(f, "TimelineSortExec: [{}]", ORDER_COLUMNS.join(", "))
-    }
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
+    batch
+        .column_by_name(name)
+        .ok_or_else(|| DataFusionError::Internal(format!("no column {name}")))
 }
 
-impl ExecutionPlan for TimelineSortExec {
-    fn name(&self) -> &'static str {
-        "TimelineSortExec"
-    }
-
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        vec![&self.input]
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return Err(DataFusionError::Internal(
-                "TimelineSortExec takes one child".into(),
-            ));
-        }
-        Ok(Arc::new(TimelineSortExec::try_new(
-            children.swap_remove(0),
-        )?))
-    }
-
-    fn execute(
-        &self,
-        partition: usize,
-        context: Arc<TaskContext>,
-    ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
-        let schema = self.input.schema();
-        let out_schema = schema.clone();
-        let fut = async move {
-            let batches: Vec<RecordBatch> = input.try_collect().await?;
-            let all = concat_batches(&schema, &batches)?;
-            drop(batches);
-            sort_partition(&all)
-        };
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            out_schema,
-            futures::stream::once(fut).boxed(),
-        )))
-    }
-}
-
-/// One partition sorted by [`ORDER_COLUMNS`] (see the module docs).
-pub fn sort_partition(batch: &RecordBatch) -> Result<RecordBatch> {
-    let n = batch.num_rows();
-    if n == 0 {
-        return Ok(batch.clone());
-    }
+/// `rows` of `batches`, sorted by [`ORDER_COLUMNS`], as one batch.
+fn sort_rows(
+    batches: &[&RecordBatch],
+    customers: &[&StringArray],
+    rows: Vec<Row>,
+) -> Result<RecordBatch> {
+    let n = rows.len();
     if n > u32::MAX as usize {
         return Err(DataFusionError::ResourcesExhausted(format!(
             "a partition of {n} contacts; use more partitions (--threads)"
         )));
     }
-    let column = |name: &str| {
-        batch
-            .column_by_name(name)
-            .ok_or_else(|| DataFusionError::Internal(format!("no column {name}")))
-    };
-    let customer = column("customer_id")?.as_string::<i32>();
-    let ts = column("ts")?
-        .as_primitive::<TimestampMicrosecondType>()
-        .values();
+    let text = |r: &Row| customers[r.batch as usize].value(r.row as usize);
+    let ts: Vec<&[i64]> = batches
+        .iter()
+        .map(|b| {
+            Ok(column(b, "ts")?
+                .as_primitive::<TimestampMicrosecondType>()
+                .values()
+                .as_ref())
+        })
+        .collect::<Result<_>>()?;
     // 1. group rows by customer: sort (hash of the id, position); a run of
     //    equal hashes is one customer unless two ids collide, which the text
     //    comparison below separates
-    let hasher = foldhash::fast::FixedState::with_seed(0);
-    let mut by_hash: Vec<u128> = (0..n)
-        .map(|i| ((hasher.hash_one(customer.value(i)) as u128) << 32) | i as u128)
+    let mut by_hash: Vec<u128> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| ((r.hash as u128) << 32) | i as u128)
         .collect();
     by_hash.sort_unstable();
     // 2. the distinct customers (one row each), ranked by text
@@ -214,15 +208,15 @@ pub fn sort_partition(batch: &RecordBatch) -> Result<RecordBatch> {
         // equal to it (one id in all but astronomically rare cases)
         let group_base = firsts.len();
         for key in &by_hash[run_start..run_end] {
-            let row = *key as u32;
-            let text = customer.value(row as usize);
+            let i = *key as u32;
+            let t = text(&rows[i as usize]);
             let found = firsts[group_base..]
                 .iter()
-                .position(|f| customer.value(*f as usize) == text);
-            code[row as usize] = match found {
+                .position(|f| text(&rows[*f as usize]) == t);
+            code[i as usize] = match found {
                 Some(off) => (group_base + off) as u32,
                 None => {
-                    firsts.push(row);
+                    firsts.push(i);
                     (firsts.len() - 1) as u32
                 }
             };
@@ -230,29 +224,51 @@ pub fn sort_partition(batch: &RecordBatch) -> Result<RecordBatch> {
         run_start = run_end;
     }
     drop(by_hash);
-    let mut by_text: Vec<u32> = (0..firsts.len() as u32).collect();
-    by_text.sort_unstable_by(|a, b| {
-        customer
-            .value(firsts[*a as usize] as usize)
-            .cmp(customer.value(firsts[*b as usize] as usize))
-    });
+    //    (by their first 16 bytes as an integer, which orders like the text
+    //    wherever it differs; equal prefixes by the whole text)
+    let first_text = |c: u32| text(&rows[firsts[c as usize] as usize]);
+    let mut by_text: Vec<(u128, u32)> = (0..firsts.len() as u32)
+        .map(|c| (text_prefix(first_text(c)), c))
+        .collect();
+    by_text.sort_unstable();
+    let mut start = 0;
+    while start < by_text.len() {
+        let mut end = start + 1;
+        while end < by_text.len() && by_text[end].0 == by_text[start].0 {
+            end += 1;
+        }
+        if end - start > 1 {
+            by_text[start..end].sort_unstable_by(|a, b| first_text(a.1).cmp(first_text(b.1)));
+        }
+        start = end;
+    }
     let mut rank = vec![0u32; firsts.len()];
-    for (r, c) in by_text.iter().enumerate() {
+    for (r, (_, c)) in by_text.iter().enumerate() {
         rank[*c as usize] = r as u32;
     }
     // 3. (rank, time) in the high 96 bits, position in the low 32
-    let mut keys: Vec<u128> = (0..n)
-        .map(|i| {
-            let t = (ts[i] as u64) ^ (1 << 63);
+    let mut keys: Vec<u128> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let t = (ts[r.batch as usize][r.row as usize] as u64) ^ (1 << 63);
             ((rank[code[i] as usize] as u128) << 96) | ((t as u128) << 32) | i as u128
         })
         .collect();
+    drop(code);
+    drop(rank);
     keys.sort_unstable();
     let mut perm: Vec<u32> = keys.iter().map(|k| *k as u32).collect();
     // 4. equal (customer, time): by contact id, then input row
-    let id = column("contact_id")?;
-    let row = column("_row")?.as_primitive::<Int64Type>().values();
-    let cmp_id = make_comparator(id.as_ref(), id.as_ref(), ASC)?;
+    let ids = batches
+        .iter()
+        .map(|b| column(b, "contact_id"))
+        .collect::<Result<Vec<_>>>()?;
+    let input_rows: Vec<&[i64]> = batches
+        .iter()
+        .map(|b| Ok(column(b, "_row")?.as_primitive::<Int64Type>().values().as_ref()))
+        .collect::<Result<_>>()?;
+    let mut comparators: HashMap<(u32, u32), DynComparator> = HashMap::new();
     let mut start = 0;
     while start < n {
         let mut end = start + 1;
@@ -260,15 +276,59 @@ pub fn sort_partition(batch: &RecordBatch) -> Result<RecordBatch> {
             end += 1;
         }
         if end - start > 1 {
-            perm[start..end].sort_unstable_by(|a, b| {
-                let (a, b) = (*a as usize, *b as usize);
-                cmp_id(a, b).then(row[a].cmp(&row[b]))
+            let run = &mut perm[start..end];
+            // the comparators between the batches this run's rows are in
+            let mut in_run: Vec<u32> = run.iter().map(|i| rows[*i as usize].batch).collect();
+            in_run.sort_unstable();
+            in_run.dedup();
+            for a in &in_run {
+                for b in &in_run {
+                    if let Entry::Vacant(e) = comparators.entry((*a, *b)) {
+                        e.insert(make_comparator(
+                            ids[*a as usize].as_ref(),
+                            ids[*b as usize].as_ref(),
+                            ASC,
+                        )?);
+                    }
+                }
+            }
+            run.sort_unstable_by(|a, b| {
+                let (a, b) = (rows[*a as usize], rows[*b as usize]);
+                comparators[&(a.batch, b.batch)](a.row as usize, b.row as usize).then(
+                    input_rows[a.batch as usize][a.row as usize]
+                        .cmp(&input_rows[b.batch as usize][b.row as usize]),
+                )
             });
         }
         start = end;
     }
     drop(keys);
-    Ok(take_record_batch(batch, &UInt32Array::from(perm))?)
+    let indices: Vec<(usize, usize)> = perm
+        .iter()
+        .map(|i| {
+            let r = rows[*i as usize];
+            (r.batch as usize, r.row as usize)
+        })
+        .collect();
+    drop(perm);
+    Ok(interleave_record_batch(batches, &indices)?)
+}
+
+/// The first 16 bytes of `text` as a big-endian integer, zero-padded: where
+/// two texts' prefixes differ, they compare as the texts do.
+fn text_prefix(text: &str) -> u128 {
+    let bytes = text.as_bytes();
+    let mut buf = [0u8; 16];
+    let k = bytes.len().min(16);
+    buf[..k].copy_from_slice(&bytes[..k]);
+    u128::from_be_bytes(buf)
+}
+
+/// One batch sorted by [`ORDER_COLUMNS`] (a single partition).
+pub fn sort_partition(batch: &RecordBatch) -> Result<RecordBatch> {
+    Ok(partition_and_sort(std::slice::from_ref(batch), 1)?
+        .pop()
+        .unwrap_or_else(|| batch.clone()))
 }
 
 /// A leaf holding the output of [`sort_plan`], one batch per partition.
