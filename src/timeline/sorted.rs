@@ -15,7 +15,9 @@
 //! text (by a 16-byte integer prefix, then the text where prefixes tie),
 //! sorts packed integer keys (customer rank, time, position), breaks the
 //! rare remaining ties by contact id and input row, and then gathers each
-//! partition's rows from the input batches. DataFusion's general `SortExec`,
+//! partition's rows from the input batches, once (see [`gather`]). Before,
+//! a `RepartitionExec`, a concatenation and a take copied every row three
+//! times. DataFusion's general `SortExec`,
 //! which compares row-encoded strings in a many-way merge, took several
 //! times longer. Under a memory limit the pipeline uses [`sort_plan`], with
 //! `SortExec`, because it spills.
@@ -26,10 +28,11 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, DynComparator, StringArray, make_comparator,
+    Array, ArrayRef, AsArray, DynComparator, Int64Array, StringArray, StringBuilder,
+    TimestampMicrosecondArray, make_comparator, new_null_array,
 };
-use datafusion::arrow::compute::{SortOptions, concat_batches, interleave_record_batch};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::compute::{SortOptions, concat_batches, interleave};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::hash_utils::create_hashes;
@@ -266,7 +269,12 @@ fn sort_rows(
         .collect::<Result<Vec<_>>>()?;
     let input_rows: Vec<&[i64]> = batches
         .iter()
-        .map(|b| Ok(column(b, "_row")?.as_primitive::<Int64Type>().values().as_ref()))
+        .map(|b| {
+            Ok(column(b, "_row")?
+                .as_primitive::<Int64Type>()
+                .values()
+                .as_ref())
+        })
         .collect::<Result<_>>()?;
     let mut comparators: HashMap<(u32, u32), DynComparator> = HashMap::new();
     let mut start = 0;
@@ -302,16 +310,162 @@ fn sort_rows(
         }
         start = end;
     }
-    drop(keys);
-    let indices: Vec<(usize, usize)> = perm
+    gather(batches, &rows, &perm, &keys, &by_text, &firsts, text)
+}
+
+/// The sorted batch: row `j` is input row `rows[perm[j]]`.
+///
+/// Gathering row by row from the input batches is bound by cache misses
+/// (several per row and column: the input is in no useful order), so only
+/// what needs it is gathered that way: the fixed-width columns and the codes
+/// of channel and reason are first packed into one 24-byte record per row,
+/// reading the input in order, and the records are gathered (one miss per
+/// row); time and customer come from the sort keys. Other columns (text
+/// contact ids, agents) are gathered by Arrow's `interleave`.
+fn gather<'a>(
+    batches: &[&'a RecordBatch],
+    rows: &[Row],
+    perm: &[u32],
+    keys: &[u128],
+    by_text: &[(u128, u32)],
+    firsts: &[u32],
+    text: impl Fn(&Row) -> &'a str,
+) -> Result<RecordBatch> {
+    let schema = batches[0].schema();
+    let n = perm.len();
+    let int64s = |name: &str| -> Result<Option<Vec<&'a [i64]>>> {
+        let mut out = Vec::with_capacity(batches.len());
+        for b in batches {
+            let c = column(b, name)?;
+            if c.data_type() != &DataType::Int64 || c.null_count() > 0 {
+                return Ok(None);
+            }
+            out.push(c.as_primitive::<Int64Type>().values().as_ref());
+        }
+        Ok(Some(out))
+    };
+    let ids = int64s("contact_id")?;
+    let input_rows = int64s("_row")?;
+    let strings = |name: &str| -> Result<Vec<&'a StringArray>> {
+        batches
+            .iter()
+            .map(|b| Ok(column(b, name)?.as_string::<i32>()))
+            .collect()
+    };
+    let channels = strings("channel")?;
+    let reasons = strings("reason")?;
+    let mut channel_dict = TextCodes::default();
+    let mut reason_dict = TextCodes::default();
+    let packed: Vec<Packed> = rows
         .iter()
-        .map(|i| {
-            let r = rows[*i as usize];
-            (r.batch as usize, r.row as usize)
+        .map(|r| {
+            let (b, i) = (r.batch as usize, r.row as usize);
+            Packed {
+                id: ids.as_ref().map_or(0, |v| v[b][i]),
+                row: input_rows.as_ref().map_or(0, |v| v[b][i]),
+                channel: channel_dict.code(channels[b], i),
+                reason: reason_dict.code(reasons[b], i),
+            }
         })
         .collect();
-    drop(perm);
-    Ok(interleave_record_batch(batches, &indices)?)
+    let sorted: Vec<Packed> = perm.iter().map(|i| packed[*i as usize]).collect();
+    drop(packed);
+    let indices = || -> Vec<(usize, usize)> {
+        perm.iter()
+            .map(|i| {
+                let r = rows[*i as usize];
+                (r.batch as usize, r.row as usize)
+            })
+            .collect()
+    };
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len());
+    for (k, field) in schema.fields().iter().enumerate() {
+        let array: ArrayRef = match field.name().as_str() {
+            "contact_id" if ids.is_some() => {
+                Arc::new(Int64Array::from_iter_values(sorted.iter().map(|p| p.id)))
+            }
+            "_row" if input_rows.is_some() => {
+                Arc::new(Int64Array::from_iter_values(sorted.iter().map(|p| p.row)))
+            }
+            "ts" => Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    keys.iter().map(|k| (((k >> 32) as u64) ^ (1 << 63)) as i64),
+                )
+                .with_data_type(field.data_type().clone()),
+            ),
+            "customer_id" => {
+                let mut builder = StringBuilder::with_capacity(n, n * 12);
+                let mut last: Option<(u32, &str)> = None;
+                for k in keys {
+                    let rank = (k >> 96) as u32;
+                    let t = match last {
+                        Some((r, t)) if r == rank => t,
+                        _ => {
+                            let c = by_text[rank as usize].1;
+                            let t = text(&rows[firsts[c as usize] as usize]);
+                            last = Some((rank, t));
+                            t
+                        }
+                    };
+                    builder.append_value(t);
+                }
+                Arc::new(builder.finish())
+            }
+            "channel" => channel_dict.column(sorted.iter().map(|p| p.channel)),
+            "reason" => reason_dict.column(sorted.iter().map(|p| p.reason)),
+            _ if batches
+                .iter()
+                .all(|b| b.column(k).null_count() == b.num_rows()) =>
+            {
+                new_null_array(field.data_type(), n)
+            }
+            _ => {
+                let arrays: Vec<&dyn Array> =
+                    batches.iter().map(|b| b.column(k).as_ref()).collect();
+                interleave(&arrays, &indices())?
+            }
+        };
+        columns.push(array);
+    }
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// What [`gather`] packs of a row before gathering it.
+#[derive(Clone, Copy)]
+struct Packed {
+    id: i64,
+    row: i64,
+    channel: u32,
+    reason: u32,
+}
+
+/// Codes for the values of a text column (`u32::MAX`: null).
+#[derive(Default)]
+struct TextCodes<'a> {
+    index: HashMap<&'a str, u32, foldhash::fast::RandomState>,
+    values: Vec<&'a str>,
+}
+
+impl<'a> TextCodes<'a> {
+    fn code(&mut self, array: &'a StringArray, i: usize) -> u32 {
+        if array.is_null(i) {
+            return u32::MAX;
+        }
+        let v = array.value(i);
+        let next = self.values.len() as u32;
+        *self.index.entry(v).or_insert_with(|| {
+            self.values.push(v);
+            next
+        })
+    }
+
+    fn column(&self, codes: impl Iterator<Item = u32>) -> ArrayRef {
+        Arc::new(
+            codes
+                .map(|c| self.values.get(c as usize).copied())
+                .collect::<StringArray>(),
+        )
+    }
 }
 
 /// The first 16 bytes of `text` as a big-endian integer, zero-padded: where
@@ -522,6 +676,175 @@ mod tests {
                     .to_vec();
                 let want: Vec<i64> = expected.iter().map(|r| r.3).collect();
                 assert_eq!(rows, want, "seed {seed}, text ids {text_ids}");
+            }
+        }
+    }
+
+    /// A full input row: (customer, ts, contact id, _row, channel, reason, agent).
+    type Full = (
+        String,
+        i64,
+        i64,
+        i64,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+
+    fn full_rows(seed: u64, n: usize, agents: bool) -> Vec<Full> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let pick = |rng: &mut StdRng, names: &[&str]| {
+            let k = rng.random_range(0..=names.len());
+            names.get(k).map(|s| s.to_string())
+        };
+        (0..n)
+            .map(|r| {
+                (
+                    // ids of different lengths, some sharing 16-byte prefixes
+                    match rng.random_range(0..3) {
+                        0 => format!("c{}", rng.random_range(0..n / 4 + 1)),
+                        1 => format!("customer-with-a-long-id-{}", rng.random_range(0..20)),
+                        _ => format!("customer-with-a-long-id-{}\0", rng.random_range(0..3)),
+                    },
+                    rng.random_range(-3..4) * 1_000_000,
+                    rng.random_range(0..5),
+                    r as i64,
+                    pick(&mut rng, &["phone", "chat", "email"]),
+                    pick(&mut rng, &["billing", "outage"]),
+                    if agents {
+                        pick(&mut rng, &["a1", "a2", "a3", "a4"])
+                    } else {
+                        None
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn full_batch(rows: &[Full], text_ids: bool) -> RecordBatch {
+        let id_type = if text_ids {
+            DataType::Utf8
+        } else {
+            DataType::Int64
+        };
+        let ids: ArrayRef = if text_ids {
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| format!("id{}", r.2)),
+            ))
+        } else {
+            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2)))
+        };
+        let text = |f: fn(&Full) -> &Option<String>| -> ArrayRef {
+            Arc::new(
+                rows.iter()
+                    .map(|r| f(r).as_deref())
+                    .collect::<StringArray>(),
+            )
+        };
+        RecordBatch::try_new(
+            contacts_in_schema(&id_type),
+            vec![
+                ids,
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
+                Arc::new(
+                    TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1))
+                        .with_timezone("UTC"),
+                ),
+                text(|r| &r.4),
+                text(|r| &r.5),
+                text(|r| &r.6),
+                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// The rows of a sorted batch, read back column by column.
+    fn read_back(batch: &RecordBatch, text_ids: bool) -> Vec<Full> {
+        let s = |name: &str| batch.column_by_name(name).unwrap().as_string::<i32>();
+        let opt = |a: &StringArray, i: usize| (!a.is_null(i)).then(|| a.value(i).to_string());
+        let ids = batch.column_by_name("contact_id").unwrap();
+        let ts = batch
+            .column_by_name("ts")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>();
+        let row = batch
+            .column_by_name("_row")
+            .unwrap()
+            .as_primitive::<Int64Type>();
+        (0..batch.num_rows())
+            .map(|i| {
+                let id = if text_ids {
+                    ids.as_string::<i32>().value(i)[2..].parse().unwrap()
+                } else {
+                    ids.as_primitive::<Int64Type>().value(i)
+                };
+                (
+                    s("customer_id").value(i).to_string(),
+                    ts.value(i),
+                    id,
+                    row.value(i),
+                    opt(s("channel"), i),
+                    opt(s("reason"), i),
+                    opt(s("agent"), i),
+                )
+            })
+            .collect()
+    }
+
+    /// Over many input batches: every partition holds the rows DataFusion's
+    /// RepartitionExec sends it (the partitioning SortedContactsExec
+    /// declares), each sorted like a plain sort, with every column's values
+    /// (nulls included) carried along.
+    #[tokio::test]
+    async fn partitions_like_repartition_exec_and_sorts_every_column() {
+        use datafusion::datasource::memory::MemorySourceConfig;
+        use datafusion::physical_plan::collect_partitioned;
+        use datafusion::prelude::SessionContext;
+        let ctx = SessionContext::new();
+        for seed in 0..12u64 {
+            let text_ids = seed % 2 == 1;
+            let partitions = 1 + seed as usize % 4;
+            let input = full_rows(seed, 50 + 97 * seed as usize, seed % 3 != 0);
+            // cut into batches of uneven sizes
+            let mut batches = Vec::new();
+            let mut at = 0;
+            while at < input.len() {
+                let len = (1 + (at * 7 + seed as usize) % 61).min(input.len() - at);
+                batches.push(full_batch(&input[at..at + len], text_ids));
+                at += len;
+            }
+            let sorted = partition_and_sort(&batches, partitions).unwrap();
+            assert_eq!(sorted.len(), partitions, "seed {seed}");
+            let schema = batches[0].schema();
+            let source =
+                MemorySourceConfig::try_new_exec(&[batches], schema.clone(), None).unwrap();
+            let repartitioned =
+                RepartitionExec::try_new(source, hash_partitioning(&schema, partitions).unwrap())
+                    .unwrap();
+            let by_datafusion = collect_partitioned(Arc::new(repartitioned), ctx.task_ctx())
+                .await
+                .unwrap();
+            for (p, batch) in sorted.iter().enumerate() {
+                let mut expected: Vec<Full> = by_datafusion[p]
+                    .iter()
+                    .flat_map(|b| read_back(b, text_ids))
+                    .collect();
+                expected.sort_by(|a, b| {
+                    let id = |r: &Full| {
+                        if text_ids {
+                            format!("id{}", r.2)
+                        } else {
+                            format!("{:020}", r.2)
+                        }
+                    };
+                    (&a.0, a.1, id(a), a.3).cmp(&(&b.0, b.1, id(b), b.3))
+                });
+                assert_eq!(
+                    read_back(batch, text_ids),
+                    expected,
+                    "seed {seed}, partition {p}"
+                );
             }
         }
     }
