@@ -3,7 +3,8 @@
 -- log is split into buckets by customer (every count adds up over buckets;
 -- repeat_summary.sql sums them and takes the rates).
 --
--- Input:  contacts (one row per contact, written by the timeline pass).
+-- Input:  repeat_groups (repeat_groups.sql: the same contacts, counted per
+--         combination of channel, reason, agent, date and previous channel).
 -- Output: dimension, key, contacts, repeats, same_reason_repeats, events,
 --         closed (contacts whose repeat window has closed), unfollowed (closed
 --         and not followed within it)
@@ -12,44 +13,44 @@
 -- channel_transition keys every contact that has a previous contact by
 -- '<previous channel> -> <channel>'; its repeats are the contacts of that
 -- transition that came within the repeat window (e.g. chat -> phone).
--- Null keys are shown as '(null)'. events counts contacts that start an event
--- (event_seq = 1).
+-- Null keys are shown as '(null)'; contacts without an agent are not counted
+-- under 'agent'. events counts contacts that start an event (event_seq = 1).
 WITH keyed AS (
     SELECT 'all' AS dimension, 'all' AS key,
-           is_repeat, is_repeat_same_reason, event_seq, followed_within_window
-    FROM contacts
+           contacts, repeats, same_reason_repeats, events, closed, unfollowed
+    FROM repeat_groups
     UNION ALL
     SELECT 'channel', COALESCE(channel, '(null)'),
-           is_repeat, is_repeat_same_reason, event_seq, followed_within_window
-    FROM contacts
+           contacts, repeats, same_reason_repeats, events, closed, unfollowed
+    FROM repeat_groups
     UNION ALL
     SELECT 'reason', COALESCE(reason, '(null)'),
-           is_repeat, is_repeat_same_reason, event_seq, followed_within_window
-    FROM contacts
+           contacts, repeats, same_reason_repeats, events, closed, unfollowed
+    FROM repeat_groups
     UNION ALL
     SELECT 'agent', agent,
-           is_repeat, is_repeat_same_reason, event_seq, followed_within_window
-    FROM contacts
+           contacts, repeats, same_reason_repeats, events, closed, unfollowed
+    FROM repeat_groups
     WHERE agent IS NOT NULL
     UNION ALL
     SELECT 'date', CAST(date AS VARCHAR),
-           is_repeat, is_repeat_same_reason, event_seq, followed_within_window
-    FROM contacts
+           contacts, repeats, same_reason_repeats, events, closed, unfollowed
+    FROM repeat_groups
     UNION ALL
     SELECT 'channel_transition',
            COALESCE(prev_channel, '(null)') || ' -> ' || COALESCE(channel, '(null)'),
-           is_repeat, is_repeat_same_reason, event_seq, followed_within_window
-    FROM contacts
-    WHERE prev_gap_s IS NOT NULL
+           contacts, repeats, same_reason_repeats, events, closed, unfollowed
+    FROM repeat_groups
+    WHERE has_prev
 )
 SELECT
     dimension,
     key,
-    COUNT(*) AS contacts,
-    SUM(CASE WHEN is_repeat THEN 1 ELSE 0 END) AS repeats,
-    SUM(CASE WHEN is_repeat_same_reason THEN 1 ELSE 0 END) AS same_reason_repeats,
-    SUM(CASE WHEN event_seq = 1 THEN 1 ELSE 0 END) AS events,
-    SUM(CASE WHEN followed_within_window IS NOT NULL THEN 1 ELSE 0 END) AS closed,
-    SUM(CASE WHEN followed_within_window = false THEN 1 ELSE 0 END) AS unfollowed
+    SUM(contacts) AS contacts,
+    SUM(repeats) AS repeats,
+    SUM(same_reason_repeats) AS same_reason_repeats,
+    SUM(events) AS events,
+    SUM(closed) AS closed,
+    SUM(unfollowed) AS unfollowed
 FROM keyed
 GROUP BY dimension, key

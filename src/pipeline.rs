@@ -362,6 +362,12 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         // what is counted per customer is counted here, over this bucket
         replace_table(&ctx, "contacts", contacts_table(&schema, &parts)?)?;
         let t = Instant::now();
+        let groups = query_batches(&ctx, queries::REPEAT_GROUPS).await?;
+        replace_table(
+            &ctx,
+            "repeat_groups",
+            Arc::new(MemTable::try_new(groups.0, groups.1)?),
+        )?;
         repeat_counts.add(query_batches(&ctx, queries::REPEAT_COUNTS).await?);
         add_seconds(&mut stage_seconds, "query.repeat_counts", t);
         for (name, n) in caps(&ctx).await? {

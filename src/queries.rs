@@ -10,7 +10,9 @@ macro_rules! query {
     };
 }
 
-/// contacts → repeat_counts (per bucket).
+/// contacts → repeat_groups (per bucket).
+pub const REPEAT_GROUPS: &str = query!("repeat_groups.sql");
+/// repeat_groups → repeat_counts (per bucket).
 pub const REPEAT_COUNTS: &str = query!("repeat_counts.sql");
 /// repeat_counts → repeat_summary.
 pub const REPEAT_SUMMARY: &str = query!("repeat_summary.sql");
@@ -37,6 +39,7 @@ pub const OUTREACH_CANDIDATES: &str = query!("outreach_candidates.sql");
 
 /// Every query by name, for listing and for the planning test.
 pub const ALL: &[(&str, &str)] = &[
+    ("repeat_groups", REPEAT_GROUPS),
     ("repeat_counts", REPEAT_COUNTS),
     ("repeat_summary", REPEAT_SUMMARY),
     ("cluster_candidates", CLUSTER_CANDIDATES),
