@@ -32,15 +32,14 @@ base AS (
     GROUP BY consequent
 ),
 pattern_totals AS (
-    SELECT pattern,
-           MIN(prefix) AS prefix, MIN(length) AS length,
-           MIN(reason_1) AS reason_1, MIN(reason_2) AS reason_2,
-           MIN(reason_3) AS reason_3, MIN(reason_4) AS reason_4,
+    -- prefix, length and the reasons are functions of the pattern: grouping
+    -- by them too is grouping by the pattern
+    SELECT pattern, prefix, length, reason_1, reason_2, reason_3, reason_4,
            SUM(n) AS n_support,
            SUM(customers) AS customers,
            SUM(followup_cost_micros) / 1000000.0 AS followup_cost
     FROM sequence_counts
-    GROUP BY pattern
+    GROUP BY pattern, prefix, length, reason_1, reason_2, reason_3, reason_4
 ),
 support AS (
     SELECT *, CASE length WHEN 3 THEN reason_3 ELSE reason_4 END AS last_reason
