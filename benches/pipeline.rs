@@ -103,6 +103,21 @@ fn sort(c: &mut Criterion) {
     g.bench_function("customer_time", |b| {
         b.iter(|| recur::timeline::sorted::sort_partition(&shuffled).unwrap())
     });
+    // as the pipeline sorts: many input batches (as ingest yields them) into
+    // two partitions, on a pool of two threads
+    let batches: Vec<RecordBatch> = (0..rows)
+        .step_by(8192)
+        .map(|off| shuffled.slice(off, 8192.min(rows - off)))
+        .collect();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("a thread pool");
+    g.bench_function("partition_and_sort_2", |b| {
+        b.iter(|| {
+            pool.install(|| recur::timeline::sorted::partition_and_sort(&batches, 2).unwrap())
+        })
+    });
     g.finish();
 }
 
