@@ -15,7 +15,7 @@
 //! text (by a 16-byte integer prefix, then the text where prefixes tie),
 //! sorts packed integer keys (customer rank, time, position), breaks the
 //! rare remaining ties by contact id and input row, and then gathers each
-//! partition's rows from the input batches, once (see [`gather`]). Before,
+//! partition's rows from the input batches, once (see `gather`). Before,
 //! a `RepartitionExec`, a concatenation and a take copied every row three
 //! times. DataFusion's general `SortExec`,
 //! which compares row-encoded strings in a many-way merge, took several
