@@ -1,11 +1,10 @@
 -- sequence_candidates: every pattern of 3 or 4 steps found on customers'
 -- timelines, with its counts, value and p-value.
 --
--- Input:  sequence_counts      (per partition of the timeline pass, per pattern of
---                               2-4 items found by leftmost occurrence with
---                               max-gap and max-span: n start contacts, distinct
---                               customers, and the channel cost of the last
---                               steps in millionths; see src/timeline/sequences.rs)
+-- Input:  pattern_totals (pattern_totals.sql: one row per pattern of 2-4 items
+--                         found by leftmost occurrence with max-gap and
+--                         max-span: n_support start contacts, distinct
+--                         customers, the follow-up cost of the last steps)
 --         pair_counts (the pass counts at max-gap too)
 -- Output: key, pattern, length, prefix, n_prefix, n_support, customers,
 --         confidence, baseline, lift, score, avoidable_contacts, value, p_value,
@@ -30,16 +29,6 @@ base AS (
     FROM pair_counts
     WHERE window_s = ${max_gap_s}
     GROUP BY consequent
-),
-pattern_totals AS (
-    -- prefix, length and the reasons are functions of the pattern: grouping
-    -- by them too is grouping by the pattern
-    SELECT pattern, prefix, length, reason_1, reason_2, reason_3, reason_4,
-           SUM(n) AS n_support,
-           SUM(customers) AS customers,
-           SUM(followup_cost_micros) / 1000000.0 AS followup_cost
-    FROM sequence_counts
-    GROUP BY pattern, prefix, length, reason_1, reason_2, reason_3, reason_4
 ),
 support AS (
     SELECT *, CASE length WHEN 3 THEN reason_3 ELSE reason_4 END AS last_reason

@@ -438,6 +438,13 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         &mut stage_seconds,
     )
     .await?;
+    register_query(
+        &ctx,
+        "pattern_totals",
+        queries::PATTERN_TOTALS,
+        &mut stage_seconds,
+    )
+    .await?;
     let sequence_sql = queries::render(
         queries::SEQUENCE_CANDIDATES,
         &[

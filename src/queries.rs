@@ -18,7 +18,9 @@ pub const REPEAT_COUNTS: &str = query!("repeat_counts.sql");
 pub const REPEAT_SUMMARY: &str = query!("repeat_summary.sql");
 /// contacts, pair_counts → cluster_candidates.
 pub const CLUSTER_CANDIDATES: &str = query!("cluster_candidates.sql");
-/// sequence_counts, pair_counts → sequence_candidates.
+/// sequence_counts → pattern_totals.
+pub const PATTERN_TOTALS: &str = query!("pattern_totals.sql");
+/// pattern_totals, pair_counts → sequence_candidates.
 pub const SEQUENCE_CANDIDATES: &str = query!("sequence_candidates.sql");
 /// sequence_candidates, fdr, cluster_candidates → sequence_chains.
 pub const SEQUENCE_CHAINS: &str = query!("sequence_chains.sql");
@@ -43,6 +45,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("repeat_counts", REPEAT_COUNTS),
     ("repeat_summary", REPEAT_SUMMARY),
     ("cluster_candidates", CLUSTER_CANDIDATES),
+    ("pattern_totals", PATTERN_TOTALS),
     ("sequence_candidates", SEQUENCE_CANDIDATES),
     ("fdr", FDR),
     ("clusters", CLUSTERS),
