@@ -14,8 +14,8 @@ use recur::pipeline::{Progress, RunSummary};
 /// faults in again. Built without transparent huge pages (feature `no_thp`):
 /// with them, every fresh mimalloc page faulted in and zeroed a whole 2 MiB,
 /// and a 10M-contact run spent a quarter of its cycles in the kernel clearing
-/// pages (perf); without, the run took 14–15 s instead of 21–27 s (ingest
-/// 2.3 → 0.8 s, sort 7.6 → 3.0–3.6 s).
+/// pages (perf). One A/B pair with `MIMALLOC_ALLOW_THP=0`: 23.6 → 17.0 s,
+/// ingest 2.3 → 0.8 s, sort 7.6 → 3.9 s (BENCHMARKS.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
