@@ -370,7 +370,10 @@ fn gather<'a>(
         .collect();
     let sorted: Vec<Packed> = perm.iter().map(|i| packed[*i as usize]).collect();
     drop(packed);
-    let indices = || -> Vec<(usize, usize)> {
+    // (row of which input batch) for each output row, for the columns
+    // gathered by `interleave`: built once, when the first such column needs it
+    let mut indices: Option<Vec<(usize, usize)>> = None;
+    let make_indices = || -> Vec<(usize, usize)> {
         perm.iter()
             .map(|i| {
                 let r = rows[*i as usize];
@@ -422,7 +425,7 @@ fn gather<'a>(
             _ => {
                 let arrays: Vec<&dyn Array> =
                     batches.iter().map(|b| b.column(k).as_ref()).collect();
-                interleave(&arrays, &indices())?
+                interleave(&arrays, indices.get_or_insert_with(make_indices))?
             }
         };
         columns.push(array);
@@ -604,70 +607,14 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
 
-    /// Rows (customer, ts, contact id, _row) with many ties on (customer, ts).
-    fn rows(seed: u64, n: usize) -> Vec<(String, i64, i64, i64)> {
-        let mut rng = StdRng::seed_from_u64(seed);
-        (0..n)
-            .map(|r| {
-                (
-                    format!("c{}", rng.random_range(0..n / 4 + 1)),
-                    rng.random_range(-3..4) * 1_000_000,
-                    rng.random_range(0..5),
-                    r as i64,
-                )
-            })
-            .collect()
-    }
-
-    fn batch(rows: &[(String, i64, i64, i64)], text_ids: bool) -> RecordBatch {
-        let id_type = if text_ids {
-            DataType::Utf8
-        } else {
-            DataType::Int64
-        };
-        let ids: ArrayRef = if text_ids {
-            Arc::new(StringArray::from_iter_values(
-                rows.iter().map(|r| format!("id{}", r.2)),
-            ))
-        } else {
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2)))
-        };
-        let n = rows.len();
-        RecordBatch::try_new(
-            contacts_in_schema(&id_type),
-            vec![
-                ids,
-                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
-                Arc::new(
-                    TimestampMicrosecondArray::from_iter_values(rows.iter().map(|r| r.1))
-                        .with_timezone("UTC"),
-                ),
-                Arc::new(StringArray::from(vec![Some("phone"); n])),
-                Arc::new(StringArray::from(vec![None::<&str>; n])),
-                Arc::new(StringArray::from(vec![None::<&str>; n])),
-                Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.3))),
-            ],
-        )
-        .unwrap()
-    }
-
     #[test]
     fn sorts_like_a_plain_sort_with_ties() {
         for seed in 0..20 {
             for text_ids in [false, true] {
-                let input = rows(seed, 1 + seed as usize * 37);
+                let input = full_rows(seed, 1 + seed as usize * 37, seed % 2 == 0);
                 let mut expected = input.clone();
-                expected.sort_by(|a, b| {
-                    let id = |r: &(String, i64, i64, i64)| {
-                        if text_ids {
-                            format!("id{}", r.2)
-                        } else {
-                            format!("{:020}", r.2)
-                        }
-                    };
-                    (&a.0, a.1, id(a), a.3).cmp(&(&b.0, b.1, id(b), b.3))
-                });
-                let sorted = sort_partition(&batch(&input, text_ids)).unwrap();
+                plain_sort(&mut expected, text_ids);
+                let sorted = sort_partition(&full_batch(&input, text_ids)).unwrap();
                 let rows: Vec<i64> = sorted
                     .column_by_name("_row")
                     .unwrap()
@@ -678,6 +625,19 @@ mod tests {
                 assert_eq!(rows, want, "seed {seed}, text ids {text_ids}");
             }
         }
+    }
+
+    /// `rows` sorted by (customer, ts, contact id, _row), contact ids compared
+    /// as the column holds them (text, or numbers).
+    fn plain_sort(rows: &mut [Full], text_ids: bool) {
+        let id = |r: &Full| {
+            if text_ids {
+                format!("id{}", r.2)
+            } else {
+                format!("{:020}", r.2)
+            }
+        };
+        rows.sort_by(|a, b| (&a.0, a.1, id(a), a.3).cmp(&(&b.0, b.1, id(b), b.3)));
     }
 
     /// A full input row: (customer, ts, contact id, _row, channel, reason, agent).
@@ -830,16 +790,7 @@ mod tests {
                     .iter()
                     .flat_map(|b| read_back(b, text_ids))
                     .collect();
-                expected.sort_by(|a, b| {
-                    let id = |r: &Full| {
-                        if text_ids {
-                            format!("id{}", r.2)
-                        } else {
-                            format!("{:020}", r.2)
-                        }
-                    };
-                    (&a.0, a.1, id(a), a.3).cmp(&(&b.0, b.1, id(b), b.3))
-                });
+                plain_sort(&mut expected, text_ids);
                 assert_eq!(
                     read_back(batch, text_ids),
                     expected,
