@@ -538,6 +538,36 @@ mod tests {
     }
 
     #[test]
+    fn sequence_counts_same_with_dense_or_hashed_children() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let customers = ["a", "b", "c", "d", "e", "f"];
+        let reasons = ["p", "q", "r", "s", "t", "u", "v"];
+        let mut rows: Vec<(&str, i64, Option<&str>)> = Vec::new();
+        for c in customers {
+            let mut t = 0;
+            for _ in 0..rng.random_range(1..40) {
+                // ties, steps exactly at the gap, and longer gaps
+                t += [0, H, 24 * H, 7 * 24 * H, 7 * 24 * H + 1][rng.random_range(0..5)];
+                let r = (rng.random_range(0..9) > 0).then(|| reasons[rng.random_range(0..7)]);
+                rows.push((c, t, r));
+            }
+        }
+        let b = batch(&rows);
+        let p = params();
+        let dense = sequences::counts(&b, &p).unwrap();
+        assert!(
+            dense.num_rows() > 50,
+            "patterns found: {}",
+            dense.num_rows()
+        );
+        // none dense but the first items; the first few nodes dense
+        for slots in [0, 7 * 4] {
+            assert_eq!(sequences::counts_with(&b, &p, slots).unwrap(), dense);
+        }
+    }
+
+    #[test]
     fn repeats_events_and_gap_exactly_at_window() {
         let b = batch(&[
             ("a", 0, Some("x")),

@@ -8,8 +8,9 @@
 //! earliest contact of each distinct next item finds exactly the patterns of
 //! 2 ≤ k ≤ [`MAX_SEQUENCE_LEN`] whose greedy match succeeds, once per start.
 //!
-//! Items are coded as integers per partition; patterns are packed into a
-//! `u128` key, so counting never touches strings. Two outputs:
+//! Items are coded as integers per partition, so the search never touches
+//! strings: [`counts`] keeps its patterns in a trie over item codes,
+//! [`occurrences`] packs each into a `u128` key. Two outputs:
 //! - [`counts`]: per-partition totals per pattern: n, the distinct customers
 //!   (customers never span partitions, so a sum over partitions is exact) and
 //!   the channel cost of the last steps in millionths.
@@ -145,13 +146,6 @@ impl Items {
         Ok(items)
     }
 
-    fn key(&self, path: &[usize]) -> u128 {
-        path.iter()
-            .enumerate()
-            .map(|(k, row)| (self.code[*row] as u128 + 1) << (32 * k))
-            .sum()
-    }
-
     /// The keys of a pattern given as text and of each of its prefixes
     /// (shortest first), if all its items occur here.
     fn prefix_keys_of_text(&self, pattern: &str) -> Option<Vec<u128>> {
@@ -165,15 +159,17 @@ impl Items {
     }
 }
 
-/// Calls `visit(path, key, run)` for every (start, pattern) found; with
-/// `only`, for the patterns whose every prefix (first item included) is in it
-/// (the search does not go down other paths at all).
-fn mine(
+/// Walks every (start, pattern) of every customer run, depth first. At each
+/// step, with `path` the rows of the pattern so far (the new row last),
+/// `step(state, path, run)` gets the state of the pattern without its last
+/// item (`root` for a first item) and returns the state of the new pattern,
+/// or `None` not to go further down this path.
+fn mine<S: Copy>(
     cols: &Columns,
     items: &Items,
     p: &TimelineParams,
-    only: Option<&KeyMap<()>>,
-    mut visit: impl FnMut(&[usize], u128, usize),
+    root: S,
+    mut step: impl FnMut(S, &[usize], usize) -> Option<S>,
 ) {
     let runs = cols.customer_runs();
     let mut path = Vec::with_capacity(MAX_SEQUENCE_LEN);
@@ -190,18 +186,17 @@ fn mine(
             }
             path.clear();
             path.push(i);
-            if only.is_some_and(|o| !o.contains_key(&items.key(&path))) {
-                continue;
+            if let Some(state) = step(root, &path, run) {
+                extend(
+                    cols, items, p, end, run, &mut path, &mut seen, state, &mut step,
+                );
             }
-            extend(
-                cols, items, p, end, run, &mut path, &mut seen, only, &mut visit,
-            );
         }
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-fn extend(
+fn extend<S: Copy>(
     cols: &Columns,
     items: &Items,
     p: &TimelineParams,
@@ -209,8 +204,8 @@ fn extend(
     run: usize,
     path: &mut Vec<usize>,
     seen: &mut [Vec<u32>],
-    only: Option<&KeyMap<()>>,
-    visit: &mut impl FnMut(&[usize], u128, usize),
+    state: S,
+    step: &mut impl FnMut(S, &[usize], usize) -> Option<S>,
 ) {
     let depth = path.len();
     if depth == MAX_SEQUENCE_LEN {
@@ -228,10 +223,8 @@ fn extend(
         {
             seen[depth].push(item);
             path.push(k);
-            let key = items.key(path);
-            if only.is_none_or(|o| o.contains_key(&key)) {
-                visit(path, key, run);
-                extend(cols, items, p, end, run, path, seen, only, visit);
+            if let Some(next) = step(state, path, run) {
+                extend(cols, items, p, end, run, path, seen, next, step);
             }
             path.pop();
         }
@@ -255,73 +248,184 @@ impl std::hash::Hasher for KeyHasher {
         }
     }
 
-    fn write_u128(&mut self, k: u128) {
-        let folded = (k as u64) ^ ((k >> 64) as u64).rotate_left(32);
-        self.0 = (self.0 ^ folded)
+    fn write_u64(&mut self, k: u64) {
+        self.0 = (self.0 ^ k)
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
             .rotate_left(26);
     }
+
+    fn write_u128(&mut self, k: u128) {
+        self.write_u64((k as u64) ^ ((k >> 64) as u64).rotate_left(32));
+    }
 }
 
-type KeyMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<KeyHasher>>;
+type KeyMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
-/// One pattern's totals in one partition (no heap data: one cache line).
-struct PatternTotal {
-    codes: [u32; MAX_SEQUENCE_LEN],
-    len: usize,
-    n: i64,
-    customers: i64,
+/// No node / no child table.
+const NONE: u32 = u32::MAX;
+
+/// Most child slots the dense tables of one partition's [`Trie`] hold
+/// (4 bytes each); the children of nodes beyond are found in a hash map.
+const DENSE_CHILD_SLOTS: usize = 4 << 20;
+
+/// One pattern (a node of the [`Trie`]) and its totals in one partition.
+struct Node {
+    /// The pattern without its last item (NONE: a first item).
+    parent: u32,
+    /// Last item.
+    item: u32,
+    /// Items in the pattern.
+    len: u32,
+    /// Offset of its dense child table (NONE: its children are hashed).
+    children: u32,
+    /// Start contacts (at most the partition's rows, under 2^32).
+    n: u32,
+    customers: u32,
+    /// 1 + the customer run that last counted a customer.
+    last_run: u32,
     /// Follow-up cost of the last steps, millionths.
     cost: i64,
-    /// 1 + the customer run that last counted a customer.
-    last_run: usize,
+}
+
+/// The patterns of one partition as a trie over item codes: a pattern one
+/// item longer is found by indexing its parent's dense child table (or, once
+/// [`DENSE_CHILD_SLOTS`] are used, one hash probe), never by hashing the
+/// whole pattern. Profiling the hash of packed keys showed most of the
+/// search's time waiting on cache misses in that map.
+struct Trie {
+    nodes: Vec<Node>,
+    /// Child tables of `width` slots each (node index or NONE).
+    dense: Vec<u32>,
+    /// (parent << 32 | item) -> node, for parents without a dense table.
+    hashed: KeyMap<u64, u32>,
+    /// Items of the partition.
+    width: usize,
+    /// Most slots `dense` may hold.
+    dense_slots: usize,
+}
+
+impl Trie {
+    fn new(width: usize, dense_slots: usize) -> Trie {
+        // the root's table (the first items) is always dense
+        Trie {
+            nodes: Vec::new(),
+            dense: vec![NONE; width],
+            hashed: KeyMap::default(),
+            width,
+            dense_slots,
+        }
+    }
+
+    /// The node of `parent`'s pattern extended by `item` (the root, for
+    /// parent NONE), created if new.
+    fn child(&mut self, parent: u32, item: u32) -> u32 {
+        let table = match parent {
+            NONE => 0,
+            p => self.nodes[p as usize].children,
+        };
+        if table != NONE {
+            let slot = table as usize + item as usize;
+            let node = self.dense[slot];
+            if node != NONE {
+                return node;
+            }
+            let node = self.push(parent, item);
+            self.dense[slot] = node;
+            return node;
+        }
+        let key = (u64::from(parent) << 32) | u64::from(item);
+        if let Some(node) = self.hashed.get(&key) {
+            return *node;
+        }
+        let node = self.push(parent, item);
+        self.hashed.insert(key, node);
+        node
+    }
+
+    fn push(&mut self, parent: u32, item: u32) -> u32 {
+        let len = match parent {
+            NONE => 1,
+            p => self.nodes[p as usize].len + 1,
+        };
+        // a dense table for a node that can have children, while room is left
+        let children = if (len as usize) < MAX_SEQUENCE_LEN
+            && self.dense.len() + self.width <= self.dense_slots
+        {
+            let at = self.dense.len() as u32;
+            self.dense.resize(self.dense.len() + self.width, NONE);
+            at
+        } else {
+            NONE
+        };
+        self.nodes.push(Node {
+            parent,
+            item,
+            len,
+            children,
+            n: 0,
+            customers: 0,
+            last_run: 0,
+            cost: 0,
+        });
+        (self.nodes.len() - 1) as u32
+    }
+
+    /// The item codes of a node's pattern, first to last.
+    fn codes(&self, node: u32) -> Vec<u32> {
+        let mut codes = Vec::with_capacity(MAX_SEQUENCE_LEN);
+        let mut at = node;
+        while at != NONE {
+            let n = &self.nodes[at as usize];
+            codes.push(n.item);
+            at = n.parent;
+        }
+        codes.reverse();
+        codes
+    }
 }
 
 /// Per-partition pattern totals ([`super::Mode::SequenceCounts`]).
 pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
+    counts_with(batch, p, DENSE_CHILD_SLOTS)
+}
+
+/// [`counts`] with at most `dense_slots` dense child slots (tests try the
+/// hashed children with a small number).
+pub(super) fn counts_with(
+    batch: &RecordBatch,
+    p: &TimelineParams,
+    dense_slots: usize,
+) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
     let items = Items::new(batch, p.channel_items)?;
     let costs = super::pairs::row_costs(batch, p);
-    // pattern key -> its slot in `totals` (a small map entry: fewer cache misses)
-    let mut slots: KeyMap<u32> = KeyMap::default();
-    let mut totals: Vec<PatternTotal> = Vec::new();
-    mine(&cols, &items, p, None, |path, key, run| {
-        let next = totals.len() as u32;
-        let slot = *slots.entry(key).or_insert(next);
-        if slot == next {
-            let mut codes = [0; MAX_SEQUENCE_LEN];
-            for (c, row) in codes.iter_mut().zip(path) {
-                *c = items.code[*row];
+    let mut trie = Trie::new(items.name.len(), dense_slots);
+    mine(&cols, &items, p, NONE, |parent, path, run| {
+        let last = *path.last().expect("non-empty path");
+        let node = trie.child(parent, items.code[last]);
+        if path.len() >= 2 {
+            let t = &mut trie.nodes[node as usize];
+            t.n += 1;
+            t.cost += costs[last];
+            if t.last_run != run as u32 + 1 {
+                t.last_run = run as u32 + 1;
+                t.customers += 1;
             }
-            totals.push(PatternTotal {
-                codes,
-                len: path.len(),
-                n: 0,
-                customers: 0,
-                cost: 0,
-                last_run: 0,
-            });
         }
-        let t = &mut totals[slot as usize];
-        t.n += 1;
-        t.cost += costs[*path.last().expect("non-empty path")];
-        if t.last_run != run + 1 {
-            t.last_run = run + 1;
-            t.customers += 1;
-        }
+        Some(node)
     });
-    drop(slots);
+    let totals: Vec<(u32, &Node)> = (0..).zip(&trie.nodes).filter(|(_, t)| t.len >= 2).collect();
     let rows = totals.len();
     let mut pattern = StringBuilder::with_capacity(rows, rows * 48);
     let mut prefix = StringBuilder::with_capacity(rows, rows * 32);
     let mut reasons: [StringBuilder; MAX_SEQUENCE_LEN] =
         std::array::from_fn(|_| StringBuilder::with_capacity(rows, rows * 12));
     let mut text = String::new();
-    for t in &totals {
-        let codes = &t.codes[..t.len];
+    for (node, _) in &totals {
+        let codes = trie.codes(*node);
         text.clear();
         for (k, c) in codes.iter().enumerate() {
-            if k + 1 == t.len {
+            if k + 1 == codes.len() {
                 prefix.append_value(&text);
             }
             if k > 0 {
@@ -342,17 +446,21 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
         Arc::new(pattern.finish()),
         Arc::new(prefix.finish()),
         Arc::new(Int64Array::from_iter_values(
-            totals.iter().map(|t| t.len as i64),
+            totals.iter().map(|(_, t)| i64::from(t.len)),
         )),
         r1,
         r2,
         r3,
         r4,
-        Arc::new(Int64Array::from_iter_values(totals.iter().map(|t| t.n))),
         Arc::new(Int64Array::from_iter_values(
-            totals.iter().map(|t| t.customers),
+            totals.iter().map(|(_, t)| i64::from(t.n)),
         )),
-        Arc::new(Int64Array::from_iter_values(totals.iter().map(|t| t.cost))),
+        Arc::new(Int64Array::from_iter_values(
+            totals.iter().map(|(_, t)| i64::from(t.customers)),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            totals.iter().map(|(_, t)| t.cost),
+        )),
     ];
     Ok(RecordBatch::try_new(sequence_counts_schema(), columns)?)
 }
@@ -361,8 +469,8 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
 pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
     let items = Items::new(batch, p.channel_items)?;
-    let mut wanted: KeyMap<usize> = KeyMap::default();
-    let mut prefixes: KeyMap<()> = KeyMap::default();
+    let mut wanted: KeyMap<u128, usize> = KeyMap::default();
+    let mut prefixes: KeyMap<u128, ()> = KeyMap::default();
     for (i, text) in p.sequence_filter.iter().enumerate() {
         if let Some(keys) = items.prefix_keys_of_text(text) {
             wanted.insert(*keys.last().expect("a pattern has items"), i);
@@ -376,9 +484,14 @@ pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatc
     let mut lags: [Vec<Option<f64>>; 3] = Default::default();
     let mut span = Vec::new();
     if !wanted.is_empty() {
-        mine(&cols, &items, p, Some(&prefixes), |path, key, _| {
+        mine(&cols, &items, p, 0u128, |prefix, path, _| {
+            let depth = path.len() - 1;
+            let key = prefix + ((items.code[path[depth]] as u128 + 1) << (32 * depth));
+            if !prefixes.contains_key(&key) {
+                return None;
+            }
             let Some(which) = wanted.get(&key) else {
-                return;
+                return Some(key);
             };
             let end = *path.last().expect("non-empty path");
             start.push(path[0] as u32);
@@ -392,6 +505,7 @@ pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatc
                 );
             }
             span.push((cols.ts[end] - cols.ts[path[0]]) as f64 / 1e6);
+            Some(key)
         });
     }
     let col = |name: &str| {
