@@ -188,15 +188,34 @@ fn sort_rows(
                 .as_ref())
         })
         .collect::<Result<_>>()?;
-    // 1. group rows by customer: sort (hash of the id, position); a run of
-    //    equal hashes is one customer unless two ids collide, which the text
-    //    comparison below separates
-    let mut by_hash: Vec<u128> = rows
+    // each row's customer id as (first 16 bytes as an integer, length), read
+    // in input order: equal ids of at most 16 bytes are exactly those with
+    // equal pairs, and comparing them later costs no text lookups
+    let prefixes: Vec<(u128, u32)> = rows
         .iter()
-        .enumerate()
-        .map(|(i, r)| ((r.hash as u128) << 32) | i as u128)
+        .map(|r| {
+            let t = text(r);
+            (text_prefix(t), t.len() as u32)
+        })
         .collect();
-    by_hash.sort_unstable();
+    let same_id = |a: u32, b: u32| {
+        let (pa, pb) = (prefixes[a as usize], prefixes[b as usize]);
+        pa == pb && (pa.1 <= 16 || text(&rows[a as usize]) == text(&rows[b as usize]))
+    };
+    // 1. group rows by customer: sort (hash of the id, position); a run of
+    //    equal hashes is one customer unless two ids collide, which the
+    //    comparison below separates
+    //    (buckets by the hash's top bits, about 16 rows each: the hash
+    //    occupies bits 32..96 of the key)
+    let bits = (n / 16).max(1).ilog2().min(24);
+    let by_hash = bucket_sort(
+        rows.iter()
+            .enumerate()
+            .map(|(i, r)| ((r.hash as u128) << 32) | i as u128)
+            .collect(),
+        96 - bits,
+        1 << bits,
+    );
     // 2. the distinct customers (one row each), ranked by text
     let mut firsts: Vec<u32> = Vec::new();
     let mut code = vec![0u32; n];
@@ -212,10 +231,7 @@ fn sort_rows(
         let group_base = firsts.len();
         for key in &by_hash[run_start..run_end] {
             let i = *key as u32;
-            let t = text(&rows[i as usize]);
-            let found = firsts[group_base..]
-                .iter()
-                .position(|f| text(&rows[*f as usize]) == t);
+            let found = firsts[group_base..].iter().position(|f| same_id(*f, i));
             code[i as usize] = match found {
                 Some(off) => (group_base + off) as u32,
                 None => {
@@ -231,8 +247,9 @@ fn sort_rows(
     //    wherever it differs; equal prefixes by the whole text)
     let first_text = |c: u32| text(&rows[firsts[c as usize] as usize]);
     let mut by_text: Vec<(u128, u32)> = (0..firsts.len() as u32)
-        .map(|c| (text_prefix(first_text(c)), c))
+        .map(|c| (prefixes[firsts[c as usize] as usize].0, c))
         .collect();
+    drop(prefixes);
     by_text.sort_unstable();
     let mut start = 0;
     while start < by_text.len() {
@@ -250,7 +267,7 @@ fn sort_rows(
         rank[*c as usize] = r as u32;
     }
     // 3. (rank, time) in the high 96 bits, position in the low 32
-    let mut keys: Vec<u128> = rows
+    let keys: Vec<u128> = rows
         .iter()
         .enumerate()
         .map(|(i, r)| {
@@ -260,7 +277,8 @@ fn sort_rows(
         .collect();
     drop(code);
     drop(rank);
-    keys.sort_unstable();
+    //    (the rank is the top 32 bits: a bucket per customer)
+    let keys = bucket_sort(keys, 96, firsts.len());
     let mut perm: Vec<u32> = keys.iter().map(|k| *k as u32).collect();
     // 4. equal (customer, time): by contact id, then input row
     let ids = batches
@@ -311,6 +329,36 @@ fn sort_rows(
         start = end;
     }
     gather(batches, &rows, &perm, &keys, &by_text, &firsts, text)
+}
+
+/// `keys` sorted, where `key >> shift` (the bucket) is below `buckets` and
+/// never decreases as keys grow: one counting pass puts each key in its
+/// bucket's range, then each range is sorted on its own (small, in cache).
+/// A comparison sort of all the keys makes a pass over them per level;
+/// profiling showed those passes as the sort's largest part after the text
+/// comparisons.
+fn bucket_sort(keys: Vec<u128>, shift: u32, buckets: usize) -> Vec<u128> {
+    let bucket = |k: u128| k.checked_shr(shift).unwrap_or(0) as usize;
+    let mut ends = vec![0usize; buckets + 1];
+    for k in &keys {
+        ends[bucket(*k) + 1] += 1;
+    }
+    for b in 1..=buckets {
+        ends[b] += ends[b - 1];
+    }
+    let mut out = vec![0u128; keys.len()];
+    for k in keys {
+        let b = bucket(k);
+        out[ends[b]] = k;
+        ends[b] += 1;
+    }
+    // ends[b] is now where bucket b ends
+    let mut start = 0;
+    for end in &ends[..buckets] {
+        out[start..*end].sort_unstable();
+        start = *end;
+    }
+    out
 }
 
 /// The sorted batch: row `j` is input row `rows[perm[j]]`.
@@ -624,6 +672,38 @@ mod tests {
                 let want: Vec<i64> = expected.iter().map(|r| r.3).collect();
                 assert_eq!(rows, want, "seed {seed}, text ids {text_ids}");
             }
+        }
+    }
+
+    #[test]
+    fn colliding_hashes_keep_customers_apart() {
+        for seed in 0..10 {
+            let input = full_rows(seed, 50 + seed as usize * 29, false);
+            let mut expected = input.clone();
+            plain_sort(&mut expected, false);
+            let batch = full_batch(&input, false);
+            let customers = [batch
+                .column_by_name("customer_id")
+                .unwrap()
+                .as_string::<i32>()];
+            // three hash values for all the ids: every run of equal hashes
+            // holds many customers
+            let rows = (0..batch.num_rows())
+                .map(|i| Row {
+                    hash: (customers[0].value(i).len() % 3) as u64,
+                    batch: 0,
+                    row: i as u32,
+                })
+                .collect();
+            let sorted = sort_rows(&[&batch], &customers, rows).unwrap();
+            let got: Vec<i64> = sorted
+                .column_by_name("_row")
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec();
+            let want: Vec<i64> = expected.iter().map(|r| r.3).collect();
+            assert_eq!(got, want, "seed {seed}");
         }
     }
 
