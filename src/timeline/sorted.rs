@@ -188,68 +188,15 @@ fn sort_rows(
                 .as_ref())
         })
         .collect::<Result<_>>()?;
-    // each row's customer id as (first 16 bytes as an integer, length), read
-    // in input order: equal ids of at most 16 bytes are exactly those with
-    // equal pairs, and comparing them later costs no text lookups
-    let prefixes: Vec<(u128, u32)> = rows
-        .iter()
-        .map(|r| {
-            let t = text(r);
-            (text_prefix(t), t.len() as u32)
-        })
-        .collect();
-    let same_id = |a: u32, b: u32| {
-        let (pa, pb) = (prefixes[a as usize], prefixes[b as usize]);
-        pa == pb && (pa.1 <= 16 || text(&rows[a as usize]) == text(&rows[b as usize]))
-    };
-    // 1. group rows by customer: sort (hash of the id, position); a run of
-    //    equal hashes is one customer unless two ids collide, which the
-    //    comparison below separates
-    //    (buckets by the hash's top bits, about 16 rows each: the hash
-    //    occupies bits 32..96 of the key)
-    let bits = (n / 16).max(1).ilog2().min(24);
-    let by_hash = bucket_sort(
-        rows.iter()
-            .enumerate()
-            .map(|(i, r)| ((r.hash as u128) << 32) | i as u128)
-            .collect(),
-        96 - bits,
-        1 << bits,
-    );
+    // 1. group rows by customer
+    let (code, firsts) = group_customers(&rows, text);
     // 2. the distinct customers (one row each), ranked by text
-    let mut firsts: Vec<u32> = Vec::new();
-    let mut code = vec![0u32; n];
-    let mut run_start = 0;
-    while run_start < n {
-        let h = by_hash[run_start] >> 32;
-        let mut run_end = run_start + 1;
-        while run_end < n && by_hash[run_end] >> 32 == h {
-            run_end += 1;
-        }
-        // within a hash run, each row joins the first earlier distinct id
-        // equal to it (one id in all but astronomically rare cases)
-        let group_base = firsts.len();
-        for key in &by_hash[run_start..run_end] {
-            let i = *key as u32;
-            let found = firsts[group_base..].iter().position(|f| same_id(*f, i));
-            code[i as usize] = match found {
-                Some(off) => (group_base + off) as u32,
-                None => {
-                    firsts.push(i);
-                    (firsts.len() - 1) as u32
-                }
-            };
-        }
-        run_start = run_end;
-    }
-    drop(by_hash);
     //    (by their first 16 bytes as an integer, which orders like the text
     //    wherever it differs; equal prefixes by the whole text)
     let first_text = |c: u32| text(&rows[firsts[c as usize] as usize]);
     let mut by_text: Vec<(u128, u32)> = (0..firsts.len() as u32)
-        .map(|c| (prefixes[firsts[c as usize] as usize].0, c))
+        .map(|c| (text_prefix(first_text(c)), c))
         .collect();
-    drop(prefixes);
     by_text.sort_unstable();
     let mut start = 0;
     while start < by_text.len() {
@@ -267,18 +214,19 @@ fn sort_rows(
         rank[*c as usize] = r as u32;
     }
     // 3. (rank, time) in the high 96 bits, position in the low 32
-    let keys: Vec<u128> = rows
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
+    //    (a bucket per customer, by rank)
+    let keys = bucket_sort(
+        n,
+        firsts.len(),
+        |i| rank[code[i] as usize] as usize,
+        |i| {
+            let r = rows[i];
             let t = (ts[r.batch as usize][r.row as usize] as u64) ^ (1 << 63);
             ((rank[code[i] as usize] as u128) << 96) | ((t as u128) << 32) | i as u128
-        })
-        .collect();
+        },
+    );
     drop(code);
     drop(rank);
-    //    (the rank is the top 32 bits: a bucket per customer)
-    let keys = bucket_sort(keys, 96, firsts.len());
     let mut perm: Vec<u32> = keys.iter().map(|k| *k as u32).collect();
     // 4. equal (customer, time): by contact id, then input row
     let ids = batches
@@ -331,25 +279,104 @@ fn sort_rows(
     gather(batches, &rows, &perm, &keys, &by_text, &firsts, text)
 }
 
-/// `keys` sorted, where `key >> shift` (the bucket) is below `buckets` and
-/// never decreases as keys grow: one counting pass puts each key in its
-/// bucket's range, then each range is sorted on its own (small, in cache).
-/// A comparison sort of all the keys makes a pass over them per level;
+/// Each row's customer (a code, 0..) and each customer's first row.
+///
+/// Rows are grouped by the hash of their id (sorted by (hash, position)),
+/// taking a run of equal hashes as one customer, then checked in input order
+/// against their customer's first id as (first 16 bytes, length), the whole
+/// text only past 16 bytes: no text lookups in hash order, which profiling
+/// showed as a fifth of the sort's time. Should two ids share a 64-bit hash
+/// (a chance of about 3 in 10^8 for a million customers), the runs are
+/// instead split by comparing each row with the run's distinct ids.
+fn group_customers<'a>(rows: &[Row], text: impl Fn(&Row) -> &'a str) -> (Vec<u32>, Vec<u32>) {
+    let n = rows.len();
+    // buckets by the hash's top bits, about 16 rows each
+    let bits = (n / 16).max(1).ilog2().min(24);
+    let by_hash = || {
+        bucket_sort(
+            n,
+            1 << bits,
+            |i| rows[i].hash.checked_shr(64 - bits).unwrap_or(0) as usize,
+            |i| ((rows[i].hash as u128) << 32) | i as u128,
+        )
+    };
+    let same_hash = |a: &u128, b: &u128| a >> 32 == b >> 32;
+    let mut firsts: Vec<u32> = Vec::new();
+    let mut code = vec![0u32; n];
+    {
+        let keys = by_hash();
+        for run in keys.chunk_by(same_hash) {
+            for key in run {
+                code[*key as u32 as usize] = firsts.len() as u32;
+            }
+            firsts.push(run[0] as u32);
+        }
+        // dropped here: memory for the check below
+    }
+    let first_ids: Vec<(u128, usize)> = firsts
+        .iter()
+        .map(|f| {
+            let t = text(&rows[*f as usize]);
+            (text_prefix(t), t.len())
+        })
+        .collect();
+    let collided = rows.iter().zip(&code).any(|(r, c)| {
+        let t = text(r);
+        let (prefix, len) = first_ids[*c as usize];
+        t.len() != len
+            || text_prefix(t) != prefix
+            || (len > 16 && t != text(&rows[firsts[*c as usize] as usize]))
+    });
+    if !collided {
+        return (code, firsts);
+    }
+    drop(first_ids);
+    firsts.clear();
+    let keys = by_hash();
+    for run in keys.chunk_by(same_hash) {
+        // each row joins the first earlier distinct id equal to it
+        let base = firsts.len();
+        for key in run {
+            let i = *key as u32;
+            let t = text(&rows[i as usize]);
+            let found = firsts[base..]
+                .iter()
+                .position(|f| text(&rows[*f as usize]) == t);
+            code[i as usize] = match found {
+                Some(off) => (base + off) as u32,
+                None => {
+                    firsts.push(i);
+                    (firsts.len() - 1) as u32
+                }
+            };
+        }
+    }
+    (code, firsts)
+}
+
+/// The keys `key(0..n)` sorted, where `bucket(i)` (below `buckets`) never
+/// decreases as keys grow: one counting pass puts each key in its bucket's
+/// range, then each range is sorted on its own (small, in cache). A
+/// comparison sort of all the keys makes a pass over them per level;
 /// profiling showed those passes as the sort's largest part after the text
 /// comparisons.
-fn bucket_sort(keys: Vec<u128>, shift: u32, buckets: usize) -> Vec<u128> {
-    let bucket = |k: u128| k.checked_shr(shift).unwrap_or(0) as usize;
+fn bucket_sort(
+    n: usize,
+    buckets: usize,
+    bucket: impl Fn(usize) -> usize,
+    key: impl Fn(usize) -> u128,
+) -> Vec<u128> {
     let mut ends = vec![0usize; buckets + 1];
-    for k in &keys {
-        ends[bucket(*k) + 1] += 1;
+    for i in 0..n {
+        ends[bucket(i) + 1] += 1;
     }
     for b in 1..=buckets {
         ends[b] += ends[b - 1];
     }
-    let mut out = vec![0u128; keys.len()];
-    for k in keys {
-        let b = bucket(k);
-        out[ends[b]] = k;
+    let mut out = vec![0u128; n];
+    for i in 0..n {
+        let b = bucket(i);
+        out[ends[b]] = key(i);
         ends[b] += 1;
     }
     // ends[b] is now where bucket b ends
