@@ -95,6 +95,15 @@ pub fn session(cfg: &PipelineConfig) -> Result<SessionContext> {
         .execution
         .parquet
         .schema_force_view_types = false;
+    // each scan partition reads its own file ranges, in order: ingest numbers
+    // rows by (scan partition, batch), which is the input order only then.
+    // With DataFusion's work stealing on, an idle partition takes another's
+    // next file range, and the numbering depended on timing (a golden test
+    // failed about one run in six with other tests running beside it)
+    config
+        .options_mut()
+        .execution
+        .enable_file_stream_work_stealing = false;
     // reports are written with zstd at level 1, not DataFusion's default 3:
     // compressing took 8% of a 1M-contact run's cycles (perf), and the
     // contacts file grows 3.5%
