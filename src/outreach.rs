@@ -30,6 +30,7 @@ use datafusion::arrow::datatypes::{
 };
 
 use crate::error::Result;
+use crate::timeline::FastMap;
 
 /// Output schema of the outreach table for a contact id type.
 pub fn outreach_schema(contact_id: &DataType) -> SchemaRef {
@@ -58,11 +59,19 @@ pub fn outreach_schema(contact_id: &DataType) -> SchemaRef {
 /// Probability that a follow-up still comes `elapsed_s` after its trigger,
 /// given confidence `c` and the sorted lags of the cluster's members.
 pub fn remaining_probability(c: f64, sorted_lags: &[f64], elapsed_s: f64) -> f64 {
-    if sorted_lags.is_empty() {
+    probability_after(
+        c,
+        sorted_lags.partition_point(|l| *l <= elapsed_s),
+        sorted_lags.len(),
+    )
+}
+
+/// [`remaining_probability`] with `done` of the `total` lags passed.
+fn probability_after(c: f64, done: usize, total: usize) -> f64 {
+    if total == 0 {
         return 0.0;
     }
-    let done = sorted_lags.partition_point(|l| *l <= elapsed_s) as f64;
-    let f = done / sorted_lags.len() as f64;
+    let f = done as f64 / total as f64;
     let denom = 1.0 - c * f;
     if denom <= 0.0 {
         0.0
@@ -107,17 +116,22 @@ pub fn build(
     let trigger_ts = trigger_ts.as_primitive::<TimestampMicrosecondType>();
 
     // (priority, probability, expected_at) per kept row; best per (customer, reason)
-    let mut best: HashMap<(&str, &str), (usize, f64, f64, i64)> = HashMap::new();
+    // (at 100M the candidates run to millions: one binary search per row in
+    // its cluster's lags, and hashing without SipHash)
+    let mut best: FastMap<(&str, &str), (usize, f64, f64, i64)> = FastMap::default();
+    let mut cluster_lags: FastMap<&str, Option<&Vec<f64>>> = FastMap::default();
     for i in 0..all.num_rows() {
-        let Some(l) = lags.get(cluster_id.value(i)) else {
+        let id = cluster_id.value(i);
+        let Some(l) = *cluster_lags.entry(id).or_insert_with(|| lags.get(id)) else {
             continue;
         };
         let e = elapsed.value(i);
-        let p = remaining_probability(conf.value(i), l, e);
+        let done = l.partition_point(|x| *x <= e);
+        let p = probability_after(conf.value(i), done, l.len());
         if p <= base.value(i) {
             continue;
         }
-        let later = &l[l.partition_point(|x| *x <= e)..];
+        let later = &l[done..];
         let median_later = later[(later.len() - 1) / 2];
         let expected_at = trigger_ts.value(i) + (median_later * 1e6) as i64;
         let priority = p * value.value(i) / n_support.value(i).max(1) as f64;
