@@ -32,7 +32,7 @@ use datafusion::arrow::array::{
     TimestampMicrosecondArray, make_comparator, new_null_array,
 };
 use datafusion::arrow::compute::{SortOptions, concat_batches, interleave};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, SchemaRef};
 use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::hash_utils::create_hashes;
@@ -166,6 +166,17 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef> {
         .ok_or_else(|| DataFusionError::Internal(format!("no column {name}")))
 }
 
+/// The values of primitive column `name` of each batch.
+fn values<'a, T: ArrowPrimitiveType>(
+    batches: &[&'a RecordBatch],
+    name: &str,
+) -> Result<Vec<&'a [T::Native]>> {
+    batches
+        .iter()
+        .map(|b| Ok(column(b, name)?.as_primitive::<T>().values().as_ref()))
+        .collect()
+}
+
 /// `rows` of `batches`, sorted by [`ORDER_COLUMNS`], as one batch.
 fn sort_rows(
     batches: &[&RecordBatch],
@@ -179,15 +190,7 @@ fn sort_rows(
         )));
     }
     let text = |r: &Row| customers[r.batch as usize].value(r.row as usize);
-    let ts: Vec<&[i64]> = batches
-        .iter()
-        .map(|b| {
-            Ok(column(b, "ts")?
-                .as_primitive::<TimestampMicrosecondType>()
-                .values()
-                .as_ref())
-        })
-        .collect::<Result<_>>()?;
+    let ts = values::<TimestampMicrosecondType>(batches, "ts")?;
     // 1. group rows by customer
     let (code, firsts) = group_customers(&rows, text);
     // 2. the distinct customers (one row each), ranked by text
@@ -233,15 +236,7 @@ fn sort_rows(
         .iter()
         .map(|b| column(b, "contact_id"))
         .collect::<Result<Vec<_>>>()?;
-    let input_rows: Vec<&[i64]> = batches
-        .iter()
-        .map(|b| {
-            Ok(column(b, "_row")?
-                .as_primitive::<Int64Type>()
-                .values()
-                .as_ref())
-        })
-        .collect::<Result<_>>()?;
+    let input_rows = values::<Int64Type>(batches, "_row")?;
     let mut comparators: HashMap<(u32, u32), DynComparator> = HashMap::new();
     let mut start = 0;
     while start < n {
