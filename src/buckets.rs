@@ -6,14 +6,18 @@
 //! [`Buckets`], from which the pipeline takes one bucket's contacts at a time.
 //!
 //! A log of at most `bucket_contacts` rows is one bucket, held in memory as
-//! read (the usual case, and the fastest). A larger log is split by a hash of
-//! the customer id into `ceil(rows / bucket_contacts)` buckets, each an Arrow
-//! IPC file in a temporary folder (under `TMPDIR`, removed when the run
-//! ends). Every customer's contacts land in exactly one bucket, so the
+//! read (the usual case, and the fastest). A larger log is split into at most
+//! `ceil(rows / bucket_contacts)` buckets, each a range of customer ids cut at
+//! quantiles of a sample that ingest reads first ([`range_bounds`]), and each
+//! an Arrow IPC file in a temporary folder (under `TMPDIR`, removed when the
+//! run ends). The buckets in turn are the customers in order, so each
+//! bucket's part of the sorted contacts table is written as soon as the
+//! bucket is sorted, with no merge across buckets. Every customer's contacts
+//! land in exactly one bucket, so the
 //! per-customer passes need nothing from another bucket, and what they count
-//! adds up across buckets; the pipeline keeps the annotated contacts of each
-//! bucket in files as well ([`spill`], [`SpilledPartition`]) for the passes
-//! and queries that come after the ranking. So the memory a run needs follows
+//! adds up across buckets; the pipeline keeps the columns of each bucket's
+//! annotated contacts that the passes and queries after the ranking read in
+//! files as well ([`spill`], [`read_file`]). So the memory a run needs follows
 //! the bucket size, not the log size.
 //!
 //! Row numbers: ingest reads a file's partitions concurrently, so while it
@@ -25,9 +29,8 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::hash::BuildHasher;
 use std::io::{BufReader, BufWriter};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{AsArray, Int64Array, UInt32Array};
@@ -36,10 +39,6 @@ use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
 use datafusion::arrow::ipc::reader::FileReader;
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::execution::TaskContext;
-use datafusion::physical_plan::SendableRecordBatchStream;
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::physical_plan::streaming::PartitionStream;
 
 use crate::error::{Error, Result};
 
@@ -163,14 +162,28 @@ impl RowNumbers {
     }
 }
 
-/// The bucket of a customer id, out of `buckets` (a fixed hash: a log always
-/// splits the same way).
-fn bucket_of(hasher: &foldhash::fast::FixedState, customer: &str, buckets: usize) -> usize {
-    (hasher.hash_one(customer) % buckets as u64) as usize
+/// The upper bounds that cut customer ids into at most `buckets` ranges of
+/// about equal contacts: quantiles of `sample` (ids drawn in proportion to
+/// their contacts), without repeats, so that a customer with a great share
+/// of the contacts makes fewer, not empty, buckets. Bucket `b` holds the ids
+/// from bound `b - 1` (included) to bound `b` (excluded).
+pub fn range_bounds(mut sample: Vec<String>, buckets: usize) -> Vec<String> {
+    sample.sort_unstable();
+    let mut bounds: Vec<String> = Vec::with_capacity(buckets.saturating_sub(1));
+    for i in 1..buckets {
+        let Some(id) = sample.get(i * sample.len() / buckets) else {
+            break;
+        };
+        if bounds.last().is_none_or(|last| last < id) && sample.first() < Some(id) {
+            bounds.push(id.clone());
+        }
+    }
+    bounds
 }
 
-fn bucket_hasher() -> foldhash::fast::FixedState {
-    foldhash::fast::FixedState::with_seed(0x7265_6375_7262_6b74)
+/// The bucket of a customer id, given the buckets' upper bounds.
+fn bucket_of(bounds: &[String], customer: &str) -> usize {
+    bounds.partition_point(|b| b.as_str() <= customer)
 }
 
 /// Where ingest puts the normalised batches; shared by its reading tasks.
@@ -186,12 +199,15 @@ enum SinkInner {
         dir: tempfile::TempDir,
         writers: Vec<Mutex<FileWriter<BufWriter<File>>>>,
         rows: Vec<std::sync::atomic::AtomicU64>,
+        bounds: Vec<String>,
     },
 }
 
 impl Sink {
-    /// A sink for `buckets` buckets (1: in memory).
-    pub fn new(schema: SchemaRef, buckets: usize) -> Result<Sink> {
+    /// A sink for the buckets `bounds` cut customer ids into (see
+    /// [`range_bounds`]; none: one bucket, in memory).
+    pub fn new(schema: SchemaRef, bounds: Vec<String>) -> Result<Sink> {
+        let buckets = bounds.len() + 1;
         let inner = if buckets <= 1 {
             SinkInner::Memory(Mutex::new(Vec::new()))
         } else {
@@ -210,6 +226,7 @@ impl Sink {
                 dir,
                 writers,
                 rows: (0..buckets).map(|_| Default::default()).collect(),
+                bounds,
             }
         };
         Ok(Sink {
@@ -232,15 +249,19 @@ impl Sink {
     pub fn push(&self, batch: RecordBatch) -> Result<()> {
         match &self.inner {
             SinkInner::Memory(m) => m.lock().expect("no task panicked holding it").push(batch),
-            SinkInner::Files { writers, rows, .. } => {
-                let hasher = bucket_hasher();
+            SinkInner::Files {
+                writers,
+                rows,
+                bounds,
+                ..
+            } => {
                 let customer = batch
                     .column_by_name("customer_id")
                     .expect("contacts_in schema")
                     .as_string::<i32>();
                 let mut rows_of: Vec<Vec<u32>> = vec![Vec::new(); writers.len()];
                 for i in 0..batch.num_rows() {
-                    rows_of[bucket_of(&hasher, customer.value(i), writers.len())].push(i as u32);
+                    rows_of[bucket_of(bounds, customer.value(i))].push(i as u32);
                 }
                 for (b, idx) in rows_of.into_iter().enumerate() {
                     if idx.is_empty() {
@@ -275,7 +296,9 @@ impl Sink {
                         .collect::<Result<Vec<_>>>()?,
                 )
             }
-            SinkInner::Files { dir, writers, rows } => {
+            SinkInner::Files {
+                dir, writers, rows, ..
+            } => {
                 for w in writers {
                     w.into_inner()
                         .expect("no task panicked holding it")
@@ -398,44 +421,6 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
     Ok(reader.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
-/// One spilled partition of annotated contacts, read back as a stream (a
-/// partition of the `contacts` table when a run has several buckets).
-#[derive(Debug)]
-pub struct SpilledPartition {
-    /// The IPC file.
-    pub path: PathBuf,
-    /// Its schema.
-    pub schema: SchemaRef,
-    /// Keeps the folder alive while a plan may read the file.
-    pub dir: Arc<tempfile::TempDir>,
-}
-
-impl PartitionStream for SpilledPartition {
-    fn schema(&self) -> &SchemaRef {
-        &self.schema
-    }
-
-    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let opened = File::open(&self.path)
-            .map_err(datafusion::error::DataFusionError::IoError)
-            .and_then(|f| {
-                Ok(FileReader::try_new(
-                    BufReader::with_capacity(1 << 20, f),
-                    None,
-                )?)
-            });
-        let batches: Box<dyn Iterator<Item = datafusion::error::Result<RecordBatch>> + Send> =
-            match opened {
-                Ok(reader) => Box::new(reader.map(|b| b.map_err(Into::into))),
-                Err(e) => Box::new(std::iter::once(Err(e))),
-            };
-        Box::pin(RecordBatchStreamAdapter::new(
-            self.schema.clone(),
-            futures::stream::iter(batches),
-        ))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -485,6 +470,33 @@ mod tests {
         let out = numbers.renumber(batch(vec![k01 + 1])).unwrap();
         assert_eq!(out.column(6).as_primitive::<Int64Type>().value(0), 4);
         assert!(provisional_row(MAX_SCAN_PARTITIONS, 0).is_err());
+    }
+
+    #[test]
+    fn range_bounds_cut_at_quantiles_in_order() {
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        // 8 ids, 4 buckets: cut before the 3rd, 5th and 7th id in order
+        let sample = ids(&["h", "b", "f", "d", "a", "g", "c", "e"]);
+        let bounds = range_bounds(sample, 4);
+        assert_eq!(bounds, ids(&["c", "e", "g"]));
+        let of = |id: &str| bucket_of(&bounds, id);
+        assert_eq!(
+            ["a", "b", "c", "d", "e", "f", "g", "h", "zz"].map(of),
+            [0, 0, 1, 1, 2, 2, 3, 3, 3]
+        );
+        // ids never seen in the sample fall in the range they sort into
+        assert_eq!(of("0"), 0);
+        assert_eq!(of("cc"), 1);
+        // one id with most rows: no repeated bound, so no bucket between
+        // two equal bounds; fewer buckets than asked
+        let mut heavy = ids(&["a", "b"]);
+        heavy.extend(std::iter::repeat_n("m".to_string(), 20));
+        heavy.push("z".into());
+        assert_eq!(range_bounds(heavy, 8), ids(&["m"]));
+        // the smallest id is no bound (bucket 0 would hold nothing)
+        assert_eq!(range_bounds(ids(&["a"; 10]), 4), Vec::<String>::new());
+        assert_eq!(range_bounds(Vec::new(), 4), Vec::<String>::new());
+        assert_eq!(range_bounds(ids(&["b", "a"]), 1), Vec::<String>::new());
     }
 
     #[test]

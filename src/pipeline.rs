@@ -19,12 +19,10 @@ use std::time::Instant;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::streaming::StreamingTable;
 use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryConsumer, MemoryReservation};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::physical_plan::streaming::PartitionStream;
 use datafusion::physical_plan::{ExecutionPlan, collect_partitioned};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
@@ -177,17 +175,12 @@ const MAX_PARTITION_ROWS: u64 = 16_000_000;
 /// Rows per batch of the tables the SQL stages read.
 const TABLE_BATCH_ROWS: usize = 65_536;
 
-/// Rows per batch of the annotated contacts written to bucket files: the
-/// sorted write of the contacts table holds a batch of every file at once.
-const SPILL_BATCH_ROWS: usize = 8_192;
-
-/// The partitions cut into batches of [`TABLE_BATCH_ROWS`] (without copying).
-fn sliced(parts: Vec<Vec<RecordBatch>>) -> Vec<Vec<RecordBatch>> {
-    sliced_by(parts, TABLE_BATCH_ROWS)
-}
+/// Rows per batch of the contacts merged into the contacts file: the merge
+/// holds a batch of every partition, under the memory limit.
+const OUTPUT_BATCH_ROWS: usize = 8_192;
 
 /// The partitions cut into batches of `rows` rows (without copying).
-fn sliced_by(parts: Vec<Vec<RecordBatch>>, rows: usize) -> Vec<Vec<RecordBatch>> {
+fn sliced(parts: Vec<Vec<RecordBatch>>, rows: usize) -> Vec<Vec<RecordBatch>> {
     parts
         .into_iter()
         .map(|p| {
@@ -289,6 +282,9 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let ingested = ingest::ingest(&ctx, &cfg).await?;
     let contact_id_field = ingested.schema.field_with_name("contact_id")?.clone();
     stage_seconds.insert("ingest".into(), t.elapsed().as_secs_f64());
+    if ingested.sample_seconds > 0.0 {
+        stage_seconds.insert("ingest.sample".into(), ingested.sample_seconds);
+    }
     let stats = ingested.stats.clone();
 
     let mut buckets = ingested.buckets;
@@ -328,12 +324,15 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     // buckets; with several buckets the annotated contacts go to disk.
     let mut spills = (0u64, 0u64);
     let mut annotated_schema: Option<SchemaRef> = None;
-    let mut annotated_in_memory: Option<(Arc<SortedContactsExec>, Vec<Vec<RecordBatch>>)> = None;
+    let mut annotated_in_memory: Option<Arc<SortedContactsExec>> = None;
     let mut annotated_files: Vec<Vec<PathBuf>> = Vec::new();
     let mut repeat_counts = Collected::default();
     let mut caps_total: BTreeMap<String, u64> = BTreeMap::new();
     let mut pair_counts = Collected::default();
     let mut sequence_counts = Collected::default();
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    let with_agent = cfg.columns.agent.is_some();
+    let mut contacts_writer: Option<report::ContactsWriter> = None;
     for (b, rows) in bucket_rows.iter().enumerate() {
         let label = bucket_label(b, n_buckets);
         progress.stage(&format!("sorting timelines{label}"));
@@ -366,8 +365,28 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         // (the annotated contacts share most columns with the sorted ones)
         held.shrink(sorted_bytes);
         held.grow(annotated.memory_size(), "the annotated contacts")?;
-        annotated_schema = Some(schema.clone());
         add_seconds(&mut stage_seconds, "repeats", t);
+        // this bucket's part of the contacts table, written now: buckets
+        // are customer ranges in order
+        let t = Instant::now();
+        let df = report::contacts_output(
+            &ctx,
+            contacts_table_by(&schema, &parts, OUTPUT_BATCH_ROWS)?,
+            with_agent,
+        )?;
+        if contacts_writer.is_none() {
+            contacts_writer = Some(report::ContactsWriter::start(
+                &ctx,
+                df.schema().inner().clone(),
+                &cfg.out,
+            )?);
+        }
+        contacts_writer
+            .as_mut()
+            .expect("started above")
+            .write(df)
+            .await?;
+        add_seconds(&mut stage_seconds, "write.contacts", t);
         // what is counted per customer is counted here, over this bucket
         replace_table(&ctx, "contacts", contacts_table(&schema, &parts)?)?;
         let t = Instant::now();
@@ -400,22 +419,44 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         }
         add_seconds(&mut stage_seconds, "sequences", t);
 
+        // Only what the later passes and queries read is kept (the columns
+        // of the contacts table were written above).
+        let (narrow_schema, narrow_parts) = later_columns(&schema, &parts)?;
+        drop(parts);
+        let parts = narrow_parts;
+        annotated_schema = Some(narrow_schema.clone());
+        let full_bytes = annotated.memory_size();
+        drop(annotated);
+        ctx.deregister_table("contacts")?;
+        held.shrink(full_bytes);
         match &spill_dir {
-            None => annotated_in_memory = Some((annotated, parts)),
+            None => {
+                let narrow = Arc::new(SortedContactsExec::try_new(narrow_schema, parts)?);
+                held.grow(narrow.memory_size(), "the annotated contacts")?;
+                annotated_in_memory = Some(narrow);
+            }
             Some(dir) => {
                 let t = Instant::now();
                 let mut files = Vec::with_capacity(parts.len());
-                for (p, batches) in sliced_by(parts, SPILL_BATCH_ROWS).iter().enumerate() {
+                for (p, batches) in parts.iter().enumerate() {
                     let path = dir.path().join(format!("annotated-{b}-{p}.arrow"));
-                    spilled_bytes += crate::buckets::spill(&path, &schema, batches)?;
+                    spilled_bytes += crate::buckets::spill(&path, &narrow_schema, batches)?;
                     files.push(path);
                 }
                 annotated_files.push(files);
-                held.shrink(annotated.memory_size());
                 add_seconds(&mut stage_seconds, "spill", t);
             }
         }
     }
+    // the contacts file is whole: its writer lets go of its memory before
+    // the ranking
+    let t = Instant::now();
+    let mut tables = BTreeMap::new();
+    contacts_writer
+        .expect("at least one bucket")
+        .finish(&mut tables)
+        .await?;
+    add_seconds(&mut stage_seconds, "write.contacts", t);
     let schema = annotated_schema.expect("at least one bucket");
     ctx.register_table("repeat_counts", repeat_counts.table()?)?;
     ctx.register_table("pair_counts", pair_counts.table()?)?;
@@ -541,7 +582,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let mut followup_seconds = 0.0;
     for b in 0..n_buckets {
         let annotated = match &annotated_in_memory {
-            Some((annotated, _)) => annotated.clone(),
+            Some(annotated) => annotated.clone(),
             None => {
                 progress.stage(&format!(
                     "listing occurrences{}",
@@ -573,13 +614,11 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         followups.add((followup_schema, parts));
         followup_seconds += t.elapsed().as_secs_f64();
         let t = Instant::now();
-        if annotated_in_memory.is_none() {
-            replace_table(
-                &ctx,
-                "contacts",
-                contacts_table(&schema, &annotated.partitions())?,
-            )?;
-        }
+        replace_table(
+            &ctx,
+            "contacts",
+            contacts_table(&schema, &annotated.partitions())?,
+        )?;
         // this bucket's triggers, kept (on disk with several buckets) for
         // the outreach list, which needs the member lags of every bucket
         let (trigger_schema, parts) = query_batches(&ctx, &triggers_sql).await?;
@@ -595,14 +634,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         add_seconds(&mut stage_seconds, "query.outreach_triggers", t);
         held.shrink(bytes);
     }
-    if annotated_in_memory.is_none() {
-        // the contacts file is written from the buckets' files, in one merge
-        replace_table(
-            &ctx,
-            "contacts",
-            spilled_contacts_table(&schema, &annotated_files, &spill_dir)?,
-        )?;
-    }
+    ctx.deregister_table("contacts")?;
     drop(annotated_in_memory);
     ctx.register_table("sequence_occurrences", occurrences.table()?)?;
     let followups = followups.table()?;
@@ -626,10 +658,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
 
     progress.stage("writing reports");
     let t = Instant::now();
-    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    let mut tables = BTreeMap::new();
-    let contacts_df = report::contacts_output(&ctx, cfg.columns.agent.is_some()).await?;
-    report::write_table(contacts_df, &cfg.out, "contacts", &mut tables).await?;
     let summary_batches = register_query(
         &ctx,
         "repeat_summary",
@@ -814,48 +842,60 @@ fn replace_table(ctx: &SessionContext, name: &str, table: Arc<dyn TableProvider>
     Ok(())
 }
 
-/// How the annotated contacts are ordered in every partition.
-fn contacts_order() -> Vec<datafusion::logical_expr::SortExpr> {
-    ["customer_id", "ts", "contact_id"]
-        .iter()
-        .map(|c| datafusion::prelude::col(*c).sort(true, false))
-        .collect()
-}
-
-/// The `contacts` table over annotated contacts in memory (all of them, or
-/// one bucket's), its order declared so that the sorted write merges.
+/// The `contacts` table over annotated contacts in memory (one bucket's),
+/// its order declared, in batches for the SQL stages.
 fn contacts_table(
     schema: &SchemaRef,
     parts: &[Vec<RecordBatch>],
 ) -> Result<Arc<dyn TableProvider>> {
+    contacts_table_by(schema, parts, TABLE_BATCH_ROWS)
+}
+
+/// The `contacts` table over annotated contacts in memory, in batches of
+/// `rows` rows, its order declared so that a sorted read merges.
+fn contacts_table_by(
+    schema: &SchemaRef,
+    parts: &[Vec<RecordBatch>],
+    rows: usize,
+) -> Result<Arc<dyn TableProvider>> {
     Ok(Arc::new(
-        MemTable::try_new(schema.clone(), sliced(parts.to_vec()))?
-            .with_sort_order(vec![contacts_order()]),
+        MemTable::try_new(schema.clone(), sliced(parts.to_vec(), rows))?
+            .with_sort_order(vec![report::contacts_order()]),
     ))
 }
 
-/// The `contacts` table over the buckets' files: one stream per file, each
-/// in the contacts' order.
-fn spilled_contacts_table(
+/// The columns of the annotated contacts that the passes and queries after
+/// the ranking read (the occurrence and follow-up passes, the outreach
+/// triggers), and the partitions cut down to them (without copying).
+const LATER_COLUMNS: &[&str] = &[
+    "contact_id",
+    "customer_id",
+    "ts",
+    "channel",
+    "reason",
+    "_customer_contacts",
+    "_latest_of_reason",
+    "_row",
+];
+
+fn later_columns(
     schema: &SchemaRef,
-    files: &[Vec<PathBuf>],
-    dir: &Option<Arc<tempfile::TempDir>>,
-) -> Result<Arc<dyn TableProvider>> {
-    let dir = dir.as_ref().expect("bucket files have a folder");
-    let partitions = files
+    parts: &[Vec<RecordBatch>],
+) -> Result<(SchemaRef, Vec<Vec<RecordBatch>>)> {
+    let idx = LATER_COLUMNS
         .iter()
-        .flatten()
-        .map(|path| {
-            Arc::new(crate::buckets::SpilledPartition {
-                path: path.clone(),
-                schema: schema.clone(),
-                dir: dir.clone(),
-            }) as Arc<dyn PartitionStream>
+        .map(|c| schema.index_of(c))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let narrow = Arc::new(schema.project(&idx)?);
+    let parts = parts
+        .iter()
+        .map(|p| {
+            p.iter()
+                .map(|b| b.project(&idx))
+                .collect::<std::result::Result<Vec<_>, _>>()
         })
-        .collect();
-    Ok(Arc::new(
-        StreamingTable::try_new(schema.clone(), partitions)?.with_sort_order(contacts_order()),
-    ))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((narrow, parts))
 }
 
 /// Runs `sql` to its result: the schema (the batches' own, which can differ

@@ -7,9 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, SchemaRef, UInt64Type};
+use datafusion::catalog::TableProvider;
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::{DataFrame, SessionContext, col};
 use serde::Serialize;
@@ -36,23 +38,196 @@ pub const CONTACTS_COLUMNS: &[&str] = &[
     "followed_within_window",
 ];
 
-/// The `contacts` table as written: sorted by customer, time and contact id.
-pub async fn contacts_output(ctx: &SessionContext, with_agent: bool) -> Result<DataFrame> {
+/// One bucket's part of the `contacts` table as written: the output columns
+/// of `table` (the bucket's annotated contacts, each partition in the
+/// contacts' order) merged into one stream sorted by customer, time and
+/// contact id.
+pub fn contacts_output(
+    ctx: &SessionContext,
+    table: Arc<dyn TableProvider>,
+    with_agent: bool,
+) -> Result<DataFrame> {
     let cols: Vec<&str> = CONTACTS_COLUMNS
         .iter()
         .copied()
         .filter(|c| with_agent || *c != "agent")
         .collect();
     let df = ctx
-        .table("contacts")
-        .await?
+        .read_table(table)?
         .select_columns(&cols)?
-        .sort(vec![
-            col("customer_id").sort(true, false),
-            col("ts").sort(true, false),
-            col("contact_id").sort(true, false),
-        ])?;
+        .sort(contacts_order())?;
     Ok(df)
+}
+
+/// The order of the `contacts` table: customer, time, contact id.
+pub fn contacts_order() -> Vec<datafusion::logical_expr::SortExpr> {
+    ["customer_id", "ts", "contact_id"]
+        .iter()
+        .map(|c| col(*c).sort(true, false))
+        .collect()
+}
+
+/// The `contacts` table, written while the run goes through its buckets:
+/// DataFusion's Parquet write (zstd level 1, its parallel encoding) over one
+/// stream that [`ContactsWriter::write`] feeds a bucket at a time. Buckets
+/// are ranges of customer ids taken in order ([`crate::buckets`]), so the
+/// stream is the whole table in its order with no merge across buckets.
+///
+/// The file is written as `<out>/contacts.parquet.partial` and only renamed
+/// to `contacts.parquet` by [`ContactsWriter::finish`]; a run that fails
+/// removes the partial file (when the writer is dropped).
+pub struct ContactsWriter {
+    tx: Option<tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>>,
+    task: Option<tokio::task::JoinHandle<Result<u64>>>,
+    partial: std::path::PathBuf,
+    out: std::path::PathBuf,
+    started: std::time::Instant,
+}
+
+/// Batches the contacts stream holds before the bucket loop waits for the
+/// writer.
+const CONTACTS_CHANNEL_BATCHES: usize = 8;
+
+impl ContactsWriter {
+    /// Starts the write of a `schema` table (the columns
+    /// [`contacts_output`] selects) into `out`, which must exist.
+    pub fn start(ctx: &SessionContext, schema: SchemaRef, out: &Path) -> Result<ContactsWriter> {
+        use datafusion::catalog::streaming::StreamingTable;
+        let partial = out.join("contacts.parquet.partial");
+        let (tx, rx) = tokio::sync::mpsc::channel(CONTACTS_CHANNEL_BATCHES);
+        let stream = Arc::new(ChannelPartition {
+            schema: schema.clone(),
+            rx: std::sync::Mutex::new(Some(rx)),
+        });
+        let table =
+            StreamingTable::try_new(schema, vec![stream])?.with_sort_order(contacts_order());
+        let df = ctx.read_table(Arc::new(table))?;
+        let path = partial.to_string_lossy().to_string();
+        let task = tokio::spawn(async move {
+            let res = df
+                .write_parquet(
+                    &path,
+                    DataFrameWriteOptions::new().with_single_file_output(true),
+                    None,
+                )
+                .await?;
+            Ok(res
+                .first()
+                .filter(|b| b.num_rows() > 0)
+                .map(|b| b.column(0).as_primitive::<UInt64Type>().value(0))
+                .unwrap_or(0))
+        });
+        Ok(ContactsWriter {
+            tx: Some(tx),
+            task: Some(task),
+            partial,
+            out: out.to_path_buf(),
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// Writes the rows of `df` (the next bucket's part, in order).
+    ///
+    /// `df` merges slices of batches the run already holds (and counts
+    /// against `--memory-limit`), so it runs outside the memory pool:
+    /// DataFusion counts every slice at the size of the whole batch it
+    /// shares, which would charge each bucket's contacts again per merged
+    /// batch, where the merge itself holds a few small batches.
+    pub async fn write(&mut self, df: DataFrame) -> Result<()> {
+        use futures::StreamExt;
+        let tx = self.tx.as_ref().expect("not finished");
+        let (state, plan) = df.into_parts();
+        let plan = state.create_physical_plan(&plan).await?;
+        let task = datafusion::execution::TaskContext::from(&state).with_runtime(Arc::new(
+            datafusion::execution::runtime_env::RuntimeEnv::default(),
+        ));
+        let mut stream = datafusion::physical_plan::execute_stream(plan, Arc::new(task))?;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if tx.send(Ok(batch)).await.is_err() {
+                // the write ended early: its error is what finish returns
+                return self.fail().await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn fail(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.task.take().expect("not finished").await {
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(_)) => Err(Error::DataFusion(
+                datafusion::error::DataFusionError::Internal(
+                    "the contacts write ended before its input".into(),
+                ),
+            )),
+            Err(e) => Err(datafusion::error::DataFusionError::External(Box::new(e)).into()),
+        }
+    }
+
+    /// Ends the stream, waits for the write, and puts the file in place of
+    /// an earlier run's `contacts.parquet`; records it in `tables`.
+    pub async fn finish(mut self, tables: &mut BTreeMap<String, TableInfo>) -> Result<()> {
+        self.tx = None;
+        let rows = match self.task.take().expect("not finished").await {
+            Ok(rows) => rows?,
+            Err(e) => return Err(datafusion::error::DataFusionError::External(Box::new(e)).into()),
+        };
+        let (file, path) = replace_output(&self.out, "contacts")?;
+        std::fs::rename(&self.partial, &path).map_err(|e| Error::io(&path, e))?;
+        tables.insert(
+            "contacts".to_string(),
+            TableInfo {
+                path: file,
+                rows,
+                seconds: self.started.elapsed().as_secs_f64(),
+            },
+        );
+        Ok(())
+    }
+}
+
+impl Drop for ContactsWriter {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            // the run failed before finish: no partial file is left behind
+            task.abort();
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
+
+/// The stream the contacts write reads: batches sent by the bucket loop.
+#[derive(Debug)]
+struct ChannelPartition {
+    schema: SchemaRef,
+    rx: std::sync::Mutex<
+        Option<tokio::sync::mpsc::Receiver<datafusion::error::Result<RecordBatch>>>,
+    >,
+}
+
+impl datafusion::physical_plan::streaming::PartitionStream for ChannelPartition {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(
+        &self,
+        _ctx: Arc<datafusion::execution::TaskContext>,
+    ) -> datafusion::physical_plan::SendableRecordBatchStream {
+        let rx = self.rx.lock().ok().and_then(|mut rx| rx.take());
+        let stream = futures::stream::unfold(rx, |rx| async move {
+            let mut rx = rx?;
+            let batch = rx.recv().await?;
+            Some((batch, Some(rx)))
+        });
+        Box::pin(
+            datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                stream,
+            ),
+        )
+    }
 }
 
 /// A written table: file name under `--out` and rows.
@@ -77,39 +252,6 @@ fn replace_output(out: &Path, name: &str) -> Result<(String, std::path::PathBuf)
         std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
     }
     Ok((file, path))
-}
-
-/// Writes `df` as `<out>/<name>.parquet`, replacing an earlier run's file,
-/// and records it in `tables`.
-pub async fn write_table(
-    df: DataFrame,
-    out: &Path,
-    name: &str,
-    tables: &mut BTreeMap<String, TableInfo>,
-) -> Result<()> {
-    let started = std::time::Instant::now();
-    let (file, path) = replace_output(out, name)?;
-    let res = df
-        .write_parquet(
-            &path.to_string_lossy(),
-            DataFrameWriteOptions::new().with_single_file_output(true),
-            None,
-        )
-        .await?;
-    let rows = res
-        .first()
-        .filter(|b| b.num_rows() > 0)
-        .map(|b| b.column(0).as_primitive::<UInt64Type>().value(0))
-        .unwrap_or(0);
-    tables.insert(
-        name.to_string(),
-        TableInfo {
-            path: file,
-            rows,
-            seconds: started.elapsed().as_secs_f64(),
-        },
-    );
-    Ok(())
 }
 
 /// Writes batches already in memory, in their order, as
