@@ -338,6 +338,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         progress.stage(&format!("sorting timelines{label}"));
         let t = Instant::now();
         let parts = buckets.take(b, cfg.target_partitions)?;
+        add_seconds(&mut stage_seconds, "sort.read", t);
         let read_bytes = batches_size(&parts);
         held.grow(read_bytes, "the contacts as read")?;
         // more partitions than threads for very large buckets: a partition is
@@ -716,8 +717,9 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     // follow-ups are in one bucket, and the lists merge by priority.
     let t_out = Instant::now();
     let lags = report::member_lags(&members);
+    stage_seconds.insert("outreach.lags".into(), t_out.elapsed().as_secs_f64());
     let mut lists = Vec::with_capacity(n_buckets);
-    let (mut read_s, mut query_s) = (0.0, 0.0);
+    let (mut read_s, mut query_s, mut build_s) = (0.0, 0.0, 0.0);
     for (bucket_triggers, bucket_followups) in triggers.into_iter().zip(followups_by_bucket) {
         let t = Instant::now();
         let (triggers_schema, batches) = match bucket_triggers {
@@ -745,14 +747,20 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             .collect()
             .await?;
         query_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
         lists.push(crate::outreach::build(
             &candidates,
             &lags,
             contact_id_field.data_type(),
         )?);
+        build_s += t.elapsed().as_secs_f64();
     }
+    let t_merge = Instant::now();
     let outreach = crate::outreach::merge(&lists)?;
-    // the whole list; of it, reading spilled triggers and the SQL
+    stage_seconds.insert("outreach.merge".into(), t_merge.elapsed().as_secs_f64());
+    stage_seconds.insert("outreach.build".into(), build_s);
+    // the whole list; of it, the member lags, reading spilled triggers, the
+    // SQL, the lists per bucket and their merge
     stage_seconds.insert("outreach".into(), t_out.elapsed().as_secs_f64());
     stage_seconds.insert("outreach.read_triggers".into(), read_s);
     stage_seconds.insert("query.outreach_candidates".into(), query_s);

@@ -79,6 +79,8 @@ pub fn contacts_order() -> Vec<datafusion::logical_expr::SortExpr> {
 pub struct ContactsWriter {
     tx: Option<tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>>,
     task: Option<tokio::task::JoinHandle<Result<u64>>>,
+    /// The merge feeding the last bucket's part into the stream.
+    feeding: Option<tokio::task::JoinHandle<Result<bool>>>,
     partial: std::path::PathBuf,
     out: std::path::PathBuf,
     started: std::time::Instant,
@@ -120,6 +122,7 @@ impl ContactsWriter {
         Ok(ContactsWriter {
             tx: Some(tx),
             task: Some(task),
+            feeding: None,
             partial,
             out: out.to_path_buf(),
             started: std::time::Instant::now(),
@@ -133,23 +136,44 @@ impl ContactsWriter {
     /// DataFusion counts every slice at the size of the whole batch it
     /// shares, which would charge each bucket's contacts again per merged
     /// batch, where the merge itself holds a few small batches.
+    ///
+    /// The merge runs as a task of its own, so the run goes on with the
+    /// bucket's other passes while the part is written; the next call (or
+    /// [`ContactsWriter::finish`]) waits for it first.
     pub async fn write(&mut self, df: DataFrame) -> Result<()> {
         use futures::StreamExt;
-        let tx = self.tx.as_ref().expect("not finished");
+        self.wait_fed().await?;
+        let tx = self.tx.clone().expect("not finished");
         let (state, plan) = df.into_parts();
         let plan = state.create_physical_plan(&plan).await?;
         let task = datafusion::execution::TaskContext::from(&state).with_runtime(Arc::new(
             datafusion::execution::runtime_env::RuntimeEnv::default(),
         ));
         let mut stream = datafusion::physical_plan::execute_stream(plan, Arc::new(task))?;
-        while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            if tx.send(Ok(batch)).await.is_err() {
-                // the write ended early: its error is what finish returns
-                return self.fail().await;
+        self.feeding = Some(tokio::spawn(async move {
+            while let Some(batch) = stream.next().await {
+                if tx.send(Ok(batch?)).await.is_err() {
+                    // the write ended early: its error is what fail returns
+                    return Ok(false);
+                }
             }
-        }
+            Ok(true)
+        }));
         Ok(())
+    }
+
+    /// Waits until the last part given to [`ContactsWriter::write`] is in
+    /// the stream.
+    async fn wait_fed(&mut self) -> Result<()> {
+        let Some(feeding) = self.feeding.take() else {
+            return Ok(());
+        };
+        match feeding.await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => self.fail().await,
+            Ok(Err(e)) => Err(e),
+            Err(e) => Err(datafusion::error::DataFusionError::External(Box::new(e)).into()),
+        }
     }
 
     async fn fail(&mut self) -> Result<()> {
@@ -168,6 +192,7 @@ impl ContactsWriter {
     /// Ends the stream, waits for the write, and puts the file in place of
     /// an earlier run's `contacts.parquet`; records it in `tables`.
     pub async fn finish(mut self, tables: &mut BTreeMap<String, TableInfo>) -> Result<()> {
+        self.wait_fed().await?;
         self.tx = None;
         let rows = match self.task.take().expect("not finished").await {
             Ok(rows) => rows?,
@@ -189,6 +214,9 @@ impl ContactsWriter {
 
 impl Drop for ContactsWriter {
     fn drop(&mut self) {
+        if let Some(feeding) = self.feeding.take() {
+            feeding.abort();
+        }
         if let Some(task) = self.task.take() {
             // the run failed before finish: no partial file is left behind
             task.abort();
@@ -559,9 +587,12 @@ pub fn member_lags(batches: &[RecordBatch]) -> std::collections::HashMap<String,
             .expect("lag_s")
             .as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {
-            out.entry(id.value(i).to_string())
-                .or_default()
-                .push(lag.value(i));
+            // (members come grouped by cluster: one String per cluster)
+            let v = match out.get_mut(id.value(i)) {
+                Some(v) => v,
+                None => out.entry(id.value(i).to_string()).or_default(),
+            };
+            v.push(lag.value(i));
         }
     }
     for v in out.values_mut() {
