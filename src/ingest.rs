@@ -431,7 +431,7 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
 /// Customer ids sampled to cut a log into buckets: about this many rows.
 const SAMPLE_ROWS: u64 = 1 << 18;
 
-/// Rows read in a row per stretch of a row group when sampling (short runs
+/// Rows read in one run when sampling a row group (short runs
 /// spread over every row group, so that a log sorted by customer is sampled
 /// over its whole range and one sorted by time over its whole period).
 const SAMPLE_RUN: usize = 128;

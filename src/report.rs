@@ -77,7 +77,7 @@ pub fn contacts_order() -> Vec<datafusion::logical_expr::SortExpr> {
 /// to `contacts.parquet` by [`ContactsWriter::finish`]; a run that fails
 /// removes the partial file (when the writer is dropped).
 pub struct ContactsWriter {
-    tx: Option<tokio::sync::mpsc::Sender<datafusion::error::Result<RecordBatch>>>,
+    tx: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
     task: Option<tokio::task::JoinHandle<Result<u64>>>,
     /// The merge feeding the last bucket's part into the stream.
     feeding: Option<tokio::task::JoinHandle<Result<bool>>>,
@@ -152,8 +152,8 @@ impl ContactsWriter {
         let mut stream = datafusion::physical_plan::execute_stream(plan, Arc::new(task))?;
         self.feeding = Some(tokio::spawn(async move {
             while let Some(batch) = stream.next().await {
-                if tx.send(Ok(batch?)).await.is_err() {
-                    // the write ended early: its error is what fail returns
+                if tx.send(batch?).await.is_err() {
+                    // the write ended early: wait_fed reports its error
                     return Ok(false);
                 }
             }
@@ -168,25 +168,16 @@ impl ContactsWriter {
         let Some(feeding) = self.feeding.take() else {
             return Ok(());
         };
-        match feeding.await {
-            Ok(Ok(true)) => Ok(()),
-            Ok(Ok(false)) => self.fail().await,
-            Ok(Err(e)) => Err(e),
-            Err(e) => Err(datafusion::error::DataFusionError::External(Box::new(e)).into()),
+        if joined(feeding.await)? {
+            return Ok(());
         }
-    }
-
-    async fn fail(&mut self) -> Result<()> {
+        // the write ended before its input: its error is the one to report
         self.tx = None;
-        match self.task.take().expect("not finished").await {
-            Ok(Err(e)) => Err(e),
-            Ok(Ok(_)) => Err(Error::DataFusion(
-                datafusion::error::DataFusionError::Internal(
-                    "the contacts write ended before its input".into(),
-                ),
-            )),
-            Err(e) => Err(datafusion::error::DataFusionError::External(Box::new(e)).into()),
-        }
+        joined(self.task.take().expect("not finished").await)?;
+        Err(datafusion::error::DataFusionError::Internal(
+            "the contacts write ended before its input".into(),
+        )
+        .into())
     }
 
     /// Ends the stream, waits for the write, and puts the file in place of
@@ -194,10 +185,7 @@ impl ContactsWriter {
     pub async fn finish(mut self, tables: &mut BTreeMap<String, TableInfo>) -> Result<()> {
         self.wait_fed().await?;
         self.tx = None;
-        let rows = match self.task.take().expect("not finished").await {
-            Ok(rows) => rows?,
-            Err(e) => return Err(datafusion::error::DataFusionError::External(Box::new(e)).into()),
-        };
+        let rows = joined(self.task.take().expect("not finished").await)?;
         let (file, path) = replace_output(&self.out, "contacts")?;
         std::fs::rename(&self.partial, &path).map_err(|e| Error::io(&path, e))?;
         tables.insert(
@@ -225,13 +213,16 @@ impl Drop for ContactsWriter {
     }
 }
 
+/// What a task of the contacts writer returned, or why it did not end.
+fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    r.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+}
+
 /// The stream the contacts write reads: batches sent by the bucket loop.
 #[derive(Debug)]
 struct ChannelPartition {
     schema: SchemaRef,
-    rx: std::sync::Mutex<
-        Option<tokio::sync::mpsc::Receiver<datafusion::error::Result<RecordBatch>>>,
-    >,
+    rx: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<RecordBatch>>>,
 }
 
 impl datafusion::physical_plan::streaming::PartitionStream for ChannelPartition {
@@ -247,7 +238,7 @@ impl datafusion::physical_plan::streaming::PartitionStream for ChannelPartition 
         let stream = futures::stream::unfold(rx, |rx| async move {
             let mut rx = rx?;
             let batch = rx.recv().await?;
-            Some((batch, Some(rx)))
+            Some((Ok(batch), Some(rx)))
         });
         Box::pin(
             datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
@@ -587,7 +578,7 @@ pub fn member_lags(batches: &[RecordBatch]) -> std::collections::HashMap<String,
             .expect("lag_s")
             .as_primitive::<Float64Type>();
         for i in 0..b.num_rows() {
-            // (members come grouped by cluster: one String per cluster)
+            // (one String per cluster, not per member)
             let v = match out.get_mut(id.value(i)) {
                 Some(v) => v,
                 None => out.entry(id.value(i).to_string()).or_default(),
