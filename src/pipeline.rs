@@ -438,13 +438,22 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             }
             Some(dir) => {
                 let t = Instant::now();
-                let mut files = Vec::with_capacity(parts.len());
-                for (p, batches) in parts.iter().enumerate() {
-                    let path = dir.path().join(format!("annotated-{b}-{p}.arrow"));
-                    spilled_bytes += crate::buckets::spill(&path, &narrow_schema, batches)?;
-                    files.push(path);
-                }
-                annotated_files.push(files);
+                // the partitions written side by side: writing is mostly
+                // copying into the page cache, on the thread that writes
+                let written = pool.install(|| {
+                    use rayon::prelude::*;
+                    parts
+                        .par_iter()
+                        .enumerate()
+                        .map(|(p, batches)| {
+                            let path = dir.path().join(format!("annotated-{b}-{p}.arrow"));
+                            let bytes = crate::buckets::spill(&path, &narrow_schema, batches)?;
+                            Ok((path, bytes))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })?;
+                spilled_bytes += written.iter().map(|(_, n)| n).sum::<u64>();
+                annotated_files.push(written.into_iter().map(|(path, _)| path).collect());
                 add_seconds(&mut stage_seconds, "spill", t);
             }
         }
