@@ -725,11 +725,9 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     // The outreach list a bucket at a time: a customer's trigger and its
     // follow-ups are in one bucket, and the lists merge by priority.
     let t_out = Instant::now();
-    let lags = Arc::new(report::member_lags(&members));
+    let lags = report::member_lags(&members);
     stage_seconds.insert("outreach.lags".into(), t_out.elapsed().as_secs_f64());
     let mut lists = Vec::with_capacity(n_buckets);
-    type Built = Result<(RecordBatch, std::time::Duration)>;
-    let mut building: Option<tokio::task::JoinHandle<Built>> = None;
     let (mut read_s, mut query_s, mut build_s) = (0.0, 0.0, 0.0);
     for (bucket_triggers, bucket_followups) in triggers.into_iter().zip(followups_by_bucket) {
         let t = Instant::now();
@@ -758,24 +756,13 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             .collect()
             .await?;
         query_s += t.elapsed().as_secs_f64();
-        // the list is built beside the next bucket's query; one at a time,
-        // so at most two buckets' candidates are held
-        if let Some(previous) = building.take() {
-            let (list, took) = report::joined(previous.await)?;
-            build_s += took.as_secs_f64();
-            lists.push(list);
-        }
-        let lags = lags.clone();
-        let id_type = contact_id_field.data_type().clone();
-        building = Some(tokio::task::spawn_blocking(move || {
-            let t = Instant::now();
-            crate::outreach::build(&candidates, &lags, &id_type).map(|l| (l, t.elapsed()))
-        }));
-    }
-    if let Some(last) = building.take() {
-        let (list, took) = report::joined(last.await)?;
-        build_s += took.as_secs_f64();
-        lists.push(list);
+        let t = Instant::now();
+        lists.push(crate::outreach::build(
+            &candidates,
+            &lags,
+            contact_id_field.data_type(),
+        )?);
+        build_s += t.elapsed().as_secs_f64();
     }
     let t_merge = Instant::now();
     let outreach = crate::outreach::merge(&lists)?;

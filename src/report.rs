@@ -213,9 +213,8 @@ impl Drop for ContactsWriter {
     }
 }
 
-/// What a spawned task (of the contacts writer, an outreach list) returned,
-/// or why it did not end.
-pub(crate) fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+/// What a task of the contacts writer returned, or why it did not end.
+fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
     r.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
 }
 
