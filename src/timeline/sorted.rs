@@ -721,6 +721,29 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     #[test]
+    fn text_columns_from_runs_match_arrows_own() {
+        // runs of values and nulls, nulls first, between and last, and a
+        // column with no nulls; against the array Arrow collects itself
+        let mut rng = StdRng::seed_from_u64(7);
+        let words = [Some("phone"), Some(""), None, Some("a longer reason text")];
+        for trial in 0..200 {
+            let runs: Vec<(Option<&str>, usize)> = (0..rng.random_range(0..12))
+                .map(|_| {
+                    let w = words[rng.random_range(0..words.len() - (trial % 2))];
+                    (w, rng.random_range(0..4))
+                })
+                .collect();
+            let n = runs.iter().map(|(_, len)| len).sum();
+            let got = text_column(runs.iter().copied(), n).unwrap();
+            let want: StringArray = runs
+                .iter()
+                .flat_map(|(w, len)| std::iter::repeat_n(*w, *len))
+                .collect();
+            assert_eq!(got.as_string::<i32>(), &want, "{runs:?}");
+        }
+    }
+
+    #[test]
     fn sorts_like_a_plain_sort_with_ties() {
         for seed in 0..20 {
             for text_ids in [false, true] {
