@@ -431,18 +431,17 @@ pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
     let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
         .map_err(|e| Error::io(path, e))?;
     let whole = bytes::Bytes::from_owner(map);
-    let buffer = Buffer::from(whole.clone());
     let bad = |what: String| ArrowError::IpcError(format!("{}: {what}", path.display()));
-    let n = buffer.len();
+    let n = whole.len();
     if n < 10 {
         return Err(bad(format!("{n} bytes, too short for an Arrow IPC file")).into());
     }
-    let trailer: [u8; 10] = buffer[n - 10..].try_into().expect("10 bytes");
+    let trailer: [u8; 10] = whole[n - 10..].try_into().expect("10 bytes");
     let footer_len = read_footer_length(trailer).map_err(|e| bad(e.to_string()))?;
     let footer = n
         .checked_sub(10 + footer_len)
         .ok_or_else(|| bad(format!("a footer of {footer_len} bytes in {n}")))?;
-    let footer = root_as_footer(&buffer[footer..n - 10]).map_err(|e| bad(e.to_string()))?;
+    let footer = root_as_footer(&whole[footer..n - 10]).map_err(|e| bad(e.to_string()))?;
     let schema = footer
         .schema()
         .ok_or_else(|| bad("no schema in the footer".into()))?;
