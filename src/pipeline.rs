@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemTable, TableProvider};
@@ -32,7 +33,7 @@ use crate::ingest::{self, IngestStats};
 use crate::queries;
 use crate::report::{self, ClusterRow, Manifest};
 use crate::timeline::exec::TimelineExec;
-use crate::timeline::sorted::SortedContactsExec;
+use crate::timeline::sorted::{SortedContactsExec, TextDictionaries};
 use crate::timeline::{Mode, TimelineParams};
 
 /// Receives stage names as the run advances (for a progress display).
@@ -346,8 +347,9 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         let partitions = cfg
             .target_partitions
             .max(rows.div_ceil(MAX_PARTITION_ROWS) as usize);
-        let (sorted, sort_spills) =
+        let (sorted, sort_spills, dictionaries) =
             sort_contacts(&ctx, buckets.schema(), parts, partitions, spill, &pool).await?;
+        register_dictionaries(&ctx, &dictionaries)?;
         spills = (spills.0 + sort_spills.0, spills.1 + sort_spills.1);
         let sorted = Arc::new(sorted);
         held.grow(sorted.memory_size(), "the sorted contacts")?;
@@ -825,31 +827,74 @@ async fn sort_contacts(
     partitions: usize,
     spill: bool,
     pool: &rayon::ThreadPool,
-) -> Result<(SortedContactsExec, (u64, u64))> {
-    if !spill {
+) -> Result<(SortedContactsExec, (u64, u64), TextDictionaries)> {
+    let (parts, spills) = if !spill {
         let batches: Vec<RecordBatch> = contacts.into_iter().flatten().collect();
         let sorted =
             pool.install(|| crate::timeline::sorted::partition_and_sort(&batches, partitions))?;
         drop(batches);
-        let mut parts: Vec<Vec<RecordBatch>> = sorted.into_iter().map(|b| vec![b]).collect();
-        // (no contacts: as many empty partitions)
-        parts.resize(partitions, Vec::new());
-        return Ok((SortedContactsExec::try_new(schema, parts)?, (0, 0)));
+        (sorted, (0, 0))
+    } else {
+        let source = MemTable::try_new(schema.clone(), contacts)?;
+        let input = source.scan(&ctx.state(), None, &[], None).await?;
+        let plan = crate::timeline::sorted::sort_plan(input, partitions)?;
+        let parts = collect_partitioned(plan.clone(), ctx.task_ctx()).await?;
+        let spills = plan
+            .metrics()
+            .map(|m| {
+                (
+                    m.spill_count().unwrap_or(0) as u64,
+                    m.spilled_bytes().unwrap_or(0) as u64,
+                )
+            })
+            .unwrap_or((0, 0));
+        let parts = parts
+            .iter()
+            .map(|p| Ok(concat_batches(&schema, p)?))
+            .collect::<Result<Vec<_>>>()?;
+        (parts, spills)
+    };
+    // the channel and reason codes the passes and the repeat counts use
+    let (coded, dictionaries) = pool.install(|| crate::timeline::sorted::encode_texts(parts))?;
+    let mut parts: Vec<Vec<RecordBatch>> = coded.into_iter().map(|b| vec![b]).collect();
+    // (no contacts: as many empty partitions)
+    parts.resize(partitions, Vec::new());
+    let schema = crate::timeline::sorted::with_code_fields(&schema);
+    Ok((
+        SortedContactsExec::try_new(schema, parts)?,
+        spills,
+        dictionaries,
+    ))
+}
+
+/// Registers the texts behind a bucket's channel and reason codes as the
+/// tables `channel_codes` (code, channel) and `reason_codes` (code, reason),
+/// which repeat_groups.sql joins its counts to.
+pub(crate) fn register_dictionaries(ctx: &SessionContext, d: &TextDictionaries) -> Result<()> {
+    use datafusion::arrow::array::{StringArray, UInt32Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    for (table, name, texts) in [
+        ("channel_codes", "channel", &d.channel),
+        ("reason_codes", "reason", &d.reason),
+    ] {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("code", DataType::UInt32, false),
+            Field::new(name, DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(UInt32Array::from_iter_values(0..texts.len() as u32)),
+                Arc::new(StringArray::from_iter_values(texts.iter())),
+            ],
+        )?;
+        replace_table(
+            ctx,
+            table,
+            Arc::new(MemTable::try_new(schema, vec![vec![batch]])?),
+        )?;
     }
-    let source = MemTable::try_new(schema.clone(), contacts)?;
-    let input = source.scan(&ctx.state(), None, &[], None).await?;
-    let plan = crate::timeline::sorted::sort_plan(input, partitions)?;
-    let parts = collect_partitioned(plan.clone(), ctx.task_ctx()).await?;
-    let spills = plan
-        .metrics()
-        .map(|m| {
-            (
-                m.spill_count().unwrap_or(0) as u64,
-                m.spilled_bytes().unwrap_or(0) as u64,
-            )
-        })
-        .unwrap_or((0, 0));
-    Ok((SortedContactsExec::try_new(schema, parts)?, spills))
+    Ok(())
 }
 
 /// Registers `table` as `name`, in place of an earlier table of that name.
@@ -893,6 +938,8 @@ const LATER_COLUMNS: &[&str] = &[
     "_customer_contacts",
     "_latest_of_reason",
     "_row",
+    "_channel_code",
+    "_reason_code",
 ];
 
 fn later_columns(

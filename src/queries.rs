@@ -95,8 +95,11 @@ mod tests {
     async fn every_query_plans() {
         let ctx = SessionContext::new();
         crate::udf::register_all(&ctx);
-        let input = contacts_in_schema(&DataType::Int64);
+        // the sorted contacts, with the channel and reason codes
+        let input =
+            crate::timeline::sorted::with_code_fields(&contacts_in_schema(&DataType::Int64));
         empty(&ctx, "contacts", contacts_schema(&input));
+        crate::pipeline::register_dictionaries(&ctx, &Default::default()).unwrap();
         empty(&ctx, "followups", followups_schema(&input));
         empty(&ctx, "pair_counts", pair_counts_schema());
         empty(&ctx, "sequence_occurrences", sequences_schema(&input));

@@ -45,6 +45,7 @@ pub mod sorted;
 pub use pairs::pair_counts_schema;
 pub use sequences::{sequence_counts_schema, sequences_schema};
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -55,7 +56,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{
-    DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType,
+    DataType, Field, Int64Type, Schema, SchemaRef, TimestampMicrosecondType, UInt32Type,
 };
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -167,6 +168,15 @@ pub fn contacts_schema(input: &Schema) -> SchemaRef {
         // kept so that this output, in the pass's order, can feed later passes
         f("_row"),
     ]);
+    if input.field_with_name("_channel_code").is_ok() {
+        // internal: the bucket's codes of channel and reason (see
+        // `sorted::encode_texts`), and the previous contact's channel code
+        fields.extend([
+            f("_channel_code"),
+            f("_reason_code"),
+            Field::new("_prev_channel_code", DataType::UInt32, true),
+        ]);
+    }
     Arc::new(Schema::new(fields))
 }
 
@@ -193,11 +203,13 @@ pub const PATTERN_SEP: &str = " -> ";
 pub(crate) struct Columns<'a> {
     customer: &'a datafusion::arrow::array::StringArray,
     pub(crate) ts: &'a [i64],
-    reason_codes: Vec<u32>,
+    /// Each row's reason code (NULL_CODE: null).
+    reason_codes: Cow<'a, [u32]>,
+    /// Codes are below this.
     n_reasons: usize,
-    /// Code per reason text.
+    /// Code per reason text (of the reasons in the batch).
     reason_index: FastMap<&'a str, u32>,
-    /// The first row of each reason code.
+    /// The first row of each reason code (NULL_CODE: none in the batch).
     reason_first_row: Vec<u32>,
     /// Each row's customer's number of contacts, when the batch has it.
     customer_contacts: Option<&'a [i64]>,
@@ -218,6 +230,43 @@ impl<'a> Columns<'a> {
             .column_by_name("reason")
             .expect("reason")
             .as_string::<i32>();
+        let customer_contacts = batch
+            .column_by_name("_customer_contacts")
+            .map(|c| c.as_primitive::<Int64Type>().values().as_ref());
+        if let Some(codes) = batch.column_by_name("_reason_code") {
+            // the bucket's codes (`sorted::encode_texts`): no text is hashed
+            let codes = codes.as_primitive::<UInt32Type>();
+            let reason_codes: Cow<'a, [u32]> = if codes.null_count() == 0 {
+                Cow::Borrowed(codes.values().as_ref())
+            } else {
+                Cow::Owned(codes.iter().map(|c| c.unwrap_or(NULL_CODE)).collect())
+            };
+            let n_reasons = reason_codes
+                .iter()
+                .filter(|c| **c != NULL_CODE)
+                .max()
+                .map_or(0, |m| *m as usize + 1);
+            let mut first_row = vec![NULL_CODE; n_reasons];
+            for (i, c) in reason_codes.iter().enumerate() {
+                if *c != NULL_CODE && first_row[*c as usize] == NULL_CODE {
+                    first_row[*c as usize] = i as u32;
+                }
+            }
+            let reason_index = (0u32..)
+                .zip(&first_row)
+                .filter(|(_, r)| **r != NULL_CODE)
+                .map(|(c, r)| (reason.value(*r as usize), c))
+                .collect();
+            return Columns {
+                customer,
+                ts,
+                reason_codes,
+                n_reasons,
+                reason_index,
+                reason_first_row: first_row,
+                customer_contacts,
+            };
+        }
         let mut dict: FastMap<&str, u32> = FastMap::default();
         let mut first_row = Vec::new();
         let reason_codes = (0..reason.len())
@@ -233,17 +282,15 @@ impl<'a> Columns<'a> {
                     code
                 }
             })
-            .collect();
+            .collect::<Vec<u32>>();
         Columns {
             customer,
             ts,
-            reason_codes,
+            reason_codes: Cow::Owned(reason_codes),
             n_reasons: dict.len(),
             reason_index: dict,
             reason_first_row: first_row,
-            customer_contacts: batch
-                .column_by_name("_customer_contacts")
-                .map(|c| c.as_primitive::<Int64Type>().values().as_ref()),
+            customer_contacts,
         }
     }
 
@@ -392,6 +439,11 @@ fn annotate_contacts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBa
     out.push(Arc::new(Int64Array::from(customer_contacts)));
     out.push(Arc::new(BooleanArray::from(latest_of_reason)));
     out.push(col("_row"));
+    if let Some(codes) = batch.column_by_name("_channel_code") {
+        out.push(codes.clone());
+        out.push(col("_reason_code"));
+        out.push(take(codes.as_ref(), &prev_idx, None)?);
+    }
     Ok(RecordBatch::try_new(schema, out)?)
 }
 

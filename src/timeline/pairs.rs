@@ -30,7 +30,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, ListBuilder, UInt32Array,
 };
 use datafusion::arrow::compute::take;
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{Columns, FastMap, MAX_PAIR_CONTACTS_PER_CUSTOMER, NULL_CODE, TimelineParams};
@@ -228,6 +228,32 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
 
 /// Each row's follow-up cost, in millionths, by its channel.
 pub(crate) fn row_costs(batch: &RecordBatch, p: &TimelineParams) -> Vec<i64> {
+    if let Some(codes) = batch.column_by_name("_channel_code") {
+        // the bucket's channel codes: a cost per code, looked up by index
+        let codes = codes.as_primitive::<UInt32Type>();
+        let channel = batch
+            .column_by_name("channel")
+            .expect("channel column")
+            .as_string::<i32>();
+        let mut cost: Vec<Option<i64>> = Vec::new();
+        return (0..codes.len())
+            .map(|i| {
+                if codes.is_null(i) {
+                    return p.default_cost_micros;
+                }
+                let c = codes.value(i) as usize;
+                if c >= cost.len() {
+                    cost.resize(c + 1, None);
+                }
+                *cost[c].get_or_insert_with(|| {
+                    p.channel_cost_micros
+                        .get(channel.value(i))
+                        .copied()
+                        .unwrap_or(p.default_cost_micros)
+                })
+            })
+            .collect();
+    }
     let channel = batch
         .column_by_name("channel")
         .expect("channel column")

@@ -24,7 +24,7 @@ use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, StringBuilder, UInt32Array,
 };
 use datafusion::arrow::compute::{cast, take};
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{
@@ -86,6 +86,17 @@ struct Items {
 
 impl Items {
     fn new(batch: &RecordBatch, channel_items: bool) -> Result<Items> {
+        if let (Some(ch), Some(rc)) = (
+            batch.column_by_name("_channel_code"),
+            batch.column_by_name("_reason_code"),
+        ) {
+            return Ok(Items::from_codes(
+                batch,
+                ch.as_primitive::<UInt32Type>(),
+                rc.as_primitive::<UInt32Type>(),
+                channel_items,
+            ));
+        }
         let reason = batch
             .column_by_name("reason")
             .expect("reason")
@@ -144,6 +155,79 @@ impl Items {
             items.code.push(code);
         }
         Ok(items)
+    }
+
+    /// [`Items::new`] over the bucket's channel and reason codes
+    /// (`sorted::encode_texts`): items are numbered as they first occur, as
+    /// there, but found in a dense table by code instead of by text.
+    fn from_codes(
+        batch: &RecordBatch,
+        ch: &UInt32Array,
+        rc: &UInt32Array,
+        channel_items: bool,
+    ) -> Items {
+        let reason = batch
+            .column_by_name("reason")
+            .expect("reason")
+            .as_string::<i32>();
+        let channel = batch
+            .column_by_name("channel")
+            .expect("channel")
+            .as_string::<i32>();
+        let n = batch.num_rows();
+        let bound = |a: &UInt32Array| a.iter().flatten().max().map_or(0, |m| m as usize + 1);
+        let (n_ch, n_r) = (bound(ch), bound(rc));
+        let mut items = Items {
+            code: Vec::with_capacity(n),
+            name: Vec::new(),
+            index: FastMap::default(),
+            reason: Vec::new(),
+            channel: Vec::with_capacity(n),
+            channel_name: vec![String::new(); n_ch],
+        };
+        // item per (channel code, or n_ch for none; reason code)
+        let width = if channel_items { n_ch + 1 } else { 1 };
+        let mut item_of = vec![NULL_CODE; width * n_r];
+        for i in 0..n {
+            let c = if ch.is_null(i) {
+                NULL_CODE
+            } else {
+                let c = ch.value(i);
+                if items.channel_name[c as usize].is_empty() {
+                    items.channel_name[c as usize] = channel.value(i).to_string();
+                }
+                c
+            };
+            items.channel.push(c);
+            if rc.is_null(i) {
+                items.code.push(NULL_CODE);
+                continue;
+            }
+            let slot = if channel_items {
+                (if c == NULL_CODE { n_ch } else { c as usize }) * n_r + rc.value(i) as usize
+            } else {
+                rc.value(i) as usize
+            };
+            if item_of[slot] == NULL_CODE {
+                let r = reason.value(i);
+                let text = if channel_items {
+                    let c = if c == NULL_CODE {
+                        "(null)"
+                    } else {
+                        channel.value(i)
+                    };
+                    format!("{c}:{r}")
+                } else {
+                    r.to_string()
+                };
+                item_of[slot] = items.name.len() as u32;
+                items.index.insert(text.clone(), item_of[slot]);
+                items.name.push(text);
+                items.reason.push(r.to_string());
+            }
+            items.code.push(item_of[slot]);
+        }
+        items
     }
 
     /// The keys of a pattern given as text and of each of its prefixes

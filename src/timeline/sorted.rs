@@ -29,11 +29,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanBufferBuilder, DynComparator, Int64Array, StringArray,
-    TimestampMicrosecondArray, make_comparator, new_null_array,
+    TimestampMicrosecondArray, UInt32Array, make_comparator, new_null_array,
 };
 use datafusion::arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::{SortOptions, concat_batches, interleave};
-use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, SchemaRef};
+use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::hash_utils::create_hashes;
@@ -595,6 +595,99 @@ fn text_prefix(text: &str) -> u128 {
     u128::from_be_bytes(buf)
 }
 
+/// The text columns [`encode_texts`] gives codes, and the code columns.
+pub const CODED_COLUMNS: [(&str, &str); 2] =
+    [("channel", "_channel_code"), ("reason", "_reason_code")];
+
+/// The texts behind the codes of [`encode_texts`]: code `i` of a column is
+/// its `i`-th text, in text order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TextDictionaries {
+    /// Channel per `_channel_code`.
+    pub channel: Vec<String>,
+    /// Reason per `_reason_code`.
+    pub reason: Vec<String>,
+}
+
+/// `schema` with the code columns [`encode_texts`] adds (nullable UInt32,
+/// null where the text is).
+pub fn with_code_fields(schema: &SchemaRef) -> SchemaRef {
+    if schema.field_with_name(CODED_COLUMNS[0].1).is_ok() {
+        return schema.clone();
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (_, code) in CODED_COLUMNS {
+        fields.push(Field::new(code, DataType::UInt32, true));
+    }
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
+}
+
+/// The partitions of a bucket with a code column beside `channel` and
+/// `reason` ([`CODED_COLUMNS`]): the same code for the same text in every
+/// partition, codes in text order (so they do not depend on how the rows are
+/// partitioned). The passes and the repeat counts work on these integers
+/// instead of hashing or comparing the texts row by row. Each partition is
+/// coded on its own thread (the current rayon pool), then its few distinct
+/// texts are mapped to the bucket's codes.
+pub fn encode_texts(batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, TextDictionaries)> {
+    // per partition and column: each row's local code, the local texts
+    let local = batches
+        .par_iter()
+        .map(|b| {
+            CODED_COLUMNS
+                .iter()
+                .map(|(name, _)| {
+                    let texts = column(b, name)?.as_string::<i32>();
+                    let mut dict = TextCodes::default();
+                    let codes: Vec<u32> = (0..texts.len()).map(|i| dict.code(texts, i)).collect();
+                    Ok((codes, dict.values))
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    // the bucket's texts per column, in order
+    let global: Vec<Vec<&str>> = (0..CODED_COLUMNS.len())
+        .map(|c| {
+            let mut all: Vec<&str> = local
+                .iter()
+                .flat_map(|cols| cols[c].1.iter().copied())
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            all
+        })
+        .collect();
+    let dictionaries = TextDictionaries {
+        channel: global[0].iter().map(|s| s.to_string()).collect(),
+        reason: global[1].iter().map(|s| s.to_string()).collect(),
+    };
+    let out = batches
+        .par_iter()
+        .zip(local.par_iter())
+        .map(|(b, cols)| {
+            let schema = with_code_fields(&b.schema());
+            let mut columns = b.columns().to_vec();
+            for (c, (codes, values)) in cols.iter().enumerate() {
+                let to_global: Vec<u32> = values
+                    .iter()
+                    .map(|v| global[c].binary_search(v).expect("a text of the bucket") as u32)
+                    .collect();
+                let texts = column(b, CODED_COLUMNS[c].0)?;
+                let coded: Vec<u32> = codes
+                    .iter()
+                    .map(|&k| to_global.get(k as usize).copied().unwrap_or(0))
+                    .collect();
+                columns.push(Arc::new(UInt32Array::new(
+                    ScalarBuffer::from(coded),
+                    texts.nulls().cloned(),
+                )));
+            }
+            Ok(RecordBatch::try_new(schema, columns)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((out, dictionaries))
+}
+
 /// One batch sorted by [`ORDER_COLUMNS`] (a single partition).
 pub fn sort_partition(batch: &RecordBatch) -> Result<RecordBatch> {
     Ok(partition_and_sort(std::slice::from_ref(batch), 1)?
@@ -718,8 +811,76 @@ mod tests {
     use crate::ingest::contacts_in_schema;
     use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray, TimestampMicrosecondArray};
     use datafusion::arrow::datatypes::DataType;
+    use datafusion::arrow::datatypes::UInt32Type;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    /// The same text gets the same code in every partition, codes follow
+    /// the texts' order, nulls stay null, and cutting the same rows into other
+    /// partitions gives every row the same code.
+    #[test]
+    fn text_codes_are_the_same_across_partitions_and_in_text_order() {
+        let mut rng = StdRng::seed_from_u64(11);
+        let names = ["phone", "chat", "email", "app", "web", "branch"];
+        let rows: Vec<(Option<&str>, Option<&str>)> = (0..2_000)
+            .map(|_| {
+                let mut pick = || {
+                    (rng.random_range(0..8) > 0).then(|| names[rng.random_range(0..names.len())])
+                };
+                (pick(), pick())
+            })
+            .collect();
+        let batch = |rows: &[(Option<&str>, Option<&str>)]| {
+            let channel: StringArray = rows.iter().map(|r| r.0).collect();
+            let reason: StringArray = rows.iter().map(|r| r.1).collect();
+            RecordBatch::try_from_iter([
+                ("channel", Arc::new(channel) as ArrayRef),
+                ("reason", Arc::new(reason) as ArrayRef),
+            ])
+            .unwrap()
+        };
+        // each row's (channel code, reason code), partitions read in order
+        let codes = |rows: &[(Option<&str>, Option<&str>)], cuts: &[usize]| {
+            let mut parts = Vec::new();
+            let mut start = 0;
+            for &end in cuts.iter().chain([rows.len()].iter()) {
+                parts.push(batch(&rows[start..end]));
+                start = end;
+            }
+            let (coded, dict) = encode_texts(parts).unwrap();
+            let mut out = Vec::new();
+            for b in &coded {
+                let [ch, re] = ["_channel_code", "_reason_code"].map(|c| {
+                    b.column_by_name(c)
+                        .unwrap()
+                        .as_primitive::<UInt32Type>()
+                        .clone()
+                });
+                for i in 0..b.num_rows() {
+                    out.push((
+                        ch.is_valid(i).then(|| ch.value(i)),
+                        re.is_valid(i).then(|| re.value(i)),
+                    ));
+                }
+            }
+            (out, dict)
+        };
+        let (one, dict) = codes(&rows, &[]);
+        let mut sorted = names.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(dict.channel, sorted);
+        assert_eq!(dict.reason, sorted);
+        for ((ch, re), (ch_code, re_code)) in rows.iter().zip(&one) {
+            assert_eq!(*ch, ch_code.map(|c| dict.channel[c as usize].as_str()));
+            assert_eq!(*re, re_code.map(|c| dict.reason[c as usize].as_str()));
+        }
+        // partitions that each see only some of the texts, one of them none
+        let mut by_channel = rows.clone();
+        by_channel.sort_by_key(|r| r.0);
+        let (split, _) = codes(&by_channel, &[0, 300, 301, 1_200]);
+        let (whole, _) = codes(&by_channel, &[]);
+        assert_eq!(split, whole);
+    }
 
     #[test]
     fn text_columns_from_runs_match_arrows_own() {
