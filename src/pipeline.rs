@@ -828,12 +828,13 @@ async fn sort_contacts(
     spill: bool,
     pool: &rayon::ThreadPool,
 ) -> Result<(SortedContactsExec, (u64, u64), TextDictionaries)> {
-    let (parts, spills) = if !spill {
+    // (with the channel and reason codes the passes and the repeat counts use)
+    let (coded, spills, dictionaries) = if !spill {
         let batches: Vec<RecordBatch> = contacts.into_iter().flatten().collect();
-        let sorted =
-            pool.install(|| crate::timeline::sorted::partition_and_sort(&batches, partitions))?;
+        let (sorted, dictionaries) = pool
+            .install(|| crate::timeline::sorted::partition_sort_and_encode(&batches, partitions))?;
         drop(batches);
-        (sorted, (0, 0))
+        (sorted, (0, 0), dictionaries)
     } else {
         let source = MemTable::try_new(schema.clone(), contacts)?;
         let input = source.scan(&ctx.state(), None, &[], None).await?;
@@ -852,10 +853,10 @@ async fn sort_contacts(
             .iter()
             .map(|p| Ok(concat_batches(&schema, p)?))
             .collect::<Result<Vec<_>>>()?;
-        (parts, spills)
+        let (coded, dictionaries) =
+            pool.install(|| crate::timeline::sorted::encode_texts(parts))?;
+        (coded, spills, dictionaries)
     };
-    // the channel and reason codes the passes and the repeat counts use
-    let (coded, dictionaries) = pool.install(|| crate::timeline::sorted::encode_texts(parts))?;
     let mut parts: Vec<Vec<RecordBatch>> = coded.into_iter().map(|b| vec![b]).collect();
     // (no contacts: as many empty partitions)
     parts.resize(partitions, Vec::new());

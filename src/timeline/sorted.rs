@@ -103,6 +103,18 @@ pub fn sort_plan(
 /// partitioning [`SortedContactsExec`] declares holds. Runs on the current
 /// rayon pool, a partition per thread.
 pub fn partition_and_sort(batches: &[RecordBatch], partitions: usize) -> Result<Vec<RecordBatch>> {
+    Ok(partition_and_sort_coded(batches, partitions)?
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect())
+}
+
+/// [`partition_and_sort`], with each partition's codes of
+/// [`CODED_COLUMNS`] from its gather.
+fn partition_and_sort_coded(
+    batches: &[RecordBatch],
+    partitions: usize,
+) -> Result<Vec<(RecordBatch, LocalCodes)>> {
     let partitions = partitions.max(1);
     let batches: Vec<&RecordBatch> = batches.iter().filter(|b| b.num_rows() > 0).collect();
     let Some(first) = batches.first() else {
@@ -146,7 +158,8 @@ pub fn partition_and_sort(batches: &[RecordBatch], partitions: usize) -> Result<
                 })
                 .collect();
             if rows.is_empty() {
-                return Ok(RecordBatch::new_empty(schema.clone()));
+                let none = vec![(Vec::new(), Vec::new()); CODED_COLUMNS.len()];
+                return Ok((RecordBatch::new_empty(schema.clone()), none));
             }
             sort_rows(&batches, &customers, rows)
         })
@@ -183,7 +196,7 @@ fn sort_rows(
     batches: &[&RecordBatch],
     customers: &[&StringArray],
     rows: Vec<Row>,
-) -> Result<RecordBatch> {
+) -> Result<(RecordBatch, LocalCodes)> {
     let n = rows.len();
     if n > u32::MAX as usize {
         return Err(DataFusionError::ResourcesExhausted(format!(
@@ -401,7 +414,7 @@ fn gather<'a>(
     by_text: &[(u128, u32)],
     firsts: &[u32],
     text: impl Fn(&Row) -> &'a str,
-) -> Result<RecordBatch> {
+) -> Result<(RecordBatch, LocalCodes)> {
     let schema = batches[0].schema();
     let n = perm.len();
     let int64s = |name: &str| -> Result<Option<Vec<&'a [i64]>>> {
@@ -492,7 +505,18 @@ fn gather<'a>(
         };
         columns.push(array);
     }
-    Ok(RecordBatch::try_new(schema, columns)?)
+    // the codes of channel and reason, in CODED_COLUMNS' order
+    let codes = vec![
+        (
+            sorted.iter().map(|p| p.channel).collect(),
+            channel_dict.values.iter().map(|v| v.to_string()).collect(),
+        ),
+        (
+            sorted.iter().map(|p| p.reason).collect(),
+            reason_dict.values.iter().map(|v| v.to_string()).collect(),
+        ),
+    ];
+    Ok((RecordBatch::try_new(schema, columns)?, codes))
 }
 
 /// What [`gather`] packs of a row before gathering it.
@@ -640,17 +664,31 @@ pub fn encode_texts(batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, Text
                     let texts = column(b, name)?.as_string::<i32>();
                     let mut dict = TextCodes::default();
                     let codes: Vec<u32> = (0..texts.len()).map(|i| dict.code(texts, i)).collect();
-                    Ok((codes, dict.values))
+                    Ok((codes, dict.values.iter().map(|v| v.to_string()).collect()))
                 })
                 .collect::<Result<Vec<_>>>()
         })
         .collect::<Result<Vec<_>>>()?;
+    with_codes(batches, local)
+}
+
+/// Each row's code in its partition (`u32::MAX`: null) and the partition's
+/// texts per code, for each of [`CODED_COLUMNS`].
+type LocalCodes = Vec<(Vec<u32>, Vec<String>)>;
+
+/// The batches with the bucket's codes appended, from each partition's own
+/// codes of [`CODED_COLUMNS`]: its few texts are looked up among the
+/// bucket's, and its rows' codes translated.
+fn with_codes(
+    batches: Vec<RecordBatch>,
+    local: Vec<LocalCodes>,
+) -> Result<(Vec<RecordBatch>, TextDictionaries)> {
     // the bucket's texts per column, in order
     let global: Vec<Vec<&str>> = (0..CODED_COLUMNS.len())
         .map(|c| {
             let mut all: Vec<&str> = local
                 .iter()
-                .flat_map(|cols| cols[c].1.iter().copied())
+                .flat_map(|cols| cols[c].1.iter().map(|s| s.as_str()))
                 .collect();
             all.sort_unstable();
             all.dedup();
@@ -670,7 +708,11 @@ pub fn encode_texts(batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, Text
             for (c, (codes, values)) in cols.iter().enumerate() {
                 let to_global: Vec<u32> = values
                     .iter()
-                    .map(|v| global[c].binary_search(v).expect("a text of the bucket") as u32)
+                    .map(|v| {
+                        global[c]
+                            .binary_search(&v.as_str())
+                            .expect("a text of the bucket") as u32
+                    })
                     .collect();
                 let texts = column(b, CODED_COLUMNS[c].0)?;
                 let coded: Vec<u32> = codes
@@ -686,6 +728,19 @@ pub fn encode_texts(batches: Vec<RecordBatch>) -> Result<(Vec<RecordBatch>, Text
         })
         .collect::<Result<Vec<_>>>()?;
     Ok((out, dictionaries))
+}
+
+/// [`partition_and_sort`] followed by [`encode_texts`], without hashing the
+/// texts again: the sort's gather already coded them per partition.
+pub fn partition_sort_and_encode(
+    batches: &[RecordBatch],
+    partitions: usize,
+) -> Result<(Vec<RecordBatch>, TextDictionaries)> {
+    let (sorted, local): (Vec<RecordBatch>, Vec<LocalCodes>) =
+        partition_and_sort_coded(batches, partitions)?
+            .into_iter()
+            .unzip();
+    with_codes(sorted, local)
 }
 
 /// One batch sorted by [`ORDER_COLUMNS`] (a single partition).
@@ -906,6 +961,28 @@ mod tests {
         }
     }
 
+    /// The codes the sort's gather hands on are those [`encode_texts`]
+    /// gives the sorted partitions by hashing their texts.
+    #[test]
+    fn the_sorts_codes_are_those_of_encode_texts() {
+        for seed in 0..8 {
+            let input = full_rows(seed, 50 + seed as usize * 113, seed % 2 == 0);
+            let whole = full_batch(&input, seed % 3 == 0);
+            // several input batches, as ingest gives them
+            let batches: Vec<RecordBatch> = (0..whole.num_rows())
+                .step_by(97)
+                .map(|o| whole.slice(o, 97.min(whole.num_rows() - o)))
+                .collect();
+            for partitions in [1, 3] {
+                let (coded, dict) = partition_sort_and_encode(&batches, partitions).unwrap();
+                let (want, want_dict) =
+                    encode_texts(partition_and_sort(&batches, partitions).unwrap()).unwrap();
+                assert_eq!(dict, want_dict);
+                assert_eq!(coded, want, "seed {seed}, {partitions} partitions");
+            }
+        }
+    }
+
     #[test]
     fn sorts_like_a_plain_sort_with_ties() {
         for seed in 0..20 {
@@ -946,7 +1023,7 @@ mod tests {
                     row: i as u32,
                 })
                 .collect();
-            let sorted = sort_rows(&[&batch], &customers, rows).unwrap();
+            let (sorted, _) = sort_rows(&[&batch], &customers, rows).unwrap();
             let got: Vec<i64> = sorted
                 .column_by_name("_row")
                 .unwrap()
