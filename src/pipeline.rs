@@ -176,10 +176,6 @@ const MAX_PARTITION_ROWS: u64 = 16_000_000;
 /// Rows per batch of the tables the SQL stages read.
 const TABLE_BATCH_ROWS: usize = 65_536;
 
-/// Rows per batch of the contacts merged into the contacts file: the merge
-/// holds a batch of every partition, under the memory limit.
-const OUTPUT_BATCH_ROWS: usize = 8_192;
-
 /// The partitions cut into batches of `rows` rows (without copying).
 fn sliced(parts: Vec<Vec<RecordBatch>>, rows: usize) -> Vec<Vec<RecordBatch>> {
     parts
@@ -372,22 +368,23 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         // this bucket's part of the contacts table, written now: buckets
         // are customer ranges in order
         let t = Instant::now();
-        let df = report::contacts_output(
-            &ctx,
-            contacts_table_by(&schema, &parts, OUTPUT_BATCH_ROWS)?,
-            with_agent,
-        )?;
+        let (idx, written) = report::contacts_projection(&schema, with_agent)?;
         if contacts_writer.is_none() {
-            contacts_writer = Some(report::ContactsWriter::start(
-                &ctx,
-                df.schema().inner().clone(),
-                &cfg.out,
-            )?);
+            contacts_writer = Some(report::ContactsWriter::start(&ctx, written, &cfg.out)?);
         }
         contacts_writer
             .as_mut()
             .expect("started above")
-            .write(df)
+            .write(
+                parts
+                    .iter()
+                    .map(|p| match p.as_slice() {
+                        [one] => Ok(one.clone()),
+                        _ => Ok(concat_batches(&schema, p)?),
+                    })
+                    .collect::<Result<_>>()?,
+                idx,
+            )
             .await?;
         add_seconds(&mut stage_seconds, "write.contacts", t);
         // what is counted per customer is counted here, over this bucket
