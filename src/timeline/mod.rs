@@ -18,7 +18,11 @@
 //!   later; null while the window is still open at the data's last timestamp);
 //!   internal, not written: `_customer_contacts`, `_latest_of_reason` (the
 //!   customer's latest contact with that reason at or before as-of) and
-//!   `_row`, so that this output can feed the later passes.
+//!   `_row`, so that this output can feed the later passes; and, when the
+//!   input has them (the pipeline's does, see [`sorted::encode_texts`]),
+//!   `_channel_code`, `_reason_code` and `_prev_channel_code`. Every mode
+//!   reads reason and channel by those codes when the input has them,
+//!   instead of hashing the texts row by row.
 //! - [`Mode::PairCounts`] — per partition and window W, one row per (reason A
 //!   or null, reason B) ([`pair_counts_schema`]): how many A-contacts are
 //!   followed by a B-contact of the same customer with 0 < t_B − t_A ≤ W, by

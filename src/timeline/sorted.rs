@@ -17,7 +17,10 @@
 //! rare remaining ties by contact id and input row, and then gathers each
 //! partition's rows from the input batches, once (see `gather`). Before,
 //! a `RepartitionExec`, a concatenation and a take copied every row three
-//! times. DataFusion's general `SortExec`,
+//! times. The gather also numbers the channel and reason texts of its
+//! partition; [`partition_sort_and_encode`] then makes the numbers the same
+//! across partitions ([`encode_texts`] does the same by hashing, after
+//! DataFusion's sort). DataFusion's general `SortExec`,
 //! which compares row-encoded strings in a many-way merge, took several
 //! times longer. Under a memory limit the pipeline uses [`sort_plan`], with
 //! `SortExec`, because it spills.
