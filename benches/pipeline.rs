@@ -50,7 +50,10 @@ fn sorted_batch(rows: usize, customers: usize) -> RecordBatch {
 
 fn timeline(c: &mut Criterion) {
     let rows = 200_000;
-    let batch = sorted_batch(rows, rows / 5);
+    // with the channel and reason codes, as the pipeline's sort hands it on
+    let (mut coded, _) =
+        recur::timeline::sorted::encode_texts(vec![sorted_batch(rows, rows / 5)]).unwrap();
+    let batch = coded.pop().expect("one partition");
     let params = TimelineParams {
         repeat_window_us: 24 * H,
         cluster_window_us: 7 * 24 * H,
@@ -104,7 +107,8 @@ fn sort(c: &mut Criterion) {
         b.iter(|| recur::timeline::sorted::sort_partition(&shuffled).unwrap())
     });
     // as the pipeline sorts: many input batches (as ingest yields them) into
-    // two partitions, on a pool of two threads
+    // two partitions, on a pool of two threads, with the channel and reason
+    // codes
     let batches: Vec<RecordBatch> = (0..rows)
         .step_by(8192)
         .map(|off| shuffled.slice(off, 8192.min(rows - off)))
@@ -115,7 +119,9 @@ fn sort(c: &mut Criterion) {
         .expect("a thread pool");
     g.bench_function("partition_and_sort_2", |b| {
         b.iter(|| {
-            pool.install(|| recur::timeline::sorted::partition_and_sort(&batches, 2).unwrap())
+            pool.install(|| {
+                recur::timeline::sorted::partition_sort_and_encode(&batches, 2).unwrap()
+            })
         })
     });
     g.finish();
