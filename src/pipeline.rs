@@ -378,10 +378,8 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             .write(
                 parts
                     .iter()
-                    .map(|p| match p.as_slice() {
-                        [one] => Ok(one.clone()),
-                        _ => Ok(concat_batches(&schema, p)?),
-                    })
+                    // (one batch per partition: concat only slices it)
+                    .map(|p| Ok(concat_batches(&schema, p)?))
                     .collect::<Result<_>>()?,
                 idx,
             )

@@ -78,10 +78,6 @@ struct Items {
     index: FastMap<String, u32>,
     /// Reason per code.
     reason: Vec<String>,
-    /// Channel code per row (NULL_CODE: null channel).
-    channel: Vec<u32>,
-    /// Channel text per channel code.
-    channel_name: Vec<String>,
 }
 
 impl Items {
@@ -106,26 +102,13 @@ impl Items {
             &DataType::Utf8,
         )?;
         let channel = channel.as_string::<i32>();
-        let mut ch_dict: FastMap<&str, u32> = FastMap::default();
         let mut items = Items {
             code: Vec::with_capacity(batch.num_rows()),
             name: Vec::new(),
             index: FastMap::default(),
             reason: Vec::new(),
-            channel: Vec::with_capacity(batch.num_rows()),
-            channel_name: Vec::new(),
         };
         for i in 0..batch.num_rows() {
-            let ch = if channel.is_null(i) {
-                NULL_CODE
-            } else {
-                let next = ch_dict.len() as u32;
-                *ch_dict.entry(channel.value(i)).or_insert_with(|| {
-                    items.channel_name.push(channel.value(i).to_string());
-                    next
-                })
-            };
-            items.channel.push(ch);
             if reason.is_null(i) {
                 items.code.push(NULL_CODE);
                 continue;
@@ -182,8 +165,6 @@ impl Items {
             name: Vec::new(),
             index: FastMap::default(),
             reason: Vec::new(),
-            channel: Vec::with_capacity(n),
-            channel_name: vec![String::new(); n_ch],
         };
         // item per (channel code, or n_ch for none; reason code)
         let width = if channel_items { n_ch + 1 } else { 1 };
@@ -192,13 +173,8 @@ impl Items {
             let c = if ch.is_null(i) {
                 NULL_CODE
             } else {
-                let c = ch.value(i);
-                if items.channel_name[c as usize].is_empty() {
-                    items.channel_name[c as usize] = channel.value(i).to_string();
-                }
-                c
+                ch.value(i)
             };
-            items.channel.push(c);
             if rc.is_null(i) {
                 items.code.push(NULL_CODE);
                 continue;
