@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{Float64Type, Int64Type, SchemaRef, UInt64Type};
+use datafusion::common::config::{ParquetColumnOptions, TableParquetOptions};
 use datafusion::dataframe::DataFrameWriteOptions;
 use datafusion::prelude::{SessionContext, col};
 use serde::Serialize;
@@ -181,6 +182,30 @@ pub struct ContactsWriter {
     started: std::time::Instant,
 }
 
+/// Columns of the contacts table with about as many distinct values as
+/// rows in a row group: written without a dictionary. The Parquet writer
+/// would hash every value into one until the dictionary page is full (1 MB,
+/// ~130,000 values), then write the rest plain anyway.
+const CONTACTS_PLAIN_COLUMNS: &[&str] =
+    &["contact_id", "customer_id", "ts", "prev_gap_s", "event_id"];
+
+/// The session's Parquet options (zstd level 1, see
+/// [`crate::pipeline::REPORT_COMPRESSION`]) with no dictionary for
+/// [`CONTACTS_PLAIN_COLUMNS`].
+fn contacts_parquet_options(ctx: &SessionContext) -> TableParquetOptions {
+    let mut options = ctx.state().default_table_options().parquet.clone();
+    for c in CONTACTS_PLAIN_COLUMNS {
+        options.column_specific_options.insert(
+            c.to_string(),
+            ParquetColumnOptions {
+                dictionary_enabled: Some(false),
+                ..Default::default()
+            },
+        );
+    }
+    options
+}
+
 /// Batches the contacts stream holds before the bucket loop waits for the
 /// writer.
 const CONTACTS_CHANNEL_BATCHES: usize = 8;
@@ -203,12 +228,13 @@ impl ContactsWriter {
             StreamingTable::try_new(schema, vec![stream])?.with_sort_order(contacts_order());
         let df = ctx.read_table(Arc::new(table))?;
         let path = partial.to_string_lossy().to_string();
+        let options = contacts_parquet_options(ctx);
         let task = tokio::spawn(async move {
             let res = df
                 .write_parquet(
                     &path,
                     DataFrameWriteOptions::new().with_single_file_output(true),
-                    None,
+                    Some(options),
                 )
                 .await?;
             Ok(res
