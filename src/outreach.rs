@@ -14,7 +14,8 @@
 //! cluster's baseline (likelier than after any contact). expected_at = trigger
 //! time + the median of the lags longer than `e`. priority = probability ×
 //! the cluster's value per follow-up (value / n_support); a customer appears
-//! once per expected reason, at its highest priority.
+//! once per expected reason, at its highest priority (of equal ones, the
+//! best-ranked cluster's).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -80,6 +81,62 @@ fn probability_after(c: f64, done: usize, total: usize) -> f64 {
     }
 }
 
+/// Schema of the `outreach_cutoffs` table.
+pub fn cutoffs_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("cluster_id", DataType::Utf8, false),
+        Field::new("elapsed_below_s", DataType::Float64, false),
+    ]))
+}
+
+/// How long after its trigger a candidate of each cluster can still be kept
+/// by [`build`], for `queries/outreach_candidates.sql` to leave out the rest
+/// before the anti-join: one row per cluster id of `clusters` (the clusters
+/// query's batches) with member lags, giving `elapsed_below_s`, the time
+/// since the trigger below which a candidate can be kept.
+///
+/// The probability [`build`] keeps a candidate by (above the cluster's
+/// baseline) falls as lags pass: `c(1 − F)/(1 − cF)` decreases in F for a
+/// confidence c ≤ 1. With `d` the most lags passed at which it is still
+/// above the baseline, a candidate can be kept only while fewer than d + 1
+/// lags are at or below its elapsed time, that is while the elapsed time is
+/// below the (d + 1)-th smallest lag (infinite when d is all of them). A
+/// cluster with no such d gets no row. [`build`] still tests every row, so
+/// the cut can only leave out rows that it would drop.
+pub fn cutoffs(clusters: &[RecordBatch], lags: &HashMap<String, Vec<f64>>) -> Result<RecordBatch> {
+    let mut ids = Vec::new();
+    let mut below = Vec::new();
+    for b in clusters {
+        let id = crate::report::utf8(b.column_by_name("cluster_id").expect("cluster_id"));
+        let f64c = |n: &str| {
+            b.column_by_name(n)
+                .expect("clusters column")
+                .as_primitive::<Float64Type>()
+                .clone()
+        };
+        let (conf, base) = (f64c("confidence"), f64c("baseline"));
+        for i in 0..b.num_rows() {
+            let Some(l) = lags.get(id.value(i)) else {
+                continue;
+            };
+            let Some(d) = (0..=l.len())
+                .rfind(|d| probability_after(conf.value(i), *d, l.len()) > base.value(i))
+            else {
+                continue;
+            };
+            ids.push(id.value(i).to_string());
+            below.push(l.get(d).copied().unwrap_or(f64::INFINITY));
+        }
+    }
+    Ok(RecordBatch::try_new(
+        cutoffs_schema(),
+        vec![
+            Arc::new(datafusion::arrow::array::StringArray::from(ids)),
+            Arc::new(Float64Array::from(below)),
+        ],
+    )?)
+}
+
 /// Builds the outreach table from candidate rows and member lags per
 /// cluster id. `contact_id` is the contact id type.
 pub fn build(
@@ -112,6 +169,8 @@ pub fn build(
     );
     let n_support = col("n_support");
     let n_support = n_support.as_primitive::<Int64Type>();
+    let cluster_rank = col("cluster_rank");
+    let cluster_rank = cluster_rank.as_primitive::<Int64Type>();
     let trigger_ts = col("trigger_ts");
     let trigger_ts = trigger_ts.as_primitive::<TimestampMicrosecondType>();
 
@@ -137,7 +196,11 @@ pub fn build(
         let priority = p * value.value(i) / n_support.value(i).max(1) as f64;
         let key = (customer.value(i), expected.value(i));
         let entry = best.entry(key).or_insert((i, p, priority, expected_at));
-        if priority > entry.2 {
+        // at equal priority the better-ranked cluster, whatever order the
+        // candidates came in (a customer has one trigger per cluster)
+        if priority > entry.2
+            || (priority == entry.2 && cluster_rank.value(i) < cluster_rank.value(entry.0))
+        {
             *entry = (i, p, priority, expected_at);
         }
     }
@@ -204,5 +267,71 @@ mod tests {
         // half the lags passed: 0.5 * 0.5 / (1 - 0.25) = 1/3
         assert!((remaining_probability(0.5, &lags, 20.0) - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(remaining_probability(0.5, &lags, 40.0), 0.0);
+    }
+
+    /// The cut of [`cutoffs`] keeps a candidate exactly while [`build`]'s
+    /// test would: for random clusters, at every lag, just below and above
+    /// it, and at 0 and beyond the last lag.
+    #[test]
+    fn cutoffs_keep_what_build_keeps() {
+        use datafusion::arrow::array::StringArray;
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (mut ids, mut conf, mut base) = (Vec::new(), Vec::new(), Vec::new());
+        let mut lags: HashMap<String, Vec<f64>> = HashMap::new();
+        for k in 0..300 {
+            let id = format!("c{k}");
+            let n = rng.random_range(1..40);
+            // ties and whole seconds, as lags are
+            let mut l: Vec<f64> = (0..n)
+                .map(|_| rng.random_range(0..50) as f64 * 3600.0)
+                .collect();
+            l.sort_by(f64::total_cmp);
+            // some clusters without lags: no row
+            if k % 10 != 0 {
+                lags.insert(id.clone(), l);
+            }
+            ids.push(id);
+            conf.push(rng.random_range(0.01..1.0));
+            base.push(rng.random_range(0.0..0.6));
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("cluster_id", DataType::Utf8, false),
+            Field::new("confidence", DataType::Float64, false),
+            Field::new("baseline", DataType::Float64, false),
+        ]));
+        let clusters = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(ids.clone())),
+                Arc::new(Float64Array::from(conf.clone())),
+                Arc::new(Float64Array::from(base.clone())),
+            ],
+        )
+        .unwrap();
+        let cut = cutoffs(&[clusters], &lags).unwrap();
+        let cut_ids = cut.column(0).as_string::<i32>();
+        let below = cut.column(1).as_primitive::<Float64Type>();
+        let cut: HashMap<&str, f64> = (0..cut.num_rows())
+            .map(|i| (cut_ids.value(i), below.value(i)))
+            .collect();
+        let mut kept = 0;
+        for (k, id) in ids.iter().enumerate() {
+            let Some(l) = lags.get(id) else {
+                assert!(!cut.contains_key(id.as_str()));
+                continue;
+            };
+            let mut at = vec![0.0, l[l.len() - 1] + 1.0];
+            for x in l {
+                at.extend([*x - 0.5, *x, *x + 0.5]);
+            }
+            for e in at {
+                let keeps = remaining_probability(conf[k], l, e) > base[k];
+                let cut_keeps = cut.get(id.as_str()).is_some_and(|b| e < *b);
+                assert_eq!(keeps, cut_keeps, "cluster {id} at {e}");
+                kept += keeps as usize;
+            }
+        }
+        assert!(kept > 0);
     }
 }

@@ -723,6 +723,13 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     // follow-ups are in one bucket, and the lists merge by priority.
     let t_out = Instant::now();
     let lags = report::member_lags(&members);
+    ctx.register_table(
+        "outreach_cutoffs",
+        Arc::new(MemTable::try_new(
+            crate::outreach::cutoffs_schema(),
+            vec![vec![crate::outreach::cutoffs(&cluster_batches, &lags)?]],
+        )?),
+    )?;
     stage_seconds.insert("outreach.lags".into(), t_out.elapsed().as_secs_f64());
     let mut lists = Vec::with_capacity(n_buckets);
     let (mut read_s, mut query_s, mut build_s) = (0.0, 0.0, 0.0);

@@ -36,7 +36,7 @@ pub const CLUSTER_MEMBERS: &str = query!("cluster_members.sql");
 pub const PROMPTS: &str = query!("prompts.sql");
 /// clusters, contacts → outreach_triggers.
 pub const OUTREACH_TRIGGERS: &str = query!("outreach_triggers.sql");
-/// outreach_triggers, followups → outreach_candidates.
+/// clusters, outreach_cutoffs, outreach_triggers, followups → outreach_candidates.
 pub const OUTREACH_CANDIDATES: &str = query!("outreach_candidates.sql");
 
 /// Every query by name, for listing and for the planning test.
@@ -104,6 +104,7 @@ mod tests {
         empty(&ctx, "pair_counts", pair_counts_schema());
         empty(&ctx, "sequence_occurrences", sequences_schema(&input));
         empty(&ctx, "sequence_counts", sequence_counts_schema());
+        empty(&ctx, "outreach_cutoffs", crate::outreach::cutoffs_schema());
         let params = [
             ("windows", "(86400.0), (604800.0)".to_string()),
             ("min_support", "30".into()),
