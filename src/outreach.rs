@@ -269,6 +269,68 @@ mod tests {
         assert_eq!(remaining_probability(0.5, &lags, 40.0), 0.0);
     }
 
+    /// Of two candidates with equal priority for one customer and expected
+    /// reason, the list keeps the better-ranked cluster's, in either order.
+    #[test]
+    fn equal_priorities_go_to_the_better_ranked_cluster() {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Utf8, false),
+            Field::new("trigger_contact_id", DataType::Int64, false),
+            Field::new("trigger_reason", DataType::Utf8, false),
+            Field::new(
+                "trigger_ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("elapsed_s", DataType::Float64, false),
+            Field::new("cluster_id", DataType::Utf8, false),
+            Field::new("expected_reason", DataType::Utf8, false),
+            Field::new("confidence", DataType::Float64, false),
+            Field::new("baseline", DataType::Float64, false),
+            Field::new("value", DataType::Float64, false),
+            Field::new("n_support", DataType::Int64, false),
+            Field::new("cluster_rank", DataType::Int64, false),
+        ]));
+        // the same customer and expected reason from two clusters whose
+        // numbers give the same priority; ranks in the given order
+        let candidates = |ranks: [i64; 2]| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from(vec!["cust", "cust"])),
+                    Arc::new(Int64Array::from(vec![1, 2])),
+                    Arc::new(StringArray::from(vec!["a", "c"])),
+                    Arc::new(TimestampMicrosecondArray::from(vec![0, 0]).with_timezone("UTC")),
+                    Arc::new(Float64Array::from(vec![0.0, 0.0])),
+                    Arc::new(StringArray::from(vec!["k1", "k2"])),
+                    Arc::new(StringArray::from(vec!["b", "b"])),
+                    Arc::new(Float64Array::from(vec![0.5, 0.5])),
+                    Arc::new(Float64Array::from(vec![0.1, 0.1])),
+                    Arc::new(Float64Array::from(vec![10.0, 10.0])),
+                    Arc::new(Int64Array::from(vec![5, 5])),
+                    Arc::new(Int64Array::from(ranks.to_vec())),
+                ],
+            )
+            .unwrap()
+        };
+        let lags: HashMap<String, Vec<f64>> = [
+            ("k1".to_string(), vec![10.0, 20.0]),
+            ("k2".to_string(), vec![10.0, 20.0]),
+        ]
+        .into();
+        for ranks in [[1, 2], [2, 1]] {
+            let list = build(&[candidates(ranks)], &lags, &DataType::Int64).unwrap();
+            assert_eq!(list.num_rows(), 1);
+            let rank = list.column_by_name("cluster_rank").unwrap();
+            assert_eq!(
+                rank.as_primitive::<Int64Type>().value(0),
+                1,
+                "ranks {ranks:?}"
+            );
+        }
+    }
+
     /// The cut of [`cutoffs`] keeps a candidate exactly while [`build`]'s
     /// test would: for random clusters, at every lag, just below and above
     /// it, and at 0 and beyond the last lag.
