@@ -430,8 +430,8 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
 }
 
 /// Rows per batch of the log's scan. DataFusion's default (8,192) cut a
-/// 100M-contact log into 12,000 batches per scan partition, each then split
-/// into one small batch per bucket (written to its file, read back, sorted).
+/// 100M-contact log into about 12,000 batches, each then split into one
+/// small batch per bucket (written to its file, read back, sorted).
 pub const SCAN_BATCH_ROWS: usize = 65_536;
 
 /// `ctx` with batches of [`SCAN_BATCH_ROWS`] rows, for the log's scan.
