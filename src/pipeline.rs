@@ -321,8 +321,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     // buckets; with several buckets the annotated contacts go to disk.
     let mut spills = (0u64, 0u64);
     let mut annotated_schema: Option<SchemaRef> = None;
-    let mut annotated_in_memory: Option<Arc<SortedContactsExec>> = None;
-    let mut annotated_files: Vec<Vec<PathBuf>> = Vec::new();
+    let mut kept: Vec<Annotated> = Vec::new();
     let mut repeat_counts = Collected::default();
     let mut caps_total: BTreeMap<String, u64> = BTreeMap::new();
     let mut pair_counts = Collected::default();
@@ -428,12 +427,11 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         ctx.deregister_table("contacts")?;
         held.shrink(full_bytes);
         match &spill_dir {
-            None => {
-                let narrow = Arc::new(SortedContactsExec::try_new(narrow_schema, parts)?);
-                held.grow(narrow.memory_size(), "the annotated contacts")?;
-                annotated_in_memory = Some(narrow);
-            }
-            Some(dir) => {
+            // with several buckets they go to disk, all but the last when
+            // no memory limit is set: that one stays in memory through the
+            // ranking (the memory it holds is less than its sort needed),
+            // and the second passes take it first
+            Some(dir) if b + 1 < n_buckets || cfg.memory_limit_bytes.is_some() => {
                 let t = Instant::now();
                 // the partitions written side by side: writing is mostly
                 // copying into the page cache, on the thread that writes
@@ -450,8 +448,15 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                         .collect::<Result<Vec<_>>>()
                 })?;
                 spilled_bytes += written.iter().map(|(_, n)| n).sum::<u64>();
-                annotated_files.push(written.into_iter().map(|(path, _)| path).collect());
+                kept.push(Annotated::Spilled(
+                    written.into_iter().map(|(path, _)| path).collect(),
+                ));
                 add_seconds(&mut stage_seconds, "spill", t);
+            }
+            _ => {
+                let narrow = Arc::new(SortedContactsExec::try_new(narrow_schema, parts)?);
+                held.grow(narrow.memory_size(), "the annotated contacts")?;
+                kept.push(Annotated::Held(narrow));
             }
         }
     }
@@ -579,46 +584,45 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             ),
         ],
     );
-    let mut triggers: Vec<Triggers> = Vec::new();
-    let mut followups_by_bucket: Vec<Vec<Vec<RecordBatch>>> = Vec::new();
     // The second passes, over each bucket's annotated contacts again: the
     // occurrences of the kept sequences, the follow-ups of the reported
-    // clusters (for members and outreach), and the outreach triggers.
-    let mut occurrences = Collected::default();
-    let mut followups = Collected::default();
+    // clusters (for members and outreach), and the outreach triggers. The
+    // buckets held in memory go first (and are let go), then those on disk;
+    // what each gives is gathered in bucket order.
+    let mut found: Vec<Option<SecondPasses>> = (0..n_buckets).map(|_| None).collect();
+    let mut order: Vec<usize> = (0..n_buckets).collect();
+    order.sort_by_key(|b| matches!(kept[*b], Annotated::Spilled(_)));
     let mut followup_seconds = 0.0;
-    for b in 0..n_buckets {
-        let annotated = match &annotated_in_memory {
-            Some(annotated) => annotated.clone(),
-            None => {
+    for b in order {
+        let (annotated, bytes) = match std::mem::replace(&mut kept[b], Annotated::Taken) {
+            // (counted as held since the first pass)
+            Annotated::Held(annotated) => {
+                let bytes = annotated.memory_size();
+                (annotated, bytes)
+            }
+            Annotated::Spilled(files) => {
                 progress.stage(&format!(
                     "listing occurrences{}",
                     bucket_label(b, n_buckets)
                 ));
                 let t = Instant::now();
-                let parts = annotated_files
-                    .get(b)
-                    .expect("one list of files per bucket")
+                let parts = files
                     .iter()
                     .map(|p| crate::buckets::read_file(p))
                     .collect::<Result<Vec<_>>>()?;
                 let annotated = Arc::new(SortedContactsExec::try_new(schema.clone(), parts)?);
                 add_seconds(&mut stage_seconds, "spill", t);
-                annotated
+                let bytes = annotated.memory_size();
+                held.grow(bytes, "the annotated contacts")?;
+                (annotated, bytes)
             }
+            Annotated::Taken => unreachable!("each bucket is taken once"),
         };
-        let bytes = if annotated_in_memory.is_some() {
-            0
-        } else {
-            annotated.memory_size()
-        };
-        held.grow(bytes, "the annotated contacts")?;
-        occurrences.add(run_timeline(&ctx, &annotated, Mode::Sequences, occ_params.clone()).await?);
+        let occurrences =
+            run_timeline(&ctx, &annotated, Mode::Sequences, occ_params.clone()).await?;
         let t = Instant::now();
-        let (followup_schema, parts) =
+        let followups =
             run_timeline(&ctx, &annotated, Mode::Followups, followup_params.clone()).await?;
-        followups_by_bucket.push(parts.clone());
-        followups.add((followup_schema, parts));
         followup_seconds += t.elapsed().as_secs_f64();
         let t = Instant::now();
         replace_table(
@@ -630,19 +634,35 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         // the outreach list, which needs the member lags of every bucket
         let (trigger_schema, parts) = query_batches(&ctx, &triggers_sql).await?;
         let batches: Vec<RecordBatch> = parts.into_iter().flatten().collect();
-        triggers.push(match &spill_dir {
+        let triggers = match &spill_dir {
             None => Triggers::Held(trigger_schema, batches),
             Some(dir) => {
                 let path = dir.path().join(format!("triggers-{b}.arrow"));
                 spilled_bytes += crate::buckets::spill(&path, &trigger_schema, &batches)?;
                 Triggers::Spilled(trigger_schema, path)
             }
-        });
+        };
         add_seconds(&mut stage_seconds, "query.outreach_triggers", t);
+        ctx.deregister_table("contacts")?;
+        drop(annotated);
         held.shrink(bytes);
+        found[b] = Some(SecondPasses {
+            occurrences,
+            followups,
+            triggers,
+        });
     }
-    ctx.deregister_table("contacts")?;
-    drop(annotated_in_memory);
+    let mut occurrences = Collected::default();
+    let mut followups = Collected::default();
+    let mut triggers: Vec<Triggers> = Vec::new();
+    let mut followups_by_bucket: Vec<Vec<Vec<RecordBatch>>> = Vec::new();
+    for passes in found {
+        let passes = passes.expect("every bucket passed");
+        occurrences.add(passes.occurrences);
+        followups_by_bucket.push(passes.followups.1.clone());
+        followups.add(passes.followups);
+        triggers.push(passes.triggers);
+    }
     ctx.register_table("sequence_occurrences", occurrences.table()?)?;
     let followups = followups.table()?;
     let followups_schema = followups.schema();
@@ -984,6 +1004,23 @@ async fn query_batches(
             .collect::<Vec<_>>(),
     ));
     Ok((schema, vec![batches]))
+}
+
+/// One bucket's annotated contacts, cut to [`LATER_COLUMNS`], between the
+/// first passes and the second: in memory, or in files of the bucket folder
+/// (one per partition); `Taken` once the second passes have them.
+enum Annotated {
+    Held(Arc<SortedContactsExec>),
+    Spilled(Vec<PathBuf>),
+    Taken,
+}
+
+/// What the second passes give for one bucket: the sequence occurrences,
+/// the follow-ups and the outreach triggers.
+struct SecondPasses {
+    occurrences: (SchemaRef, Vec<Vec<RecordBatch>>),
+    followups: (SchemaRef, Vec<Vec<RecordBatch>>),
+    triggers: Triggers,
 }
 
 /// One bucket's outreach triggers: in memory, or in a file of the bucket
