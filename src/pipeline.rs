@@ -433,6 +433,9 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             // and the second passes take it first
             Some(dir) if b + 1 < n_buckets || cfg.memory_limit_bytes.is_some() => {
                 let t = Instant::now();
+                // without the channel and reason texts, which their codes
+                // give back when read (a third fewer bytes)
+                let (spill_schema, parts) = without_coded_texts(&narrow_schema, &parts)?;
                 // the partitions written side by side: writing is mostly
                 // copying into the page cache, on the thread that writes
                 let written = pool.install(|| {
@@ -442,7 +445,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                         .enumerate()
                         .map(|(p, batches)| {
                             let path = dir.path().join(format!("annotated-{b}-{p}.arrow"));
-                            let bytes = crate::buckets::spill(&path, &narrow_schema, batches)?;
+                            let bytes = crate::buckets::spill(&path, &spill_schema, batches)?;
                             Ok((path, bytes))
                         })
                         .collect::<Result<Vec<_>>>()
@@ -450,6 +453,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                 spilled_bytes += written.iter().map(|(_, n)| n).sum::<u64>();
                 kept.push(Annotated::Spilled(
                     written.into_iter().map(|(path, _)| path).collect(),
+                    dictionaries,
                 ));
                 add_seconds(&mut stage_seconds, "spill", t);
             }
@@ -591,7 +595,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     // what each gives is gathered in bucket order.
     let mut found: Vec<Option<SecondPasses>> = (0..n_buckets).map(|_| None).collect();
     let mut order: Vec<usize> = (0..n_buckets).collect();
-    order.sort_by_key(|b| matches!(kept[*b], Annotated::Spilled(_)));
+    order.sort_by_key(|b| matches!(kept[*b], Annotated::Spilled(..)));
     let mut followup_seconds = 0.0;
     for b in order {
         let (annotated, bytes) = match std::mem::replace(&mut kept[b], Annotated::Taken) {
@@ -600,7 +604,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                 let bytes = annotated.memory_size();
                 (annotated, bytes)
             }
-            Annotated::Spilled(files) => {
+            Annotated::Spilled(files, dictionaries) => {
                 progress.stage(&format!(
                     "listing occurrences{}",
                     bucket_label(b, n_buckets)
@@ -608,7 +612,12 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                 let t = Instant::now();
                 let parts = files
                     .iter()
-                    .map(|p| crate::buckets::read_file(p))
+                    .map(|p| {
+                        crate::buckets::read_file(p)?
+                            .iter()
+                            .map(|b| with_coded_texts(&schema, b, &dictionaries))
+                            .collect::<Result<Vec<_>>>()
+                    })
                     .collect::<Result<Vec<_>>>()?;
                 let annotated = Arc::new(SortedContactsExec::try_new(schema.clone(), parts)?);
                 add_seconds(&mut stage_seconds, "spill", t);
@@ -1008,11 +1017,75 @@ async fn query_batches(
 
 /// One bucket's annotated contacts, cut to [`LATER_COLUMNS`], between the
 /// first passes and the second: in memory, or in files of the bucket folder
-/// (one per partition); `Taken` once the second passes have them.
+/// (one per partition, without the texts of channel and reason: the
+/// bucket's dictionaries give them back); `Taken` once the second passes
+/// have them.
 enum Annotated {
     Held(Arc<SortedContactsExec>),
-    Spilled(Vec<PathBuf>),
+    Spilled(Vec<PathBuf>, TextDictionaries),
     Taken,
+}
+
+/// The channel and reason texts and their code columns
+/// ([`crate::timeline::sorted::CODED_COLUMNS`]).
+const CODED_TEXTS: [(&str, &str); 2] = [("channel", "_channel_code"), ("reason", "_reason_code")];
+
+/// The partitions without their channel and reason texts, which
+/// [`with_coded_texts`] gives back from the codes.
+fn without_coded_texts(
+    schema: &SchemaRef,
+    parts: &[Vec<RecordBatch>],
+) -> Result<(SchemaRef, Vec<Vec<RecordBatch>>)> {
+    let idx: Vec<usize> = (0..schema.fields().len())
+        .filter(|i| {
+            let name = schema.field(*i).name();
+            !CODED_TEXTS.iter().any(|(text, _)| name == text)
+        })
+        .collect();
+    let parts = parts
+        .iter()
+        .map(|p| {
+            p.iter()
+                .map(|b| b.project(&idx))
+                .collect::<std::result::Result<Vec<_>, _>>()
+        })
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok((Arc::new(schema.project(&idx)?), parts))
+}
+
+/// A batch written by way of [`without_coded_texts`], back in `schema`: the
+/// channel and reason texts from their codes and the bucket's
+/// `dictionaries`.
+fn with_coded_texts(
+    schema: &SchemaRef,
+    batch: &RecordBatch,
+    dictionaries: &TextDictionaries,
+) -> Result<RecordBatch> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::UInt32Type;
+    let by_name = |name: &str| {
+        batch.column_by_name(name).ok_or_else(|| {
+            Error::DataFusion(datafusion::error::DataFusionError::Internal(format!(
+                "no column {name} in the annotated contacts read back"
+            )))
+        })
+    };
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let name = f.name().as_str();
+            match CODED_TEXTS.iter().position(|(text, _)| *text == name) {
+                Some(c) => {
+                    let texts = [&dictionaries.channel, &dictionaries.reason][c];
+                    let codes = by_name(CODED_TEXTS[c].1)?.as_primitive::<UInt32Type>();
+                    Ok(crate::timeline::sorted::decode_texts(codes, texts)?)
+                }
+                None => Ok(by_name(name)?.clone()),
+            }
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
 }
 
 /// What the second passes give for one bucket: the sequence occurrences,

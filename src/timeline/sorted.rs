@@ -612,6 +612,30 @@ where
     )?))
 }
 
+/// The texts behind `codes` (code `i` is `texts[i]`; a null code, or one
+/// past the texts, is a null text): the text column [`encode_texts`] coded.
+pub fn decode_texts(codes: &UInt32Array, texts: &[String]) -> Result<ArrayRef> {
+    let n = codes.len();
+    let runs = codes.values().chunk_by(|a, b| a == b).scan(0, |at, run| {
+        let start = *at;
+        *at += run.len();
+        Some((start, run))
+    });
+    let text = |start: usize, code: u32| {
+        if codes.is_null(start) {
+            None
+        } else {
+            texts.get(code as usize).map(|t| t.as_str())
+        }
+    };
+    if codes.null_count() == 0 {
+        text_column(runs.map(|(start, run)| (text(start, run[0]), run.len())), n)
+    } else {
+        // (a run of equal codes can mix null and valid rows: row by row)
+        text_column((0..n).map(|i| (text(i, codes.value(i)), 1)), n)
+    }
+}
+
 /// The first 16 bytes of `text` as a big-endian integer, zero-padded: where
 /// two texts' prefixes differ, they compare as the texts do.
 fn text_prefix(text: &str) -> u128 {
@@ -962,6 +986,48 @@ mod tests {
                 .collect();
             assert_eq!(got.as_string::<i32>(), &want, "{runs:?}");
         }
+    }
+
+    /// Codes give back the texts they were made from: runs of equal codes,
+    /// nulls (alone, in runs, and under a code that is also used by valid
+    /// rows), and codes past the texts read as null.
+    #[test]
+    fn decoded_texts_are_the_coded_ones() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let names = ["app", "billing", "", "a longer reason text"];
+        for trial in 0..200 {
+            let n = rng.random_range(0..40);
+            let mut texts: Vec<Option<&str>> = Vec::new();
+            while texts.len() < n {
+                let t = (trial % 3 == 0 || rng.random_range(0..5) > 0)
+                    .then(|| names[rng.random_range(0..names.len())]);
+                texts.extend(std::iter::repeat_n(t, rng.random_range(1..5)));
+            }
+            texts.truncate(n);
+            let batch = RecordBatch::try_from_iter([
+                (
+                    "channel",
+                    Arc::new(StringArray::from(texts.clone())) as ArrayRef,
+                ),
+                (
+                    "reason",
+                    Arc::new(StringArray::from(texts.clone())) as ArrayRef,
+                ),
+            ])
+            .unwrap();
+            let (coded, dict) = encode_texts(vec![batch]).unwrap();
+            let codes = coded[0]
+                .column_by_name("_reason_code")
+                .unwrap()
+                .as_primitive::<UInt32Type>();
+            // (a null row's code is 0, the first text's)
+            let got = decode_texts(codes, &dict.reason).unwrap();
+            assert_eq!(got.as_string::<i32>(), &StringArray::from(texts), "{trial}");
+        }
+        let past = UInt32Array::from(vec![Some(0), Some(1), None, Some(7)]);
+        let got = decode_texts(&past, &["a".to_string(), "b".to_string()]).unwrap();
+        let want = StringArray::from(vec![Some("a"), Some("b"), None, None]);
+        assert_eq!(got.as_string::<i32>(), &want);
     }
 
     /// The codes the sort's gather hands on are those [`encode_texts`]
