@@ -410,9 +410,11 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             .add(run_timeline(&ctx, &annotated, Mode::SequenceCounts, params.clone()).await?);
         if n_buckets > 1 {
             // one row per pattern so far, not one per pattern and partition
+            let t = Instant::now();
             sequence_counts
                 .compact(&ctx, COMPACT_SEQUENCE_COUNTS)
                 .await?;
+            add_seconds(&mut stage_seconds, "sequences.compact", t);
         }
         add_seconds(&mut stage_seconds, "sequences", t);
 
