@@ -326,6 +326,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let mut caps_total: BTreeMap<String, u64> = BTreeMap::new();
     let mut pair_counts = Collected::default();
     let mut sequence_counts = Collected::default();
+    let mut pattern_sums = (n_buckets > 1).then(crate::timeline::PatternSums::default);
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let with_agent = cfg.columns.agent.is_some();
     let mut contacts_writer: Option<report::ContactsWriter> = None;
@@ -406,15 +407,20 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
 
         progress.stage(&format!("mining sequences{label}"));
         let t = Instant::now();
-        sequence_counts
-            .add(run_timeline(&ctx, &annotated, Mode::SequenceCounts, params.clone()).await?);
-        if n_buckets > 1 {
-            // one row per pattern so far, not one per pattern and partition
-            let t = Instant::now();
-            sequence_counts
-                .compact(&ctx, COMPACT_SEQUENCE_COUNTS)
-                .await?;
-            add_seconds(&mut stage_seconds, "sequences.compact", t);
+        let (counts_schema, counted) =
+            run_timeline(&ctx, &annotated, Mode::SequenceCounts, params.clone()).await?;
+        match pattern_sums.as_mut() {
+            // with several buckets, one row per pattern so far, not one per
+            // pattern, partition and bucket
+            Some(sums) => {
+                let t = Instant::now();
+                for batch in counted.iter().flatten() {
+                    sums.add(batch)?;
+                }
+                add_seconds(&mut stage_seconds, "sequences.sum", t);
+                sequence_counts.add((counts_schema, vec![Vec::new()]));
+            }
+            None => sequence_counts.add((counts_schema, counted)),
         }
         add_seconds(&mut stage_seconds, "sequences", t);
 
@@ -478,6 +484,9 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let schema = annotated_schema.expect("at least one bucket");
     ctx.register_table("repeat_counts", repeat_counts.table()?)?;
     ctx.register_table("pair_counts", pair_counts.table()?)?;
+    if let Some(summed) = pattern_sums.map(|s| s.finish()).transpose()?.flatten() {
+        sequence_counts.add((summed.schema(), vec![vec![summed]]));
+    }
     ctx.register_table("sequence_counts", sequence_counts.table()?)?;
     let caps = caps_total;
 
@@ -1130,42 +1139,12 @@ impl Collected {
         self.parts.extend(parts);
     }
 
-    /// Replaces the partitions by the result of `sql` over them, read as
-    /// table `sequence_counts`.
-    async fn compact(&mut self, ctx: &SessionContext, sql: &str) -> Result<()> {
-        let table = Collected {
-            schema: self.schema.clone(),
-            from_batches: self.from_batches,
-            parts: std::mem::take(&mut self.parts),
-        }
-        .table()?;
-        ctx.register_table("sequence_counts", table)?;
-        let batches = ctx.sql(sql).await?.collect().await?;
-        ctx.deregister_table("sequence_counts")?;
-        if let Some(b) = batches.first() {
-            self.schema = Some(b.schema());
-            self.from_batches = true;
-        }
-        self.parts = vec![batches];
-        Ok(())
-    }
-
+    /// The partitions as a table.
     fn table(self) -> Result<Arc<MemTable>> {
         let schema = self.schema.expect("at least one bucket");
         Ok(Arc::new(MemTable::try_new(schema, self.parts)?))
     }
 }
-
-/// Pattern counts summed over partitions, so that a run with many buckets
-/// keeps one row per pattern between buckets; queries/sequence_candidates.sql
-/// sums again. Every column but the counts is a function of the pattern, so
-/// grouping by all of them is grouping by the pattern (and cheaper than
-/// taking MIN of five text columns).
-const COMPACT_SEQUENCE_COUNTS: &str = "SELECT pattern, prefix, length, \
-     reason_1, reason_2, reason_3, reason_4, SUM(n) AS n, \
-     SUM(customers) AS customers, SUM(followup_cost_micros) AS followup_cost_micros \
-     FROM sequence_counts \
-     GROUP BY pattern, prefix, length, reason_1, reason_2, reason_3, reason_4";
 
 /// " (bucket 2/5)" when a run has several buckets.
 fn bucket_label(b: usize, buckets: usize) -> String {

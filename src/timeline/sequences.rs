@@ -23,9 +23,10 @@ use std::sync::Arc;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, StringBuilder, UInt32Array,
 };
-use datafusion::arrow::compute::{cast, take};
+use datafusion::arrow::compute::{cast, concat_batches, take, take_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
 
 use super::{
     Columns, FastMap, MAX_SEQUENCE_CONTACTS_PER_CUSTOMER, MAX_SEQUENCE_LEN, NULL_CODE, PATTERN_SEP,
@@ -47,6 +48,134 @@ pub fn sequence_counts_schema() -> SchemaRef {
         Field::new("customers", DataType::Int64, false),
         Field::new("followup_cost_micros", DataType::Int64, false),
     ]))
+}
+
+/// The counted columns of [`sequence_counts_schema`]; every other column is
+/// a function of `pattern`.
+const SUMMED: [&str; 3] = ["n", "customers", "followup_cost_micros"];
+
+/// Rows of [`sequence_counts_schema`] summed by pattern, added a batch at a
+/// time: one row per pattern, in the order patterns are first seen, with the
+/// counts added up and the other columns of the pattern's first row. A run
+/// with several buckets keeps its counts this way between buckets, so that
+/// each bucket's rows are looked up once. Before, a SQL `GROUP BY` over the
+/// seven key columns summed the rows so far again after every bucket, and
+/// took half the sequence stage's time at 100M contacts (9.9 of 19.5 s).
+///
+/// A pattern is looked up by its items (`reason_1` to `reason_4`, which
+/// determine the other key columns), each item numbered once in a small map
+/// and the four numbers packed into one integer: hashing and comparing the
+/// pattern texts instead took three times as long.
+#[derive(Default)]
+pub struct PatternSums {
+    /// A number for each item text (from 1; 0 is no item).
+    items: FastMap<Box<str>, u32>,
+    /// Each pattern's place among the sums, by its packed item numbers.
+    index: FastMap<u128, usize>,
+    /// The first row of each pattern, key columns only, in order.
+    firsts: Vec<RecordBatch>,
+    sums: Vec<[i64; 3]>,
+    schema: Option<SchemaRef>,
+}
+
+impl PatternSums {
+    /// Adds a batch of sequence counts.
+    pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
+        let schema = batch.schema();
+        let internal =
+            |what: String| -> crate::error::Error { DataFusionError::Internal(what).into() };
+        let column = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| internal(format!("sequence counts without {name}")))
+        };
+        let items = ["reason_1", "reason_2", "reason_3", "reason_4"]
+            .iter()
+            .map(|c| {
+                let a = column(c)?;
+                a.as_string_opt::<i32>()
+                    .ok_or_else(|| internal(format!("sequence counts' {c} is {}", a.data_type())))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let counts = SUMMED
+            .iter()
+            .map(|c| Ok(cast(column(c)?, &DataType::Int64)?))
+            .collect::<Result<Vec<_>>>()?;
+        let counts: Vec<&Int64Array> = counts.iter().map(|a| a.as_primitive()).collect();
+        let mut new_rows: Vec<u32> = Vec::new();
+        for i in 0..batch.num_rows() {
+            let mut key = 0u128;
+            for item in &items {
+                let number = if item.is_null(i) {
+                    0
+                } else {
+                    let text = item.value(i);
+                    match self.items.get(text) {
+                        Some(n) => *n,
+                        None => {
+                            let n = self.items.len() as u32 + 1;
+                            self.items.insert(text.into(), n);
+                            n
+                        }
+                    }
+                };
+                key = (key << 32) | number as u128;
+            }
+            let k = *self.index.entry(key).or_insert_with(|| {
+                self.sums.push([0; 3]);
+                new_rows.push(i as u32);
+                self.sums.len() - 1
+            });
+            for (sum, col) in self.sums[k].iter_mut().zip(&counts) {
+                *sum += col.value(i);
+            }
+        }
+        let keys: Vec<usize> = (0..schema.fields().len())
+            .filter(|i| !SUMMED.contains(&schema.field(*i).name().as_str()))
+            .collect();
+        if !new_rows.is_empty() {
+            let firsts = take_record_batch(&batch.project(&keys)?, &UInt32Array::from(new_rows))?;
+            self.firsts.push(firsts);
+        }
+        self.schema.get_or_insert(schema);
+        Ok(())
+    }
+
+    /// The sums, as one batch in the added batches' schema (None: no rows).
+    pub fn finish(self) -> Result<Option<RecordBatch>> {
+        let Some(schema) = self.schema else {
+            return Ok(None);
+        };
+        if self.sums.is_empty() {
+            return Ok(None);
+        }
+        let keys = concat_batches(&self.firsts[0].schema(), &self.firsts)?;
+        let columns = schema
+            .fields()
+            .iter()
+            .map(|f| match SUMMED.iter().position(|c| c == f.name()) {
+                Some(k) => Ok(cast(
+                    &(Arc::new(Int64Array::from_iter_values(self.sums.iter().map(|s| s[k])))
+                        as ArrayRef),
+                    f.data_type(),
+                )?),
+                None => Ok(keys
+                    .column_by_name(f.name())
+                    .expect("every key column kept")
+                    .clone()),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Some(RecordBatch::try_new(schema, columns)?))
+    }
+}
+
+/// `batches` summed by pattern ([`PatternSums`]).
+pub fn sum_by_pattern(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
+    let mut sums = PatternSums::default();
+    for b in batches {
+        sums.add(b)?;
+    }
+    sums.finish()
 }
 
 /// Output schema of [`super::Mode::Sequences`] for an input schema.
@@ -593,4 +722,103 @@ pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatc
         sequences_schema(batch.schema().as_ref()),
         columns,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use std::collections::BTreeMap;
+
+    /// One row of sequence counts for `items` (2 to 4 reasons) with counts.
+    type Row = (Vec<&'static str>, [i64; 3]);
+
+    fn batch(rows: &[Row]) -> RecordBatch {
+        let text = |f: &dyn Fn(&Row) -> Option<String>| -> ArrayRef {
+            Arc::new(rows.iter().map(f).collect::<StringArray>())
+        };
+        let int = |f: &dyn Fn(&Row) -> i64| -> ArrayRef {
+            Arc::new(rows.iter().map(f).collect::<Int64Array>())
+        };
+        let item = |k: usize| move |r: &Row| r.0.get(k).map(|s| s.to_string());
+        RecordBatch::try_new(
+            sequence_counts_schema(),
+            vec![
+                text(&|r| Some(r.0.join(PATTERN_SEP))),
+                text(&|r| Some(r.0[..r.0.len() - 1].join(PATTERN_SEP))),
+                int(&|r| r.0.len() as i64),
+                text(&item(0)),
+                text(&item(1)),
+                text(&item(2)),
+                text(&item(3)),
+                int(&|r| r.1[0]),
+                int(&|r| r.1[1]),
+                int(&|r| r.1[2]),
+            ],
+        )
+        .unwrap()
+    }
+
+    /// Against a plain map from pattern to summed counts: every pattern once,
+    /// its counts summed over batches, its other columns its own, first-seen
+    /// order; batches without rows and no batches at all.
+    #[test]
+    fn sums_by_pattern_like_a_map() {
+        let items = ["billing", "outage", "login", "moving"];
+        let mut rng = StdRng::seed_from_u64(3);
+        assert!(sum_by_pattern(&[]).unwrap().is_none());
+        assert!(sum_by_pattern(&[batch(&[])]).unwrap().is_none());
+        for trial in 0..100 {
+            let batches: Vec<RecordBatch> = (0..rng.random_range(1..5))
+                .map(|_| {
+                    let rows: Vec<Row> = (0..rng.random_range(0..30))
+                        .map(|_| {
+                            let len = rng.random_range(2..=4);
+                            let pattern = (0..len)
+                                .map(|_| items[rng.random_range(0..items.len())])
+                                .collect();
+                            let counts = [0; 3].map(|_| rng.random_range(0..1_000_000_000_000));
+                            (pattern, counts)
+                        })
+                        .collect();
+                    batch(&rows)
+                })
+                .collect();
+            let mut want: BTreeMap<String, [i64; 3]> = BTreeMap::new();
+            let mut order: Vec<String> = Vec::new();
+            for b in &batches {
+                let p = b.column(0).as_string::<i32>();
+                for i in 0..b.num_rows() {
+                    let key = p.value(i).to_string();
+                    let sums = want.entry(key.clone()).or_insert_with(|| {
+                        order.push(key);
+                        [0; 3]
+                    });
+                    for (k, sum) in sums.iter_mut().enumerate() {
+                        *sum += b
+                            .column(7 + k)
+                            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                            .value(i);
+                    }
+                }
+            }
+            let Some(got) = sum_by_pattern(&batches).unwrap() else {
+                assert!(want.is_empty(), "trial {trial}");
+                continue;
+            };
+            // the expected batch: each pattern's own row with the sums
+            let rows: Vec<Row> = order
+                .iter()
+                .map(|p| {
+                    let items: Vec<&'static str> = p
+                        .split(PATTERN_SEP)
+                        .map(|s| *items.iter().find(|i| **i == s).unwrap())
+                        .collect();
+                    (items, want[p])
+                })
+                .collect();
+            assert_eq!(got, batch(&rows), "trial {trial}");
+        }
+    }
 }
