@@ -29,8 +29,9 @@ const MI_DEFAULT_PURGE_DELAY_MS: std::os::raw::c_long = 1_000;
 /// default is 1 s), unless `MIMALLOC_PURGE_DELAY` says otherwise: each
 /// bucket of a large log allocates about what the one before freed, some
 /// seconds earlier, and memory handed back is faulted in and zeroed again.
-/// At 100M contacts this halved the page faults (8.6–9.0M → 3.4M) and cut
-/// system time by a quarter, for ~0.4 GiB more peak memory (BENCHMARKS.md).
+/// At 100M contacts (one binary, 2 runs each) this cut the page faults from
+/// 8.6–9.0M to 3.3–3.4M and system time from 38 to 24–28 s, for ~0.4 GiB
+/// more peak memory; at 10M it adds ~0.3 GiB (BENCHMARKS.md).
 fn keep_freed_memory_longer() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
