@@ -33,7 +33,7 @@ use crate::ingest::{self, IngestStats};
 use crate::queries;
 use crate::report::{self, ClusterRow, Manifest};
 use crate::timeline::exec::TimelineExec;
-use crate::timeline::sorted::{SortedContactsExec, TextDictionaries};
+use crate::timeline::sorted::{CODED_COLUMNS, SortedContactsExec, TextDictionaries};
 use crate::timeline::{Mode, TimelineParams};
 
 /// Receives stage names as the run advances (for a progress display).
@@ -993,16 +993,25 @@ fn later_columns(
         .iter()
         .map(|c| schema.index_of(c))
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    let narrow = Arc::new(schema.project(&idx)?);
+    project_parts(schema, parts, &idx)
+}
+
+/// The schema and the partitions cut down to the columns `idx` (without
+/// copying).
+fn project_parts(
+    schema: &SchemaRef,
+    parts: &[Vec<RecordBatch>],
+    idx: &[usize],
+) -> Result<(SchemaRef, Vec<Vec<RecordBatch>>)> {
     let parts = parts
         .iter()
         .map(|p| {
             p.iter()
-                .map(|b| b.project(&idx))
+                .map(|b| b.project(idx))
                 .collect::<std::result::Result<Vec<_>, _>>()
         })
         .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok((narrow, parts))
+    Ok((Arc::new(schema.project(idx)?), parts))
 }
 
 /// Runs `sql` to its result: the schema (the batches' own, which can differ
@@ -1037,10 +1046,6 @@ enum Annotated {
     Taken,
 }
 
-/// The channel and reason texts and their code columns
-/// ([`crate::timeline::sorted::CODED_COLUMNS`]).
-const CODED_TEXTS: [(&str, &str); 2] = [("channel", "_channel_code"), ("reason", "_reason_code")];
-
 /// The partitions without their channel and reason texts, which
 /// [`with_coded_texts`] gives back from the codes.
 fn without_coded_texts(
@@ -1050,18 +1055,10 @@ fn without_coded_texts(
     let idx: Vec<usize> = (0..schema.fields().len())
         .filter(|i| {
             let name = schema.field(*i).name();
-            !CODED_TEXTS.iter().any(|(text, _)| name == text)
+            !CODED_COLUMNS.iter().any(|(text, _)| name == text)
         })
         .collect();
-    let parts = parts
-        .iter()
-        .map(|p| {
-            p.iter()
-                .map(|b| b.project(&idx))
-                .collect::<std::result::Result<Vec<_>, _>>()
-        })
-        .collect::<std::result::Result<Vec<_>, _>>()?;
-    Ok((Arc::new(schema.project(&idx)?), parts))
+    project_parts(schema, parts, &idx)
 }
 
 /// A batch written by way of [`without_coded_texts`], back in `schema`: the
@@ -1086,10 +1083,11 @@ fn with_coded_texts(
         .iter()
         .map(|f| {
             let name = f.name().as_str();
-            match CODED_TEXTS.iter().position(|(text, _)| *text == name) {
+            match CODED_COLUMNS.iter().position(|(text, _)| *text == name) {
                 Some(c) => {
+                    // (the dictionaries in CODED_COLUMNS' order)
                     let texts = [&dictionaries.channel, &dictionaries.reason][c];
-                    let codes = by_name(CODED_TEXTS[c].1)?.as_primitive::<UInt32Type>();
+                    let codes = by_name(CODED_COLUMNS[c].1)?.as_primitive::<UInt32Type>();
                     Ok(crate::timeline::sorted::decode_texts(codes, texts)?)
                 }
                 None => Ok(by_name(name)?.clone()),

@@ -64,8 +64,9 @@ const SUMMED: [&str; 3] = ["n", "customers", "followup_cost_micros"];
 ///
 /// A pattern is looked up by its items (`reason_1` to `reason_4`, which
 /// determine the other key columns), each item numbered once in a small map
-/// and the four numbers packed into one integer: hashing and comparing the
-/// pattern texts instead took three times as long.
+/// and the four numbers packed into one integer (at 10M contacts in 3
+/// buckets about as fast as hashing the pattern texts, 0.73 against 0.63 s,
+/// within the noise).
 #[derive(Default)]
 pub struct PatternSums {
     /// A number for each item text (from 1; 0 is no item).
