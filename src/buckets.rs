@@ -27,10 +27,10 @@
 //! records each batch's size. [`RowNumbers`] turns that into the global input
 //! row number (and the contact ids assigned from it) as a bucket is taken.
 
+mod direct;
+
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::BufWriter;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{AsArray, Int64Array, UInt32Array};
@@ -45,6 +45,7 @@ use datafusion::arrow::ipc::{Block, root_as_footer};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, Result};
+use direct::DirectWriter;
 
 /// Contacts per bucket when neither `--bucket-contacts` nor a memory limit
 /// says otherwise. Measured on a 100M-contact log: 14M-contact buckets
@@ -201,7 +202,7 @@ enum SinkInner {
     Memory(Mutex<Vec<RecordBatch>>),
     Files {
         dir: tempfile::TempDir,
-        writers: Vec<Mutex<FileWriter<BufWriter<File>>>>,
+        writers: Vec<Mutex<FileWriter<DirectWriter>>>,
         rows: Vec<std::sync::atomic::AtomicU64>,
         bounds: Vec<String>,
     },
@@ -216,14 +217,14 @@ impl Sink {
             SinkInner::Memory(Mutex::new(Vec::new()))
         } else {
             let dir = spill_dir()?;
+            // a buffer per bucket file, 64 MiB over all of them at most
+            let capacity = ((64 << 20) / buckets).clamp(64 << 10, SPILL_BUFFER);
             let writers = (0..buckets)
                 .map(|b| {
-                    let path = dir.path().join(format!("bucket-{b}.arrow"));
-                    let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
-                    Ok(Mutex::new(FileWriter::try_new(
-                        BufWriter::with_capacity(1 << 20, file),
-                        &schema,
-                    )?))
+                    let path = bucket_path(dir.path(), b);
+                    let file =
+                        DirectWriter::create(&path, capacity).map_err(|e| Error::io(&path, e))?;
+                    Ok(Mutex::new(FileWriter::try_new(file, &schema)?))
                 })
                 .collect::<Result<Vec<_>>>()?;
             SinkInner::Files {
@@ -303,10 +304,13 @@ impl Sink {
             SinkInner::Files {
                 dir, writers, rows, ..
             } => {
-                for w in writers {
+                for (b, w) in writers.into_iter().enumerate() {
+                    let path = bucket_path(dir.path(), b);
                     w.into_inner()
                         .expect("no task panicked holding it")
-                        .finish()?;
+                        .into_inner()?
+                        .finish()
+                        .map_err(|e| Error::io(&path, e))?;
                 }
                 Store::Files {
                     rows: rows.into_iter().map(|r| r.into_inner()).collect(),
@@ -389,7 +393,7 @@ impl Buckets {
         let batches = match &mut self.store {
             Store::Memory(batches) => std::mem::take(batches),
             Store::Files { dir, .. } => {
-                let path = dir.path().join(format!("bucket-{b}.arrow"));
+                let path = bucket_path(dir.path(), b);
                 let batches = read_file(&path)?
                     .into_iter()
                     .map(|b| self.numbers.renumber(b))
@@ -407,30 +411,31 @@ impl Buckets {
     }
 }
 
-/// Writes `batches` to an Arrow IPC file at `path`.
+/// The buffer a spill file is written through (see [`direct`]).
+const SPILL_BUFFER: usize = 4 << 20;
+
+/// The file of bucket `b` in `dir`.
+fn bucket_path(dir: &Path, b: usize) -> PathBuf {
+    dir.join(format!("bucket-{b}.arrow"))
+}
+
+/// Writes `batches` to an Arrow IPC file at `path` (around the page cache,
+/// see [`direct`]); returns its size.
 pub fn spill(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<u64> {
-    let file = File::create(path).map_err(|e| Error::io(path, e))?;
-    let mut w = FileWriter::try_new(BufWriter::with_capacity(1 << 20, file), schema)?;
+    let file = DirectWriter::create(path, SPILL_BUFFER).map_err(|e| Error::io(path, e))?;
+    let mut w = FileWriter::try_new(file, schema)?;
     for b in batches {
         w.write(b)?;
     }
-    w.finish()?;
-    Ok(std::fs::metadata(path).map(|m| m.len()).unwrap_or(0))
+    w.into_inner()?.finish().map_err(|e| Error::io(path, e))
 }
 
 /// Reads every batch of an Arrow IPC file written by [`spill`] or a
-/// [`Sink`], without copying: the file is mapped into memory (its pages
-/// populated at once) and the batches' buffers point into the mapping, which
-/// lives as long as any of them. Reading the files through a buffered reader
-/// copied every byte out of the page cache into fresh memory (page faults
-/// and copies were a large part of a 100M run's time).
+/// [`Sink`]: the file is read whole into one buffer (around the page cache,
+/// see [`direct`]), and the batches' arrays point into it, which lives as
+/// long as any of them.
 pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    // SAFETY: the file is one this run wrote and closed in its own temporary
-    // folder; nothing writes to it again while it is mapped.
-    let map = unsafe { memmap2::MmapOptions::new().populate().map(&file) }
-        .map_err(|e| Error::io(path, e))?;
-    let whole = bytes::Bytes::from_owner(map);
+    let whole = direct::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |what: String| ArrowError::IpcError(format!("{}: {what}", path.display()));
     let n = whole.len();
     if n < 10 {

@@ -1,0 +1,235 @@
+//! Temporary files written and read around the page cache (`O_DIRECT`).
+//!
+//! Input: the bytes of a bucket or spill file, as Arrow's IPC writer
+//! produces them. Output: the file, and its bytes read back whole into one
+//! buffer of this process's memory.
+//!
+//! A run over a large log writes and reads back several gigabytes of such
+//! files, each read once, soon after. Written through the page cache, they
+//! were throttled by the kernel's writeback: on these machines `dd` wrote
+//! 1 GB at 5.4 GB/s, but 4 GB at 0.4–0.8 GB/s (the dirty-page limit), while
+//! with `O_DIRECT` it wrote 4 GB at 2.1 GB/s and read it back at 3.2 GB/s.
+//! Direct I/O needs the buffer, the file offset and the length of each read
+//! and write aligned to the device's block; [`ALIGN`] (4 KiB) suits every
+//! common device. Where a file system refuses `O_DIRECT` (tmpfs, say) the
+//! files are written and read the ordinary way.
+
+use std::alloc::{Layout, alloc_zeroed, dealloc};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::Path;
+use std::ptr::NonNull;
+
+/// Alignment of buffers, offsets and lengths for direct I/O.
+pub const ALIGN: usize = 4096;
+
+/// Most bytes one read asks for.
+const READ_CHUNK: usize = 32 << 20;
+
+/// A zeroed, [`ALIGN`]-aligned buffer of `cap` bytes, of which the first
+/// `len` are in use.
+pub struct AlignedBuf {
+    ptr: NonNull<u8>,
+    cap: usize,
+    len: usize,
+}
+
+// SAFETY: the buffer owns its memory, like a Vec<u8>.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared, it is only read.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    /// A buffer of at least `cap` bytes (rounded up to [`ALIGN`]).
+    pub fn new(cap: usize) -> AlignedBuf {
+        let cap = cap.max(1).next_multiple_of(ALIGN);
+        let layout = Layout::from_size_align(cap, ALIGN).expect("a valid layout");
+        // SAFETY: the layout's size is not zero
+        let ptr = unsafe { alloc_zeroed(layout) };
+        let Some(ptr) = NonNull::new(ptr) else {
+            std::alloc::handle_alloc_error(layout)
+        };
+        AlignedBuf { ptr, cap, len: 0 }
+    }
+
+    fn whole(&mut self) -> &mut [u8] {
+        // SAFETY: `cap` bytes allocated (and zeroed) at `ptr`, owned by self
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.cap) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        let layout = Layout::from_size_align(self.cap, ALIGN).expect("a valid layout");
+        // SAFETY: allocated in `new` with this layout
+        unsafe { dealloc(self.ptr.as_ptr(), layout) }
+    }
+}
+
+impl AsRef<[u8]> for AlignedBuf {
+    fn as_ref(&self) -> &[u8] {
+        // SAFETY: `len <= cap` bytes at `ptr`, initialised
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+/// Opens `path`, with `O_DIRECT` if `direct` and the file system allows
+/// it; the bool says whether it did.
+fn open(path: &Path, options: &OpenOptions, direct: bool) -> io::Result<(File, bool)> {
+    #[cfg(target_os = "linux")]
+    if direct {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut direct = options.clone();
+        direct.custom_flags(libc::O_DIRECT);
+        match direct.open(path) {
+            Ok(f) => return Ok((f, true)),
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((options.open(path)?, false))
+}
+
+/// A file written in whole aligned blocks through one buffer; the last,
+/// partial block is padded and the file cut back to its length by
+/// [`DirectWriter::finish`], which a file must be finished with.
+pub struct DirectWriter {
+    file: File,
+    direct: bool,
+    buf: AlignedBuf,
+    written: u64,
+}
+
+impl DirectWriter {
+    /// Creates (or truncates) `path`, writing through a buffer of about
+    /// `capacity` bytes.
+    pub fn create(path: &Path, capacity: usize) -> io::Result<DirectWriter> {
+        Self::create_as(path, capacity, true)
+    }
+
+    /// [`DirectWriter::create`], trying `O_DIRECT` only if `direct`.
+    fn create_as(path: &Path, capacity: usize, direct: bool) -> io::Result<DirectWriter> {
+        let mut options = OpenOptions::new();
+        options.write(true).create(true).truncate(true);
+        let (file, direct) = open(path, &options, direct)?;
+        Ok(DirectWriter {
+            file,
+            direct,
+            buf: AlignedBuf::new(capacity),
+            written: 0,
+        })
+    }
+
+    fn write_buffer(&mut self) -> io::Result<()> {
+        let len = self.buf.len;
+        let block = if self.direct {
+            len.next_multiple_of(ALIGN)
+        } else {
+            len
+        };
+        self.buf.whole()[len..block].fill(0);
+        self.file.write_all(&self.buf.whole()[..block])?;
+        self.written += len as u64;
+        self.buf.len = 0;
+        Ok(())
+    }
+
+    /// Writes what is left and cuts the file to the bytes written; returns
+    /// their number.
+    pub fn finish(mut self) -> io::Result<u64> {
+        if self.buf.len > 0 {
+            let padded = self.direct && self.buf.len % ALIGN != 0;
+            self.write_buffer()?;
+            if padded {
+                self.file.set_len(self.written)?;
+            }
+        }
+        Ok(self.written)
+    }
+}
+
+impl Write for DirectWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let (len, cap) = (self.buf.len, self.buf.cap);
+        let n = data.len().min(cap - len);
+        self.buf.whole()[len..len + n].copy_from_slice(&data[..n]);
+        self.buf.len += n;
+        if self.buf.len == cap {
+            self.write_buffer()?;
+        }
+        Ok(n)
+    }
+
+    /// Does nothing: only whole blocks can be written before
+    /// [`DirectWriter::finish`].
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The whole of the file at `path`, read into one aligned buffer.
+pub fn read(path: &Path) -> io::Result<bytes::Bytes> {
+    read_as(path, true)
+}
+
+/// [`read`], trying `O_DIRECT` only if `direct`.
+fn read_as(path: &Path, direct: bool) -> io::Result<bytes::Bytes> {
+    let (mut file, _) = open(path, OpenOptions::new().read(true), direct)?;
+    let len = file.metadata()?.len() as usize;
+    let mut buf = AlignedBuf::new(len);
+    let mut done = 0;
+    while done < len {
+        // a whole number of blocks, past the end if need be
+        let end = (done + READ_CHUNK).min(buf.cap);
+        match file.read(&mut buf.whole()[done..end]) {
+            Ok(0) => break,
+            Ok(n) => done += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if done < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("{done} of {len} bytes read"),
+        ));
+    }
+    buf.len = len;
+    Ok(bytes::Bytes::from_owner(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_read_back_as_written() {
+        let dir = tempfile::tempdir().unwrap();
+        // lengths around the block and buffer sizes, written in odd pieces,
+        // directly and not (as where the file system refuses O_DIRECT), and
+        // read back either way
+        for len in [0, 1, ALIGN - 1, ALIGN, ALIGN + 1, 3 * ALIGN + 17, 70_001] {
+            let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+            for (write_direct, read_direct) in [(true, true), (false, true), (true, false)] {
+                let path = dir.path().join(format!("f{len}-{write_direct}"));
+                let mut w = DirectWriter::create_as(&path, 2 * ALIGN, write_direct).unwrap();
+                for piece in data.chunks(1000) {
+                    w.write_all(piece).unwrap();
+                }
+                assert_eq!(w.finish().unwrap(), len as u64);
+                let what = format!("length {len}, {write_direct}, {read_direct}");
+                assert_eq!(
+                    std::fs::metadata(&path).unwrap().len(),
+                    len as u64,
+                    "{what}"
+                );
+                assert_eq!(
+                    read_as(&path, read_direct).unwrap().as_ref(),
+                    &data[..],
+                    "{what}"
+                );
+                assert_eq!(std::fs::read(&path).unwrap(), data, "{what}");
+            }
+        }
+    }
+}
