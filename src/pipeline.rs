@@ -326,7 +326,8 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let mut caps_total: BTreeMap<String, u64> = BTreeMap::new();
     let mut pair_counts = Collected::default();
     let mut sequence_counts = Collected::default();
-    let mut pattern_sums = (n_buckets > 1).then(crate::timeline::PatternSums::default);
+    // (one per partition, summed side by side)
+    let mut pattern_sums = (n_buckets > 1).then(Vec::<crate::timeline::PatternSums>::new);
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let with_agent = cfg.columns.agent.is_some();
     let mut contacts_writer: Option<report::ContactsWriter> = None;
@@ -414,9 +415,17 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             // pattern, partition and bucket
             Some(sums) => {
                 let t = Instant::now();
-                for batch in counted.iter().flatten() {
-                    sums.add(batch)?;
+                if sums.len() < counted.len() {
+                    sums.resize_with(counted.len(), Default::default);
                 }
+                pool.install(|| {
+                    use rayon::prelude::*;
+                    sums.par_iter_mut()
+                        .zip(counted.par_iter())
+                        .try_for_each(|(sums, batches)| {
+                            batches.iter().try_for_each(|batch| sums.add(batch))
+                        })
+                })?;
                 add_seconds(&mut stage_seconds, "sequences.sum", t);
                 sequence_counts.add((counts_schema, vec![Vec::new()]));
             }
@@ -484,7 +493,18 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let schema = annotated_schema.expect("at least one bucket");
     ctx.register_table("repeat_counts", repeat_counts.table()?)?;
     ctx.register_table("pair_counts", pair_counts.table()?)?;
-    if let Some(summed) = pattern_sums.map(|s| s.finish()).transpose()?.flatten() {
+    let summed = match pattern_sums {
+        // the partitions' sums, summed
+        Some(sums) => {
+            let parts = sums
+                .into_iter()
+                .map(|s| s.finish())
+                .collect::<Result<Vec<_>>>()?;
+            crate::timeline::sum_by_pattern(&parts.into_iter().flatten().collect::<Vec<_>>())?
+        }
+        None => None,
+    };
+    if let Some(summed) = summed {
         sequence_counts.add((summed.schema(), vec![vec![summed]]));
     }
     ctx.register_table("sequence_counts", sequence_counts.table()?)?;

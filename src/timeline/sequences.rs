@@ -104,21 +104,28 @@ impl PatternSums {
             .collect::<Result<Vec<_>>>()?;
         let counts: Vec<&Int64Array> = counts.iter().map(|a| a.as_primitive()).collect();
         let mut new_rows: Vec<u32> = Vec::new();
+        // each column's last item and its number: the pass lists patterns
+        // by prefix, so an item is mostly the one above it
+        let mut last: [(&str, u32); 4] = [("", 0); 4];
         for i in 0..batch.num_rows() {
             let mut key = 0u128;
-            for item in &items {
+            for (item, last) in items.iter().zip(last.iter_mut()) {
                 let number = if item.is_null(i) {
                     0
                 } else {
                     let text = item.value(i);
-                    match self.items.get(text) {
-                        Some(n) => *n,
-                        None => {
-                            let n = self.items.len() as u32 + 1;
-                            self.items.insert(text.into(), n);
-                            n
-                        }
+                    if last.1 == 0 || last.0 != text {
+                        let n = match self.items.get(text) {
+                            Some(n) => *n,
+                            None => {
+                                let n = self.items.len() as u32 + 1;
+                                self.items.insert(text.into(), n);
+                                n
+                            }
+                        };
+                        *last = (text, n);
                     }
+                    last.1
                 };
                 key = (key << 32) | number as u128;
             }
