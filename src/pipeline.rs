@@ -416,7 +416,10 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             Some(sums) => {
                 let t = Instant::now();
                 if sums.len() < counted.len() {
-                    sums.resize_with(counted.len(), Default::default);
+                    let items_are_reasons = !cfg.sequence_channel_items;
+                    sums.resize_with(counted.len(), || {
+                        crate::timeline::PatternSums::new(items_are_reasons)
+                    });
                 }
                 pool.install(|| {
                     use rayon::prelude::*;
@@ -500,7 +503,10 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                 .into_iter()
                 .map(|s| s.finish())
                 .collect::<Result<Vec<_>>>()?;
-            crate::timeline::sum_by_pattern(&parts.into_iter().flatten().collect::<Vec<_>>())?
+            crate::timeline::sum_by_pattern(
+                &parts.into_iter().flatten().collect::<Vec<_>>(),
+                !cfg.sequence_channel_items,
+            )?
         }
         None => None,
     };

@@ -337,13 +337,20 @@ async fn buckets_do_not_change_the_output() {
     let dir = tempfile::tempdir().unwrap();
     let no_ids = dir.path().join("no_ids.parquet");
     sample_as("SELECT * EXCLUDE (contact_id) FROM sample", &no_ids).await;
-    for (name, input) in [("ids", &sample), ("no_ids", &no_ids)] {
+    // (channel:reason items: patterns with the same reasons on different
+    // channels are summed over buckets each on its own)
+    for (name, input, channel_items) in [
+        ("ids", &sample, false),
+        ("no_ids", &no_ids, false),
+        ("channel_items", &sample, true),
+    ] {
         let mut rendered = Vec::new();
         for (bucket_contacts, threads) in [(None, 2), (Some(1_000), 1), (Some(9_000), 3)] {
             let out = dir
                 .path()
                 .join(format!("{name}-{bucket_contacts:?}-{threads}"));
             let mut cfg = sample_config(std::slice::from_ref(input), out.clone());
+            cfg.sequence_channel_items = channel_items;
             cfg.bucket_contacts = bucket_contacts;
             cfg.target_partitions = threads;
             let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)

@@ -62,17 +62,37 @@ const SUMMED: [&str; 3] = ["n", "customers", "followup_cost_micros"];
 /// seven key columns summed the rows so far again after every bucket, and
 /// took half the sequence stage's time at 100M contacts (9.9 of 19.5 s).
 ///
-/// A pattern is looked up by its items (`reason_1` to `reason_4`, which
-/// determine the other key columns), each item numbered once in a small map
-/// and the four numbers packed into one integer (at 10M contacts in 3
-/// buckets about as fast as hashing the pattern texts, 0.73 against 0.63 s,
-/// within the noise).
+/// A pattern is looked up by all seven key columns, as that `GROUP BY` did,
+/// written one after another into one key (so no two different rows make
+/// the same key): the length, the reasons by number, the prefix by its
+/// length (it is the pattern's start), the pattern after its length. Where
+/// the items are the reasons, the pass writes the other key columns from
+/// them, and the reasons alone are the key, packed into one integer (at 10M
+/// contacts in 3 buckets the whole key took 0.95–1.0 s against 0.55–0.58 s). The reasons alone are not
+/// enough: with channel:reason items, patterns on different channels share
+/// them. The keys are kept one after another in one buffer and found by
+/// their hash (a map of boxed keys took twice as long: a pointer to follow
+/// per lookup).
 #[derive(Default)]
 pub struct PatternSums {
-    /// A number for each item text (from 1; 0 is no item).
+    /// Whether the items are the reasons (not channel:reason).
+    items_are_reasons: bool,
+    /// A number for each reason text (from 1; 0 is none).
     items: FastMap<Box<str>, u32>,
-    /// Each pattern's place among the sums, by its packed item numbers.
-    index: FastMap<u128, usize>,
+    /// Each pattern's place, by its reasons' numbers packed (items that are
+    /// reasons).
+    by_reasons: FastMap<u128, usize>,
+    /// Otherwise, the first pattern with each key hash.
+    index: FastMap<u64, u32>,
+    /// The next pattern with the same key hash (`u32::MAX`: none).
+    same_hash: Vec<u32>,
+    /// Every pattern's key, one after another; pattern `k`'s ends at
+    /// `key_ends[k]`.
+    keys: Vec<u8>,
+    key_ends: Vec<usize>,
+    hasher: foldhash::fast::FixedState,
+    /// Bits of the hash left out (tests make the hashes collide).
+    hash_shift: u32,
     /// The first row of each pattern, key columns only, in order.
     firsts: Vec<RecordBatch>,
     sums: Vec<[i64; 3]>,
@@ -80,6 +100,15 @@ pub struct PatternSums {
 }
 
 impl PatternSums {
+    /// Sums of the counts of a run whose sequence items are the reasons
+    /// (`items_are_reasons`) or channel:reason.
+    pub fn new(items_are_reasons: bool) -> PatternSums {
+        PatternSums {
+            items_are_reasons,
+            ..Default::default()
+        }
+    }
+
     /// Adds a batch of sequence counts.
     pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
         let schema = batch.schema();
@@ -90,50 +119,86 @@ impl PatternSums {
                 .column_by_name(name)
                 .ok_or_else(|| internal(format!("sequence counts without {name}")))
         };
-        let items = ["reason_1", "reason_2", "reason_3", "reason_4"]
+        let text = |c: &str| {
+            let a = column(c)?;
+            a.as_string_opt::<i32>()
+                .ok_or_else(|| internal(format!("sequence counts' {c} is {}", a.data_type())))
+        };
+        let (pattern, prefix) = (text("pattern")?, text("prefix")?);
+        let reasons = ["reason_1", "reason_2", "reason_3", "reason_4"]
             .iter()
-            .map(|c| {
-                let a = column(c)?;
-                a.as_string_opt::<i32>()
-                    .ok_or_else(|| internal(format!("sequence counts' {c} is {}", a.data_type())))
-            })
+            .map(|c| text(c))
             .collect::<Result<Vec<_>>>()?;
+        let length = cast(column("length")?, &DataType::Int64)?;
+        let length = length.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
         let counts = SUMMED
             .iter()
             .map(|c| Ok(cast(column(c)?, &DataType::Int64)?))
             .collect::<Result<Vec<_>>>()?;
         let counts: Vec<&Int64Array> = counts.iter().map(|a| a.as_primitive()).collect();
         let mut new_rows: Vec<u32> = Vec::new();
-        // each column's last item and its number: the pass lists patterns
-        // by prefix, so an item is mostly the one above it
+        let mut key: Vec<u8> = Vec::with_capacity(128);
+        // a text, after its length (no text is u64::MAX bytes long: null)
+        let put = |key: &mut Vec<u8>, t: &StringArray, i: usize| {
+            if t.is_null(i) {
+                key.extend_from_slice(&u64::MAX.to_le_bytes());
+            } else {
+                let v = t.value(i).as_bytes();
+                key.extend_from_slice(&(v.len() as u64).to_le_bytes());
+                key.extend_from_slice(v);
+            }
+        };
+        // each reason column's last text and its number: the pass lists
+        // patterns by prefix, so a reason is mostly the one above it
         let mut last: [(&str, u32); 4] = [("", 0); 4];
         for i in 0..batch.num_rows() {
-            let mut key = 0u128;
-            for (item, last) in items.iter().zip(last.iter_mut()) {
-                let number = if item.is_null(i) {
+            // the reasons by number (0: null), packed
+            let mut numbers = 0u128;
+            for (r, last) in reasons.iter().zip(last.iter_mut()) {
+                let number = if r.is_null(i) {
                     0
                 } else {
-                    let text = item.value(i);
-                    if last.1 == 0 || last.0 != text {
-                        let n = match self.items.get(text) {
-                            Some(n) => *n,
-                            None => {
-                                let n = self.items.len() as u32 + 1;
-                                self.items.insert(text.into(), n);
-                                n
-                            }
-                        };
-                        *last = (text, n);
+                    let t = r.value(i);
+                    if last.1 == 0 || last.0 != t {
+                        let n = self.items.len() as u32 + 1;
+                        *last = (t, *self.items.entry(t.into()).or_insert(n));
                     }
                     last.1
                 };
-                key = (key << 32) | number as u128;
+                numbers = (numbers << 32) | number as u128;
             }
-            let k = *self.index.entry(key).or_insert_with(|| {
-                self.sums.push([0; 3]);
-                new_rows.push(i as u32);
-                self.sums.len() - 1
-            });
+            let k = if self.items_are_reasons {
+                // (the rest follows from the reasons)
+                let next = self.sums.len();
+                let k = *self.by_reasons.entry(numbers).or_insert(next);
+                if k == next {
+                    self.sums.push([0; 3]);
+                    new_rows.push(i as u32);
+                }
+                k
+            } else {
+                key.clear();
+                key.extend_from_slice(&numbers.to_le_bytes());
+                key.extend_from_slice(&length.value(i).to_le_bytes());
+                key.push(length.is_null(i) as u8);
+                // the prefix by its length where it is the pattern's start
+                // (as the pass writes it), else whole
+                if pattern.is_valid(i)
+                    && prefix.is_valid(i)
+                    && pattern.value(i).starts_with(prefix.value(i))
+                {
+                    key.push(0);
+                    key.extend_from_slice(&(prefix.value(i).len() as u64).to_le_bytes());
+                } else {
+                    key.push(1);
+                    put(&mut key, prefix, i);
+                }
+                put(&mut key, pattern, i);
+                self.slot(&key).unwrap_or_else(|| {
+                    new_rows.push(i as u32);
+                    self.insert(&key)
+                })
+            };
             for (sum, col) in self.sums[k].iter_mut().zip(&counts) {
                 *sum += col.value(i);
             }
@@ -147,6 +212,40 @@ impl PatternSums {
         }
         self.schema.get_or_insert(schema);
         Ok(())
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key) >> self.hash_shift
+    }
+
+    /// The pattern with `key`, if any.
+    fn slot(&self, key: &[u8]) -> Option<usize> {
+        let mut k = *self.index.get(&self.hash(key))?;
+        while k != u32::MAX {
+            let start = if k == 0 {
+                0
+            } else {
+                self.key_ends[k as usize - 1]
+            };
+            if &self.keys[start..self.key_ends[k as usize]] == key {
+                return Some(k as usize);
+            }
+            k = self.same_hash[k as usize];
+        }
+        None
+    }
+
+    /// A new pattern with `key` and no counts yet; its place.
+    fn insert(&mut self, key: &[u8]) -> usize {
+        let k = self.sums.len();
+        self.sums.push([0; 3]);
+        self.keys.extend_from_slice(key);
+        self.key_ends.push(self.keys.len());
+        let head = self.index.entry(self.hash(key)).or_insert(u32::MAX);
+        self.same_hash.push(*head);
+        *head = k as u32;
+        k
     }
 
     /// The sums, as one batch in the added batches' schema (None: no rows).
@@ -178,8 +277,11 @@ impl PatternSums {
 }
 
 /// `batches` summed by pattern ([`PatternSums`]).
-pub fn sum_by_pattern(batches: &[RecordBatch]) -> Result<Option<RecordBatch>> {
-    let mut sums = PatternSums::default();
+pub fn sum_by_pattern(
+    batches: &[RecordBatch],
+    items_are_reasons: bool,
+) -> Result<Option<RecordBatch>> {
+    let mut sums = PatternSums::new(items_are_reasons);
     for b in batches {
         sums.add(b)?;
     }
@@ -739,7 +841,8 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeMap;
 
-    /// One row of sequence counts for `items` (2 to 4 reasons) with counts.
+    /// One row of sequence counts for `items` (2 to 4 reasons, or
+    /// channel:reason items) with counts.
     type Row = (Vec<&'static str>, [i64; 3]);
 
     fn batch(rows: &[Row]) -> RecordBatch {
@@ -749,7 +852,13 @@ mod tests {
         let int = |f: &dyn Fn(&Row) -> i64| -> ArrayRef {
             Arc::new(rows.iter().map(f).collect::<Int64Array>())
         };
-        let item = |k: usize| move |r: &Row| r.0.get(k).map(|s| s.to_string());
+        // (an item's reason: after the channel, if any)
+        let item = |k: usize| {
+            move |r: &Row| {
+                r.0.get(k)
+                    .map(|s| s.rsplit(':').next().expect("a part").to_string())
+            }
+        };
         RecordBatch::try_new(
             sequence_counts_schema(),
             vec![
@@ -773,11 +882,26 @@ mod tests {
     /// order; batches without rows and no batches at all.
     #[test]
     fn sums_by_pattern_like_a_map() {
-        let items = ["billing", "outage", "login", "moving"];
+        // reason items, and channel:reason items, where different patterns
+        // share reasons (every other trial)
+        let reasons = ["billing", "outage", "login", "moving"];
+        let channel_reasons = ["billing", "phone:billing", "chat:billing", "chat:outage"];
         let mut rng = StdRng::seed_from_u64(3);
-        assert!(sum_by_pattern(&[]).unwrap().is_none());
-        assert!(sum_by_pattern(&[batch(&[])]).unwrap().is_none());
-        for trial in 0..100 {
+        for items_are_reasons in [true, false] {
+            assert!(sum_by_pattern(&[], items_are_reasons).unwrap().is_none());
+            assert!(
+                sum_by_pattern(&[batch(&[])], items_are_reasons)
+                    .unwrap()
+                    .is_none()
+            );
+        }
+        for trial in 0..200 {
+            let items_are_reasons = trial % 2 == 0;
+            let items = if items_are_reasons {
+                reasons
+            } else {
+                channel_reasons
+            };
             let batches: Vec<RecordBatch> = (0..rng.random_range(1..5))
                 .map(|_| {
                     let rows: Vec<Row> = (0..rng.random_range(0..30))
@@ -811,10 +935,24 @@ mod tests {
                     }
                 }
             }
-            let Some(got) = sum_by_pattern(&batches).unwrap() else {
+            let Some(got) = sum_by_pattern(&batches, items_are_reasons).unwrap() else {
                 assert!(want.is_empty(), "trial {trial}");
                 continue;
             };
+            // the same with hashes that mostly collide (4 of them)
+            let mut colliding = PatternSums {
+                hash_shift: 62,
+                ..PatternSums::new(items_are_reasons)
+            };
+            for b in &batches {
+                colliding.add(b).unwrap();
+            }
+            let colliding = colliding.finish().unwrap();
+            assert_eq!(
+                colliding.as_ref(),
+                Some(&got),
+                "trial {trial}, hashes colliding"
+            );
             // the expected batch: each pattern's own row with the sums
             let rows: Vec<Row> = order
                 .iter()
