@@ -90,6 +90,31 @@ fn open(path: &Path, options: &OpenOptions, direct: bool) -> io::Result<(File, b
     Ok((options.open(path)?, false))
 }
 
+fn is_einval(e: &io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    return e.raw_os_error() == Some(libc::EINVAL);
+    #[cfg(not(target_os = "linux"))]
+    return false;
+}
+
+/// Turns `O_DIRECT` off for `file`.
+fn stop_direct(file: &File) -> io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let fd = file.as_raw_fd();
+        // SAFETY: fcntl on a descriptor `file` owns and keeps open
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+        // SAFETY: as above
+        if flags < 0 || unsafe { libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
+    Ok(())
+}
+
 /// A file written in whole aligned blocks through one buffer; the last,
 /// partial block is padded and the file cut back to its length by
 /// [`DirectWriter::finish`], which a file must be finished with.
@@ -128,7 +153,18 @@ impl DirectWriter {
             len
         };
         self.buf.whole()[len..block].fill(0);
-        self.file.write_all(&self.buf.whole()[..block])?;
+        match self.file.write_all(&self.buf.whole()[..block]) {
+            // a file system that took O_DIRECT at open but not this write:
+            // the rest the ordinary way, from where the block began
+            Err(e) if self.direct && is_einval(&e) => {
+                use std::io::{Seek, SeekFrom};
+                stop_direct(&self.file)?;
+                self.direct = false;
+                self.file.seek(SeekFrom::Start(self.written))?;
+                self.file.write_all(&self.buf.whole()[..len])?;
+            }
+            r => r?,
+        }
         self.written += len as u64;
         self.buf.len = 0;
         Ok(())
@@ -174,7 +210,7 @@ pub fn read(path: &Path) -> io::Result<bytes::Bytes> {
 
 /// [`read`], trying `O_DIRECT` only if `direct`.
 fn read_as(path: &Path, direct: bool) -> io::Result<bytes::Bytes> {
-    let (mut file, _) = open(path, OpenOptions::new().read(true), direct)?;
+    let (mut file, mut direct) = open(path, OpenOptions::new().read(true), direct)?;
     let len = file.metadata()?.len() as usize;
     let mut buf = AlignedBuf::new(len);
     let mut done = 0;
@@ -185,6 +221,11 @@ fn read_as(path: &Path, direct: bool) -> io::Result<bytes::Bytes> {
             Ok(0) => break,
             Ok(n) => done += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // (as for writes: the rest the ordinary way)
+            Err(e) if direct && is_einval(&e) => {
+                stop_direct(&file)?;
+                direct = false;
+            }
             Err(e) => return Err(e),
         }
     }
@@ -201,6 +242,22 @@ fn read_as(path: &Path, direct: bool) -> io::Result<bytes::Bytes> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file whose writes stop being direct midway (as where a write is
+    /// refused) is whole all the same.
+    #[test]
+    fn direct_writes_can_stop_midway() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..5 * ALIGN + 123).map(|i| (i % 253) as u8).collect();
+        let mut w = DirectWriter::create(&path, ALIGN).unwrap();
+        w.write_all(&data[..2 * ALIGN + 5]).unwrap();
+        stop_direct(&w.file).unwrap();
+        w.direct = false;
+        w.write_all(&data[2 * ALIGN + 5..]).unwrap();
+        assert_eq!(w.finish().unwrap(), data.len() as u64);
+        assert_eq!(read(&path).unwrap().as_ref(), &data[..]);
+    }
 
     #[test]
     fn files_read_back_as_written() {
