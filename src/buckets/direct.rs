@@ -91,6 +91,8 @@ fn open(path: &Path, options: &OpenOptions, direct: bool) -> io::Result<(File, b
             Err(e) => return Err(e),
         }
     }
+    #[cfg(not(target_os = "linux"))]
+    let _ = direct;
     Ok((options.open(path)?, false))
 }
 
