@@ -456,8 +456,8 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                 // without the channel and reason texts, which their codes
                 // give back when read (a third fewer bytes)
                 let (spill_schema, parts) = without_coded_texts(&narrow_schema, &parts)?;
-                // the partitions written side by side: writing is mostly
-                // copying into the page cache, on the thread that writes
+                // the partitions written side by side: writing is copying
+                // into each file's aligned buffer and waiting for the device
                 let written = pool.install(|| {
                     use rayon::prelude::*;
                     parts

@@ -9,9 +9,10 @@
 //! were throttled by the kernel's writeback: on these machines `dd` wrote
 //! 1 GB at 5.4 GB/s, but 4 GB at 0.4–0.8 GB/s (the dirty-page limit), while
 //! with `O_DIRECT` it wrote 4 GB at 2.1 GB/s and read 2 GB back at 3.2 GB/s.
-//! A 100M-contact run took a third of the system time and 7% less wall time
-//! (BENCHMARKS.md, "Tenth session"), though reading the files back now
-//! comes from the device, not the page cache.
+//! In one A/B pair at 100M contacts (BENCHMARKS.md, "Tenth session") the
+//! system time fell from 31–38 s to 12 s and the wall time from 89–92 s to
+//! 77–84 s, though reading the files back now comes from the device, not
+//! the page cache.
 //! Direct I/O needs the buffer, the file offset and the length of each read
 //! and write aligned to the device's block; [`ALIGN`] (4 KiB) suits every
 //! common device. Where a file system refuses `O_DIRECT` (tmpfs, say), at
