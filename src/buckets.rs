@@ -20,6 +20,13 @@
 //! files as well ([`spill`], [`read_file`]). So the memory a run needs follows
 //! the bucket size, not the log size.
 //!
+//! In the bucket files channel and reason are codes into texts the sink
+//! numbers as it first sees them, and an unmapped (all-null) agent column
+//! is left out ([`FileCodec`]): a third fewer bytes to write and read back.
+//! A bucket is taken back with channel and reason as dictionaries over
+//! those texts, which the in-memory sort codes without hashing a text per
+//! row, or as texts for DataFusion's sort under a memory limit.
+//!
 //! Row numbers: ingest reads a file's partitions concurrently, so while it
 //! reads it cannot know how many rows come before a batch. It numbers rows
 //! `(g << 46) | (k << 24) | i` — the `g`-th scan partition, its `k`-th batch,
@@ -33,10 +40,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use datafusion::arrow::array::{AsArray, Int64Array, UInt32Array};
-use datafusion::arrow::buffer::Buffer;
-use datafusion::arrow::compute::take_record_batch;
-use datafusion::arrow::datatypes::{Int64Type, SchemaRef};
+use datafusion::arrow::array::{
+    Array, ArrayRef, AsArray, DictionaryArray, Int64Array, StringArray, UInt32Array, new_null_array,
+};
+use datafusion::arrow::buffer::{Buffer, ScalarBuffer};
+use datafusion::arrow::compute::{cast, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef, UInt32Type};
 use datafusion::arrow::error::ArrowError;
 use datafusion::arrow::ipc::convert::fb_to_schema;
 use datafusion::arrow::ipc::reader::{FileDecoder, read_footer_length};
@@ -45,6 +54,7 @@ use datafusion::arrow::ipc::{Block, root_as_footer};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::error::{Error, Result};
+use crate::timeline::sorted::TextCodes;
 use direct::DirectWriter;
 
 /// Contacts per bucket when neither `--bucket-contacts` nor a memory limit
@@ -205,13 +215,158 @@ enum SinkInner {
         writers: Vec<Mutex<FileWriter<DirectWriter>>>,
         rows: Vec<std::sync::atomic::AtomicU64>,
         bounds: Vec<String>,
+        codec: FileCodec,
+        /// The texts behind each coded column's codes, as first seen.
+        texts: Vec<Mutex<Texts>>,
     },
+}
+
+/// How contacts are stored in the bucket files: the columns of
+/// [`FileCodec::CODED`] as codes (UInt32, null where the text is) into texts
+/// the sink keeps, and the agent column left out when no agent column is
+/// mapped (all null). Channel and reason texts were about 28 of the ~67
+/// bytes a contact took in the files, and the empty agent column 4.
+#[derive(Debug, Clone)]
+struct FileCodec {
+    /// The contacts' schema (`contacts_in`).
+    schema: SchemaRef,
+    /// The files' schema.
+    file_schema: SchemaRef,
+    with_agent: bool,
+}
+
+impl FileCodec {
+    /// The text columns stored as codes.
+    const CODED: [&str; 2] = ["channel", "reason"];
+
+    fn new(schema: SchemaRef, with_agent: bool) -> Self {
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .filter(|f| with_agent || f.name() != "agent")
+            .map(|f| {
+                if Self::CODED.contains(&f.name().as_str()) {
+                    Field::new(f.name(), DataType::UInt32, true)
+                } else {
+                    f.as_ref().clone()
+                }
+            })
+            .collect();
+        FileCodec {
+            file_schema: Arc::new(Schema::new(fields)),
+            schema,
+            with_agent,
+        }
+    }
+
+    /// `batch` (schema `contacts_in`) as stored: each coded column's texts
+    /// numbered in `texts`, a batch's few distinct texts looked up there.
+    fn encode(&self, batch: &RecordBatch, texts: &[Mutex<Texts>]) -> Result<RecordBatch> {
+        let mut columns = Vec::with_capacity(self.file_schema.fields().len());
+        for (field, array) in self.schema.fields().iter().zip(batch.columns()) {
+            let name = field.name().as_str();
+            if let Some(c) = Self::CODED.iter().position(|n| *n == name) {
+                let values = array.as_string::<i32>();
+                let mut local = TextCodes::default();
+                let codes: Vec<u32> = (0..values.len()).map(|i| local.code(values, i)).collect();
+                let global: Vec<u32> = {
+                    let mut t = texts[c].lock().expect("no task panicked holding it");
+                    local.values().iter().map(|v| t.code(v)).collect()
+                };
+                let codes: Vec<u32> = codes
+                    .into_iter()
+                    .map(|k| global.get(k as usize).copied().unwrap_or(0))
+                    .collect();
+                columns.push(Arc::new(UInt32Array::new(
+                    ScalarBuffer::from(codes),
+                    values.nulls().cloned(),
+                )) as ArrayRef);
+            } else if name != "agent" || self.with_agent {
+                columns.push(array.clone());
+            }
+        }
+        Ok(RecordBatch::try_new(self.file_schema.clone(), columns)?)
+    }
+
+    /// A stored `batch` with the schema `contacts_in` again, but for each
+    /// coded column a dictionary over `values` (its texts, by code), or,
+    /// with `as_text`, the texts themselves.
+    fn decode(
+        &self,
+        batch: &RecordBatch,
+        values: &[ArrayRef],
+        as_text: bool,
+    ) -> Result<RecordBatch> {
+        let n = batch.num_rows();
+        let mut columns = Vec::with_capacity(self.schema.fields().len());
+        let mut fields = Vec::with_capacity(self.schema.fields().len());
+        let mut stored = batch.columns().iter();
+        for field in self.schema.fields() {
+            let name = field.name().as_str();
+            if name == "agent" && !self.with_agent {
+                columns.push(new_null_array(field.data_type(), n));
+                fields.push(field.as_ref().clone());
+                continue;
+            }
+            let array = stored.next().expect("a stored column per field").clone();
+            match Self::CODED.iter().position(|c| *c == name) {
+                Some(c) => {
+                    let keys = array.as_primitive::<UInt32Type>().clone();
+                    let dict: ArrayRef = Arc::new(DictionaryArray::<UInt32Type>::try_new(
+                        keys,
+                        values[c].clone(),
+                    )?);
+                    if as_text {
+                        columns.push(cast(&dict, &DataType::Utf8)?);
+                        fields.push(field.as_ref().clone());
+                    } else {
+                        fields.push(
+                            field
+                                .as_ref()
+                                .clone()
+                                .with_data_type(dict.data_type().clone()),
+                        );
+                        columns.push(dict);
+                    }
+                }
+                None => {
+                    columns.push(array);
+                    fields.push(field.as_ref().clone());
+                }
+            }
+        }
+        Ok(RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            columns,
+        )?)
+    }
+}
+
+/// The texts of one coded column, numbered as first seen.
+#[derive(Debug, Default)]
+struct Texts {
+    index: HashMap<String, u32>,
+    values: Vec<String>,
+}
+
+impl Texts {
+    fn code(&mut self, text: &str) -> u32 {
+        if let Some(c) = self.index.get(text) {
+            return *c;
+        }
+        let c = self.values.len() as u32;
+        self.index.insert(text.to_string(), c);
+        self.values.push(text.to_string());
+        c
+    }
 }
 
 impl Sink {
     /// A sink for the buckets `bounds` cut customer ids into (see
     /// [`range_bounds`]; none: one bucket, in memory).
-    pub fn new(schema: SchemaRef, bounds: Vec<String>) -> Result<Sink> {
+    /// Without `with_agent` (no agent column mapped: all null), the bucket
+    /// files leave the agent column out.
+    pub fn new(schema: SchemaRef, bounds: Vec<String>, with_agent: bool) -> Result<Sink> {
         let buckets = bounds.len() + 1;
         let inner = if buckets <= 1 {
             SinkInner::Memory(Mutex::new(Vec::new()))
@@ -219,12 +374,13 @@ impl Sink {
             let dir = spill_dir()?;
             // a buffer per bucket file, 64 MiB over all of them at most
             let capacity = ((64 << 20) / buckets).clamp(64 << 10, SPILL_BUFFER);
+            let codec = FileCodec::new(schema.clone(), with_agent);
             let writers = (0..buckets)
                 .map(|b| {
                     let path = bucket_path(dir.path(), b);
                     let file =
                         DirectWriter::create(&path, capacity).map_err(|e| Error::io(&path, e))?;
-                    Ok(Mutex::new(FileWriter::try_new(file, &schema)?))
+                    Ok(Mutex::new(FileWriter::try_new(file, &codec.file_schema)?))
                 })
                 .collect::<Result<Vec<_>>>()?;
             SinkInner::Files {
@@ -232,6 +388,11 @@ impl Sink {
                 writers,
                 rows: (0..buckets).map(|_| Default::default()).collect(),
                 bounds,
+                codec,
+                texts: FileCodec::CODED
+                    .iter()
+                    .map(|_| Default::default())
+                    .collect(),
             }
         };
         Ok(Sink {
@@ -258,8 +419,11 @@ impl Sink {
                 writers,
                 rows,
                 bounds,
+                codec,
+                texts,
                 ..
             } => {
+                let stored = codec.encode(&batch, texts)?;
                 let customer = batch
                     .column_by_name("customer_id")
                     .expect("contacts_in schema")
@@ -272,7 +436,7 @@ impl Sink {
                     if idx.is_empty() {
                         continue;
                     }
-                    let part = take_record_batch(&batch, &UInt32Array::from(idx))?;
+                    let part = take_record_batch(&stored, &UInt32Array::from(idx))?;
                     rows[b].fetch_add(part.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
                     writers[b]
                         .lock()
@@ -302,7 +466,12 @@ impl Sink {
                 )
             }
             SinkInner::Files {
-                dir, writers, rows, ..
+                dir,
+                writers,
+                rows,
+                codec,
+                texts,
+                ..
             } => {
                 for (b, w) in writers.into_iter().enumerate() {
                     let path = bucket_path(dir.path(), b);
@@ -315,6 +484,14 @@ impl Sink {
                 Store::Files {
                     rows: rows.into_iter().map(|r| r.into_inner()).collect(),
                     dir: Arc::new(dir),
+                    codec,
+                    values: texts
+                        .into_iter()
+                        .map(|t| {
+                            let t = t.into_inner().expect("no task panicked holding it");
+                            Arc::new(StringArray::from(t.values)) as ArrayRef
+                        })
+                        .collect(),
                 }
             }
         };
@@ -340,6 +517,9 @@ enum Store {
     Files {
         dir: Arc<tempfile::TempDir>,
         rows: Vec<u64>,
+        codec: FileCodec,
+        /// The texts of each of [`FileCodec::CODED`], by code.
+        values: Vec<ArrayRef>,
     },
 }
 
@@ -388,15 +568,25 @@ impl Buckets {
     }
 
     /// Takes bucket `b`'s contacts, renumbered, dealt into `partitions`
-    /// lists of batches (the bucket's file is removed).
-    pub fn take(&mut self, b: usize, partitions: usize) -> Result<Vec<Vec<RecordBatch>>> {
+    /// lists of batches (the bucket's file is removed). Read from a file,
+    /// channel and reason are dictionaries over the log's texts
+    /// (`Dictionary(UInt32, Utf8)`, which the in-memory sort reads as such),
+    /// or, with `as_text`, texts as in [`Buckets::schema`].
+    pub fn take(
+        &mut self,
+        b: usize,
+        partitions: usize,
+        as_text: bool,
+    ) -> Result<Vec<Vec<RecordBatch>>> {
         let batches = match &mut self.store {
             Store::Memory(batches) => std::mem::take(batches),
-            Store::Files { dir, .. } => {
+            Store::Files {
+                dir, codec, values, ..
+            } => {
                 let path = bucket_path(dir.path(), b);
                 let batches = read_file(&path)?
                     .into_iter()
-                    .map(|b| self.numbers.renumber(b))
+                    .map(|b| codec.decode(&self.numbers.renumber(b)?, values, as_text))
                     .collect::<Result<Vec<_>>>()?;
                 std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
                 batches
@@ -490,31 +680,21 @@ mod tests {
         let k01 = provisional_row(0, 1).unwrap();
         let k10 = provisional_row(1, 0).unwrap();
         let numbers = RowNumbers::new(vec![(k10, 4), (k01, 2), (k00, 3)], true);
-        let schema =
-            crate::ingest::contacts_in_schema(&datafusion::arrow::datatypes::DataType::Int64);
+        let schema = crate::ingest::contacts_in_schema(&DataType::Int64);
         let batch = |rows: Vec<i64>| {
             let n = rows.len();
             RecordBatch::try_new(
                 schema.clone(),
                 vec![
                     Arc::new(Int64Array::from(rows.clone())),
-                    Arc::new(datafusion::arrow::array::StringArray::from(vec!["c"; n])),
+                    Arc::new(StringArray::from(vec!["c"; n])),
                     Arc::new(
                         datafusion::arrow::array::TimestampMicrosecondArray::from(vec![0; n])
                             .with_timezone("UTC"),
                     ),
-                    Arc::new(datafusion::arrow::array::StringArray::from(vec![
-                        Some("x");
-                        n
-                    ])),
-                    Arc::new(datafusion::arrow::array::StringArray::from(vec![
-                        Some("x");
-                        n
-                    ])),
-                    datafusion::arrow::array::new_null_array(
-                        &datafusion::arrow::datatypes::DataType::Utf8,
-                        n,
-                    ),
+                    Arc::new(StringArray::from(vec![Some("x"); n])),
+                    Arc::new(StringArray::from(vec![Some("x"); n])),
+                    new_null_array(&DataType::Utf8, n),
                     Arc::new(Int64Array::from(rows)),
                 ],
             )
@@ -528,6 +708,112 @@ mod tests {
         let out = numbers.renumber(batch(vec![k01 + 1])).unwrap();
         assert_eq!(out.column(6).as_primitive::<Int64Type>().value(0), 4);
         assert!(provisional_row(MAX_SCAN_PARTITIONS, 0).is_err());
+    }
+
+    /// Contacts through bucket files come back as they went in: channel and
+    /// reason (nulls, empty texts, texts first seen in either bucket) as
+    /// codes and back, as dictionaries or as texts; the agent column left
+    /// out when unmapped (null again) and kept when mapped.
+    #[test]
+    fn bucket_files_give_the_contacts_back() {
+        type Contact = (String, Option<String>, Option<String>, Option<String>);
+        let schema = crate::ingest::contacts_in_schema(&DataType::Int64);
+        let texts = [
+            None,
+            Some(""),
+            Some("phone"),
+            Some("a reason longer than 16 bytes"),
+        ];
+        let bounds = vec!["m".to_string()];
+        // a sink's buckets after 5 scan batches of 7 rows, and the contacts
+        // expected in each bucket
+        let fill = |with_agent: bool| -> (Buckets, Vec<Vec<Contact>>) {
+            let sink = Sink::new(schema.clone(), bounds.clone(), with_agent).unwrap();
+            let mut want: Vec<Vec<Contact>> = vec![Vec::new(), Vec::new()];
+            let mut scanned = Vec::new();
+            for k in 0..5usize {
+                let n = 7;
+                let first = provisional_row(0, k as u64).unwrap();
+                scanned.push((first, n as u64));
+                let pick = |i: usize, m: usize| texts[(i * m + k) % texts.len()];
+                let customers: Vec<String> = (0..n)
+                    .map(|i| format!("{}{i}", if (i + k) % 3 == 0 { "z" } else { "a" }))
+                    .collect();
+                let channel: Vec<Option<&str>> = (0..n).map(|i| pick(i, 1)).collect();
+                let reason: Vec<Option<&str>> = (0..n).map(|i| pick(i, 3)).collect();
+                let agent: Vec<Option<&str>> = (0..n)
+                    .map(|i| if with_agent { pick(i, 2) } else { None })
+                    .collect();
+                let own = |t: Option<&str>| t.map(|t| t.to_string());
+                for i in 0..n {
+                    want[bucket_of(&bounds, &customers[i])].push((
+                        customers[i].clone(),
+                        own(channel[i]),
+                        own(reason[i]),
+                        own(agent[i]),
+                    ));
+                }
+                let batch = RecordBatch::try_new(
+                    schema.clone(),
+                    vec![
+                        Arc::new(Int64Array::from_iter_values(0..n as i64)),
+                        Arc::new(StringArray::from(customers)),
+                        Arc::new(
+                            datafusion::arrow::array::TimestampMicrosecondArray::from(vec![0; n])
+                                .with_timezone("UTC"),
+                        ),
+                        Arc::new(StringArray::from(channel)),
+                        Arc::new(StringArray::from(reason)),
+                        Arc::new(StringArray::from(agent)),
+                        Arc::new(Int64Array::from_iter_values(
+                            (0..n as i64).map(|i| first + i),
+                        )),
+                    ],
+                )
+                .unwrap();
+                sink.push(batch).unwrap();
+            }
+            sink.scanned(scanned);
+            (sink.finish(false).unwrap(), want)
+        };
+        for with_agent in [false, true] {
+            for as_text in [false, true] {
+                let (mut buckets, want) = fill(with_agent);
+                assert_eq!(buckets.len(), 2);
+                for (b, want) in want.into_iter().enumerate() {
+                    let mut got = Vec::new();
+                    for batch in buckets.take(b, 2, as_text).unwrap().iter().flatten() {
+                        let text = |name: &str| {
+                            let c = batch.column_by_name(name).unwrap();
+                            assert_eq!(
+                                matches!(c.data_type(), DataType::Utf8),
+                                as_text || !FileCodec::CODED.contains(&name),
+                                "{name}"
+                            );
+                            let c = cast(c, &DataType::Utf8).unwrap();
+                            let c = c.as_string::<i32>().clone();
+                            (0..c.len())
+                                .map(|i| c.is_valid(i).then(|| c.value(i).to_string()))
+                                .collect::<Vec<_>>()
+                        };
+                        let [cu, ch, re, ag] =
+                            ["customer_id", "channel", "reason", "agent"].map(text);
+                        for i in 0..batch.num_rows() {
+                            got.push((
+                                cu[i].clone().unwrap(),
+                                ch[i].clone(),
+                                re[i].clone(),
+                                ag[i].clone(),
+                            ));
+                        }
+                    }
+                    let mut want = want;
+                    got.sort();
+                    want.sort();
+                    assert_eq!(got, want, "bucket {b}, agent {with_agent}");
+                }
+            }
+        }
     }
 
     #[test]

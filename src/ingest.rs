@@ -332,7 +332,11 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
         Vec::new()
     };
     let sample_seconds = t.elapsed().as_secs_f64();
-    let sink = Arc::new(Sink::new(schema.clone(), bounds)?);
+    let sink = Arc::new(Sink::new(
+        schema.clone(),
+        bounds,
+        cfg.columns.agent.is_some(),
+    )?);
     let mut scan_partitions: u64 = 0;
     let ctx = &scan_context(ctx);
     for plan in &plans {

@@ -335,7 +335,9 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         let label = bucket_label(b, n_buckets);
         progress.stage(&format!("sorting timelines{label}"));
         let t = Instant::now();
-        let parts = buckets.take(b, cfg.target_partitions)?;
+        // (texts for DataFusion's sort under a memory limit; the in-memory
+        // sort reads the bucket files' codes)
+        let parts = buckets.take(b, cfg.target_partitions, spill)?;
         add_seconds(&mut stage_seconds, "sort.read", t);
         let read_bytes = batches_size(&parts);
         held.grow(read_bytes, "the contacts as read")?;

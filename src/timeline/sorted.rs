@@ -37,7 +37,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::buffer::{Buffer, NullBuffer, OffsetBuffer, ScalarBuffer};
 use datafusion::arrow::compute::{SortOptions, concat_batches, interleave};
 use datafusion::arrow::datatypes::{ArrowPrimitiveType, DataType, Field, Schema, SchemaRef};
-use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::hash_utils::create_hashes;
 use datafusion::common::tree_node::TreeNodeRecursion;
@@ -123,7 +123,7 @@ fn partition_and_sort_coded(
     let Some(first) = batches.first() else {
         return Ok(Vec::new());
     };
-    let schema = first.schema();
+    let schema = text_schema(&first.schema());
     if batches.len() > u32::MAX as usize {
         return Err(DataFusionError::ResourcesExhausted(format!(
             "{} batches to sort",
@@ -418,7 +418,7 @@ fn gather<'a>(
     firsts: &[u32],
     text: impl Fn(&Row) -> &'a str,
 ) -> Result<(RecordBatch, LocalCodes)> {
-    let schema = batches[0].schema();
+    let schema = text_schema(&batches[0].schema());
     let n = perm.len();
     let int64s = |name: &str| -> Result<Option<Vec<&'a [i64]>>> {
         let mut out = Vec::with_capacity(batches.len());
@@ -433,16 +433,8 @@ fn gather<'a>(
     };
     let ids = int64s("contact_id")?;
     let input_rows = int64s("_row")?;
-    let strings = |name: &str| -> Result<Vec<&'a StringArray>> {
-        batches
-            .iter()
-            .map(|b| Ok(column(b, name)?.as_string::<i32>()))
-            .collect()
-    };
-    let channels = strings("channel")?;
-    let reasons = strings("reason")?;
-    let mut channel_dict = TextCodes::default();
-    let mut reason_dict = TextCodes::default();
+    let mut channel_dict = ColumnCodes::new(batches, "channel")?;
+    let mut reason_dict = ColumnCodes::new(batches, "reason")?;
     let packed: Vec<Packed> = rows
         .iter()
         .map(|r| {
@@ -450,8 +442,8 @@ fn gather<'a>(
             Packed {
                 id: ids.as_ref().map_or(0, |v| v[b][i]),
                 row: input_rows.as_ref().map_or(0, |v| v[b][i]),
-                channel: channel_dict.code(channels[b], i),
-                reason: reason_dict.code(reasons[b], i),
+                channel: channel_dict.code(b, i),
+                reason: reason_dict.code(b, i),
             }
         })
         .collect();
@@ -492,8 +484,12 @@ fn gather<'a>(
                 });
                 text_column(runs.map(|(t, len)| (Some(t), len)), n)?
             }
-            "channel" => channel_dict.column(sorted.iter().map(|p| p.channel), n)?,
-            "reason" => reason_dict.column(sorted.iter().map(|p| p.reason), n)?,
+            "channel" => channel_dict
+                .codes
+                .column(sorted.iter().map(|p| p.channel), n)?,
+            "reason" => reason_dict
+                .codes
+                .column(sorted.iter().map(|p| p.reason), n)?,
             _ if batches
                 .iter()
                 .all(|b| b.column(k).null_count() == b.num_rows()) =>
@@ -512,14 +508,122 @@ fn gather<'a>(
     let codes = vec![
         (
             sorted.iter().map(|p| p.channel).collect(),
-            channel_dict.values.iter().map(|v| v.to_string()).collect(),
+            channel_dict
+                .codes
+                .values
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
         ),
         (
             sorted.iter().map(|p| p.reason).collect(),
-            reason_dict.values.iter().map(|v| v.to_string()).collect(),
+            reason_dict
+                .codes
+                .values
+                .iter()
+                .map(|v| v.to_string())
+                .collect(),
         ),
     ];
     Ok((RecordBatch::try_new(schema, columns)?, codes))
+}
+
+/// The codes [`gather`] gives a text column's rows, read from each input
+/// batch as text or as a dictionary (as the bucket files give it back, see
+/// [`crate::buckets`]): a dictionary's keys are looked up once per distinct
+/// key and batch, not hashed row by row.
+struct ColumnCodes<'a> {
+    inputs: Vec<TextInput<'a>>,
+    codes: TextCodes<'a>,
+}
+
+enum TextInput<'a> {
+    Plain(&'a StringArray),
+    Dictionary {
+        keys: &'a UInt32Array,
+        values: &'a StringArray,
+        /// per key, its code once seen ([`UNSEEN`] before)
+        codes: Vec<u32>,
+    },
+}
+
+/// A dictionary key whose text has no code yet.
+const UNSEEN: u32 = u32::MAX - 1;
+
+impl<'a> ColumnCodes<'a> {
+    fn new(batches: &[&'a RecordBatch], name: &str) -> Result<Self> {
+        let inputs =
+            batches
+                .iter()
+                .map(|b| {
+                    let c = column(b, name)?;
+                    Ok(match c.as_dictionary_opt::<UInt32Type>() {
+                        Some(d) => TextInput::Dictionary {
+                            keys: d.keys(),
+                            values: d.values().as_string_opt::<i32>().ok_or_else(|| {
+                                DataFusionError::Internal(format!("{name}: not a text dictionary"))
+                            })?,
+                            codes: vec![UNSEEN; d.values().len()],
+                        },
+                        None => TextInput::Plain(c.as_string_opt::<i32>().ok_or_else(|| {
+                            DataFusionError::Internal(format!("{name}: not text"))
+                        })?),
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+        Ok(ColumnCodes {
+            inputs,
+            codes: TextCodes::default(),
+        })
+    }
+
+    /// The code of row `i` of batch `b` (`u32::MAX`: null).
+    fn code(&mut self, b: usize, i: usize) -> u32 {
+        match &mut self.inputs[b] {
+            TextInput::Plain(a) => self.codes.code(a, i),
+            TextInput::Dictionary {
+                keys,
+                values,
+                codes,
+            } => {
+                if keys.is_null(i) {
+                    return u32::MAX;
+                }
+                let k = keys.value(i) as usize;
+                if codes[k] == UNSEEN {
+                    codes[k] = if values.is_null(k) {
+                        u32::MAX
+                    } else {
+                        self.codes.code_of(values.value(k))
+                    };
+                }
+                codes[k]
+            }
+        }
+    }
+}
+
+/// `schema` with text dictionary columns as plain text: the sort's output
+/// schema for input read from bucket files.
+fn text_schema(schema: &SchemaRef) -> SchemaRef {
+    if !schema
+        .fields()
+        .iter()
+        .any(|f| matches!(f.data_type(), DataType::Dictionary(..)))
+    {
+        return schema.clone();
+    }
+    let fields: Vec<Field> = schema
+        .fields()
+        .iter()
+        .map(|f| match f.data_type() {
+            DataType::Dictionary(_, v) if v.as_ref() == &DataType::Utf8 => {
+                f.as_ref().clone().with_data_type(DataType::Utf8)
+            }
+            _ => f.as_ref().clone(),
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, schema.metadata().clone()))
 }
 
 /// What [`gather`] packs of a row before gathering it.
@@ -541,7 +645,7 @@ struct Packed {
 /// whole-word loads and integer compares where a `HashMap<&str, _>` hashed
 /// and compared the bytes (a tenth of the sort's bench time).
 #[derive(Default)]
-struct TextCodes<'a> {
+pub(crate) struct TextCodes<'a> {
     /// Per slot: a code + 1, or 0 (empty); a power of two long, at most
     /// half full.
     slots: Vec<u32>,
@@ -551,14 +655,16 @@ struct TextCodes<'a> {
 }
 
 impl<'a> TextCodes<'a> {
-    fn code(&mut self, array: &'a StringArray, i: usize) -> u32 {
+    /// The code of row `i` of `array`.
+    pub(crate) fn code(&mut self, array: &'a StringArray, i: usize) -> u32 {
         if array.is_null(i) {
             return u32::MAX;
         }
         self.code_of(array.value(i))
     }
 
-    fn code_of(&mut self, v: &'a str) -> u32 {
+    /// The code of text `v`.
+    pub(crate) fn code_of(&mut self, v: &'a str) -> u32 {
         let key = (text_prefix(v), v.len());
         if self.slots.is_empty() {
             self.slots = vec![0; 64];
@@ -612,6 +718,11 @@ impl<'a> TextCodes<'a> {
             slots[at] = c as u32 + 1;
         }
         self.slots = slots;
+    }
+
+    /// The texts, by code.
+    pub(crate) fn values(&self) -> &[&'a str] {
+        &self.values
     }
 
     fn column(&self, codes: impl Iterator<Item = u32> + Clone, n: usize) -> Result<ArrayRef> {
