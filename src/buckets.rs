@@ -344,20 +344,25 @@ impl FileCodec {
 
 /// The texts of one coded column, numbered as first seen.
 #[derive(Debug, Default)]
-struct Texts {
-    index: HashMap<String, u32>,
-    values: Vec<String>,
-}
+struct Texts(HashMap<String, u32>);
 
 impl Texts {
     fn code(&mut self, text: &str) -> u32 {
-        if let Some(c) = self.index.get(text) {
+        if let Some(c) = self.0.get(text) {
             return *c;
         }
-        let c = self.values.len() as u32;
-        self.index.insert(text.to_string(), c);
-        self.values.push(text.to_string());
+        let c = self.0.len() as u32;
+        self.0.insert(text.to_string(), c);
         c
+    }
+
+    /// The texts, by code.
+    fn into_values(self) -> StringArray {
+        let mut values = vec![String::new(); self.0.len()];
+        for (text, c) in self.0 {
+            values[c as usize] = text;
+        }
+        StringArray::from(values)
     }
 }
 
@@ -489,7 +494,7 @@ impl Sink {
                         .into_iter()
                         .map(|t| {
                             let t = t.into_inner().expect("no task panicked holding it");
-                            Arc::new(StringArray::from(t.values)) as ArrayRef
+                            Arc::new(t.into_values()) as ArrayRef
                         })
                         .collect(),
                 }
