@@ -224,8 +224,8 @@ enum SinkInner {
 /// How contacts are stored in the bucket files: the columns of
 /// [`FileCodec::CODED`] as codes (UInt32, null where the text is) into texts
 /// the sink keeps, and the agent column left out when no agent column is
-/// mapped (all null). Channel and reason texts were about 28 of the ~67
-/// bytes a contact took in the files, and the empty agent column 4.
+/// mapped (all null). On the 10M benchmark log this took the files from
+/// 67.9 to 44.0 bytes per contact (BENCHMARKS.md, "Eleventh session").
 #[derive(Debug, Clone)]
 struct FileCodec {
     /// The contacts' schema (`contacts_in`).
