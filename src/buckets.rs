@@ -52,7 +52,6 @@ use datafusion::arrow::ipc::reader::{FileDecoder, read_footer_length};
 use datafusion::arrow::ipc::writer::FileWriter;
 use datafusion::arrow::ipc::{Block, root_as_footer};
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::error::DataFusionError;
 
 use crate::error::{Error, Result};
 use crate::timeline::sorted::TextCodes;
@@ -160,7 +159,9 @@ impl RowNumbers {
         let rows = batch.column(row_idx).as_primitive::<Int64Type>();
         let key = rows.value(0) >> ROW_BITS;
         let first = *self.first_row.get(&key).ok_or_else(|| {
-            DataFusionError::Internal(format!("no row numbers recorded for scan batch {key}"))
+            datafusion::error::DataFusionError::Internal(format!(
+                "no row numbers recorded for scan batch {key}"
+            ))
         })?;
         let mask = (1i64 << ROW_BITS) - 1;
         let global = Int64Array::from_iter_values(rows.values().iter().map(|v| first + (v & mask)));
@@ -503,7 +504,6 @@ impl Sink {
             schema: self.schema,
             store,
             numbers,
-            ahead: None,
         })
     }
 }
@@ -534,8 +534,6 @@ pub struct Buckets {
     schema: SchemaRef,
     store: Store,
     numbers: RowNumbers,
-    /// A bucket's file being read ahead ([`Buckets::read_ahead`]).
-    ahead: Option<(usize, ReadAhead)>,
 }
 
 impl Buckets {
@@ -574,20 +572,6 @@ impl Buckets {
         self.schema.clone()
     }
 
-    /// Starts reading bucket `b`'s file (a bucket not taken yet) on a thread
-    /// of its own (see [`ReadAhead`]), for [`Buckets::take`] to find read.
-    /// Nothing to do for a bucket in memory, past the last, or while another
-    /// is being read ahead.
-    pub fn read_ahead(&mut self, b: usize) {
-        if let Store::Files { dir, rows, .. } = &self.store
-            && b < rows.len()
-            && self.ahead.is_none()
-        {
-            let path = bucket_path(dir.path(), b);
-            self.ahead = Some((b, ReadAhead::start(vec![path])));
-        }
-    }
-
     /// Takes bucket `b`'s contacts, renumbered, dealt into `partitions`
     /// lists of batches (the bucket's file is removed). Read from a file,
     /// channel and reason are dictionaries over the log's texts
@@ -605,17 +589,7 @@ impl Buckets {
                 dir, codec, values, ..
             } => {
                 let path = bucket_path(dir.path(), b);
-                let read = match self.ahead.take() {
-                    Some((a, ahead)) if a == b => ahead.finish()?.pop().unwrap_or_default(),
-                    // (another bucket read ahead: waited for, so as not to
-                    // read two at once, and let go)
-                    Some((_, ahead)) => {
-                        drop(ahead.finish());
-                        read_file(&path)?
-                    }
-                    None => read_file(&path)?,
-                };
-                let batches = read
+                let batches = read_file(&path)?
                     .into_iter()
                     .map(|b| codec.decode(&self.numbers.renumber(b)?, values, as_text))
                     .collect::<Result<Vec<_>>>()?;
@@ -657,60 +631,6 @@ pub fn spill(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result
 /// long as any of them.
 pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
     let whole = direct::read(path).map_err(|e| Error::io(path, e))?;
-    batches_of(path, whole)
-}
-
-/// Files being read on a thread of their own while the run goes on, so that
-/// waiting for the disk overlaps with work: the next bucket's file while a
-/// bucket is passed over, the next bucket's annotated contacts while a
-/// bucket's second passes run. Only the reading is done ahead: each file's
-/// batches point into its bytes, as [`read_file`]'s do.
-#[derive(Debug)]
-pub struct ReadAhead {
-    paths: Vec<PathBuf>,
-    /// Each file's bytes, or which file failed and how.
-    thread:
-        std::thread::JoinHandle<std::result::Result<Vec<bytes::Bytes>, (usize, std::io::Error)>>,
-}
-
-impl ReadAhead {
-    /// Starts reading `paths`, one after another (their buffers allocated
-    /// here, see [`direct::Reading`]).
-    pub fn start(paths: Vec<PathBuf>) -> ReadAhead {
-        let opened: Vec<std::io::Result<direct::Reading>> =
-            paths.iter().map(|p| direct::Reading::open(p)).collect();
-        let thread = std::thread::spawn(move || {
-            opened
-                .into_iter()
-                .enumerate()
-                .map(|(k, r)| r.and_then(direct::Reading::read).map_err(|e| (k, e)))
-                .collect()
-        });
-        ReadAhead { paths, thread }
-    }
-
-    /// The files started with, in that order.
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
-    }
-
-    /// Each file's batches, in the order of [`ReadAhead::paths`], once
-    /// read.
-    pub fn finish(self) -> Result<Vec<Vec<RecordBatch>>> {
-        let read = self.thread.join().map_err(|_| {
-            DataFusionError::Internal("the thread reading files ahead panicked".into())
-        })?;
-        let read = read.map_err(|(k, e)| Error::io(&self.paths[k], e))?;
-        self.paths
-            .iter()
-            .zip(read)
-            .map(|(path, whole)| batches_of(path, whole))
-            .collect()
-    }
-}
-
-/// The batches of an Arrow IPC file whose bytes are `whole`.
-fn batches_of(path: &Path, whole: bytes::Bytes) -> Result<Vec<RecordBatch>> {
     let bad = |what: String| ArrowError::IpcError(format!("{}: {what}", path.display()));
     let n = whole.len();
     if n < 10 {
@@ -861,23 +781,11 @@ mod tests {
             sink.scanned(scanned);
             (sink.finish(false).unwrap(), want)
         };
-        // each bucket taken as is, read ahead, or bucket 0 with bucket 1
-        // read ahead (let go, bucket 0 read then; bucket 1 read again)
-        let modes = ["as is", "read ahead", "other read ahead"];
-        for (with_agent, as_text, mode) in [false, true]
-            .into_iter()
-            .flat_map(|a| [false, true].map(|t| (a, t)))
-            .flat_map(|(a, t)| modes.map(|m| (a, t, m)))
-        {
-            {
+        for with_agent in [false, true] {
+            for as_text in [false, true] {
                 let (mut buckets, want) = fill(with_agent);
                 assert_eq!(buckets.len(), 2);
                 for (b, want) in want.into_iter().enumerate() {
-                    match mode {
-                        "read ahead" => buckets.read_ahead(b),
-                        "other read ahead" if b == 0 => buckets.read_ahead(1),
-                        _ => {}
-                    }
                     let mut got = Vec::new();
                     for batch in buckets.take(b, 2, as_text).unwrap().iter().flatten() {
                         let text = |name: &str| {
@@ -907,49 +815,10 @@ mod tests {
                     let mut want = want;
                     got.sort();
                     want.sort();
-                    assert_eq!(got, want, "bucket {b}, agent {with_agent}, {mode}");
+                    assert_eq!(got, want, "bucket {b}, agent {with_agent}");
                 }
             }
         }
-    }
-
-    /// Files read ahead come back as [`read_file`] reads them, in the order
-    /// given; a file that cannot be read is named in the error.
-    #[test]
-    fn files_read_ahead_are_the_files_read() {
-        let dir = tempfile::tempdir().unwrap();
-        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
-        let paths: Vec<PathBuf> = (0..3)
-            .map(|k| {
-                let path = dir.path().join(format!("f{k}.arrow"));
-                let batches: Vec<RecordBatch> = (0..k + 1)
-                    .map(|b| {
-                        let values = (0..1000 * (b + 1) as i64).map(|v| v * (k as i64 + 1));
-                        RecordBatch::try_new(
-                            schema.clone(),
-                            vec![Arc::new(Int64Array::from_iter_values(values))],
-                        )
-                        .unwrap()
-                    })
-                    .collect();
-                spill(&path, &schema, &batches).unwrap();
-                path
-            })
-            .collect();
-        let ahead = ReadAhead::start(paths.clone());
-        assert_eq!(ahead.paths(), paths.as_slice());
-        let got = ahead.finish().unwrap();
-        let want: Vec<Vec<RecordBatch>> = paths.iter().map(|p| read_file(p).unwrap()).collect();
-        assert_eq!(got, want);
-        assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), [1, 2, 3]);
-        let missing = dir.path().join("missing.arrow");
-        let err = ReadAhead::start(vec![paths[0].clone(), missing.clone()])
-            .finish()
-            .unwrap_err();
-        assert!(
-            matches!(&err, Error::Io { path, .. } if *path == missing),
-            "{err}"
-        );
     }
 
     #[test]

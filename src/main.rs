@@ -221,17 +221,6 @@ impl Progress for Bar {
             b.set_message(name.to_string());
         }
     }
-
-    /// Hands the memory freed so far back to the kernel now, not after the
-    /// purge delay ([`keep_freed_memory_longer`]): the delay pays within the
-    /// bucket passes, where each bucket allocates what the one before
-    /// freed; after them, kept memory only added to the peak. At 100M
-    /// contacts, with the next bucket's files read ahead, the peak was 5.3–5.8
-    /// GB without this and 4.7 GB with it (as before reading ahead).
-    fn memory_let_go(&self) {
-        // SAFETY: a plain call into the allocator in use
-        unsafe { libmimalloc_sys::mi_collect(true) };
-    }
 }
 
 fn pct(x: Option<f64>) -> String {

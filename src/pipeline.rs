@@ -40,14 +40,6 @@ use crate::timeline::{Mode, TimelineParams};
 pub trait Progress: Sync {
     /// A stage started.
     fn stage(&self, name: &str);
-
-    /// The run has let go of what one part of it held, and what comes next
-    /// allocates differently: after the bucket passes, after each bucket's
-    /// second passes, before the reports. A binary whose allocator keeps
-    /// freed memory a while (the `recur` binary's does, for speed within
-    /// the bucket passes) can hand it back here, so that it does not add to
-    /// the peak. Does nothing by default.
-    fn memory_let_go(&self) {}
 }
 
 /// A [`Progress`] that ignores everything.
@@ -251,10 +243,6 @@ impl Progress for StageTracker<'_> {
         }
         self.inner.stage(name);
     }
-
-    fn memory_let_go(&self) {
-        self.inner.memory_let_go();
-    }
 }
 
 /// Runs recur end to end.
@@ -332,8 +320,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     // A bucket holds whole customers, so what the passes count adds up over
     // buckets; with several buckets the annotated contacts go to disk.
     let mut spills = (0u64, 0u64);
-    // the last bucket's annotated contacts being written to disk
-    let mut writing: Option<std::thread::JoinHandle<Result<u64>>> = None;
     let mut annotated_schema: Option<SchemaRef> = None;
     let mut kept: Vec<Annotated> = Vec::new();
     let mut repeat_counts = Collected::default();
@@ -368,11 +354,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         held.grow(sorted.memory_size(), "the sorted contacts")?;
         held.shrink(read_bytes);
         add_seconds(&mut stage_seconds, "sort", t);
-        // the next bucket's file read while this one is passed over (not
-        // under a memory limit: its bytes would be held uncounted)
-        if !spill {
-            buckets.read_ahead(b + 1);
-        }
 
         progress.stage(&format!("finding repeats and events{label}"));
         let t = Instant::now();
@@ -477,44 +458,25 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                 // without the channel and reason texts, which their codes
                 // give back when read (a third fewer bytes)
                 let (spill_schema, parts) = without_coded_texts(&narrow_schema, &parts)?;
-                let paths: Vec<PathBuf> = (0..parts.len())
-                    .map(|p| dir.path().join(format!("annotated-{b}-{p}.arrow")))
-                    .collect();
-                if spill {
-                    // under a memory limit, written now (what is held is
-                    // counted as let go): the partitions side by side, as
-                    // writing is copying into each file's aligned buffer
-                    // and waiting for the device
-                    let written = pool.install(|| {
-                        use rayon::prelude::*;
-                        parts
-                            .par_iter()
-                            .zip(&paths)
-                            .map(|(batches, path)| {
-                                crate::buckets::spill(path, &spill_schema, batches)
-                            })
-                            .collect::<Result<Vec<_>>>()
-                    })?;
-                    spilled_bytes += written.iter().sum::<u64>();
-                } else {
-                    // else on a thread of its own while the next bucket is
-                    // sorted, once the bucket before is on disk (one
-                    // bucket's files are written at a time)
-                    if let Some(w) = writing.take() {
-                        spilled_bytes += finish_writing(w)?;
-                    }
-                    let paths = paths.clone();
-                    writing = Some(std::thread::spawn(move || {
-                        parts
-                            .iter()
-                            .zip(&paths)
-                            .map(|(batches, path)| {
-                                crate::buckets::spill(path, &spill_schema, batches)
-                            })
-                            .sum()
-                    }));
-                }
-                kept.push(Annotated::Spilled(paths, dictionaries));
+                // the partitions written side by side: writing is copying
+                // into each file's aligned buffer and waiting for the device
+                let written = pool.install(|| {
+                    use rayon::prelude::*;
+                    parts
+                        .par_iter()
+                        .enumerate()
+                        .map(|(p, batches)| {
+                            let path = dir.path().join(format!("annotated-{b}-{p}.arrow"));
+                            let bytes = crate::buckets::spill(&path, &spill_schema, batches)?;
+                            Ok((path, bytes))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })?;
+                spilled_bytes += written.iter().map(|(_, n)| n).sum::<u64>();
+                kept.push(Annotated::Spilled(
+                    written.into_iter().map(|(path, _)| path).collect(),
+                    dictionaries,
+                ));
                 add_seconds(&mut stage_seconds, "spill", t);
             }
             _ => {
@@ -523,11 +485,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                 kept.push(Annotated::Held(narrow));
             }
         }
-    }
-    if let Some(w) = writing.take() {
-        let t = Instant::now();
-        spilled_bytes += finish_writing(w)?;
-        add_seconds(&mut stage_seconds, "spill", t);
     }
     // the contacts file is whole: its writer lets go of its memory before
     // the ranking
@@ -561,7 +518,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     ctx.register_table("sequence_counts", sequence_counts.table()?)?;
     let caps = caps_total;
 
-    progress.memory_let_go();
     progress.stage("ranking clusters");
     let t = Instant::now();
     crate::udf::register_all(&ctx);
@@ -680,20 +636,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let mut order: Vec<usize> = (0..n_buckets).collect();
     order.sort_by_key(|b| matches!(kept[*b], Annotated::Spilled(..)));
     let mut followup_seconds = 0.0;
-    // the files of the next bucket on disk, read while the one before is
-    // passed over (not under a memory limit, as for the buckets)
-    let spilled_files = |a: &Annotated| match a {
-        Annotated::Spilled(files, _) => Some(files.clone()),
-        _ => None,
-    };
-    let mut ahead: Option<crate::buckets::ReadAhead> = None;
-    for (k, &b) in order.iter().enumerate() {
-        if !spill {
-            let next = order[k..].iter().find_map(|n| spilled_files(&kept[*n]));
-            if let (None, Some(files)) = (&ahead, next) {
-                ahead = Some(crate::buckets::ReadAhead::start(files));
-            }
-        }
+    for b in order {
         let (annotated, bytes) = match std::mem::replace(&mut kept[b], Annotated::Taken) {
             // (counted as held since the first pass)
             Annotated::Held(annotated) => {
@@ -706,30 +649,10 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                     bucket_label(b, n_buckets)
                 ));
                 let t = Instant::now();
-                let read = match ahead.take() {
-                    Some(a) if a.paths() == files.as_slice() => a.finish()?,
-                    other => {
-                        if let Some(a) = other {
-                            ahead = Some(a);
-                        }
-                        files
-                            .iter()
-                            .map(|p| crate::buckets::read_file(p))
-                            .collect::<Result<Vec<_>>>()?
-                    }
-                };
-                // the next one on disk, while this one is passed over
-                if !spill {
-                    let next = order[k + 1..].iter().find_map(|n| spilled_files(&kept[*n]));
-                    if let (None, Some(files)) = (&ahead, next) {
-                        ahead = Some(crate::buckets::ReadAhead::start(files));
-                    }
-                }
-                add_seconds(&mut stage_seconds, "spill.read", t);
-                let parts = read
+                let parts = files
                     .iter()
-                    .map(|batches| {
-                        batches
+                    .map(|p| {
+                        crate::buckets::read_file(p)?
                             .iter()
                             .map(|b| with_coded_texts(&schema, b, &dictionaries))
                             .collect::<Result<Vec<_>>>()
@@ -771,7 +694,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         ctx.deregister_table("contacts")?;
         drop(annotated);
         held.shrink(bytes);
-        progress.memory_let_go();
         found[b] = Some(SecondPasses {
             occurrences,
             followups,
@@ -809,7 +731,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         register_query(&ctx, "sequences", &sequences_sql, &mut stage_seconds).await?;
     stage_seconds.insert("rank".into(), t.elapsed().as_secs_f64());
 
-    progress.memory_let_go();
     progress.stage("writing reports");
     let t = Instant::now();
     let summary_batches = register_query(
@@ -1249,15 +1170,6 @@ impl Collected {
         let schema = self.schema.expect("at least one bucket");
         Ok(Arc::new(MemTable::try_new(schema, self.parts)?))
     }
-}
-
-/// The bytes written by a thread writing files, once it is done.
-fn finish_writing(w: std::thread::JoinHandle<Result<u64>>) -> Result<u64> {
-    w.join().map_err(|_| {
-        Error::DataFusion(datafusion::error::DataFusionError::Internal(
-            "the thread writing the annotated contacts panicked".into(),
-        ))
-    })?
 }
 
 /// " (bucket 2/5)" when a run has several buckets.
