@@ -209,18 +209,18 @@ fn sort_rows(
     let text = |r: &Row| customers[r.batch as usize].value(r.row as usize);
     let ts = values::<TimestampMicrosecondType>(batches, "ts")?;
     // 1. group rows by customer
-    let (code, firsts) = group_customers(&rows, text);
+    let (code, firsts, first_ids) = group_customers(&rows, text);
     // 2. the distinct customers (one row each), ranked by text
     //    (by their first 16 bytes as an integer, which orders like the text
     //    wherever it differs; equal prefixes by the whole text)
     let first_text = |c: u32| text(&rows[firsts[c as usize] as usize]);
     // (with the text's length: gather builds the customer column of texts
-    // up to 16 bytes from these, without reading the texts again)
-    let mut by_text: Vec<(u128, u32, u32)> = (0..firsts.len() as u32)
-        .map(|c| {
-            let t = first_text(c);
-            (text_prefix(t), c, t.len() as u32)
-        })
+    // up to 16 bytes from these, without reading the texts again; both
+    // come from the grouping, which read each customer's id once)
+    let mut by_text: Vec<(u128, u32, u32)> = first_ids
+        .into_iter()
+        .zip(0..)
+        .map(|((prefix, len), c)| (prefix, c, len))
         .collect();
     by_text.sort_unstable();
     let mut start = 0;
@@ -296,7 +296,8 @@ fn sort_rows(
     gather(batches, &rows, &perm, &keys, &by_text, &firsts, text)
 }
 
-/// Each row's customer (a code, 0..) and each customer's first row.
+/// Each row's customer (a code, 0..), each customer's first row, and its
+/// id's first 16 bytes ([`text_prefix`]) and length.
 ///
 /// Rows are grouped by the hash of their id (sorted by (hash, position)),
 /// taking a run of equal hashes as one customer, then checked in input order
@@ -305,7 +306,10 @@ fn sort_rows(
 /// showed as a fifth of the sort's time. Should two ids share a 64-bit hash
 /// (a chance of about 3 in 10^8 for a million customers), the runs are
 /// instead split by comparing each row with the run's distinct ids.
-fn group_customers<'a>(rows: &[Row], text: impl Fn(&Row) -> &'a str) -> (Vec<u32>, Vec<u32>) {
+fn group_customers<'a>(
+    rows: &[Row],
+    text: impl Fn(&Row) -> &'a str,
+) -> (Vec<u32>, Vec<u32>, Vec<(u128, u32)>) {
     let n = rows.len();
     // buckets by the hash's top bits, about 16 rows each
     let bits = (n / 16).max(1).ilog2().min(24);
@@ -330,22 +334,20 @@ fn group_customers<'a>(rows: &[Row], text: impl Fn(&Row) -> &'a str) -> (Vec<u32
         }
         // dropped here: memory for the check below
     }
-    let first_ids: Vec<(u128, usize)> = firsts
-        .iter()
-        .map(|f| {
-            let t = text(&rows[*f as usize]);
-            (text_prefix(t), t.len())
-        })
-        .collect();
+    let id_of = |f: &u32| {
+        let t = text(&rows[*f as usize]);
+        (text_prefix(t), t.len() as u32)
+    };
+    let first_ids: Vec<(u128, u32)> = firsts.iter().map(id_of).collect();
     let collided = rows.iter().zip(&code).any(|(r, c)| {
         let t = text(r);
         let (prefix, len) = first_ids[*c as usize];
-        t.len() != len
+        t.len() != len as usize
             || text_prefix(t) != prefix
             || (len > 16 && t != text(&rows[firsts[*c as usize] as usize]))
     });
     if !collided {
-        return (code, firsts);
+        return (code, firsts, first_ids);
     }
     drop(first_ids);
     firsts.clear();
@@ -368,7 +370,8 @@ fn group_customers<'a>(rows: &[Row], text: impl Fn(&Row) -> &'a str) -> (Vec<u32
             };
         }
     }
-    (code, firsts)
+    let first_ids = firsts.iter().map(id_of).collect();
+    (code, firsts, first_ids)
 }
 
 /// The keys `key(0..n)` sorted, where `bucket(i)` (below `buckets`) never
