@@ -743,10 +743,9 @@ impl<'a> TextCodes<'a> {
     }
 
     fn column(&self, codes: impl Iterator<Item = u32> + Clone, n: usize) -> Result<ArrayRef> {
-        text_column(
-            codes.map(|c| (self.values.get(c as usize).map(|t| Text::of(t)), 1)),
-            n,
-        )
+        // (each code's text made once, not once per row and pass)
+        let by_code: Vec<Text> = self.values.iter().map(|t| Text::of(t)).collect();
+        text_column(codes.map(|c| (by_code.get(c as usize).copied(), 1)), n)
     }
 }
 
@@ -857,24 +856,20 @@ pub fn decode_texts(codes: &UInt32Array, texts: &[String]) -> Result<ArrayRef> {
         *at += run.len();
         Some((start, run))
     });
+    // (each code's text made once, not once per row and pass)
+    let by_code: Vec<Text> = texts.iter().map(|t| Text::of(t)).collect();
     let text = |start: usize, code: u32| {
         if codes.is_null(start) {
             None
         } else {
-            texts.get(code as usize).map(|t| t.as_str())
+            by_code.get(code as usize).copied()
         }
     };
     if codes.null_count() == 0 {
-        text_column(
-            runs.map(|(start, run)| (text(start, run[0]).map(Text::of), run.len())),
-            n,
-        )
+        text_column(runs.map(|(start, run)| (text(start, run[0]), run.len())), n)
     } else {
         // (a run of equal codes can mix null and valid rows: row by row)
-        text_column(
-            (0..n).map(|i| (text(i, codes.value(i)).map(Text::of), 1)),
-            n,
-        )
+        text_column((0..n).map(|i| (text(i, codes.value(i)), 1)), n)
     }
 }
 
