@@ -649,15 +649,20 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                     bucket_label(b, n_buckets)
                 ));
                 let t = Instant::now();
-                let parts = files
-                    .iter()
-                    .map(|p| {
-                        crate::buckets::read_file(p)?
-                            .iter()
-                            .map(|b| with_coded_texts(&schema, b, &dictionaries))
-                            .collect::<Result<Vec<_>>>()
-                    })
-                    .collect::<Result<Vec<_>>>()?;
+                // the partitions' files side by side: each read waits for
+                // the device, then decodes on one core
+                let parts = pool.install(|| {
+                    use rayon::prelude::*;
+                    files
+                        .par_iter()
+                        .map(|p| {
+                            crate::buckets::read_file(p)?
+                                .iter()
+                                .map(|b| with_coded_texts(&schema, b, &dictionaries))
+                                .collect::<Result<Vec<_>>>()
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })?;
                 let annotated = Arc::new(SortedContactsExec::try_new(schema.clone(), parts)?);
                 add_seconds(&mut stage_seconds, "spill", t);
                 let bytes = annotated.memory_size();
