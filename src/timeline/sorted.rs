@@ -847,6 +847,24 @@ where
     )?))
 }
 
+/// A text column of `texts[r]` repeated `lengths[r]` times, in order (no
+/// nulls): a column kept once per run of equal values, back row by row.
+pub fn repeat_texts(texts: &StringArray, lengths: &[u32]) -> Result<ArrayRef> {
+    if texts.len() != lengths.len() || texts.null_count() > 0 {
+        return Err(DataFusionError::Internal(format!(
+            "{} texts ({} null) for {} runs",
+            texts.len(),
+            texts.null_count(),
+            lengths.len()
+        )));
+    }
+    let n = lengths.iter().map(|l| *l as usize).sum();
+    text_column(
+        (0..texts.len()).map(|r| (Some(Text::of(texts.value(r))), lengths[r] as usize)),
+        n,
+    )
+}
+
 /// The texts behind `codes` (code `i` is `texts[i]`; a null code, or one
 /// past the texts, is a null text): the text column [`encode_texts`] coded.
 pub fn decode_texts(codes: &UInt32Array, texts: &[String]) -> Result<ArrayRef> {
