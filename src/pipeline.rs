@@ -1394,3 +1394,106 @@ async fn register_query(
     seconds.insert(format!("query.{name}"), t.elapsed().as_secs_f64());
     Ok(batches)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::{Int64Array, StringArray, UInt32Array};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    /// Annotated contacts as spilled and read back are the ones spilled:
+    /// customers of one row and of many, ids short and past 16 bytes,
+    /// null codes, an empty batch, and a customer whose rows a batch
+    /// boundary splits.
+    #[test]
+    fn spilled_contacts_read_back_as_they_were() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("contact_id", DataType::Int64, false),
+            Field::new("customer_id", DataType::Utf8, false),
+            Field::new("channel", DataType::Utf8, true),
+            Field::new("reason", DataType::Utf8, true),
+            Field::new("_customer_contacts", DataType::Int64, false),
+            Field::new("_channel_code", DataType::UInt32, true),
+            Field::new("_reason_code", DataType::UInt32, true),
+        ]));
+        let dictionaries = TextDictionaries {
+            channel: vec!["phone".into(), "a channel name past sixteen bytes".into()],
+            reason: vec!["billing".into(), "r".into(), "x".into()],
+        };
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut rows: Vec<(String, i64, Option<u32>, Option<u32>)> = Vec::new();
+        for c in 0..300 {
+            let id = if c % 7 == 0 {
+                format!("a customer id longer than sixteen bytes {c:04}")
+            } else {
+                format!("C{c:05}")
+            };
+            let n = if c % 3 == 0 {
+                1
+            } else {
+                rng.random_range(1..9)
+            };
+            for _ in 0..n {
+                let mut code = |k: u32| (!rng.random_bool(0.1)).then(|| rng.random_range(0..k));
+                let (ch, re) = (code(2), code(3));
+                rows.push((id.clone(), n as i64, ch, re));
+            }
+        }
+        let text = |codes: &[Option<u32>], texts: &[String]| {
+            StringArray::from(
+                codes
+                    .iter()
+                    .map(|c| c.map(|c| texts[c as usize].clone()))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let batch_of = |rows: &[(String, i64, Option<u32>, Option<u32>)], first: i64| {
+            let ch: Vec<Option<u32>> = rows.iter().map(|r| r.2).collect();
+            let re: Vec<Option<u32>> = rows.iter().map(|r| r.3).collect();
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(Int64Array::from_iter_values(
+                        (0..rows.len() as i64).map(|i| first + i),
+                    )),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
+                    Arc::new(text(&ch, &dictionaries.channel)),
+                    Arc::new(text(&re, &dictionaries.reason)),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.1))),
+                    Arc::new(UInt32Array::from(ch)),
+                    Arc::new(UInt32Array::from(re)),
+                ],
+            )
+            .unwrap()
+        };
+        // batch boundaries at 0 (an empty batch), inside a customer's rows
+        // and at the end
+        let cut = rows.iter().position(|r| r.1 > 2).unwrap() + 1;
+        let batches = [
+            batch_of(&rows[..0], 0),
+            batch_of(&rows[..cut], 0),
+            batch_of(&rows[cut..], cut as i64),
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let (rows_schema, runs_schema) = spilled_schemas(&schema).unwrap();
+        let (spilled_rows, spilled_runs): (Vec<_>, Vec<_>) =
+            batches.iter().map(|b| spilled_form(b).unwrap()).unzip();
+        assert!(spilled_rows.iter().all(|b| b.schema() == rows_schema));
+        assert!(spilled_runs.iter().all(|b| b.schema() == runs_schema));
+        // one row per customer run, not per contact
+        let runs: usize = spilled_runs.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(runs, 300 + 1, "300 customers, one split by a batch");
+        let (rows_path, runs_path) = (dir.path().join("rows"), dir.path().join("runs"));
+        crate::buckets::spill(&rows_path, &rows_schema, &spilled_rows).unwrap();
+        crate::buckets::spill(&runs_path, &runs_schema, &spilled_runs).unwrap();
+        let back_rows = crate::buckets::read_file(&rows_path).unwrap();
+        let back_runs = crate::buckets::read_file(&runs_path).unwrap();
+        assert_eq!(back_rows.len(), batches.len());
+        for ((want, r), u) in batches.iter().zip(&back_rows).zip(&back_runs) {
+            let got = from_spilled_form(&schema, r, u, &dictionaries).unwrap();
+            assert_eq!(&got, want);
+        }
+    }
+}
