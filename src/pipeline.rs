@@ -788,13 +788,20 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         &mut stage_seconds,
     )
     .await?;
-    report::write_batches(
-        table_schema(&ctx, "cluster_members").await?,
-        &members,
-        &cfg.out,
-        "cluster_members",
-        &mut tables,
-    )?;
+    // written on a thread of its own while the outreach list is made (the
+    // list needs the members, not their file)
+    let members_written = {
+        let (schema, batches, out) = (
+            table_schema(&ctx, "cluster_members").await?,
+            members.clone(),
+            cfg.out.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut written = BTreeMap::new();
+            report::write_batches(schema, &batches, &out, "cluster_members", &mut written)?;
+            Ok::<_, Error>(written)
+        })
+    };
     let prompts_sql = queries::render(
         queries::PROMPTS,
         &[("max_prompts", MAX_PROMPTS_PER_REASON.to_string())],
@@ -872,6 +879,11 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         "outreach",
         &mut tables,
     )?;
+    tables.extend(
+        members_written
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??,
+    );
     stage_seconds.insert("write".into(), t.elapsed().as_secs_f64());
 
     let all = report::summary_all_row(&summary_batches);
