@@ -642,7 +642,14 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let mut order: Vec<usize> = (0..n_buckets).collect();
     order.sort_by_key(|b| matches!(kept[*b], Annotated::Spilled(..)));
     let mut followup_seconds = 0.0;
-    for b in order {
+    // Without a memory limit, the next spilled bucket's files are read on a
+    // thread of their own while a bucket is decoded and passed over: the
+    // passes leave a core free and the device idle otherwise. Under a
+    // limit, each is read when its turn comes (its bytes are counted
+    // then).
+    let read_ahead = cfg.memory_limit_bytes.is_none();
+    let mut ahead: Option<(usize, std::thread::JoinHandle<Result<Vec<SpilledPart>>>)> = None;
+    for (k, &b) in order.iter().enumerate() {
         let (annotated, bytes) = match std::mem::replace(&mut kept[b], Annotated::Taken) {
             // (counted as held since the first pass)
             Annotated::Held(annotated) => {
@@ -655,29 +662,40 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
                     bucket_label(b, n_buckets)
                 ));
                 let t = Instant::now();
-                // the partitions' files side by side: each read waits for
-                // the device, then decodes on one core
+                let read = match ahead.take() {
+                    Some((a, reading)) if a == b => reading
+                        .join()
+                        .map_err(|_| spill_mismatch("a read ahead panicked".into()))??,
+                    _ => read_spilled(&files)?,
+                };
+                // the next one's files, read while this one is passed over
+                // (one read at a time: the device is the bound)
+                if read_ahead && let Some(&next) = order.get(k + 1) {
+                    if let Annotated::Spilled(next_files, _) = &kept[next] {
+                        let next_files = next_files.clone();
+                        let dir = spill_dir.as_ref().map(|d| d.path().to_path_buf());
+                        ahead = Some((
+                            next,
+                            std::thread::Builder::new()
+                                .name("recur-read".into())
+                                .spawn(move || read_spilled(&next_files))
+                                .map_err(|e| Error::io(dir.unwrap_or_default(), e))?,
+                        ));
+                    }
+                }
+                // the partitions decoded side by side
                 let parts = pool.install(|| {
                     use rayon::prelude::*;
-                    files
-                        .par_iter()
+                    read.par_iter()
                         .map(|(rows, runs)| {
-                            let runs = crate::buckets::read_file(runs)?;
-                            let rows = crate::buckets::read_file(rows)?;
-                            if rows.len() != runs.len() {
-                                return Err(spill_mismatch(format!(
-                                    "{} batches of rows and {} of runs",
-                                    rows.len(),
-                                    runs.len()
-                                )));
-                            }
                             rows.iter()
-                                .zip(&runs)
+                                .zip(runs)
                                 .map(|(b, r)| from_spilled_form(&schema, b, r, &dictionaries))
                                 .collect::<Result<Vec<_>>>()
                         })
                         .collect::<Result<Vec<_>>>()
                 })?;
+                drop(read);
                 let annotated = Arc::new(SortedContactsExec::try_new(schema.clone(), parts)?);
                 add_seconds(&mut stage_seconds, "spill", t);
                 let bytes = annotated.memory_size();
@@ -1310,6 +1328,29 @@ fn from_spilled_form(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// One partition's spill files of [`spilled_form`] as read: the batches of
+/// rows and of runs.
+type SpilledPart = (Vec<RecordBatch>, Vec<RecordBatch>);
+
+/// Reads the spill files (rows, runs) of each partition of a bucket.
+fn read_spilled(files: &[(PathBuf, PathBuf)]) -> Result<Vec<SpilledPart>> {
+    files
+        .iter()
+        .map(|(rows, runs)| {
+            let rows = crate::buckets::read_file(rows)?;
+            let runs = crate::buckets::read_file(runs)?;
+            if rows.len() != runs.len() {
+                return Err(spill_mismatch(format!(
+                    "{} batches of rows and {} of runs",
+                    rows.len(),
+                    runs.len()
+                )));
+            }
+            Ok((rows, runs))
+        })
+        .collect()
 }
 
 /// An error of spill files that do not fit together.
