@@ -4,7 +4,7 @@
 -- repeat_summary.sql sums them and takes the rates).
 --
 -- Input:  repeat_groups (repeat_groups.sql: the same contacts, counted per
---         combination of channel, reason, agent, date and previous channel).
+--         channel, reason and date; per agent; and per channel transition).
 -- Output: dimension, key, contacts, repeats, same_reason_repeats, events,
 --         closed (contacts whose repeat window has closed), unfollowed (closed
 --         and not followed within it)
@@ -19,29 +19,33 @@ WITH keyed AS (
     SELECT 'all' AS dimension, 'all' AS key,
            contacts, repeats, same_reason_repeats, events, closed, unfollowed
     FROM repeat_groups
+    WHERE grouped_by = 'day'
     UNION ALL
     SELECT 'channel', COALESCE(channel, '(null)'),
            contacts, repeats, same_reason_repeats, events, closed, unfollowed
     FROM repeat_groups
+    WHERE grouped_by = 'day'
     UNION ALL
     SELECT 'reason', COALESCE(reason, '(null)'),
            contacts, repeats, same_reason_repeats, events, closed, unfollowed
     FROM repeat_groups
+    WHERE grouped_by = 'day'
     UNION ALL
     SELECT 'agent', agent,
            contacts, repeats, same_reason_repeats, events, closed, unfollowed
     FROM repeat_groups
-    WHERE agent IS NOT NULL
+    WHERE grouped_by = 'agent'
     UNION ALL
     SELECT 'date', CAST(date AS VARCHAR),
            contacts, repeats, same_reason_repeats, events, closed, unfollowed
     FROM repeat_groups
+    WHERE grouped_by = 'day'
     UNION ALL
     SELECT 'channel_transition',
            COALESCE(prev_channel, '(null)') || ' -> ' || COALESCE(channel, '(null)'),
            contacts, repeats, same_reason_repeats, events, closed, unfollowed
     FROM repeat_groups
-    WHERE has_prev
+    WHERE grouped_by = 'transition'
 )
 SELECT
     dimension,
