@@ -325,9 +325,8 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let mut repeat_counts = Collected::default();
     let mut caps_total: BTreeMap<String, u64> = BTreeMap::new();
     let mut pair_counts = Collected::default();
-    let mut sequence_counts = Collected::default();
-    // (one per partition, summed side by side)
-    let mut pattern_sums = (n_buckets > 1).then(Vec::<crate::timeline::PatternSums>::new);
+    // the pattern counts so far, one sum per partition
+    let mut pattern_sums: Vec<crate::timeline::PatternSums> = Vec::new();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let with_agent = cfg.columns.agent.is_some();
     let mut contacts_writer: Option<report::ContactsWriter> = None;
@@ -410,32 +409,25 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
 
         progress.stage(&format!("mining sequences{label}"));
         let t = Instant::now();
-        let (counts_schema, counted) =
+        let (_, counted) =
             run_timeline(&ctx, &annotated, Mode::SequenceCounts, params.clone()).await?;
-        match pattern_sums.as_mut() {
-            // with several buckets, one row per pattern so far, not one per
-            // pattern, partition and bucket
-            Some(sums) => {
-                let t = Instant::now();
-                if sums.len() < counted.len() {
-                    let items_are_reasons = !cfg.sequence_channel_items;
-                    sums.resize_with(counted.len(), || {
-                        crate::timeline::PatternSums::new(items_are_reasons)
-                    });
-                }
-                pool.install(|| {
-                    use rayon::prelude::*;
-                    sums.par_iter_mut()
-                        .zip(counted.par_iter())
-                        .try_for_each(|(sums, batches)| {
-                            batches.iter().try_for_each(|batch| sums.add(batch))
-                        })
-                })?;
-                add_seconds(&mut stage_seconds, "sequences.sum", t);
-                sequence_counts.add((counts_schema, vec![Vec::new()]));
-            }
-            None => sequence_counts.add((counts_schema, counted)),
+        // summed by pattern as they come, one sum per partition, side by
+        // side (a pattern's texts are written once, by the sums' finish)
+        let t_sum = Instant::now();
+        if pattern_sums.len() < counted.len() {
+            pattern_sums.resize_with(counted.len(), crate::timeline::PatternSums::new);
         }
+        pool.install(|| {
+            use rayon::prelude::*;
+            pattern_sums
+                .par_iter_mut()
+                .zip(counted.par_iter())
+                .try_for_each(|(sums, batches)| {
+                    batches.iter().try_for_each(|batch| sums.add(batch))
+                })
+        })?;
+        drop(counted);
+        add_seconds(&mut stage_seconds, "sequences.sum", t_sum);
         add_seconds(&mut stage_seconds, "sequences", t);
 
         // Only what the later passes and queries read is kept (the columns
@@ -510,24 +502,24 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let schema = annotated_schema.expect("at least one bucket");
     ctx.register_table("repeat_counts", repeat_counts.table()?)?;
     ctx.register_table("pair_counts", pair_counts.table()?)?;
-    let summed = match pattern_sums {
-        // the partitions' sums, summed
-        Some(sums) => {
-            let parts = sums
-                .into_iter()
-                .map(|s| s.finish())
-                .collect::<Result<Vec<_>>>()?;
-            crate::timeline::sum_by_pattern(
-                &parts.into_iter().flatten().collect::<Vec<_>>(),
-                !cfg.sequence_channel_items,
-            )?
-        }
-        None => None,
-    };
-    if let Some(summed) = summed {
-        sequence_counts.add((summed.schema(), vec![vec![summed]]));
+    // the partitions' sums, summed
+    let t = Instant::now();
+    let mut sums = pattern_sums.into_iter();
+    let mut summed = sums.next().unwrap_or_default();
+    for other in sums {
+        summed.merge(other);
     }
-    ctx.register_table("sequence_counts", sequence_counts.table()?)?;
+    // (only patterns at the minimum support: sequence_candidates.sql reads
+    // no others, see PatternSums::finish)
+    let totals = summed.finish(i64::try_from(cfg.min_support).unwrap_or(i64::MAX))?;
+    add_seconds(&mut stage_seconds, "sequences.sum", t);
+    ctx.register_table(
+        "sequence_counts",
+        Arc::new(MemTable::try_new(
+            crate::timeline::sequence_totals_schema(),
+            vec![totals.into_iter().collect()],
+        )?),
+    )?;
     let caps = caps_total;
 
     progress.stage("ranking clusters");

@@ -77,7 +77,7 @@ mod tests {
     use super::*;
     use crate::ingest::contacts_in_schema;
     use crate::timeline::{
-        contacts_schema, followups_schema, pair_counts_schema, sequence_counts_schema,
+        contacts_schema, followups_schema, pair_counts_schema, sequence_totals_schema,
         sequences_schema,
     };
 
@@ -103,7 +103,7 @@ mod tests {
         empty(&ctx, "followups", followups_schema(&input));
         empty(&ctx, "pair_counts", pair_counts_schema());
         empty(&ctx, "sequence_occurrences", sequences_schema(&input));
-        empty(&ctx, "sequence_counts", sequence_counts_schema());
+        empty(&ctx, "sequence_counts", sequence_totals_schema());
         empty(&ctx, "outreach_cutoffs", crate::outreach::cutoffs_schema());
         let params = [
             ("windows", "(86400.0), (604800.0)".to_string()),

@@ -47,7 +47,9 @@ mod sequences;
 pub mod sorted;
 
 pub use pairs::pair_counts_schema;
-pub use sequences::{PatternSums, sequence_counts_schema, sequences_schema, sum_by_pattern};
+pub use sequences::{
+    PatternSums, sequence_counts_schema, sequence_totals_schema, sequences_schema, sum_by_pattern,
+};
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};

@@ -13,7 +13,9 @@
 //! [`occurrences`] packs each into a `u128` key. Two outputs:
 //! - [`counts`]: per-partition totals per pattern: n, the distinct customers
 //!   (customers never span partitions, so a sum over partitions is exact) and
-//!   the channel cost of the last steps in millionths.
+//!   the channel cost of the last steps in millionths, the pattern's items as
+//!   the partition's codes; [`PatternSums`] sums them over partitions and
+//!   buckets and writes each pattern's texts once.
 //! - [`occurrences`]: one row per (start contact, pattern) for the patterns of
 //!   `sequence_filter` only, with the step lags, for lag medians and members.
 
@@ -21,9 +23,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Int64Array, StringArray, StringBuilder, UInt32Array,
+    Array, ArrayRef, AsArray, DictionaryArray, Float64Array, Int64Array, StringArray,
+    StringBuilder, UInt32Array,
 };
-use datafusion::arrow::compute::{cast, concat_batches, take, take_record_batch};
+use datafusion::arrow::compute::{cast, take};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::DataFusionError;
@@ -34,8 +37,33 @@ use super::{
 };
 use crate::error::Result;
 
-/// Output schema of [`super::Mode::SequenceCounts`].
+/// Output schema of [`super::Mode::SequenceCounts`]: one row per pattern
+/// of 2–4 items found in a partition, its items as codes into the
+/// partition's item texts (`item_k`, a dictionary, null past the pattern's
+/// length) with each item's reason (`reason_k`, a dictionary with the same
+/// keys), and its totals. No text is written per pattern: [`PatternSums`]
+/// sums the partitions' rows by their items and writes each pattern's texts
+/// once ([`sequence_totals_schema`]).
 pub fn sequence_counts_schema() -> SchemaRef {
+    let dictionary = || DataType::Dictionary(Box::new(DataType::UInt32), Box::new(DataType::Utf8));
+    let mut fields = vec![Field::new("length", DataType::Int64, false)];
+    for what in ["item", "reason"] {
+        for k in 1..=MAX_SEQUENCE_LEN {
+            fields.push(Field::new(format!("{what}_{k}"), dictionary(), k > 2));
+        }
+    }
+    for c in SUMMED {
+        fields.push(Field::new(c, DataType::Int64, false));
+    }
+    Arc::new(Schema::new(fields))
+}
+
+/// Schema of the `sequence_counts` table the SQL reads
+/// (`queries/pattern_totals.sql`): one row per pattern with its texts and
+/// its totals over every partition and bucket ([`PatternSums::finish`]).
+/// The totals are nullable, as were the SQL sums that made them before, so
+/// that the output files keep their schemas.
+pub fn sequence_totals_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("pattern", DataType::Utf8, false),
         Field::new("prefix", DataType::Utf8, false),
@@ -44,74 +72,71 @@ pub fn sequence_counts_schema() -> SchemaRef {
         Field::new("reason_2", DataType::Utf8, false),
         Field::new("reason_3", DataType::Utf8, true),
         Field::new("reason_4", DataType::Utf8, true),
-        Field::new("n", DataType::Int64, false),
-        Field::new("customers", DataType::Int64, false),
-        Field::new("followup_cost_micros", DataType::Int64, false),
+        Field::new("n", DataType::Int64, true),
+        Field::new("customers", DataType::Int64, true),
+        Field::new("followup_cost_micros", DataType::Int64, true),
     ]))
 }
 
-/// The counted columns of [`sequence_counts_schema`]; every other column is
-/// a function of `pattern`.
+/// The counted columns of both schemas.
 const SUMMED: [&str; 3] = ["n", "customers", "followup_cost_micros"];
 
-/// Rows of [`sequence_counts_schema`] summed by pattern, added a batch at a
-/// time: one row per pattern, in the order patterns are first seen, with the
-/// counts added up and the other columns of the pattern's first row. A run
-/// with several buckets keeps its counts this way between buckets, so that
-/// each bucket's rows are looked up once. Before, a SQL `GROUP BY` over the
-/// seven key columns summed the rows so far again after every bucket, and
-/// took half the sequence stage's time at 100M contacts (9.9 of 19.5 s).
-///
-/// A pattern is looked up by all seven key columns, as that `GROUP BY` did,
-/// written one after another into one key (so no two different rows make
-/// the same key): the reasons by number, the length, the prefix by its
-/// length (it is the pattern's start), the pattern after its length. The
-/// keys are kept one after another in one buffer and found by their hash,
-/// with a chain for keys of equal hash. The reasons alone are not enough
-/// with channel:reason items, where patterns on different channels share
-/// them. Where the items are the reasons, the pass writes the other key
-/// columns from them, and the reasons alone are the key, packed into one
-/// integer: at 10M contacts in 3 buckets the whole key took 0.80–1.10 s,
-/// the packed reasons 0.51–0.63 s.
+/// Rows of [`sequence_counts_schema`] (from any partitions and buckets)
+/// summed by pattern: one row per pattern, in the order patterns are first
+/// seen. A pattern is known by its items' texts: each distinct item text is
+/// numbered once (a partition's or bucket's codes differ from another's),
+/// and a pattern's numbers, packed into one integer, find its sums. So a row
+/// costs a few array lookups and one hash probe, and each pattern's texts
+/// are written once, by [`PatternSums::finish`]. Before, the pass wrote the
+/// texts of every pattern in every partition and a `GROUP BY` over those
+/// seven text columns (or a map of them, with several buckets) summed them:
+/// at 100M contacts in 9 buckets the summing took 3.8 s.
 #[derive(Default)]
 pub struct PatternSums {
-    /// Whether the items are the reasons (not channel:reason).
-    items_are_reasons: bool,
-    /// A number for each reason text (from 1; 0 is none).
-    items: FastMap<Box<str>, u32>,
-    /// Each pattern's place, by its reasons' numbers packed (items that are
-    /// reasons).
-    by_reasons: FastMap<u128, usize>,
-    /// Otherwise, the first pattern with each key hash.
-    index: FastMap<u64, u32>,
-    /// The next pattern with the same key hash (`u32::MAX`: none).
-    same_hash: Vec<u32>,
-    /// Every pattern's key, one after another; pattern `k`'s ends at
-    /// `key_ends[k]`.
-    keys: Vec<u8>,
-    key_ends: Vec<usize>,
-    hasher: foldhash::fast::FixedState,
-    /// Bits of the hash left out (tests make the hashes collide).
-    hash_shift: u32,
-    /// The first row of each pattern, key columns only, in order.
-    firsts: Vec<RecordBatch>,
+    /// Each item's number (from 1; 0 is no item), by its text.
+    numbers: FastMap<Box<str>, u32>,
+    /// Each numbered item's text and reason (at its number - 1).
+    items: Vec<(Box<str>, Box<str>)>,
+    /// Each pattern's place, by its items' numbers packed (the first item in
+    /// the highest 32 bits, 0 past the last).
+    places: FastMap<u128, u32>,
+    /// The patterns, as packed, in the order first seen.
+    patterns: Vec<u128>,
     sums: Vec<[i64; 3]>,
-    schema: Option<SchemaRef>,
 }
 
 impl PatternSums {
-    /// Sums of the counts of a run whose sequence items are the reasons
-    /// (`items_are_reasons`) or channel:reason.
-    pub fn new(items_are_reasons: bool) -> PatternSums {
-        PatternSums {
-            items_are_reasons,
-            ..Default::default()
+    /// No patterns yet.
+    pub fn new() -> PatternSums {
+        PatternSums::default()
+    }
+
+    /// The number of `item` (whose reason is `reason`), numbered if new.
+    fn number(&mut self, item: &str, reason: &str) -> u32 {
+        if let Some(n) = self.numbers.get(item) {
+            return *n;
+        }
+        self.items.push((item.into(), reason.into()));
+        let n = self.items.len() as u32;
+        self.numbers.insert(item.into(), n);
+        n
+    }
+
+    /// The counts of `packed` (a pattern's numbers) plus `counts`.
+    fn add_counts(&mut self, packed: u128, counts: [i64; 3]) {
+        let next = self.patterns.len() as u32;
+        let place = *self.places.entry(packed).or_insert(next);
+        if place == next {
+            self.patterns.push(packed);
+            self.sums.push([0; 3]);
+        }
+        for (sum, c) in self.sums[place as usize].iter_mut().zip(counts) {
+            *sum += c;
         }
     }
 
-    /// Adds a batch of sequence counts.
+    /// Adds a batch of [`sequence_counts_schema`].
     pub fn add(&mut self, batch: &RecordBatch) -> Result<()> {
-        let schema = batch.schema();
         let internal =
             |what: String| -> crate::error::Error { DataFusionError::Internal(what).into() };
         let column = |name: &str| {
@@ -119,181 +144,155 @@ impl PatternSums {
                 .column_by_name(name)
                 .ok_or_else(|| internal(format!("sequence counts without {name}")))
         };
-        let text = |c: &str| {
-            let a = column(c)?;
-            a.as_string_opt::<i32>()
-                .ok_or_else(|| internal(format!("sequence counts' {c} is {}", a.data_type())))
-        };
-        let (pattern, prefix) = (text("pattern")?, text("prefix")?);
-        let reasons = ["reason_1", "reason_2", "reason_3", "reason_4"]
-            .iter()
-            .map(|c| text(c))
-            .collect::<Result<Vec<_>>>()?;
-        let length = cast(column("length")?, &DataType::Int64)?;
-        let length = length.as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+        // per item column: its keys, and each key's number
+        let mut items = Vec::with_capacity(MAX_SEQUENCE_LEN);
+        for k in 1..=MAX_SEQUENCE_LEN {
+            let dictionary = |what: &str| {
+                let name = format!("{what}_{k}");
+                let a = column(&name)?;
+                a.as_dictionary_opt::<UInt32Type>().ok_or_else(|| {
+                    internal(format!("sequence counts' {name} is {}", a.data_type()))
+                })
+            };
+            let (item, reason) = (dictionary("item")?, dictionary("reason")?);
+            if item.keys() != reason.keys() {
+                return Err(internal(format!(
+                    "item_{k} and reason_{k} differ in their keys"
+                )));
+            }
+            let texts = |d: &DictionaryArray<UInt32Type>| {
+                d.values()
+                    .as_string_opt::<i32>()
+                    .cloned()
+                    .ok_or_else(|| internal(format!("sequence counts' values of item_{k}")))
+            };
+            let (item_texts, reason_texts) = (texts(item)?, texts(reason)?);
+            let numbers: Vec<u32> = (0..item_texts.len())
+                .map(|v| self.number(item_texts.value(v), reason_texts.value(v)))
+                .collect();
+            items.push((item.keys().clone(), numbers));
+        }
         let counts = SUMMED
             .iter()
             .map(|c| Ok(cast(column(c)?, &DataType::Int64)?))
             .collect::<Result<Vec<_>>>()?;
         let counts: Vec<&Int64Array> = counts.iter().map(|a| a.as_primitive()).collect();
-        let mut new_rows: Vec<u32> = Vec::new();
-        let mut key: Vec<u8> = Vec::with_capacity(128);
-        // a text, after its length (no text is u64::MAX bytes long: null)
-        let put = |key: &mut Vec<u8>, t: &StringArray, i: usize| {
-            if t.is_null(i) {
-                key.extend_from_slice(&u64::MAX.to_le_bytes());
-            } else {
-                let v = t.value(i).as_bytes();
-                key.extend_from_slice(&(v.len() as u64).to_le_bytes());
-                key.extend_from_slice(v);
-            }
-        };
-        // each reason column's last text and its number: rows in a row
-        // often share a reason (10M in 3 buckets, summing 0.53 / 0.55 →
-        // 0.49 / 0.49 s)
-        let mut last: [(&str, u32); 4] = [("", 0); 4];
         for i in 0..batch.num_rows() {
-            // the reasons by number (0: null), packed
-            let mut numbers = 0u128;
-            for (r, last) in reasons.iter().zip(last.iter_mut()) {
-                let number = if r.is_null(i) {
-                    0
-                } else {
-                    let t = r.value(i);
-                    if last.1 == 0 || last.0 != t {
-                        let n = match self.items.get(t) {
-                            Some(n) => *n,
-                            None => {
-                                let n = self.items.len() as u32 + 1;
-                                self.items.insert(t.into(), n);
-                                n
-                            }
-                        };
-                        *last = (t, n);
-                    }
-                    last.1
-                };
-                numbers = (numbers << 32) | number as u128;
-            }
-            let k = if self.items_are_reasons {
-                // (the rest follows from the reasons)
-                let next = self.sums.len();
-                let k = *self.by_reasons.entry(numbers).or_insert(next);
-                if k == next {
-                    self.sums.push([0; 3]);
-                    new_rows.push(i as u32);
+            let mut packed = 0u128;
+            for (keys, numbers) in &items {
+                packed <<= 32;
+                if keys.is_valid(i) {
+                    packed |= u128::from(numbers[keys.value(i) as usize]);
                 }
-                k
-            } else {
-                key.clear();
-                key.extend_from_slice(&numbers.to_le_bytes());
-                key.extend_from_slice(&length.value(i).to_le_bytes());
-                key.push(length.is_null(i) as u8);
-                // the prefix by its length where it is the pattern's start
-                // (as the pass writes it), else whole
-                if pattern.is_valid(i)
-                    && prefix.is_valid(i)
-                    && pattern.value(i).starts_with(prefix.value(i))
-                {
-                    key.push(0);
-                    key.extend_from_slice(&(prefix.value(i).len() as u64).to_le_bytes());
-                } else {
-                    key.push(1);
-                    put(&mut key, prefix, i);
-                }
-                put(&mut key, pattern, i);
-                self.slot(&key).unwrap_or_else(|| {
-                    new_rows.push(i as u32);
-                    self.insert(&key)
-                })
-            };
-            for (sum, col) in self.sums[k].iter_mut().zip(&counts) {
-                *sum += col.value(i);
             }
+            self.add_counts(
+                packed,
+                [counts[0].value(i), counts[1].value(i), counts[2].value(i)],
+            );
         }
-        let keys: Vec<usize> = (0..schema.fields().len())
-            .filter(|i| !SUMMED.contains(&schema.field(*i).name().as_str()))
-            .collect();
-        if !new_rows.is_empty() {
-            let firsts = take_record_batch(&batch.project(&keys)?, &UInt32Array::from(new_rows))?;
-            self.firsts.push(firsts);
-        }
-        self.schema.get_or_insert(schema);
         Ok(())
     }
 
-    fn hash(&self, key: &[u8]) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher.hash_one(key) >> self.hash_shift
-    }
-
-    /// The pattern with `key`, if any.
-    fn slot(&self, key: &[u8]) -> Option<usize> {
-        let mut k = *self.index.get(&self.hash(key))?;
-        while k != u32::MAX {
-            let start = if k == 0 {
-                0
-            } else {
-                self.key_ends[k as usize - 1]
-            };
-            if &self.keys[start..self.key_ends[k as usize]] == key {
-                return Some(k as usize);
-            }
-            k = self.same_hash[k as usize];
-        }
-        None
-    }
-
-    /// A new pattern with `key` and no counts yet; its place.
-    fn insert(&mut self, key: &[u8]) -> usize {
-        let k = self.sums.len();
-        self.sums.push([0; 3]);
-        self.keys.extend_from_slice(key);
-        self.key_ends.push(self.keys.len());
-        let head = self.index.entry(self.hash(key)).or_insert(u32::MAX);
-        self.same_hash.push(*head);
-        *head = k as u32;
-        k
-    }
-
-    /// The sums, as one batch in the added batches' schema (None: no rows).
-    pub fn finish(self) -> Result<Option<RecordBatch>> {
-        let Some(schema) = self.schema else {
-            return Ok(None);
-        };
-        if self.sums.is_empty() {
-            return Ok(None);
-        }
-        let keys = concat_batches(&self.firsts[0].schema(), &self.firsts)?;
-        let columns = schema
-            .fields()
+    /// Adds the sums of `other` (its new patterns after these, in its order).
+    pub fn merge(&mut self, other: PatternSums) {
+        let numbers: Vec<u32> = other
+            .items
             .iter()
-            .map(|f| match SUMMED.iter().position(|c| c == f.name()) {
-                Some(k) => Ok(cast(
-                    &(Arc::new(Int64Array::from_iter_values(self.sums.iter().map(|s| s[k])))
-                        as ArrayRef),
-                    f.data_type(),
-                )?),
-                None => Ok(keys
-                    .column_by_name(f.name())
-                    .expect("every key column kept")
-                    .clone()),
-            })
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some(RecordBatch::try_new(schema, columns)?))
+            .map(|(item, reason)| self.number(item, reason))
+            .collect();
+        for (packed, counts) in other.patterns.into_iter().zip(other.sums) {
+            let mut renumbered = 0u128;
+            for k in (0..MAX_SEQUENCE_LEN).rev() {
+                let n = (packed >> (32 * k)) as u32;
+                renumbered = (renumbered << 32)
+                    | match n {
+                        0 => 0,
+                        n => u128::from(numbers[n as usize - 1]),
+                    };
+            }
+            self.add_counts(renumbered, counts);
+        }
+    }
+
+    /// The sums, one row per pattern whose `n` is at least `min_n`, in
+    /// [`sequence_totals_schema`] (None: no such pattern). A pattern's prefix
+    /// has an `n` at least its own (wherever the pattern occurs, so does its
+    /// prefix), so a cut at the minimum support keeps every prefix that a
+    /// kept pattern's confidence divides by, and spares the texts of the
+    /// many rare patterns.
+    pub fn finish(self, min_n: i64) -> Result<Option<RecordBatch>> {
+        let kept: Vec<usize> = (0..self.patterns.len())
+            .filter(|k| self.sums[*k][0] >= min_n)
+            .collect();
+        if kept.is_empty() {
+            return Ok(None);
+        }
+        let rows = kept.len();
+        let mut pattern = StringBuilder::with_capacity(rows, rows * 48);
+        let mut prefix = StringBuilder::with_capacity(rows, rows * 32);
+        let mut reasons: [StringBuilder; MAX_SEQUENCE_LEN] =
+            std::array::from_fn(|_| StringBuilder::with_capacity(rows, rows * 12));
+        let mut lengths = Vec::with_capacity(rows);
+        let mut text = String::new();
+        for packed in kept.iter().map(|k| self.patterns[*k]) {
+            let items: Vec<&(Box<str>, Box<str>)> = (0..MAX_SEQUENCE_LEN)
+                .rev()
+                .map(|k| (packed >> (32 * k)) as u32)
+                .take_while(|n| *n != 0)
+                .map(|n| &self.items[n as usize - 1])
+                .collect();
+            text.clear();
+            for (k, (item, _)) in items.iter().enumerate() {
+                if k + 1 == items.len() {
+                    prefix.append_value(&text);
+                }
+                if k > 0 {
+                    text.push_str(PATTERN_SEP);
+                }
+                text.push_str(item);
+            }
+            pattern.append_value(&text);
+            for (k, r) in reasons.iter_mut().enumerate() {
+                match items.get(k) {
+                    Some((_, reason)) => r.append_value(reason),
+                    None => r.append_null(),
+                }
+            }
+            lengths.push(items.len() as i64);
+        }
+        let [r1, r2, r3, r4] = reasons.map(|mut r| Arc::new(r.finish()) as ArrayRef);
+        let sums = |c: usize| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(
+                kept.iter().map(|k| self.sums[*k][c]),
+            ))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(pattern.finish()),
+            Arc::new(prefix.finish()),
+            Arc::new(Int64Array::from(lengths)),
+            r1,
+            r2,
+            r3,
+            r4,
+            sums(0),
+            sums(1),
+            sums(2),
+        ];
+        Ok(Some(RecordBatch::try_new(
+            sequence_totals_schema(),
+            columns,
+        )?))
     }
 }
 
-/// `batches` summed by pattern ([`PatternSums`]).
-pub fn sum_by_pattern(
-    batches: &[RecordBatch],
-    items_are_reasons: bool,
-) -> Result<Option<RecordBatch>> {
-    let mut sums = PatternSums::new(items_are_reasons);
+/// `batches` (of [`sequence_counts_schema`]) summed by pattern
+/// ([`PatternSums`]), the patterns with an `n` of at least `min_n`.
+pub fn sum_by_pattern(batches: &[RecordBatch], min_n: i64) -> Result<Option<RecordBatch>> {
+    let mut sums = PatternSums::new();
     for b in batches {
         sums.add(b)?;
     }
-    sums.finish()
+    sums.finish(min_n)
 }
 
 /// Output schema of [`super::Mode::Sequences`] for an input schema.
@@ -722,53 +721,38 @@ pub(super) fn counts_with(
         Some(node)
     });
     let totals: Vec<(u32, &Node)> = (0..).zip(&trie.nodes).filter(|(_, t)| t.len >= 2).collect();
-    let rows = totals.len();
-    let mut pattern = StringBuilder::with_capacity(rows, rows * 48);
-    let mut prefix = StringBuilder::with_capacity(rows, rows * 32);
-    let mut reasons: [StringBuilder; MAX_SEQUENCE_LEN] =
-        std::array::from_fn(|_| StringBuilder::with_capacity(rows, rows * 12));
-    let mut text = String::new();
+    // each pattern's item codes, by step (null past its length)
+    let mut codes: [Vec<Option<u32>>; MAX_SEQUENCE_LEN] =
+        std::array::from_fn(|_| Vec::with_capacity(totals.len()));
     for (node, _) in &totals {
-        let codes = trie.codes(*node);
-        text.clear();
-        for (k, c) in codes.iter().enumerate() {
-            if k + 1 == codes.len() {
-                prefix.append_value(&text);
-            }
-            if k > 0 {
-                text.push_str(PATTERN_SEP);
-            }
-            text.push_str(&items.name[*c as usize]);
-        }
-        pattern.append_value(&text);
-        for (k, r) in reasons.iter_mut().enumerate() {
-            match codes.get(k) {
-                Some(c) => r.append_value(&items.reason[*c as usize]),
-                None => r.append_null(),
-            }
+        let path = trie.codes(*node);
+        for (k, c) in codes.iter_mut().enumerate() {
+            c.push(path.get(k).copied());
         }
     }
-    let [r1, r2, r3, r4] = reasons.map(|mut r| Arc::new(r.finish()) as ArrayRef);
-    let columns: Vec<ArrayRef> = vec![
-        Arc::new(pattern.finish()),
-        Arc::new(prefix.finish()),
-        Arc::new(Int64Array::from_iter_values(
-            totals.iter().map(|(_, t)| i64::from(t.len)),
-        )),
-        r1,
-        r2,
-        r3,
-        r4,
-        Arc::new(Int64Array::from_iter_values(
-            totals.iter().map(|(_, t)| i64::from(t.n)),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            totals.iter().map(|(_, t)| i64::from(t.customers)),
-        )),
-        Arc::new(Int64Array::from_iter_values(
-            totals.iter().map(|(_, t)| t.cost),
-        )),
-    ];
+    let names: ArrayRef = Arc::new(StringArray::from_iter_values(&items.name));
+    let reasons: ArrayRef = Arc::new(StringArray::from_iter_values(&items.reason));
+    let keys: Vec<UInt32Array> = codes.into_iter().map(UInt32Array::from).collect();
+    let mut columns: Vec<ArrayRef> = vec![Arc::new(Int64Array::from_iter_values(
+        totals.iter().map(|(_, t)| i64::from(t.len)),
+    ))];
+    for values in [&names, &reasons] {
+        for k in &keys {
+            columns.push(Arc::new(DictionaryArray::<UInt32Type>::try_new(
+                k.clone(),
+                values.clone(),
+            )?));
+        }
+    }
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        totals.iter().map(|(_, t)| i64::from(t.n)),
+    )));
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        totals.iter().map(|(_, t)| i64::from(t.customers)),
+    )));
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        totals.iter().map(|(_, t)| t.cost),
+    )));
     Ok(RecordBatch::try_new(sequence_counts_schema(), columns)?)
 }
 
@@ -846,37 +830,72 @@ pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatc
 mod tests {
     use super::*;
     use rand::rngs::StdRng;
+    use rand::seq::SliceRandom;
     use rand::{Rng, SeedableRng};
     use std::collections::BTreeMap;
 
-    /// One row of sequence counts for `items` (2 to 4 reasons, or
-    /// channel:reason items) with counts.
+    /// One row of sequence counts: its items (2 to 4 reasons, or
+    /// channel:reason items) and counts.
     type Row = (Vec<&'static str>, [i64; 3]);
 
-    fn batch(rows: &[Row]) -> RecordBatch {
+    /// The reason of an item: after the channel, if any.
+    fn reason_of(item: &str) -> &str {
+        item.rsplit(':').next().expect("a part")
+    }
+
+    /// `rows` as the pass writes them, coded into `dictionary` (item texts;
+    /// every item of `rows` among them, in any order).
+    fn coded_batch(rows: &[Row], dictionary: &[&'static str]) -> RecordBatch {
+        let names: ArrayRef = Arc::new(StringArray::from_iter_values(dictionary));
+        let reasons: ArrayRef = Arc::new(StringArray::from_iter_values(
+            dictionary.iter().map(|d| reason_of(d)),
+        ));
+        let keys: Vec<UInt32Array> = (0..MAX_SEQUENCE_LEN)
+            .map(|k| {
+                rows.iter()
+                    .map(|r| {
+                        r.0.get(k)
+                            .map(|i| dictionary.iter().position(|d| d == i).unwrap() as u32)
+                    })
+                    .collect()
+            })
+            .collect();
+        let int = |f: &dyn Fn(&Row) -> i64| -> ArrayRef {
+            Arc::new(rows.iter().map(f).collect::<Int64Array>())
+        };
+        let mut columns = vec![int(&|r| r.0.len() as i64)];
+        for values in [&names, &reasons] {
+            for k in &keys {
+                columns.push(Arc::new(
+                    DictionaryArray::<UInt32Type>::try_new(k.clone(), values.clone()).unwrap(),
+                ));
+            }
+        }
+        for c in 0..3 {
+            columns.push(int(&move |r: &Row| r.1[c]));
+        }
+        RecordBatch::try_new(sequence_counts_schema(), columns).unwrap()
+    }
+
+    /// `rows` as [`PatternSums::finish`] writes them.
+    fn text_batch(rows: &[Row]) -> RecordBatch {
         let text = |f: &dyn Fn(&Row) -> Option<String>| -> ArrayRef {
             Arc::new(rows.iter().map(f).collect::<StringArray>())
         };
         let int = |f: &dyn Fn(&Row) -> i64| -> ArrayRef {
             Arc::new(rows.iter().map(f).collect::<Int64Array>())
         };
-        // (an item's reason: after the channel, if any)
-        let item = |k: usize| {
-            move |r: &Row| {
-                r.0.get(k)
-                    .map(|s| s.rsplit(':').next().expect("a part").to_string())
-            }
-        };
+        let reason = |k: usize| move |r: &Row| r.0.get(k).map(|s| reason_of(s).to_string());
         RecordBatch::try_new(
-            sequence_counts_schema(),
+            sequence_totals_schema(),
             vec![
                 text(&|r| Some(r.0.join(PATTERN_SEP))),
                 text(&|r| Some(r.0[..r.0.len() - 1].join(PATTERN_SEP))),
                 int(&|r| r.0.len() as i64),
-                text(&item(0)),
-                text(&item(1)),
-                text(&item(2)),
-                text(&item(3)),
+                text(&reason(0)),
+                text(&reason(1)),
+                text(&reason(2)),
+                text(&reason(3)),
                 int(&|r| r.1[0]),
                 int(&|r| r.1[1]),
                 int(&|r| r.1[2]),
@@ -885,27 +904,25 @@ mod tests {
         .unwrap()
     }
 
-    /// Against a plain map from pattern to summed counts: every pattern once,
-    /// its counts summed over batches, its other columns its own, first-seen
-    /// order; batches without rows and no batches at all.
+    /// Against a plain map from pattern text to summed counts: every pattern
+    /// once, its counts summed over batches whose codes differ (each its own
+    /// dictionary, in its own order), its texts and reasons its own,
+    /// first-seen order; with reason items and with channel:reason items
+    /// that share reasons; batches without rows and no batches at all; and
+    /// the batches summed in two halves and merged.
     #[test]
     fn sums_by_pattern_like_a_map() {
-        // reason items, and channel:reason items, where different patterns
-        // share reasons (every other trial)
         let reasons = ["billing", "outage", "login", "moving"];
         let channel_reasons = ["billing", "phone:billing", "chat:billing", "chat:outage"];
+        assert!(sum_by_pattern(&[], 0).unwrap().is_none());
+        assert!(
+            sum_by_pattern(&[coded_batch(&[], &reasons)], 0)
+                .unwrap()
+                .is_none()
+        );
         let mut rng = StdRng::seed_from_u64(3);
-        for items_are_reasons in [true, false] {
-            assert!(sum_by_pattern(&[], items_are_reasons).unwrap().is_none());
-            assert!(
-                sum_by_pattern(&[batch(&[])], items_are_reasons)
-                    .unwrap()
-                    .is_none()
-            );
-        }
         for trial in 0..200 {
-            let items_are_reasons = trial % 2 == 0;
-            let items = if items_are_reasons {
+            let items = if trial % 2 == 0 {
                 reasons
             } else {
                 channel_reasons
@@ -922,57 +939,81 @@ mod tests {
                             (pattern, counts)
                         })
                         .collect();
-                    batch(&rows)
+                    let mut dictionary = items.to_vec();
+                    dictionary.shuffle(&mut rng);
+                    coded_batch(&rows, &dictionary)
                 })
                 .collect();
-            let mut want: BTreeMap<String, [i64; 3]> = BTreeMap::new();
-            let mut order: Vec<String> = Vec::new();
+            let mut want: BTreeMap<Vec<&'static str>, [i64; 3]> = BTreeMap::new();
+            let mut order: Vec<Vec<&'static str>> = Vec::new();
             for b in &batches {
-                let p = b.column(0).as_string::<i32>();
                 for i in 0..b.num_rows() {
-                    let key = p.value(i).to_string();
+                    let key: Vec<&'static str> = (1..=MAX_SEQUENCE_LEN)
+                        .filter_map(|k| {
+                            let d = b
+                                .column_by_name(&format!("item_{k}"))
+                                .unwrap()
+                                .as_dictionary::<UInt32Type>();
+                            let v = d.values().as_string::<i32>();
+                            d.keys()
+                                .is_valid(i)
+                                .then(|| v.value(d.keys().value(i) as usize))
+                                .map(|t| *items.iter().find(|x| **x == t).unwrap())
+                        })
+                        .collect();
                     let sums = want.entry(key.clone()).or_insert_with(|| {
                         order.push(key);
                         [0; 3]
                     });
                     for (k, sum) in sums.iter_mut().enumerate() {
                         *sum += b
-                            .column(7 + k)
+                            .column_by_name(SUMMED[k])
+                            .unwrap()
                             .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
                             .value(i);
                     }
                 }
             }
-            let Some(got) = sum_by_pattern(&batches, items_are_reasons).unwrap() else {
-                assert!(want.is_empty(), "trial {trial}");
-                continue;
-            };
-            // the same with hashes that mostly collide (4 of them)
-            let mut colliding = PatternSums {
-                hash_shift: 62,
-                ..PatternSums::new(items_are_reasons)
-            };
-            for b in &batches {
-                colliding.add(b).unwrap();
-            }
-            let colliding = colliding.finish().unwrap();
-            assert_eq!(
-                colliding.as_ref(),
-                Some(&got),
-                "trial {trial}, hashes colliding"
-            );
-            // the expected batch: each pattern's own row with the sums
+            // a cut at a random support (none, or about half the patterns)
+            let min_n = [i64::MIN, 500_000_000_000][rng.random_range(0..2)];
+            let got = sum_by_pattern(&batches, min_n).unwrap();
             let rows: Vec<Row> = order
                 .iter()
-                .map(|p| {
-                    let items: Vec<&'static str> = p
-                        .split(PATTERN_SEP)
-                        .map(|s| *items.iter().find(|i| **i == s).unwrap())
-                        .collect();
-                    (items, want[p])
-                })
+                .map(|p| (p.clone(), want[p]))
+                .filter(|r| r.1[0] >= min_n)
                 .collect();
-            assert_eq!(got, batch(&rows), "trial {trial}");
+            if rows.is_empty() {
+                assert!(got.is_none(), "trial {trial}");
+                continue;
+            }
+            assert_eq!(got.as_ref(), Some(&text_batch(&rows)), "trial {trial}");
+            // the same from two halves merged
+            let half = rng.random_range(0..=batches.len());
+            let mut first = PatternSums::new();
+            let mut second = PatternSums::new();
+            for b in &batches[..half] {
+                first.add(b).unwrap();
+            }
+            for b in &batches[half..] {
+                second.add(b).unwrap();
+            }
+            first.merge(second);
+            assert_eq!(first.finish(min_n).unwrap(), got, "trial {trial}, merged");
         }
+    }
+
+    /// A batch whose reasons are not keyed like its items is refused.
+    #[test]
+    fn items_and_reasons_keyed_alike() {
+        let b = coded_batch(&[(vec!["a", "b"], [1, 1, 1])], &["a", "b"]);
+        let mut columns = b.columns().to_vec();
+        let swapped = DictionaryArray::<UInt32Type>::try_new(
+            UInt32Array::from(vec![1]),
+            Arc::new(StringArray::from(vec!["a", "b"])),
+        )
+        .unwrap();
+        columns[1 + MAX_SEQUENCE_LEN] = Arc::new(swapped);
+        let b = RecordBatch::try_new(b.schema(), columns).unwrap();
+        assert!(PatternSums::new().add(&b).is_err());
     }
 }
