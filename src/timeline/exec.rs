@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::compute::{SortOptions, concat_batches};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -52,15 +52,27 @@ impl TimelineExec {
         params: TimelineParams,
     ) -> Result<Self> {
         let in_schema = input.schema();
-        for name in [
-            "contact_id",
-            "customer_id",
-            "ts",
-            "reason",
-            "channel",
-            "_row",
+        in_schema.field_with_name("contact_id")?;
+        // the types the pass reads its columns as (a Parquet scan, for one,
+        // gives strings as views unless told otherwise)
+        for (name, ok) in [
+            (
+                "customer_id",
+                &(|t: &DataType| t == &DataType::Utf8) as &dyn Fn(&DataType) -> bool,
+            ),
+            ("reason", &|t| t == &DataType::Utf8),
+            ("channel", &|t| t == &DataType::Utf8),
+            ("ts", &|t| {
+                matches!(t, DataType::Timestamp(TimeUnit::Microsecond, _))
+            }),
+            ("_row", &|t| t == &DataType::Int64),
         ] {
-            in_schema.field_with_name(name)?;
+            let found = in_schema.field_with_name(name)?.data_type();
+            if !ok(found) {
+                return Err(DataFusionError::Plan(format!(
+                    "TimelineExec reads {name} as in contacts_in, not as {found}"
+                )));
+            }
         }
         let schema = match mode {
             Mode::Contacts => contacts_schema(&in_schema),
@@ -83,6 +95,16 @@ impl TimelineExec {
             schema,
             properties,
         })
+    }
+
+    /// The table the pass produces.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The pass's parameters.
+    pub fn params(&self) -> &TimelineParams {
+        &self.params
     }
 
     fn key_exprs(&self) -> Result<Vec<Arc<dyn PhysicalExpr>>> {

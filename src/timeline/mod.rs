@@ -40,7 +40,12 @@
 //! Customers over [`MAX_PAIR_CONTACTS_PER_CUSTOMER`] contacts are left out of
 //! pair counts and follow-ups, over [`MAX_SEQUENCE_CONTACTS_PER_CUSTOMER`] of
 //! sequences (the pipeline counts them in the manifest).
+//!
+//! [`codec::TimelineCodec`] serializes the operator in a physical plan
+//! (`datafusion-proto`, the form a distributed scheduler such as Apache
+//! Ballista ships plans to its executors in).
 
+pub mod codec;
 pub mod exec;
 mod pairs;
 mod sequences;
