@@ -40,9 +40,10 @@ pub struct TimelineCodec;
 /// The version of [`Encoded`]; a decoder refuses any other.
 const FORMAT: u32 = 1;
 
-/// A [`TimelineExec`] as encoded: everything but its input.
+/// A [`TimelineExec`] (or a [`super::logical::TimelineNode`]) as encoded:
+/// everything but its input.
 #[derive(Debug, Serialize, Deserialize)]
-struct Encoded {
+pub(super) struct Encoded {
     format: u32,
     mode: String,
     repeat_window_us: i64,
@@ -60,7 +61,7 @@ struct Encoded {
     pair_filter: Vec<(String, String)>,
 }
 
-const MODES: [(Mode, &str); 5] = [
+pub(super) const MODES: [(Mode, &str); 5] = [
     (Mode::Contacts, "contacts"),
     (Mode::Followups, "followups"),
     (Mode::Sequences, "sequences"),
@@ -69,7 +70,7 @@ const MODES: [(Mode, &str); 5] = [
 ];
 
 impl Encoded {
-    fn new(mode: Mode, p: &TimelineParams) -> Self {
+    pub(super) fn new(mode: Mode, p: &TimelineParams) -> Self {
         Encoded {
             format: FORMAT,
             mode: MODES
@@ -93,7 +94,7 @@ impl Encoded {
         }
     }
 
-    fn into_parts(self) -> Result<(Mode, TimelineParams)> {
+    pub(super) fn into_parts(self) -> Result<(Mode, TimelineParams)> {
         let bad = |what: String| DataFusionError::Plan(format!("a recur timeline node: {what}"));
         if self.format != FORMAT {
             return Err(bad(format!(
@@ -136,8 +137,7 @@ impl PhysicalExtensionCodec for TimelineCodec {
         _ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let encoded: Encoded = serde_json::from_slice(buf)
-            .map_err(|e| DataFusionError::Plan(format!("a recur timeline node: {e}")))?;
+        let encoded = Encoded::read(buf)?;
         let [input] = inputs else {
             return Err(DataFusionError::Plan(format!(
                 "a recur timeline node has one input, not {}",
@@ -164,13 +164,23 @@ impl PhysicalExtensionCodec for TimelineCodec {
                 node.name()
             )));
         };
-        serde_json::to_writer(buf, &Encoded::new(timeline.mode(), timeline.params()))
-            .map_err(|e| DataFusionError::External(Box::new(e)))
+        Encoded::new(timeline.mode(), timeline.params()).write(buf)
+    }
+}
+
+impl Encoded {
+    pub(super) fn read(buf: &[u8]) -> Result<Self> {
+        serde_json::from_slice(buf)
+            .map_err(|e| DataFusionError::Plan(format!("a recur timeline node: {e}")))
+    }
+
+    pub(super) fn write(&self, buf: &mut Vec<u8>) -> Result<()> {
+        serde_json::to_writer(buf, self).map_err(|e| DataFusionError::External(Box::new(e)))
     }
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::ingest::contacts_in_schema;
     use datafusion::arrow::array::{
@@ -190,7 +200,7 @@ mod tests {
 
     /// Random contacts: 40 customers, ties and steps exactly at the windows,
     /// null reasons and channels, in no particular order.
-    fn contacts(seed: u64) -> RecordBatch {
+    pub(in crate::timeline) fn contacts(seed: u64) -> RecordBatch {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let reasons = ["bill", "move", "fault", "cancel", "plan"];
         let channels = ["phone", "chat", "web"];
@@ -235,7 +245,7 @@ mod tests {
     }
 
     /// Parameters unlike the defaults in every field a decoder could drop.
-    fn params() -> TimelineParams {
+    pub(in crate::timeline) fn params() -> TimelineParams {
         TimelineParams {
             repeat_window_us: 24 * H,
             cluster_window_us: 5 * 24 * H,
@@ -263,7 +273,7 @@ mod tests {
     }
 
     /// All rows of `batches`, sorted by every column.
-    fn sorted(batches: &[RecordBatch]) -> RecordBatch {
+    pub(in crate::timeline) fn sorted(batches: &[RecordBatch]) -> RecordBatch {
         let all = concat_batches(&batches[0].schema(), batches).unwrap();
         let columns: Vec<SortColumn> = all
             .columns()
@@ -277,9 +287,9 @@ mod tests {
         take_record_batch(&all, &lexsort_to_indices(&columns, None).unwrap()).unwrap()
     }
 
-    #[tokio::test]
-    async fn every_mode_runs_the_same_after_a_round_trip() {
-        // three files, so that the scan has three partitions to repartition
+    /// Random contacts in three Parquet files, so that a scan of the folder
+    /// has three partitions to repartition.
+    pub(in crate::timeline) fn three_files() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let batch = contacts(11);
         let third = batch.num_rows().div_ceil(3);
@@ -293,14 +303,25 @@ mod tests {
                 .unwrap();
             w.close().unwrap();
         }
-        // (strings as Utf8, as the pass reads them, not as views)
+        dir
+    }
+
+    /// Three partitions, strings scanned as Utf8 (as the pass reads them),
+    /// not as views.
+    pub(in crate::timeline) fn config() -> SessionConfig {
         let mut config = SessionConfig::new().with_target_partitions(3);
         config
             .options_mut()
             .execution
             .parquet
             .schema_force_view_types = false;
-        let ctx = SessionContext::new_with_config(config);
+        config
+    }
+
+    #[tokio::test]
+    async fn every_mode_runs_the_same_after_a_round_trip() {
+        let dir = three_files();
+        let ctx = SessionContext::new_with_config(config());
         for (mode, name) in MODES {
             // (a scan of its own: a plan's scan is executed once)
             let scan = ctx

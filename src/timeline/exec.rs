@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use datafusion::arrow::compute::{SortOptions, concat_batches};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef, TimeUnit};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::TaskContext;
@@ -34,6 +34,46 @@ use super::{
     sequence_counts_schema, sequences_schema,
 };
 
+/// The schema of what `mode` makes of a `contacts_in` input of `input`'s
+/// schema.
+pub(crate) fn output_schema(mode: Mode, input: &SchemaRef) -> SchemaRef {
+    match mode {
+        Mode::Contacts => contacts_schema(input),
+        Mode::Followups => followups_schema(input),
+        Mode::Sequences => sequences_schema(input),
+        Mode::SequenceCounts => sequence_counts_schema(),
+        Mode::PairCounts => pair_counts_schema(),
+    }
+}
+
+/// Whether `schema` has the columns the pass reads, of the types it reads
+/// them as (`contacts_in`'s): a plan error naming the column if not.
+pub(crate) fn check_input(schema: &Schema) -> Result<()> {
+    schema.field_with_name("contact_id")?;
+    // the types the pass reads its columns as (a Parquet scan, for one,
+    // gives strings as views unless told otherwise)
+    for (name, ok) in [
+        (
+            "customer_id",
+            &(|t: &DataType| t == &DataType::Utf8) as &dyn Fn(&DataType) -> bool,
+        ),
+        ("reason", &|t| t == &DataType::Utf8),
+        ("channel", &|t| t == &DataType::Utf8),
+        ("ts", &|t| {
+            matches!(t, DataType::Timestamp(TimeUnit::Microsecond, _))
+        }),
+        ("_row", &|t| t == &DataType::Int64),
+    ] {
+        let found = schema.field_with_name(name)?.data_type();
+        if !ok(found) {
+            return Err(DataFusionError::Plan(format!(
+                "the timeline pass reads {name} as in contacts_in, not as {found}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The per-customer timeline operator.
 #[derive(Debug, Clone)]
 pub struct TimelineExec {
@@ -52,35 +92,8 @@ impl TimelineExec {
         params: TimelineParams,
     ) -> Result<Self> {
         let in_schema = input.schema();
-        in_schema.field_with_name("contact_id")?;
-        // the types the pass reads its columns as (a Parquet scan, for one,
-        // gives strings as views unless told otherwise)
-        for (name, ok) in [
-            (
-                "customer_id",
-                &(|t: &DataType| t == &DataType::Utf8) as &dyn Fn(&DataType) -> bool,
-            ),
-            ("reason", &|t| t == &DataType::Utf8),
-            ("channel", &|t| t == &DataType::Utf8),
-            ("ts", &|t| {
-                matches!(t, DataType::Timestamp(TimeUnit::Microsecond, _))
-            }),
-            ("_row", &|t| t == &DataType::Int64),
-        ] {
-            let found = in_schema.field_with_name(name)?.data_type();
-            if !ok(found) {
-                return Err(DataFusionError::Plan(format!(
-                    "TimelineExec reads {name} as in contacts_in, not as {found}"
-                )));
-            }
-        }
-        let schema = match mode {
-            Mode::Contacts => contacts_schema(&in_schema),
-            Mode::Followups => followups_schema(&in_schema),
-            Mode::Sequences => sequences_schema(&in_schema),
-            Mode::SequenceCounts => sequence_counts_schema(),
-            Mode::PairCounts => pair_counts_schema(),
-        };
+        check_input(&in_schema)?;
+        let schema = output_schema(mode, &in_schema);
         let partitions = input.properties().partitioning.partition_count();
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),

@@ -43,10 +43,13 @@
 //!
 //! [`codec::TimelineCodec`] serializes the operator in a physical plan
 //! (`datafusion-proto`, the form a distributed scheduler such as Apache
-//! Ballista ships plans to its executors in).
+//! Ballista ships plans to its executors in); [`logical::TimelineNode`] is
+//! the pass in a logical plan, which [`logical::TimelineQueryPlanner`] plans
+//! as the operator and [`logical::TimelineLogicalCodec`] serializes.
 
 pub mod codec;
 pub mod exec;
+pub mod logical;
 mod pairs;
 mod sequences;
 pub mod sorted;
@@ -74,7 +77,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::error::Result;
 
 /// Which table the pass produces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Mode {
     /// One annotated row per contact.
     Contacts,
@@ -93,7 +96,7 @@ pub enum Mode {
 }
 
 /// Parameters of the pass.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TimelineParams {
     /// Repeat window, µs.
     pub repeat_window_us: i64,
