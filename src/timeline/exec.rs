@@ -46,10 +46,14 @@ pub(crate) fn output_schema(mode: Mode, input: &SchemaRef) -> SchemaRef {
     }
 }
 
-/// Whether `schema` has the columns the pass reads, of the types it reads
-/// them as (`contacts_in`'s): a plan error naming the column if not.
-pub(crate) fn check_input(schema: &Schema) -> Result<()> {
+/// Whether `schema` has the columns the pass in `mode` reads, of the types
+/// it reads them as (`contacts_in`'s): a plan error naming the column if
+/// not. ([`Mode::Contacts`] also passes `agent` through.)
+pub(crate) fn check_input(mode: Mode, schema: &Schema) -> Result<()> {
     schema.field_with_name("contact_id")?;
+    if mode == Mode::Contacts {
+        schema.field_with_name("agent")?;
+    }
     // the types the pass reads its columns as (a Parquet scan, for one,
     // gives strings as views unless told otherwise)
     for (name, ok) in [
@@ -92,7 +96,7 @@ impl TimelineExec {
         params: TimelineParams,
     ) -> Result<Self> {
         let in_schema = input.schema();
-        check_input(&in_schema)?;
+        check_input(mode, &in_schema)?;
         let schema = output_schema(mode, &in_schema);
         let partitions = input.properties().partitioning.partition_count();
         let properties = Arc::new(PlanProperties::new(

@@ -73,7 +73,7 @@ impl TimelineNode {
     /// The pass in `mode` over `input`, whose rows must be `contacts_in`'s.
     pub fn try_new(input: LogicalPlan, mode: Mode, params: TimelineParams) -> Result<Self> {
         let in_schema: SchemaRef = Arc::new(input.schema().as_arrow().clone());
-        check_input(&in_schema)?;
+        check_input(mode, &in_schema)?;
         let schema = Arc::new(DFSchema::try_from(
             output_schema(mode, &in_schema).as_ref().clone(),
         )?);
@@ -354,5 +354,18 @@ mod tests {
         let err = TimelineNode::try_new(scan.logical_plan().clone(), Mode::Contacts, params())
             .unwrap_err();
         assert!(err.to_string().contains("customer_id"), "{err}");
+        // no agent column, which the contacts mode passes through
+        let ctx = SessionContext::new_with_config(config());
+        let scan = ctx
+            .read_parquet(dir.path().to_str().unwrap(), ParquetReadOptions::default())
+            .await
+            .unwrap()
+            .drop_columns(&["agent"])
+            .unwrap();
+        let err = TimelineNode::try_new(scan.logical_plan().clone(), Mode::Contacts, params())
+            .unwrap_err();
+        assert!(err.to_string().contains("agent"), "{err}");
+        // which the other modes do not read
+        TimelineNode::try_new(scan.logical_plan().clone(), Mode::PairCounts, params()).unwrap();
     }
 }
