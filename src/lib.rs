@@ -10,7 +10,9 @@
 //! larger than memory) → [`timeline`] (the per-customer pass, a DataFusion
 //! operator) → [`queries`] (SQL in `queries/`) →
 //! [`report`] (Parquet tables and `manifest.json`); [`pipeline`] runs them;
-//! [`generate`] writes synthetic logs with planted truth.
+//! [`generate`] writes synthetic logs with planted truth. With the
+//! `ballista` cargo feature, `distributed` runs the per-customer pass on an
+//! Apache Ballista cluster.
 //!
 //! ```no_run
 //! # async fn demo() -> recur::Result<()> {
@@ -33,6 +35,8 @@
 
 pub mod buckets;
 pub mod config;
+#[cfg(feature = "ballista")]
+pub mod distributed;
 pub mod error;
 pub mod evaluate;
 pub mod generate;

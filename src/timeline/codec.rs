@@ -61,7 +61,7 @@ pub(super) struct Encoded {
     pair_filter: Vec<(String, String)>,
 }
 
-pub(super) const MODES: [(Mode, &str); 5] = [
+pub(crate) const MODES: [(Mode, &str); 5] = [
     (Mode::Contacts, "contacts"),
     (Mode::Followups, "followups"),
     (Mode::Sequences, "sequences"),
@@ -180,7 +180,7 @@ impl Encoded {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ingest::contacts_in_schema;
     use datafusion::arrow::array::{
@@ -200,7 +200,7 @@ pub(super) mod tests {
 
     /// Random contacts: 40 customers, ties and steps exactly at the windows,
     /// null reasons and channels, in no particular order.
-    pub(in crate::timeline) fn contacts(seed: u64) -> RecordBatch {
+    pub(crate) fn contacts(seed: u64) -> RecordBatch {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let reasons = ["bill", "move", "fault", "cancel", "plan"];
         let channels = ["phone", "chat", "web"];
@@ -245,7 +245,7 @@ pub(super) mod tests {
     }
 
     /// Parameters unlike the defaults in every field a decoder could drop.
-    pub(in crate::timeline) fn params() -> TimelineParams {
+    pub(crate) fn params() -> TimelineParams {
         TimelineParams {
             repeat_window_us: 24 * H,
             cluster_window_us: 5 * 24 * H,
@@ -273,7 +273,7 @@ pub(super) mod tests {
     }
 
     /// All rows of `batches`, sorted by every column.
-    pub(in crate::timeline) fn sorted(batches: &[RecordBatch]) -> RecordBatch {
+    pub(crate) fn sorted(batches: &[RecordBatch]) -> RecordBatch {
         let all = concat_batches(&batches[0].schema(), batches).unwrap();
         let columns: Vec<SortColumn> = all
             .columns()
@@ -289,7 +289,7 @@ pub(super) mod tests {
 
     /// Random contacts in three Parquet files, so that a scan of the folder
     /// has three partitions to repartition.
-    pub(in crate::timeline) fn three_files() -> tempfile::TempDir {
+    pub(crate) fn three_files() -> tempfile::TempDir {
         let dir = tempfile::tempdir().unwrap();
         let batch = contacts(11);
         let third = batch.num_rows().div_ceil(3);
@@ -308,7 +308,7 @@ pub(super) mod tests {
 
     /// Three partitions, strings scanned as Utf8 (as the pass reads them),
     /// not as views.
-    pub(in crate::timeline) fn config() -> SessionConfig {
+    pub(crate) fn config() -> SessionConfig {
         let mut config = SessionConfig::new().with_target_partitions(3);
         config
             .options_mut()
