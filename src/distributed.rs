@@ -181,11 +181,11 @@ mod tests {
     use super::*;
     use crate::timeline::Mode;
     use crate::timeline::codec::MODES;
-    use crate::timeline::codec::tests::{config, params, sorted, three_files};
+    use crate::timeline::codec::tests::{config, operator_rows, params, sorted, three_files};
     use datafusion::arrow::array::{AsArray, RecordBatch};
     use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
     use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
-    use datafusion::physical_plan::{collect, displayable};
+    use datafusion::physical_plan::displayable;
     use datafusion::prelude::ParquetReadOptions;
     use std::collections::BTreeMap;
 
@@ -199,18 +199,7 @@ mod tests {
         let local = SessionContext::new_with_config(config());
         let cluster = standalone(config()).await.unwrap();
         for (mode, name) in MODES {
-            let scan = local
-                .read_parquet(path, ParquetReadOptions::default())
-                .await
-                .unwrap();
-            let direct = crate::pipeline::plan_timeline(
-                &local,
-                scan.create_physical_plan().await.unwrap(),
-                mode,
-                params(),
-            )
-            .unwrap();
-            let want = collect(direct, local.task_ctx()).await.unwrap();
+            let want = operator_rows(&local, path, mode).await;
             assert!(
                 want.iter().map(|b| b.num_rows()).sum::<usize>() > 0,
                 "{name}: no rows to compare"

@@ -129,6 +129,17 @@ impl Encoded {
     }
 }
 
+/// The one input of a timeline node or operator among `inputs`.
+pub(super) fn the_input<T>(inputs: &[T]) -> Result<&T> {
+    match inputs {
+        [input] => Ok(input),
+        _ => Err(DataFusionError::Plan(format!(
+            "a recur timeline node has one input, not {}",
+            inputs.len()
+        ))),
+    }
+}
+
 impl PhysicalExtensionCodec for TimelineCodec {
     fn try_decode(
         &self,
@@ -137,16 +148,9 @@ impl PhysicalExtensionCodec for TimelineCodec {
         _ctx: &TaskContext,
         _proto_converter: &dyn PhysicalProtoConverterExtension,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let encoded = Encoded::read(buf)?;
-        let [input] = inputs else {
-            return Err(DataFusionError::Plan(format!(
-                "a recur timeline node has one input, not {}",
-                inputs.len()
-            )));
-        };
-        let (mode, params) = encoded.into_parts()?;
+        let (mode, params) = Encoded::read(buf)?.into_parts()?;
         Ok(Arc::new(TimelineExec::try_new(
-            input.clone(),
+            the_input(inputs)?.clone(),
             mode,
             params,
         )?))
@@ -316,6 +320,25 @@ pub(crate) mod tests {
             .parquet
             .schema_force_view_types = false;
         config
+    }
+
+    /// The rows of the pass in `mode` planned as the operator over a fresh
+    /// scan of the Parquet files under `path` (a plan's scan is executed
+    /// once), run by `ctx`.
+    pub(crate) async fn operator_rows(
+        ctx: &SessionContext,
+        path: &str,
+        mode: Mode,
+    ) -> Vec<RecordBatch> {
+        let scan = ctx
+            .read_parquet(path, ParquetReadOptions::default())
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let plan = crate::pipeline::plan_timeline(ctx, scan, mode, params()).unwrap();
+        collect(plan, ctx.task_ctx()).await.unwrap()
     }
 
     #[tokio::test]

@@ -56,7 +56,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 use datafusion_proto::logical_plan::LogicalExtensionCodec;
 
-use super::codec::Encoded;
+use super::codec::{Encoded, the_input};
 use super::exec::{TimelineExec, check_input, output_schema};
 use super::{Mode, TimelineParams};
 
@@ -132,15 +132,8 @@ impl UserDefinedLogicalNodeCore for TimelineNode {
         )
     }
 
-    fn with_exprs_and_inputs(
-        &self,
-        _exprs: Vec<Expr>,
-        mut inputs: Vec<LogicalPlan>,
-    ) -> Result<Self> {
-        if inputs.len() != 1 {
-            return Err(DataFusionError::Internal("Timeline takes one input".into()));
-        }
-        TimelineNode::try_new(inputs.swap_remove(0), self.mode, self.params.clone())
+    fn with_exprs_and_inputs(&self, _exprs: Vec<Expr>, inputs: Vec<LogicalPlan>) -> Result<Self> {
+        TimelineNode::try_new(the_input(&inputs)?.clone(), self.mode, self.params.clone())
     }
 }
 
@@ -162,11 +155,8 @@ impl ExtensionPlanner for TimelinePlanner {
         let Some(timeline) = node.as_any().downcast_ref::<TimelineNode>() else {
             return Ok(None);
         };
-        let [input] = physical_inputs else {
-            return Err(DataFusionError::Internal("Timeline takes one input".into()));
-        };
         Ok(Some(Arc::new(TimelineExec::try_new(
-            input.clone(),
+            the_input(physical_inputs)?.clone(),
             timeline.mode,
             timeline.params.clone(),
         )?)))
@@ -205,14 +195,12 @@ impl LogicalExtensionCodec for TimelineLogicalCodec {
         _ctx: &TaskContext,
     ) -> Result<Extension> {
         let (mode, params) = Encoded::read(buf)?.into_parts()?;
-        let [input] = inputs else {
-            return Err(DataFusionError::Plan(format!(
-                "a recur timeline node has one input, not {}",
-                inputs.len()
-            )));
-        };
         Ok(Extension {
-            node: Arc::new(TimelineNode::try_new(input.clone(), mode, params)?),
+            node: Arc::new(TimelineNode::try_new(
+                the_input(inputs)?.clone(),
+                mode,
+                params,
+            )?),
         })
     }
 
@@ -254,7 +242,7 @@ impl LogicalExtensionCodec for TimelineLogicalCodec {
 mod tests {
     use super::*;
     use crate::timeline::codec::MODES;
-    use crate::timeline::codec::tests::{config, params, sorted, three_files};
+    use crate::timeline::codec::tests::{config, operator_rows, params, sorted, three_files};
     use datafusion::execution::SessionStateBuilder;
     use datafusion::physical_plan::{collect, displayable};
     use datafusion::prelude::{ParquetReadOptions, SessionContext};
@@ -281,14 +269,7 @@ mod tests {
                 .read_parquet(path, ParquetReadOptions::default())
                 .await
                 .unwrap();
-            let direct = crate::pipeline::plan_timeline(
-                &ctx,
-                scan.clone().create_physical_plan().await.unwrap(),
-                mode,
-                params(),
-            )
-            .unwrap();
-            let want = sorted(&collect(direct, ctx.task_ctx()).await.unwrap());
+            let want = sorted(&operator_rows(&ctx, path, mode).await);
             assert!(want.num_rows() > 0, "{name}: no rows to compare");
 
             let plan = TimelineNode::try_new(scan.logical_plan().clone(), mode, params())
