@@ -34,7 +34,7 @@
 //! records each batch's size. [`RowNumbers`] turns that into the global input
 //! row number (and the contact ids assigned from it) as a bucket is taken.
 
-mod direct;
+pub(crate) mod direct;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

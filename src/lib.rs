@@ -35,6 +35,7 @@
 
 pub mod buckets;
 pub mod config;
+pub mod direct_store;
 #[cfg(feature = "ballista")]
 pub mod distributed;
 pub mod error;

@@ -122,7 +122,10 @@ pub fn session(cfg: &PipelineConfig) -> Result<SessionContext> {
             .build_arc()?;
         state = state.with_runtime_env(runtime);
     }
-    Ok(SessionContext::new_with_state(state.build()))
+    let ctx = SessionContext::new_with_state(state.build());
+    // the contacts table written around the page cache
+    crate::direct_store::DirectStore::register(&ctx);
+    Ok(ctx)
 }
 
 /// The tables recur keeps in memory between stages, registered with the
