@@ -22,7 +22,7 @@
 //!
 //! In the bucket files channel and reason are codes into texts the sink
 //! numbers as it first sees them, and an unmapped (all-null) agent column
-//! is left out ([`FileCodec`]): a third fewer bytes to write and read back.
+//! is left out (`FileCodec`): a third fewer bytes to write and read back.
 //! A bucket is taken back with channel and reason as dictionaries over
 //! those texts, which the in-memory sort codes without hashing a text per
 //! row, or as texts for DataFusion's sort under a memory limit.
@@ -615,7 +615,7 @@ fn bucket_path(dir: &Path, b: usize) -> PathBuf {
 }
 
 /// Writes `batches` to an Arrow IPC file at `path` (around the page cache,
-/// see [`direct`]); returns its size.
+/// see `direct`); returns its size.
 pub fn spill(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<u64> {
     let file = DirectWriter::create(path, SPILL_BUFFER).map_err(|e| Error::io(path, e))?;
     let mut w = FileWriter::try_new(file, schema)?;
@@ -627,7 +627,7 @@ pub fn spill(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result
 
 /// Reads every batch of an Arrow IPC file written by [`spill`] or a
 /// [`Sink`]: the file is read whole into one buffer (around the page cache,
-/// see [`direct`]), and the batches' arrays point into it, which lives as
+/// see `direct`), and the batches' arrays point into it, which lives as
 /// long as any of them.
 pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
     let whole = direct::read(path).map_err(|e| Error::io(path, e))?;

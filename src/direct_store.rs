@@ -3,15 +3,16 @@
 //!
 //! Input: the uploads DataFusion's Parquet writer makes to local paths (the
 //! contacts table, written by [`crate::report::ContactsWriter`]). Output:
-//! the files. A file too large for one upload part is written through a
-//! [`DirectWriter`] (`O_DIRECT` where the file system allows it, see
-//! [`crate::buckets::direct`]); everything else, reads included, is
+//! the files. A file uploaded in parts (DataFusion's writer does so once a
+//! file outgrows its 10 MiB buffer) is written through a `DirectWriter`
+//! (`O_DIRECT` where the file system allows it, see
+//! `crate::buckets::direct`); everything else, reads included, is
 //! [`LocalFileSystem`]'s.
 //!
 //! Through the page cache the kernel copied every byte of the contacts
-//! table into cache pages: 3% of a 100M-contact run's cycles, on a core the
-//! run's other work was waiting for (perf, BENCHMARKS.md, "Sixteenth
-//! session").
+//! table into cache pages: 3% of a 100M-contact run's cycles, with both
+//! cores busy. Written directly, the run's system time fell by 3.5–5.9 s in
+//! four A/B pairs at 100M (BENCHMARKS.md, "Sixteenth session").
 
 use std::fmt;
 use std::io::Write;
