@@ -209,8 +209,15 @@ impl MultipartUpload for DirectUpload {
         })?;
         let (staged, dest) = (self.staged.clone(), self.dest.clone());
         tokio::task::spawn_blocking(move || {
-            writer.finish().map_err(|e| io_error(&staged, e))?;
-            std::fs::rename(&staged, &dest).map_err(|e| io_error(&dest, e))
+            let done = writer
+                .finish()
+                .map_err(|e| io_error(&staged, e))
+                .and_then(|_| std::fs::rename(&staged, &dest).map_err(|e| io_error(&dest, e)));
+            if done.is_err() {
+                // (the upload has ended: nothing else will remove it)
+                let _ = std::fs::remove_file(&staged);
+            }
+            done
         })
         .await
         .map_err(store_error)??;
@@ -243,6 +250,9 @@ mod tests {
     use object_store::ObjectStoreExt;
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
+
+    /// A part length that is not a whole number of blocks.
+    const ALIGN_PLUS: usize = 3 * 4096 + 5;
 
     fn location(p: &std::path::Path) -> Path {
         Path::from_absolute_path(p).unwrap()
@@ -320,6 +330,28 @@ mod tests {
             }
             assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
         }
+    }
+
+    #[tokio::test]
+    async fn an_upload_that_fails_to_complete_leaves_no_staged_file() {
+        // the file's place is taken by a folder that is not empty: the
+        // rename at completion fails
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("taken");
+        std::fs::create_dir(&dest).unwrap();
+        std::fs::write(dest.join("inside"), b"x").unwrap();
+        let store = DirectStore::new();
+        let mut upload = store.put_multipart(&location(&dest)).await.unwrap();
+        upload
+            .put_part(PutPayload::from(vec![3u8; ALIGN_PLUS]))
+            .await
+            .unwrap();
+        assert!(upload.complete().await.is_err());
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec!["taken"]);
     }
 
     #[tokio::test]
