@@ -1,69 +1,70 @@
 -- cluster_candidates: every A -> B pair at every cluster window, with its
--- counts, lags, value and p-value. Nothing is filtered here but min_support.
+-- counts, what chance would give, value and p-value. Nothing is filtered
+-- here: every pair seen is tested (fdr.sql), and clusters.sql keeps the
+-- significant ones with enough support and customers.
 --
--- Input:  pair_counts (per partition of the timeline pass, window W, antecedent A
---                      (null included) and consequent B: n_support = A-contacts
---                      whose first later B-contact of the same customer comes
---                      within W, their distinct customers, the follow-ups'
---                      channel cost in millionths, and their lags, sorted; see
---                      src/timeline/pairs.rs; rows without a consequent hold
---                      each reason's contacts and distinct customers; customers
---                      over the pass's contact cap are in none of them)
--- Output: key, window_s, antecedent, consequent, n_antecedent, n_support, confidence,
---         baseline, lift, median_lag_s, p90_lag_s, customers, score,
+-- Input:  pair_counts       (per partition of the timeline pass, window W,
+--                            antecedent A and consequent B: n_support =
+--                            A-contacts whose first later B-contact of the
+--                            same customer comes within W, their distinct
+--                            customers, the follow-ups' channel cost in
+--                            millionths, their lags; over the counted
+--                            triggers (each customer's first few A-contacts):
+--                            n_counted followed by B, sum_sq = Σ over
+--                            customers of their n_counted squared; see
+--                            src/timeline/pairs.rs. Rows without a consequent
+--                            hold each reason's contacts and customers.)
+--         pair_expectations (per W, A, B: counted_triggers, expected = how
+--                            many counted triggers chance alone would have
+--                            followed by B given each one's own followers and
+--                            B's share of contacts at the time; cross and
+--                            expected_sq, the other terms of the variance; see
+--                            src/significance.rs)
+-- Output: key, window_s, antecedent, consequent, n_antecedent, n_support,
+--         customers, confidence, n_counted, expected, baseline, lift, score,
 --         avoidable_contacts, value, p_value
 --
--- Parameters: ${windows} (a VALUES list of windows in seconds), ${min_support},
+-- Parameters: ${windows} (a VALUES list of windows in seconds), ${min_lift},
 -- ${effectiveness}.
 --
--- A contact is followed by B within window W exactly when its first B comes
--- within W, so one list of first follow-ups serves every window.
--- baseline(B, W) = share of all contacts (any reason, null included) followed by
---   a B-contact within W.
--- score = n_support - n_antecedent * baseline: follow-ups beyond chance.
--- avoidable_contacts = n_support * effectiveness: the follow-ups a proactive
---   contact after A could prevent; value weights each by the cost of the channel
---   the follow-up actually came on.
--- p_value: how surprising n_support follow-ups among n_antecedent triggers are
---   if B's timing were unrelated to A: a one-sided binomial test at the
---   baseline, on effective counts. Contacts of one customer are not independent
---   trials (a customer who calls ten times about A is ten correlated trials),
---   so both counts are divided by the design effect d = A-contacts / distinct
---   A-customers, Kish's bound for clustered samples: conservative for heavy
---   customers, exactly the plain binomial test when each has one A-contact.
--- Lags are nearest-rank percentiles: the ceil(q * n)-th smallest lag.
+-- confidence = n_support / n_antecedent: the share of all A-contacts followed
+--   by B within W.
+-- baseline = expected / counted_triggers: the chance a counted A-trigger is
+--   followed by B if B's timing were unrelated to A.
+-- lift = n_counted / expected: follow-ups over chance.
+-- score = n_counted - expected: follow-ups beyond chance, each customer
+--   counted with its first few triggers only (one customer cannot carry it).
+-- avoidable_contacts = effectiveness * max(score, 0): the follow-ups beyond
+--   chance a proactive contact after A could prevent; value weights each by
+--   the mean cost of the channels B's follow-ups came on.
+-- p_value: H0 "lift <= min_lift" (chance explains the follow-ups up to a
+--   min_lift excess). Customers are the independent units: with s_c and e_c
+--   a customer's observed and expected counts and l = n_counted / expected
+--   the fitted lift, the variance of n_counted is Σ_c (s_c - l * e_c)^2 =
+--   sum_sq - 2 * l * cross + l^2 * expected_sq (the cluster-robust, or
+--   sandwich, variance); excess_p_value takes n_counted as Poisson,
+--   over-dispersed by that variance where it exceeds the Poisson's
+--   (src/significance.rs).
 WITH windows AS (
     SELECT CAST(column1 AS DOUBLE) AS window_s FROM (VALUES ${windows}) AS w
 ),
--- the pass's per-reason totals are its rows without a consequent
-total AS (
-    SELECT SUM(n_support) AS n_contacts FROM pair_counts WHERE consequent IS NULL
-),
 antecedents AS (
-    SELECT antecedent, SUM(n_support) AS n_antecedent,
-           SUM(customers) AS antecedent_customers
+    SELECT antecedent, SUM(n_support) AS n_antecedent
     FROM pair_counts
-    WHERE consequent IS NULL AND antecedent IS NOT NULL
+    WHERE consequent IS NULL
     GROUP BY antecedent
 ),
-pc AS (
-    SELECT p.* FROM pair_counts p JOIN windows w ON w.window_s = p.window_s
-),
-base AS (
-    SELECT window_s, consequent, SUM(n_support) AS n_followed
-    FROM pc
-    GROUP BY window_s, consequent
-),
 pairs AS (
-    SELECT window_s, antecedent, consequent,
-           SUM(n_support) AS n_support,
-           SUM(customers) AS customers,
-           SUM(followup_cost_micros) / 1000000.0 AS followup_cost,
-           array_sort(flatten(array_agg(lags))) AS lags
-    FROM pc
-    WHERE antecedent IS NOT NULL AND antecedent <> consequent
-    GROUP BY window_s, antecedent, consequent
-    HAVING SUM(n_support) >= ${min_support}
+    SELECT p.window_s, p.antecedent, p.consequent,
+           SUM(p.n_support) AS n_support,
+           SUM(p.customers) AS customers,
+           SUM(p.followup_cost_micros) / 1000000.0 AS followup_cost,
+           SUM(p.n_counted) AS n_counted,
+           SUM(p.sum_sq) AS sum_sq
+    FROM pair_counts p
+    JOIN windows w ON w.window_s = p.window_s
+    WHERE p.consequent IS NOT NULL
+    GROUP BY p.window_s, p.antecedent, p.consequent
 ),
 counted AS (
     SELECT
@@ -71,29 +72,38 @@ counted AS (
         p.consequent,
         CAST(p.window_s AS BIGINT) AS window_s,
         a.n_antecedent,
-        a.antecedent_customers,
         p.n_support,
-        CAST(p.n_support AS DOUBLE) / a.n_antecedent AS confidence,
-        CAST(b.n_followed AS DOUBLE) / t.n_contacts AS baseline,
-        array_element(p.lags, CAST((p.n_support + 1) / 2 AS BIGINT)) AS median_lag_s,
-        array_element(p.lags, CAST((9 * p.n_support + 9) / 10 AS BIGINT)) AS p90_lag_s,
         p.customers,
-        p.followup_cost
+        CAST(p.n_support AS DOUBLE) / a.n_antecedent AS confidence,
+        p.n_counted,
+        e.expected,
+        e.expected / e.counted_triggers AS baseline,
+        CAST(p.n_counted AS DOUBLE) - e.expected AS score,
+        p.followup_cost / p.n_support AS mean_cost,
+        e.cross,
+        e.expected_sq,
+        p.sum_sq
     FROM pairs p
     JOIN antecedents a ON a.antecedent = p.antecedent
-    JOIN base b ON b.consequent = p.consequent AND b.window_s = p.window_s
-    CROSS JOIN total t
+    JOIN pair_expectations e
+      ON e.window_s = p.window_s AND e.antecedent = p.antecedent
+     AND e.consequent = p.consequent
 )
 SELECT
     antecedent || ' -> ' || consequent || ' @' || CAST(window_s AS VARCHAR) || 's' AS key,
-    window_s, antecedent, consequent, n_antecedent, n_support, confidence, baseline,
-    confidence / baseline AS lift,
-    median_lag_s, p90_lag_s, customers,
-    n_support - n_antecedent * baseline AS score,
-    ${effectiveness} * n_support AS avoidable_contacts,
-    ${effectiveness} * followup_cost AS value,
-    binomial_p_value(
-        n_support, n_antecedent, baseline,
-        CAST(n_antecedent AS DOUBLE) / antecedent_customers
-    ) AS p_value
-FROM counted
+    window_s, antecedent, consequent, n_antecedent, n_support, customers, confidence,
+    n_counted, expected, baseline,
+    n_counted / NULLIF(expected, 0.0) AS lift,
+    score,
+    ${effectiveness} * GREATEST(score, 0.0) AS avoidable_contacts,
+    ${effectiveness} * GREATEST(score, 0.0) * mean_cost AS value,
+    excess_p_value(n_counted, expected, variance, ${min_lift}) AS p_value
+FROM (
+    SELECT *,
+           CAST(sum_sq AS DOUBLE) - 2.0 * fitted * cross + fitted * fitted * expected_sq AS variance
+    FROM (
+        SELECT *,
+               CASE WHEN expected > 0 THEN n_counted / expected ELSE 0.0 END AS fitted
+        FROM counted
+    ) f
+) v

@@ -1,5 +1,6 @@
 -- pattern_totals: the timeline pass's pattern counts, one row per pattern,
--- with the follow-up cost in currency units.
+-- with the follow-up cost in currency units and the significance test's
+-- counted occurrences and expectation (see sequence_candidates.sql).
 --
 -- Input:  sequence_counts (one row per pattern of 2-4 items found by leftmost
 --                          occurrence with max-gap and max-span: n start
@@ -21,5 +22,6 @@
 SELECT pattern, prefix, length, reason_1, reason_2, reason_3, reason_4,
        n AS n_support,
        customers,
-       followup_cost_micros / 1000000.0 AS followup_cost
+       followup_cost_micros / 1000000.0 AS followup_cost,
+       n_counted, sum_sq, prefix_counted, expected
 FROM sequence_counts

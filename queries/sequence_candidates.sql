@@ -1,62 +1,56 @@
 -- sequence_candidates: every pattern of 3 or 4 steps found on customers'
--- timelines, with its counts, value and p-value.
+-- timelines, with its counts, what chance would give, value and p-value.
 --
--- Input:  pattern_totals (pattern_totals.sql: one row per pattern of 2-4 items
+-- Input:  pattern_totals (pattern_totals.sql: one row per pattern of 1-4 items
 --                         found by leftmost occurrence with max-gap and
 --                         max-span: n_support start contacts, distinct
---                         customers, the follow-up cost of the last steps)
---         pair_counts (the pass counts at max-gap too)
+--                         customers, the follow-up cost of the last steps;
+--                         n_counted = occurrences completing a counted prefix
+--                         occurrence (each customer's first few of the
+--                         prefix), sum_sq = Σ over customers of their
+--                         n_counted squared, prefix_counted = the prefix's
+--                         counted occurrences, expected = how many of them
+--                         chance alone would have followed by the last item
+--                         given each one's own followers within reach; see
+--                         PatternSums::finish in src/timeline/sequences.rs)
 -- Output: key, pattern, length, prefix, n_prefix, n_support, customers,
---         confidence, baseline, lift, score, avoidable_contacts, value, p_value,
---         reason_1 .. reason_4 (step lags are taken in sequences.sql, for the
---         significant patterns only)
+--         confidence, n_counted, expected, baseline, lift, score,
+--         avoidable_contacts, value, p_value, reason_1 .. reason_4 (step lags
+--         are taken in sequences.sql, for the significant patterns only)
 --
--- Parameters: ${min_support}, ${effectiveness}, ${max_gap_s}.
+-- Parameters: ${min_lift}, ${effectiveness}, ${max_gap_s}.
 --
 -- n_support = start contacts from which the whole pattern occurs; n_prefix =
 -- start contacts from which the pattern without its last step occurs;
 -- confidence = n_support / n_prefix (the last step given the prefix).
--- baseline = share of all contacts followed within max-gap by a contact with the
--- last step's reason. p_value: the clustered binomial test of cluster_candidates,
--- k = n_support among n = n_prefix at the baseline, design effect = prefix
--- occurrences / their distinct customers.
-WITH total AS (
-    -- all contacts counted by the pass (its rows without a consequent)
-    SELECT SUM(n_support) AS n_contacts FROM pair_counts WHERE consequent IS NULL
-),
-base AS (
-    SELECT consequent, SUM(n_support) AS n_followed
-    FROM pair_counts
-    WHERE window_s = ${max_gap_s}
-    GROUP BY consequent
-),
-support AS (
-    SELECT *, CASE length WHEN 3 THEN reason_3 ELSE reason_4 END AS last_reason
-    FROM pattern_totals
-    WHERE length >= 3 AND n_support >= ${min_support}
+-- baseline = expected / prefix_counted; lift = n_counted / expected;
+-- score = n_counted - expected. p_value: the test of cluster_candidates.sql,
+-- H0 "lift <= min_lift", with the variance of n_counted taken as Σ over
+-- customers of their n_counted squared: a customer who completes the pattern
+-- several times weighs as a clump (the customers' expected counts, small
+-- beside their observed ones where a sequence is found, are left out).
+WITH support AS (
+    SELECT * FROM pattern_totals WHERE length >= 3
 ),
 prefixes AS (
-    SELECT pattern AS prefix, n_support AS n_prefix, customers AS prefix_customers
-    FROM pattern_totals
+    SELECT pattern AS prefix, n_support AS n_prefix FROM pattern_totals
 ),
 counted AS (
-    SELECT s.*, p.n_prefix, p.prefix_customers,
+    SELECT s.*, p.n_prefix,
            CAST(s.n_support AS DOUBLE) / p.n_prefix AS confidence,
-           CAST(COALESCE(b.n_followed, 0) AS DOUBLE) / t.n_contacts AS baseline
+           s.expected / s.prefix_counted AS baseline,
+           CAST(s.n_counted AS DOUBLE) - s.expected AS score
     FROM support s
     JOIN prefixes p ON p.prefix = s.prefix
-    LEFT JOIN base b ON b.consequent = s.last_reason
-    CROSS JOIN total t
 )
 SELECT
     pattern || ' @gap ' || CAST(CAST(${max_gap_s} AS BIGINT) AS VARCHAR) || 's' AS key,
-    pattern, length, prefix, n_prefix, n_support, customers, confidence, baseline,
-    confidence / baseline AS lift,
-    n_support - n_prefix * baseline AS score,
-    ${effectiveness} * n_support AS avoidable_contacts,
-    ${effectiveness} * followup_cost AS value,
-    binomial_p_value(
-        n_support, n_prefix, baseline, CAST(n_prefix AS DOUBLE) / prefix_customers
-    ) AS p_value,
+    pattern, length, prefix, n_prefix, n_support, customers, confidence,
+    n_counted, expected, baseline,
+    n_counted / NULLIF(expected, 0.0) AS lift,
+    score,
+    ${effectiveness} * GREATEST(score, 0.0) AS avoidable_contacts,
+    ${effectiveness} * GREATEST(score, 0.0) * followup_cost / n_support AS value,
+    excess_p_value(n_counted, expected, sum_sq, ${min_lift}) AS p_value,
     reason_1, reason_2, reason_3, reason_4
 FROM counted

@@ -3,12 +3,14 @@
 -- Input:  sequence_candidates, fdr, cluster_candidates
 -- Output: the sequence_candidates columns of the patterns kept, and q_value
 --
--- Parameters: ${alpha}.
+-- Parameters: ${alpha}, ${min_support}, ${min_customers}.
 --
 -- A sequence is kept when
--- 1. its q_value <= alpha (the last step is likelier after the prefix than
---    after any contact), and
--- 2. every step in it is itself a significant A -> B cluster at some window: a
+-- 1. its q_value <= alpha (the last step follows the prefix more often than
+--    chance would, given the contacts within reach of each prefix), it has
+--    at least min_support occurrences and min_customers customers, and
+-- 2. every step in it is itself a cluster at some window (significant, with
+--    the support and customers a cluster needs): a
 --    sequence is a chain of real follow-ups. Without this rule any common
 --    contact X before a real pair B -> C would give a "significant" X -> B -> C.
 --
@@ -19,12 +21,16 @@ WITH sig_pairs AS (
     FROM cluster_candidates c
     JOIN fdr f ON f.kind = 'cluster' AND f.key = c.key
     WHERE f.q_value <= ${alpha}
+      AND c.n_support >= ${min_support}
+      AND c.customers >= ${min_customers}
 ),
 sig AS (
     SELECT s.*, f.q_value
     FROM sequence_candidates s
     JOIN fdr f ON f.kind = 'sequence' AND f.key = s.key
     WHERE f.q_value <= ${alpha}
+      AND s.n_support >= ${min_support}
+      AND s.customers >= ${min_customers}
 )
 SELECT s.*
 FROM sig s

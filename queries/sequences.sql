@@ -5,7 +5,8 @@
 --                               sequence_chains, with the step lags)
 -- Output: rank, sequence_id, pattern (list of items), length, n_support,
 --         customers, confidence, baseline, lift, median_lag_s (list, one per
---         step), score, avoidable_contacts, value, p_value, q_value
+--         step), n_counted, expected, score, avoidable_contacts, value,
+--         p_value, q_value
 --
 -- Parameters: ${rank_order}.
 WITH occ AS (
@@ -42,6 +43,6 @@ SELECT
          THEN make_array(median_lag_1_s, median_lag_2_s, median_lag_3_s)
          ELSE make_array(median_lag_1_s, median_lag_2_s)
     END AS median_lag_s,
-    score, avoidable_contacts, value, p_value, q_value
+    n_counted, expected, score, avoidable_contacts, value, p_value, q_value
 FROM chained
 ORDER BY rank

@@ -53,6 +53,18 @@ pub const DEFAULT_MAX_GAP: &str = "7d";
 pub const DEFAULT_MAX_SPAN: &str = "30d";
 /// Default minimum support of a reported A→B cluster.
 pub const DEFAULT_MIN_SUPPORT: u64 = 30;
+/// Default minimum lift a cluster or sequence is tested against: the null
+/// hypothesis is that chance explains the follow-ups up to a 20% excess, so
+/// that on a large log a tiny but "significant" excess is not reported.
+pub const DEFAULT_MIN_LIFT: f64 = 1.2;
+/// Default minimum of distinct customers behind a reported cluster or
+/// sequence: fewer is one household or one heavy contacter, not a pattern to
+/// act on with outreach.
+pub const DEFAULT_MIN_CUSTOMERS: u64 = 20;
+/// Default number of triggers of each reason (and occurrences of each
+/// sequence prefix) a customer counts with in the tests, the score and the
+/// value: its first three, so that no customer carries a finding alone.
+pub const DEFAULT_CUSTOMER_CAP: u32 = 3;
 /// Default output folder of a run without `--out`.
 pub const DEFAULT_OUT_DIR: &str = "recur-out";
 
@@ -101,6 +113,14 @@ pub struct ConfigFile {
     pub sequence_items: Option<String>,
     /// Minimum support of a reported cluster.
     pub min_support: Option<u64>,
+    /// Minimum lift tested against (the null hypothesis: lift at most this).
+    pub min_lift: Option<f64>,
+    /// Minimum distinct customers of a reported cluster or sequence.
+    pub min_customers: Option<u64>,
+    /// Triggers of each reason a customer counts with in the tests.
+    pub customer_cap: Option<u32>,
+    /// Logs with permuted reasons to run the tests on (0: none).
+    pub null_check: Option<u32>,
     /// Placeholder customer ids to leave out.
     pub exclude_customer: Option<Vec<String>>,
     /// Memory limit, e.g. `2GiB` or `500MB`.
@@ -148,6 +168,10 @@ impl ConfigFile {
             max_span: self.max_span.or(lower.max_span),
             sequence_items: self.sequence_items.or(lower.sequence_items),
             min_support: self.min_support.or(lower.min_support),
+            min_lift: self.min_lift.or(lower.min_lift),
+            min_customers: self.min_customers.or(lower.min_customers),
+            customer_cap: self.customer_cap.or(lower.customer_cap),
+            null_check: self.null_check.or(lower.null_check),
             exclude_customer: self.exclude_customer.or(lower.exclude_customer),
         }
     }
@@ -207,6 +231,14 @@ pub struct PipelineConfig {
     pub sequence_channel_items: bool,
     /// Minimum support of a reported cluster.
     pub min_support: u64,
+    /// The lift the tests' null hypothesis allows.
+    pub min_lift: f64,
+    /// Minimum distinct customers of a reported cluster or sequence.
+    pub min_customers: u64,
+    /// Triggers of each reason a customer counts with in the tests.
+    pub customer_cap: u32,
+    /// Logs with permuted reasons the tests are also run on.
+    pub null_check: u32,
     /// Placeholder customer ids to leave out.
     pub exclude_customers: Vec<String>,
     /// Number of partitions (threads) for the per-customer pass; 0 = cores.
@@ -276,6 +308,20 @@ impl PipelineConfig {
         let alpha = raw.alpha.unwrap_or(DEFAULT_ALPHA);
         if !(alpha > 0.0 && alpha <= 1.0) {
             return Err(Error::param("--alpha", format!("{alpha} is not in (0, 1]")));
+        }
+        let min_lift = raw.min_lift.unwrap_or(DEFAULT_MIN_LIFT);
+        if !(min_lift.is_finite() && min_lift >= 1.0) {
+            return Err(Error::param(
+                "--min-lift",
+                format!("{min_lift} is not a lift of at least 1"),
+            ));
+        }
+        let customer_cap = raw.customer_cap.unwrap_or(DEFAULT_CUSTOMER_CAP);
+        if customer_cap == 0 {
+            return Err(Error::param(
+                "--customer-cap",
+                "must be at least 1 trigger per customer",
+            ));
         }
         let effectiveness = raw.effectiveness.unwrap_or(DEFAULT_EFFECTIVENESS);
         if !(0.0..=1.0).contains(&effectiveness) {
@@ -363,6 +409,10 @@ impl PipelineConfig {
             max_span_us,
             sequence_channel_items,
             min_support: raw.min_support.unwrap_or(DEFAULT_MIN_SUPPORT),
+            min_lift,
+            min_customers: raw.min_customers.unwrap_or(DEFAULT_MIN_CUSTOMERS),
+            customer_cap,
+            null_check: raw.null_check.unwrap_or(0),
             exclude_customers: raw.exclude_customer.unwrap_or_default(),
             target_partitions: 0,
             memory_limit_bytes,

@@ -220,7 +220,10 @@ mod tests {
                 .to_string();
             assert!(shown.contains("DistributedQueryExec"), "{name}: {shown}");
             let got = df.collect().await.unwrap();
-            if matches!(mode, Mode::PairCounts | Mode::SequenceCounts) {
+            if matches!(
+                mode,
+                Mode::PairCounts | Mode::SequenceCounts | Mode::Exposure
+            ) {
                 // counts per partition, and the cluster's partitions are
                 // not DataFusion's: compare their totals
                 assert_eq!(totals(&got), totals(&want), "{name}");
@@ -231,8 +234,9 @@ mod tests {
     }
 
     /// Rows summed by their key (every column but the integer counts and
-    /// the lag lists; `length` is key): the counts summed, the lags
-    /// gathered and sorted.
+    /// the lists; `length` is key): the counts summed, the lags gathered
+    /// and sorted, integer lists (the pair counts' `g`) summed element by
+    /// element after the counts.
     fn totals(batches: &[RecordBatch]) -> BTreeMap<Vec<String>, (Vec<i64>, Vec<String>)> {
         let mut out: BTreeMap<Vec<String>, (Vec<i64>, Vec<String>)> = BTreeMap::new();
         let options = FormatOptions::default().with_null("(null)");
@@ -249,6 +253,14 @@ mod tests {
                     match f.data_type() {
                         DataType::Int64 if f.name() != "length" => {
                             sums.push(b.column(k).as_primitive::<Int64Type>().value(i));
+                        }
+                        DataType::List(item) if item.data_type() == &DataType::Int64 => {
+                            let l = b.column(k).as_list::<i32>().value(i);
+                            let l = l.as_primitive::<Int64Type>();
+                            // (padded: lists of partitions differ in length)
+                            let mut padded = l.values().to_vec();
+                            padded.resize(crate::timeline::triggers::K_BINS, 0);
+                            sums.extend(padded);
                         }
                         DataType::List(_) => lags.extend(
                             b.column(k)

@@ -9,6 +9,8 @@
 //! A planted cluster counts as findable when its median lag fits the run's
 //! longest cluster window. Precision@K = planted pairs among the top K rows /
 //! min(K, rows); recall@K = findable planted pairs in the top K / findable.
+//! Precision = planted pairs among all reported rows / rows, and the rows
+//! that are neither planted nor implied by the planted sequence are listed.
 
 use std::path::Path;
 
@@ -52,6 +54,11 @@ pub struct PlantedRank {
 /// The evaluation of one run against its truth.
 #[derive(Debug, Clone, Serialize)]
 pub struct Evaluation {
+    /// Planted (or sequence-implied) pairs among all reported clusters /
+    /// reported clusters (1 when none is reported).
+    pub precision: f64,
+    /// The reported clusters that were not planted, `A -> B`.
+    pub not_planted: Vec<String>,
     /// Rows in clusters.parquet.
     pub reported: usize,
     /// Per K.
@@ -168,7 +175,18 @@ pub fn evaluate(truth_path: &Path, out_dir: &Path) -> Result<Evaluation> {
             }
         })
         .collect();
+    let not_planted: Vec<String> = rows
+        .iter()
+        .filter(|r| !is_planted(&r.1, &r.2))
+        .map(|r| format!("{} -> {}", r.1, r.2))
+        .collect();
     let eval = Evaluation {
+        precision: if rows.is_empty() {
+            1.0
+        } else {
+            1.0 - not_planted.len() as f64 / rows.len() as f64
+        },
+        not_planted,
         reported: rows.len(),
         clusters,
         planted,

@@ -52,6 +52,24 @@ pub struct GenerateParams {
     pub days: u32,
     /// Random seed; the same seed gives the same file.
     pub seed: u64,
+    /// Spread of the customers' activity: each customer's episodes are
+    /// multiplied by a log-normal factor of mean 1 and this sigma (0: none).
+    #[serde(default)]
+    pub rate_spread: f64,
+    /// Share of episodes that become a burst of same-reason contacts on one
+    /// channel within hours (a customer chasing one problem), 0 to 1.
+    #[serde(default)]
+    pub bursts: f64,
+    /// Customers with `heavy_contacts` contacts each, at random times and
+    /// reasons: shared or test accounts ('H0000001', …).
+    #[serde(default)]
+    pub heavy_customers: u64,
+    /// Contacts of each heavy customer.
+    #[serde(default)]
+    pub heavy_contacts: u64,
+    /// Background reasons beyond the 25 built in ('topic_01', …).
+    #[serde(default)]
+    pub extra_reasons: u32,
 }
 
 impl Default for GenerateParams {
@@ -60,6 +78,11 @@ impl Default for GenerateParams {
             customers: DEFAULT_CUSTOMERS,
             days: DEFAULT_DAYS,
             seed: DEFAULT_SEED,
+            rate_spread: 0.0,
+            bursts: 0.0,
+            heavy_customers: 0,
+            heavy_contacts: 0,
+            extra_reasons: 0,
         }
     }
 }
@@ -303,13 +326,35 @@ pub fn generate(out: &Path, params: &GenerateParams) -> Result<Truth> {
             "--customers and --days must be positive",
         ));
     }
+    if !(params.rate_spread >= 0.0 && params.rate_spread.is_finite())
+        || !(0.0..=1.0).contains(&params.bursts)
+    {
+        return Err(Error::param(
+            "generate",
+            "--rate-spread must be at least 0 and --bursts in [0, 1]",
+        ));
+    }
     let mut rng = StdRng::seed_from_u64(params.seed);
     let end_us = START_US + params.days as i64 * DAY_US;
     let channels = Pick::new(CHANNELS, CHANNELS.iter().map(|c| c.1));
+    // (the extra reasons' names live as long as the process: a handful of
+    // short strings, so that every row can point at a &'static str)
+    let background: Vec<&'static str> = BACKGROUND
+        .iter()
+        .copied()
+        .chain(
+            (1..=params.extra_reasons)
+                .map(|k| &*Box::leak(format!("topic_{k:02}").into_boxed_str())),
+        )
+        .collect();
     let reasons = Pick::new(
-        BACKGROUND,
-        (0..BACKGROUND.len()).map(|k| 1.0 / (k as f64 + 1.0).powf(0.8)),
+        &background,
+        (0..background.len()).map(|k| 1.0 / (k as f64 + 1.0).powf(0.8)),
     );
+    let spread = (params.rate_spread > 0.0).then(|| {
+        let s = params.rate_spread;
+        LogNormal::new(-s * s / 2.0, s).expect("checked above")
+    });
     let hours: Vec<usize> = (0..24).collect();
     let hour_pick = Pick::new(&hours, HOURLY.iter().copied());
     let episodes = LogNormal::new(0.4, 0.9).expect("valid");
@@ -361,7 +406,12 @@ pub fn generate(out: &Path, params: &GenerateParams) -> Result<Truth> {
 
     for c in 0..params.customers {
         let cid = format!("C{:07}", c + 1);
-        let n_ep = (episodes.sample(&mut rng) as u64).clamp(1, 300);
+        let n_ep = match &spread {
+            None => (episodes.sample(&mut rng) as u64).clamp(1, 300),
+            Some(spread) => {
+                ((episodes.sample(&mut rng) * spread.sample(&mut rng)) as u64).clamp(1, 3000)
+            }
+        };
         let home_agent = agent(&mut rng);
         let push =
             |rows: &mut Vec<Row>, rng: &mut StdRng, ts: i64, ch: &'static str, r: &'static str| {
@@ -383,6 +433,16 @@ pub fn generate(out: &Path, params: &GenerateParams) -> Result<Truth> {
             let mut ch = channels.sample(&mut rng).0;
             let r = *reasons.sample(&mut rng);
             push(&mut rows, &mut rng, t, ch, r);
+            if params.bursts > 0.0 && rng.random::<f64>() < params.bursts {
+                // a burst: same reason, same channel, about an hour apart
+                let mut tb = t;
+                while rng.random::<f64>() < 0.8 {
+                    tb += (rng.random::<f64>().max(1e-9).ln() * -3600.0 * 1e6) as i64;
+                    if tb < end_us {
+                        push(&mut rows, &mut rng, tb, ch, r);
+                    }
+                }
+            }
             // repeats within hours
             if rng.random::<f64>() < 0.35 {
                 loop {
@@ -459,6 +519,19 @@ pub fn generate(out: &Path, params: &GenerateParams) -> Result<Truth> {
                 push(&mut rows, &mut rng, t, ch, SURGE_REASON);
                 surge_contacts += 1;
             }
+        }
+    }
+    for h in 0..params.heavy_customers {
+        let cid = format!("H{:07}", h + 1);
+        for _ in 0..params.heavy_contacts {
+            let ts = random_time(&mut rng);
+            rows.push(Row {
+                customer: Some(cid.clone()),
+                ts: Some(ts),
+                channel: channels.sample(&mut rng).0,
+                reason: reasons.sample(&mut rng),
+                agent: agent(&mut rng),
+            });
         }
     }
     let real_rows = rows.len() as u64;

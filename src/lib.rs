@@ -35,6 +35,7 @@
 
 pub mod buckets;
 pub mod config;
+pub mod contacters;
 pub mod direct_store;
 #[cfg(feature = "ballista")]
 pub mod distributed;
@@ -42,10 +43,12 @@ pub mod error;
 pub mod evaluate;
 pub mod generate;
 pub mod ingest;
+pub mod nullcheck;
 pub mod outreach;
 pub mod pipeline;
 pub mod queries;
 pub mod report;
+pub mod significance;
 pub mod timeline;
 pub mod udf;
 

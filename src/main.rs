@@ -80,6 +80,21 @@ enum Command {
         /// Random seed.
         #[arg(long, default_value_t = recur::generate::DEFAULT_SEED)]
         seed: u64,
+        /// Spread (log-normal sigma) of the customers' activity.
+        #[arg(long, default_value_t = 0.0)]
+        rate_spread: f64,
+        /// Share of episodes that become bursts of same-reason contacts.
+        #[arg(long, default_value_t = 0.0)]
+        bursts: f64,
+        /// Heavy customers (shared or test accounts).
+        #[arg(long, default_value_t = 0)]
+        heavy_customers: u64,
+        /// Contacts of each heavy customer.
+        #[arg(long, default_value_t = 1000)]
+        heavy_contacts: u64,
+        /// Background reasons beyond the 25 built in.
+        #[arg(long, default_value_t = 0)]
+        extra_reasons: u32,
     },
 }
 
@@ -144,6 +159,22 @@ struct RunArgs {
     /// Minimum support of a reported A→B cluster [default: 30].
     #[arg(long)]
     min_support: Option<u64>,
+    /// The lift the significance tests' null hypothesis allows: a cluster is
+    /// reported when its follow-ups exceed this multiple of chance [default: 1.2].
+    #[arg(long)]
+    min_lift: Option<f64>,
+    /// Fewest distinct customers behind a reported cluster or sequence [default: 20].
+    #[arg(long)]
+    min_customers: Option<u64>,
+    /// Triggers of each reason a customer counts with in the tests, scores and
+    /// values (its first ones) [default: 3].
+    #[arg(long)]
+    customer_cap: Option<u32>,
+    /// Also run the tests on N copies of the log with its reasons permuted,
+    /// and report how many clusters and sequences each yields: chance's own
+    /// count on this log [default: 0].
+    #[arg(long)]
+    null_check: Option<u32>,
     /// Placeholder customer id to leave out (repeatable).
     #[arg(long = "exclude-customer")]
     exclude_customer: Vec<String>,
@@ -204,6 +235,10 @@ fn config_from(args: RunArgs) -> recur::Result<PipelineConfig> {
         max_span: args.max_span,
         sequence_items: args.sequence_items,
         min_support: args.min_support,
+        min_lift: args.min_lift,
+        min_customers: args.min_customers,
+        customer_cap: args.customer_cap,
+        null_check: args.null_check,
         exclude_customer: (!args.exclude_customer.is_empty()).then_some(args.exclude_customer),
         memory_limit: args.memory_limit,
         bucket_contacts: args.bucket_contacts,
@@ -235,6 +270,15 @@ fn human_lag(s: f64) -> String {
         format!("{:.1}h", s / 3600.0)
     } else {
         format!("{:.1}d", s / 86_400.0)
+    }
+}
+
+/// "1 customer", "7 customers".
+fn customers(n: i64) -> String {
+    if n == 1 {
+        "1 customer".into()
+    } else {
+        format!("{n} customers")
     }
 }
 
@@ -281,7 +325,7 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
         writeln!(
             t,
             "{:>3}. {} -> {}: {:.0}% of {} {} contacts are followed by {} within {window} \
-             ({:.1}x the usual rate; median lag {}; {} customers; {:.0} avoidable)",
+             ({:.1}x chance; median lag {}; {}; {:.0} avoidable)",
             c.rank,
             c.antecedent,
             c.consequent,
@@ -291,7 +335,7 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
             c.consequent,
             c.lift,
             human_lag(c.median_lag_s),
-            c.customers,
+            customers(c.customers),
             c.avoidable_contacts,
         )
         .ok();
@@ -311,14 +355,45 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
         let lags: Vec<String> = q.median_lag_s.iter().map(|l| human_lag(*l)).collect();
         writeln!(
             t,
-            "{:>3}. {}: {} times, {:.0}% complete the last step ({:.1}x the usual rate; median lags {}; {} customers)",
+            "{:>3}. {}: {} times, {:.0}% complete the last step ({:.1}x chance; median lags {}; {})",
             q.rank,
             q.pattern.join(" -> "),
             q.n_support,
             q.confidence * 100.0,
             q.lift,
             lags.join(", "),
-            q.customers,
+            customers(q.customers),
+        )
+        .ok();
+    }
+    if let Some(n) = &m.null_check {
+        let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
+        writeln!(
+            t,
+            "null check: {} logs with the reasons permuted yielded {} clusters and {} sequences",
+            n.permutations,
+            list(&n.clusters),
+            list(&n.sequences),
+        )
+        .ok();
+    }
+    let f = &m.frequent_contacters;
+    if f.customers > 0 {
+        writeln!(
+            t,
+            "{} frequent contacters (more than {:.0} contacts each) make {:.1}% of contacts; \
+             see frequent_contacters",
+            f.customers,
+            f.threshold,
+            f.share_of_contacts * 100.0
+        )
+        .ok();
+    }
+    for id in &f.placeholder_suspects {
+        writeln!(
+            t,
+            "warning: customer id '{id}' makes more contacts than any real customer could; \
+             if it stands for unidentified callers, rerun with --exclude-customer '{id}'"
         )
         .ok();
     }
@@ -333,11 +408,21 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
             customers,
             days,
             seed,
+            rate_spread,
+            bursts,
+            heavy_customers,
+            heavy_contacts,
+            extra_reasons,
         } => {
             let params = recur::generate::GenerateParams {
                 customers,
                 days,
                 seed,
+                rate_spread,
+                bursts,
+                heavy_customers,
+                heavy_contacts,
+                extra_reasons,
             };
             let truth = recur::generate::generate(&out, &params)?;
             println!(
@@ -351,8 +436,14 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
         Command::Evaluate { truth, outdir } => {
             let e = recur::evaluate::evaluate(&truth, &outdir)?;
             let mut t = format!(
-                "{} clusters reported\n   K  precision  recall\n",
-                e.reported
+                "{} clusters reported, precision {:.2}{}\n   K  precision  recall\n",
+                e.reported,
+                e.precision,
+                if e.not_planted.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not planted: {})", e.not_planted.join(", "))
+                }
             );
             for k in &e.clusters {
                 t += &format!("{:>4}  {:>9.2}  {:>6.2}\n", k.k, k.precision, k.recall);

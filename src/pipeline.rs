@@ -221,7 +221,7 @@ pub fn plan_timeline(
     Ok(plan)
 }
 
-async fn run_timeline(
+pub(crate) async fn run_timeline(
     ctx: &SessionContext,
     sorted: &Arc<SortedContactsExec>,
     mode: Mode,
@@ -317,6 +317,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         ),
         default_cost_micros: cost_micros(crate::config::DEFAULT_CHANNEL_COST),
         pair_filter: Arc::new(Vec::new()),
+        customer_cap: cfg.customer_cap,
     };
 
     // Each bucket in turn: sort, then the passes that need no ranking yet.
@@ -328,6 +329,13 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let mut repeat_counts = Collected::default();
     let mut caps_total: BTreeMap<String, u64> = BTreeMap::new();
     let mut pair_counts = Collected::default();
+    // the permuted logs of --null-check
+    let mut null_check = (cfg.null_check > 0)
+        .then(|| crate::nullcheck::NullCheck::new(cfg.null_check, NULL_CHECK_SEED));
+    // the customers by their number of contacts, and the heaviest
+    let mut contacters = crate::contacters::Contacters::new();
+    // the counted triggers' exposure, summed as each bucket's comes
+    let mut exposures = crate::significance::Exposures::new();
     // the pattern counts so far, one sum per partition
     let mut pattern_sums: Vec<crate::timeline::PatternSums> = Vec::new();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
@@ -404,11 +412,30 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         for (name, n) in caps(&ctx).await? {
             *caps_total.entry(name).or_default() += n;
         }
+        let t = Instant::now();
+        contacters.add_counts(
+            &query_batches(&ctx, queries::CONTACT_COUNTS)
+                .await?
+                .1
+                .concat(),
+        )?;
+        let listed_sql = queries::render(
+            queries::FREQUENT_CONTACTERS,
+            &[("min_contacts", crate::contacters::MIN_CONTACTS.to_string())],
+        );
+        contacters.add_listed(&query_batches(&ctx, &listed_sql).await?.1.concat())?;
+        add_seconds(&mut stage_seconds, "query.frequent_contacters", t);
 
         progress.stage(&format!("counting follow-ups{label}"));
         let t = Instant::now();
         pair_counts.add(run_timeline(&ctx, &annotated, Mode::PairCounts, params.clone()).await?);
         add_seconds(&mut stage_seconds, "pair_counts", t);
+        let t = Instant::now();
+        let (_, exposed) = run_timeline(&ctx, &annotated, Mode::Exposure, params.clone()).await?;
+        for batch in exposed.iter().flatten() {
+            exposures.add(batch)?;
+        }
+        add_seconds(&mut stage_seconds, "exposure", t);
 
         progress.stage(&format!("mining sequences{label}"));
         let t = Instant::now();
@@ -432,6 +459,12 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         drop(counted);
         add_seconds(&mut stage_seconds, "sequences.sum", t_sum);
         add_seconds(&mut stage_seconds, "sequences", t);
+        if let Some(check) = null_check.as_mut() {
+            progress.stage(&format!("permuting reasons{label}"));
+            let t = Instant::now();
+            check.add_bucket(&ctx, &annotated, b, &params).await?;
+            add_seconds(&mut stage_seconds, "null_check", t);
+        }
 
         // Only what the later passes and queries read is kept (the columns
         // of the contacts table were written above).
@@ -504,6 +537,24 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     };
     let schema = annotated_schema.expect("at least one bucket");
     ctx.register_table("repeat_counts", repeat_counts.table()?)?;
+    let t = Instant::now();
+    let expectations = exposures.pair_expectations(
+        &pair_counts
+            .parts
+            .iter()
+            .flatten()
+            .cloned()
+            .collect::<Vec<_>>(),
+    )?;
+    drop(exposures);
+    ctx.register_table(
+        "pair_expectations",
+        Arc::new(MemTable::try_new(
+            expectations.schema(),
+            vec![vec![expectations]],
+        )?),
+    )?;
+    add_seconds(&mut stage_seconds, "expectations", t);
     ctx.register_table("pair_counts", pair_counts.table()?)?;
     // the partitions' sums, summed
     let t = Instant::now();
@@ -529,68 +580,10 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let t = Instant::now();
     crate::udf::register_all(&ctx);
 
-    let windows = cfg
-        .cluster_windows_us
-        .iter()
-        .map(|w| format!("({})", *w as f64 / 1e6))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let candidates_sql = queries::render(
-        queries::CLUSTER_CANDIDATES,
-        &[
-            ("windows", windows),
-            ("min_support", cfg.min_support.to_string()),
-            ("effectiveness", format!("{:?}", cfg.effectiveness)),
-        ],
-    );
-    register_query(
-        &ctx,
-        "cluster_candidates",
-        &candidates_sql,
-        &mut stage_seconds,
-    )
-    .await?;
-    register_query(
-        &ctx,
-        "pattern_totals",
-        queries::PATTERN_TOTALS,
-        &mut stage_seconds,
-    )
-    .await?;
-    let sequence_sql = queries::render(
-        queries::SEQUENCE_CANDIDATES,
-        &[
-            ("min_support", cfg.min_support.to_string()),
-            ("effectiveness", format!("{:?}", cfg.effectiveness)),
-            ("max_gap_s", format!("{:?}", cfg.max_gap_us as f64 / 1e6)),
-        ],
-    );
-    register_query(
-        &ctx,
-        "sequence_candidates",
-        &sequence_sql,
-        &mut stage_seconds,
-    )
-    .await?;
-    register_query(&ctx, "tested", TESTED, &mut stage_seconds).await?;
-    register_query(&ctx, "fdr", queries::FDR, &mut stage_seconds).await?;
-    let clusters_sql = queries::render(
-        queries::CLUSTERS,
-        &[
-            ("alpha", format!("{:?}", cfg.alpha)),
-            ("rank_order", cfg.rank_by.sql().to_string()),
-        ],
-    );
-    let cluster_batches =
-        register_query(&ctx, "clusters", &clusters_sql, &mut stage_seconds).await?;
+    let (cluster_batches, chains) = register_ranking(&ctx, &cfg, &mut stage_seconds).await?;
     // The step lags of the sequences kept, from a second pass that lists
     // their occurrences only.
     let t_occ = Instant::now();
-    let chains_sql = queries::render(
-        queries::SEQUENCE_CHAINS,
-        &[("alpha", format!("{:?}", cfg.alpha))],
-    );
-    let chains = register_query(&ctx, "sequence_chains", &chains_sql, &mut stage_seconds).await?;
     let filter: Vec<String> = chains
         .iter()
         .flat_map(|b| {
@@ -910,10 +903,35 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         add_seconds(&mut stage_seconds, "write.contacts", t);
     }
 
+    let mut manifest_null_check = None;
+    if let Some(check) = null_check {
+        progress.stage("ranking the permuted logs");
+        let t = Instant::now();
+        manifest_null_check = Some(check.finish(&cfg).await?);
+        add_seconds(&mut stage_seconds, "null_check", t);
+    }
+    let (frequent, frequent_summary) = contacters.finish()?;
+    report::write_batches(
+        frequent.schema(),
+        std::slice::from_ref(&frequent),
+        &cfg.out,
+        "frequent_contacters",
+        &mut tables,
+    )?;
+
     let all = report::summary_all_row(&summary_batches);
     let clusters = clusters_found;
     let mut manifest = Manifest::new(&cfg, &stats, tables, stage_seconds, started);
     manifest.caps = caps;
+    for id in &frequent_summary.placeholder_suspects {
+        manifest.notes.push(format!(
+            "customer id '{id}' makes more contacts than any real customer could \
+             (see frequent_contacters); if it stands for unidentified callers, \
+             leave it out with --exclude-customer '{id}'"
+        ));
+    }
+    manifest.frequent_contacters = frequent_summary;
+    manifest.null_check = manifest_null_check;
     manifest.memory = report::MemoryUse {
         limit_bytes: cfg.memory_limit_bytes,
         held_bytes_peak: held.peak,
@@ -1462,11 +1480,10 @@ async fn caps(ctx: &SessionContext) -> Result<BTreeMap<String, u64>> {
     Ok(caps)
 }
 
-/// The windows the pass counts follow-ups at: every cluster window and the
-/// sequences' max-gap (for their baseline), ascending.
+/// The windows the pass counts follow-ups at: every cluster window,
+/// ascending.
 fn pair_windows_us(cfg: &PipelineConfig) -> Vec<i64> {
     let mut w = cfg.cluster_windows_us.clone();
-    w.push(cfg.max_gap_us);
     w.sort_unstable();
     w.dedup();
     w
@@ -1476,6 +1493,73 @@ fn pair_windows_us(cfg: &PipelineConfig) -> Vec<i64> {
 fn cost_micros(cost: f64) -> i64 {
     (cost * 1e6).round() as i64
 }
+
+/// The ranking queries, over the `pair_counts`, `pair_expectations` and
+/// `sequence_counts` tables of `ctx` (recur's functions registered): each
+/// registered under its name. Returns the clusters and the sequence chains.
+pub(crate) async fn register_ranking(
+    ctx: &SessionContext,
+    cfg: &PipelineConfig,
+    stage_seconds: &mut BTreeMap<String, f64>,
+) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+    let windows = cfg
+        .cluster_windows_us
+        .iter()
+        .map(|w| format!("({})", *w as f64 / 1e6))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let min_lift = format!("{:?}", cfg.min_lift);
+    let effectiveness = format!("{:?}", cfg.effectiveness);
+    let evidence = [
+        ("alpha", format!("{:?}", cfg.alpha)),
+        ("min_support", cfg.min_support.to_string()),
+        ("min_customers", cfg.min_customers.to_string()),
+        ("rank_order", cfg.rank_by.sql().to_string()),
+    ];
+    let steps: [(&str, String); 7] = [
+        (
+            "cluster_candidates",
+            queries::render(
+                queries::CLUSTER_CANDIDATES,
+                &[
+                    ("windows", windows),
+                    ("min_lift", min_lift.clone()),
+                    ("effectiveness", effectiveness.clone()),
+                ],
+            ),
+        ),
+        ("pattern_totals", queries::PATTERN_TOTALS.to_string()),
+        (
+            "sequence_candidates",
+            queries::render(
+                queries::SEQUENCE_CANDIDATES,
+                &[
+                    ("min_lift", min_lift),
+                    ("effectiveness", effectiveness),
+                    ("max_gap_s", format!("{:?}", cfg.max_gap_us as f64 / 1e6)),
+                ],
+            ),
+        ),
+        ("tested", TESTED.to_string()),
+        ("fdr", queries::FDR.to_string()),
+        ("clusters", queries::render(queries::CLUSTERS, &evidence)),
+        (
+            "sequence_chains",
+            queries::render(queries::SEQUENCE_CHAINS, &evidence),
+        ),
+    ];
+    let mut out = Vec::new();
+    for (name, sql) in steps {
+        out.push(register_query(ctx, name, &sql, stage_seconds).await?);
+    }
+    let chains = out.pop().expect("seven steps");
+    let clusters = out.pop().expect("seven steps");
+    Ok((clusters, chains))
+}
+
+/// The seed of `--null-check`'s permutations: the same log gives the same
+/// check.
+const NULL_CHECK_SEED: u64 = 0x5eed_0f_4e55;
 
 /// Everything tested for significance in a run: clusters and sequences.
 pub const TESTED: &str = "SELECT 'cluster' AS kind, key, p_value FROM cluster_candidates \

@@ -16,11 +16,15 @@ pub const REPEAT_GROUPS: &str = query!("repeat_groups.sql");
 pub const REPEAT_COUNTS: &str = query!("repeat_counts.sql");
 /// repeat_counts → repeat_summary.
 pub const REPEAT_SUMMARY: &str = query!("repeat_summary.sql");
-/// contacts, pair_counts → cluster_candidates.
+/// contacts → contact_counts (per bucket).
+pub const CONTACT_COUNTS: &str = query!("contact_counts.sql");
+/// contacts → frequent contacter rows (per bucket).
+pub const FREQUENT_CONTACTERS: &str = query!("frequent_contacters.sql");
+/// pair_counts, pair_expectations → cluster_candidates.
 pub const CLUSTER_CANDIDATES: &str = query!("cluster_candidates.sql");
 /// sequence_counts → pattern_totals.
 pub const PATTERN_TOTALS: &str = query!("pattern_totals.sql");
-/// pattern_totals, pair_counts → sequence_candidates.
+/// pattern_totals → sequence_candidates.
 pub const SEQUENCE_CANDIDATES: &str = query!("sequence_candidates.sql");
 /// sequence_candidates, fdr, cluster_candidates → sequence_chains.
 pub const SEQUENCE_CHAINS: &str = query!("sequence_chains.sql");
@@ -28,7 +32,7 @@ pub const SEQUENCE_CHAINS: &str = query!("sequence_chains.sql");
 pub const SEQUENCES: &str = query!("sequences.sql");
 /// tested → fdr (Benjamini–Hochberg q-values).
 pub const FDR: &str = query!("fdr.sql");
-/// cluster_candidates, fdr → clusters.
+/// cluster_candidates, fdr, pair_counts → clusters.
 pub const CLUSTERS: &str = query!("clusters.sql");
 /// clusters, followups, sequences, sequence_occurrences → cluster_members.
 pub const CLUSTER_MEMBERS: &str = query!("cluster_members.sql");
@@ -44,6 +48,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("repeat_groups", REPEAT_GROUPS),
     ("repeat_counts", REPEAT_COUNTS),
     ("repeat_summary", REPEAT_SUMMARY),
+    ("contact_counts", CONTACT_COUNTS),
+    ("frequent_contacters", FREQUENT_CONTACTERS),
     ("cluster_candidates", CLUSTER_CANDIDATES),
     ("pattern_totals", PATTERN_TOTALS),
     ("sequence_candidates", SEQUENCE_CANDIDATES),
@@ -102,12 +108,20 @@ mod tests {
         crate::pipeline::register_dictionaries(&ctx, &Default::default()).unwrap();
         empty(&ctx, "followups", followups_schema(&input));
         empty(&ctx, "pair_counts", pair_counts_schema());
+        empty(
+            &ctx,
+            "pair_expectations",
+            crate::significance::pair_expectations_schema(),
+        );
         empty(&ctx, "sequence_occurrences", sequences_schema(&input));
         empty(&ctx, "sequence_counts", sequence_totals_schema());
         empty(&ctx, "outreach_cutoffs", crate::outreach::cutoffs_schema());
         let params = [
             ("windows", "(86400.0), (604800.0)".to_string()),
             ("min_support", "30".into()),
+            ("min_lift", "1.2".into()),
+            ("min_customers", "20".into()),
+            ("min_contacts", "8".into()),
             ("effectiveness", "0.16".into()),
             ("alpha", "0.05".into()),
             ("rank_order", crate::config::RankBy::Value.sql().into()),

@@ -521,9 +521,10 @@ pub struct ClusterRow {
     pub n_support: i64,
     /// n_support / n_antecedent.
     pub confidence: f64,
-    /// Share of all contacts followed by a B-contact within the window.
+    /// The chance a counted A-trigger is followed by a B-contact within the
+    /// window if B's timing were unrelated to A (expected / counted triggers).
     pub baseline: f64,
-    /// confidence / baseline.
+    /// Counted follow-ups over what chance gives (n_counted / expected).
     pub lift: f64,
     /// Median lag A → first B, seconds.
     pub median_lag_s: f64,
@@ -531,13 +532,18 @@ pub struct ClusterRow {
     pub p90_lag_s: f64,
     /// Distinct customers behind n_support.
     pub customers: i64,
-    /// Follow-ups beyond chance: n_support − n_antecedent × baseline.
+    /// Follow-ups of the counted triggers (each customer's first few
+    /// A-contacts).
+    pub n_counted: i64,
+    /// What chance alone gives of n_counted.
+    pub expected: f64,
+    /// Follow-ups beyond chance: n_counted − expected.
     pub score: f64,
-    /// n_support × effectiveness.
+    /// max(score, 0) × effectiveness.
     pub avoidable_contacts: f64,
-    /// Avoidable contacts weighted by the cost of their channel.
+    /// Avoidable contacts weighted by the mean cost of B's follow-up channels.
     pub value: f64,
-    /// Binomial p-value.
+    /// p-value of H0 "lift at most --min-lift" (src/significance.rs).
     pub p_value: f64,
     /// Benjamini–Hochberg q-value.
     pub q_value: f64,
@@ -576,6 +582,7 @@ pub fn cluster_rows(batches: &[RecordBatch]) -> Vec<ClusterRow> {
             f64c("p90_lag_s"),
             f64c("score"),
         );
+        let (counted, expected) = (i64c("n_counted"), f64c("expected"));
         let (avoid, value, pv, qv) = (
             f64c("avoidable_contacts"),
             f64c("value"),
@@ -596,6 +603,8 @@ pub fn cluster_rows(batches: &[RecordBatch]) -> Vec<ClusterRow> {
                 median_lag_s: med.value(i),
                 p90_lag_s: p90.value(i),
                 customers: cu.value(i),
+                n_counted: counted.value(i),
+                expected: expected.value(i),
                 score: score.value(i),
                 avoidable_contacts: avoid.value(i),
                 value: value.value(i),
@@ -649,6 +658,13 @@ pub struct Manifest {
     /// Memory: the limit, what recur held in its in-memory tables at most, and
     /// what the sort spilled to disk.
     pub memory: MemoryUse,
+    /// The frequent contacters: the rule's threshold, how many, their
+    /// contacts, and the ids taken for placeholders (`crate::contacters`).
+    pub frequent_contacters: crate::contacters::ContactersSummary,
+    /// With `--null-check N`: the clusters and sequences each of N logs with
+    /// their reasons permuted yielded (`crate::nullcheck`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub null_check: Option<crate::nullcheck::NullCheckSummary>,
 }
 
 /// Memory figures of a run.
@@ -706,6 +722,8 @@ impl Manifest {
             stage_seconds,
             caps: BTreeMap::new(),
             memory: MemoryUse::default(),
+            frequent_contacters: Default::default(),
+            null_check: None,
         }
     }
 
@@ -770,7 +788,7 @@ pub struct SequenceRow {
     pub customers: i64,
     /// The last step given the prefix.
     pub confidence: f64,
-    /// confidence / baseline.
+    /// Counted completions over what chance gives (n_counted / expected).
     pub lift: f64,
     /// Median lag of each step, seconds.
     pub median_lag_s: Vec<f64>,

@@ -453,6 +453,7 @@ async fn assigned_ids_are_input_rows_across_scan_partitions_and_buckets() {
             customers: 80_000,
             days: 90,
             seed: 11,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -548,6 +549,7 @@ async fn memory_limit_spills_and_output_is_identical() {
             customers: 54_000,
             days: 90,
             seed: 7,
+            ..Default::default()
         },
     )
     .unwrap();

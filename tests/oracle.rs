@@ -159,6 +159,8 @@ struct ExpectedCluster {
     median_lag_s: f64,
     p90_lag_s: f64,
     customers: i64,
+    n_counted: i64,
+    expected: f64,
     score: f64,
     avoidable: f64,
     value: f64,
@@ -183,10 +185,64 @@ fn channel_cost(ch: &str) -> f64 {
 
 type ClusterCand = ((String, String), ExpectedCluster);
 
-/// Every cluster candidate for every window, straight from the definitions.
-fn cluster_candidates(rows: &[LogRow], min_support: i64, windows: &[i64]) -> Vec<ClusterCand> {
-    let total = rows.len() as f64;
+const MIN_LIFT: f64 = recur::config::DEFAULT_MIN_LIFT;
+const CAP: usize = recur::config::DEFAULT_CUSTOMER_CAP as usize;
+const DAY: i64 = 24 * H;
+
+/// Each customer's contacts in time order (then by id).
+fn by_customer(rows: &[LogRow]) -> BTreeMap<String, Vec<&LogRow>> {
+    let mut out: BTreeMap<String, Vec<&LogRow>> = BTreeMap::new();
+    for r in rows {
+        out.entry(r.customer.clone().unwrap()).or_default().push(r);
+    }
+    for v in out.values_mut() {
+        v.sort_by_key(|r| (r.ts.unwrap(), r.contact_id));
+    }
+    out
+}
+
+/// The chance that one of k followers is a B when each is one with chance pi.
+fn chance(pi: f64, k: f64) -> f64 {
+    if k <= 0.0 {
+        0.0
+    } else {
+        1.0 - (1.0 - pi).powf(k)
+    }
+}
+
+/// Every cluster candidate for every window, straight from the definitions
+/// (README, "How the tests work"): all pairs seen are tested.
+fn cluster_candidates(rows: &[LogRow], windows: &[i64]) -> Vec<ClusterCand> {
     let reasons: BTreeSet<String> = rows.iter().filter_map(|r| r.reason.clone()).collect();
+    let customers = by_customer(rows);
+    // contacts with a reason, per reason and UTC day, and in all
+    let mut volume: BTreeMap<(String, i64), f64> = BTreeMap::new();
+    let mut all_days: BTreeMap<i64, f64> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.reason.is_some()) {
+        let d = r.ts.unwrap().div_euclid(DAY);
+        *volume.entry((r.reason.clone().unwrap(), d)).or_default() += 1.0;
+        *all_days.entry(d).or_default() += 1.0;
+    }
+    let last_day = *all_days.keys().max().unwrap();
+    // B's share of the contacts from day d to `span` days later
+    let share = |b: &str, d: i64, w: i64| -> f64 {
+        let span = (w + DAY - 1) / DAY;
+        let (mut nb, mut n) = (0.0, 0.0);
+        for day in d..=(d + span).min(last_day) {
+            nb += volume.get(&(b.to_string(), day)).copied().unwrap_or(0.0);
+            n += all_days.get(&day).copied().unwrap_or(0.0);
+        }
+        nb / n
+    };
+    let total: f64 = all_days.values().sum();
+    let overall = |b: &str| -> f64 {
+        volume
+            .iter()
+            .filter(|((r, _), _)| r == b)
+            .map(|(_, n)| n)
+            .sum::<f64>()
+            / total
+    };
     // the first B-contact strictly after i, within w: (lag, channel)
     let first = |i: &LogRow, b: &str, w: i64| -> Option<(i64, String)> {
         rows.iter()
@@ -195,6 +251,15 @@ fn cluster_candidates(rows: &[LogRow], min_support: i64, windows: &[i64]) -> Vec
             .min_by_key(|j| (j.ts.unwrap(), j.contact_id))
             .map(|j| (j.ts.unwrap() - i.ts.unwrap(), j.channel.clone().unwrap()))
     };
+    // followers of i within w: later contacts of the customer with a reason
+    let followers = |i: &LogRow, w: i64| -> u32 {
+        customers[i.customer.as_ref().unwrap()]
+            .iter()
+            .filter(|j| j.reason.is_some())
+            .filter(|j| j.ts.unwrap() > i.ts.unwrap() && j.ts.unwrap() - i.ts.unwrap() <= w)
+            .count() as u32
+    };
+    let bin = |k: u32| recur::timeline::triggers::k_bin(k);
     let mut cands: Vec<((String, String), ExpectedCluster)> = Vec::new();
     for &w in windows {
         for a in &reasons {
@@ -202,7 +267,32 @@ fn cluster_candidates(rows: &[LogRow], min_support: i64, windows: &[i64]) -> Vec
                 .iter()
                 .filter(|r| r.reason.as_ref() == Some(a))
                 .collect();
-            let ante_customers: BTreeSet<_> = ante.iter().map(|r| r.customer.clone()).collect();
+            // the counted triggers, per customer: the first CAP a-contacts
+            let counted: Vec<Vec<(&LogRow, u32)>> = customers
+                .values()
+                .map(|v| {
+                    v.iter()
+                        .filter(|r| r.reason.as_ref() == Some(a))
+                        .take(CAP)
+                        .map(|r| (*r, followers(r, w)))
+                        .collect()
+                })
+                .collect();
+            // mean k per (day, bin) and per bin, as the engine keeps them
+            let mut cell: BTreeMap<(i64, u8), (f64, f64)> = BTreeMap::new();
+            let mut per_bin: BTreeMap<u8, (f64, f64)> = BTreeMap::new();
+            for (r, k) in counted.iter().flatten() {
+                let c = cell
+                    .entry((r.ts.unwrap().div_euclid(DAY), bin(*k)))
+                    .or_default();
+                c.0 += 1.0;
+                c.1 += *k as f64;
+                let c = per_bin.entry(bin(*k)).or_default();
+                c.0 += 1.0;
+                c.1 += *k as f64;
+            }
+            let mean = |c: &(f64, f64)| c.1 / c.0;
+            let counted_triggers: f64 = cell.values().map(|c| c.0).sum();
             for b in &reasons {
                 if a == b {
                     continue;
@@ -217,32 +307,55 @@ fn cluster_candidates(rows: &[LogRow], min_support: i64, windows: &[i64]) -> Vec
                         cost += channel_cost(&ch);
                     }
                 }
-                if (lags.len() as i64) < min_support || lags.is_empty() {
+                if lags.is_empty() {
                     continue;
                 }
                 lags.sort_by(|x, y| x.partial_cmp(y).unwrap());
-                let followed_by_b = rows.iter().filter(|i| first(i, b, w).is_some()).count() as f64;
+                let expected: f64 = cell
+                    .iter()
+                    .map(|((d, _), c)| c.0 * chance(share(b, *d, w), mean(c)))
+                    .sum();
+                let f0 = |k: u32| chance(overall(b), mean(&per_bin[&bin(k)]));
+                let (mut n_counted, mut sum_sq, mut cross, mut expected_sq) = (0.0, 0.0, 0.0, 0.0);
+                for mine in &counted {
+                    let s = mine
+                        .iter()
+                        .filter(|(r, _)| first(r, b, w).is_some())
+                        .count() as f64;
+                    let e0: f64 = mine.iter().map(|(_, k)| f0(*k)).sum();
+                    n_counted += s;
+                    sum_sq += s * s;
+                    cross += s * e0;
+                    expected_sq += e0 * e0;
+                }
+                let fitted = if expected > 0.0 {
+                    n_counted / expected
+                } else {
+                    0.0
+                };
+                let variance = sum_sq - 2.0 * fitted * cross + fitted * fitted * expected_sq;
                 let n_support = lags.len() as f64;
-                let n_ante = ante.len() as f64;
-                let confidence = n_support / n_ante;
-                let baseline = followed_by_b / total;
-                let d = n_ante / ante_customers.len() as f64;
+                let score = n_counted - expected;
                 cands.push((
                     (a.clone(), b.clone()),
                     ExpectedCluster {
                         window_s: w / 1_000_000,
                         n_antecedent: ante.len() as i64,
                         n_support: lags.len() as i64,
-                        confidence,
-                        baseline,
-                        lift: confidence / baseline,
+                        confidence: n_support / ante.len() as f64,
+                        baseline: expected / counted_triggers,
+                        lift: n_counted / expected,
                         median_lag_s: nearest_rank(&lags, 1, 2),
                         p90_lag_s: nearest_rank(&lags, 9, 10),
                         customers: custs.len() as i64,
-                        score: n_support - n_ante * baseline,
-                        avoidable: EFFECTIVENESS * n_support,
-                        value: EFFECTIVENESS * cost,
-                        p_value: recur::udf::clustered_p_value(n_support, n_ante, baseline, d),
+                        n_counted: n_counted as i64,
+                        expected,
+                        score,
+                        avoidable: EFFECTIVENESS * score.max(0.0),
+                        value: EFFECTIVENESS * score.max(0.0) * cost / n_support,
+                        p_value: recur::significance::excess_p_value(
+                            n_counted, expected, variance, MIN_LIFT,
+                        ),
                         q_value: f64::NAN,
                     },
                 ));
@@ -274,8 +387,15 @@ fn bh(ps: &[f64]) -> Vec<f64> {
 fn select_clusters(
     cands: Vec<ClusterCand>,
     alpha: f64,
+    min_support: i64,
+    min_customers: i64,
 ) -> BTreeMap<(String, String), ExpectedCluster> {
-    let sig: Vec<_> = cands.into_iter().filter(|c| c.1.q_value <= alpha).collect();
+    let sig: Vec<_> = cands
+        .into_iter()
+        .filter(|c| {
+            c.1.q_value <= alpha && c.1.n_support >= min_support && c.1.customers >= min_customers
+        })
+        .collect();
     let kept: Vec<_> = sig
         .iter()
         .filter(|c| {
@@ -357,16 +477,7 @@ fn sequence_candidates(
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut by_customer: BTreeMap<String, Vec<&LogRow>> = BTreeMap::new();
-    for r in rows {
-        by_customer
-            .entry(r.customer.clone().unwrap())
-            .or_default()
-            .push(r);
-    }
-    for v in by_customer.values_mut() {
-        v.sort_by_key(|r| (r.ts.unwrap(), r.contact_id));
-    }
+    let by_customer = by_customer(rows);
     let mut patterns: Vec<Vec<&str>> = reasons.iter().map(|r| vec![r.as_str()]).collect();
     let mut all = Vec::new();
     for _ in 1..4 {
@@ -386,18 +497,19 @@ fn sequence_candidates(
             .collect();
         all.extend(patterns.clone());
     }
-    let occurrences = |p: &[&str]| -> Vec<(String, Vec<i64>)> {
+    // (customer, start index, lags) of every occurrence
+    let occurrences = |p: &[&str]| -> Vec<(String, usize, Vec<i64>)> {
         let mut out = Vec::new();
         for (c, contacts) in &by_customer {
             for i in 0..contacts.len() {
                 if let Some(l) = leftmost(contacts, i, p, gap, span) {
-                    out.push((c.clone(), l));
+                    out.push((c.clone(), i, l));
                 }
             }
         }
         out
     };
-    let total = rows.len() as f64;
+    let with_reason = rows.iter().filter(|r| r.reason.is_some()).count() as f64;
     let mut out = Vec::new();
     for p in all.iter().filter(|p| p.len() >= 3) {
         let occ = occurrences(p);
@@ -405,24 +517,47 @@ fn sequence_candidates(
             continue;
         }
         let prefix = occurrences(&p[..p.len() - 1]);
-        let prefix_customers = prefix.iter().map(|o| &o.0).collect::<BTreeSet<_>>().len();
         let last = p[p.len() - 1];
-        let followed = rows
+        let pi = rows
             .iter()
-            .filter(|i| {
-                rows.iter().any(|j| {
-                    j.customer == i.customer
-                        && j.reason.as_deref() == Some(last)
-                        && j.ts.unwrap() > i.ts.unwrap()
-                        && j.ts.unwrap() - i.ts.unwrap() <= gap
+            .filter(|r| r.reason.as_deref() == Some(last))
+            .count() as f64
+            / with_reason;
+        // the counted prefix occurrences: each customer's first CAP (by start)
+        let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut per_bin: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
+        let mut completed: BTreeMap<&str, f64> = BTreeMap::new();
+        for (c, start, lags) in &prefix {
+            let n = seen.entry(c.as_str()).or_default();
+            *n += 1;
+            if *n > CAP {
+                continue;
+            }
+            let contacts = &by_customer[c];
+            let t0 = contacts[*start].ts.unwrap();
+            let t_last = t0 + lags.iter().sum::<i64>();
+            let k = contacts
+                .iter()
+                .filter(|j| j.reason.is_some())
+                .filter(|j| {
+                    let t = j.ts.unwrap();
+                    t > t_last && t - t_last <= gap && t - t0 <= span
                 })
-            })
-            .count() as f64;
-        let baseline = followed / total;
-        let (k, n) = (occ.len() as f64, prefix.len() as f64);
+                .count() as u32;
+            let b = per_bin.entry(recur::timeline::seq_bin(k)).or_default();
+            b.0 += 1.0;
+            b.1 += k as f64;
+            if leftmost(contacts, *start, p, gap, span).is_some() {
+                *completed.entry(c.as_str()).or_default() += 1.0;
+            }
+        }
+        let expected: f64 = per_bin.values().map(|(n, k)| n * chance(pi, k / n)).sum();
+        let prefix_counted: f64 = per_bin.values().map(|(n, _)| n).sum();
+        let n_counted: f64 = completed.values().sum();
+        let sum_sq: f64 = completed.values().map(|s| s * s).sum();
         let median_lags = (0..p.len() - 1)
             .map(|s| {
-                let mut l: Vec<f64> = occ.iter().map(|o| o.1[s] as f64 / 1e6).collect();
+                let mut l: Vec<f64> = occ.iter().map(|o| o.2[s] as f64 / 1e6).collect();
                 l.sort_by(|x, y| x.partial_cmp(y).unwrap());
                 nearest_rank(&l, 1, 2)
             })
@@ -433,10 +568,10 @@ fn sequence_candidates(
                 reasons: p.iter().map(|s| s.to_string()).collect(),
                 n_support: occ.len() as i64,
                 customers: occ.iter().map(|o| &o.0).collect::<BTreeSet<_>>().len() as i64,
-                confidence: k / n,
-                baseline,
+                confidence: occ.len() as f64 / prefix.len() as f64,
+                baseline: expected / prefix_counted,
                 median_lags,
-                p_value: recur::udf::clustered_p_value(k, n, baseline, n / prefix_customers as f64),
+                p_value: recur::significance::excess_p_value(n_counted, expected, sum_sq, MIN_LIFT),
                 q_value: f64::NAN,
             },
         ));
@@ -469,6 +604,7 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
     let mut cfg = config(&[&log], &out, |c| {
         c.cluster_window = Some("72h,24h".into());
         c.min_support = Some(1);
+        c.min_customers = Some(1);
         c.alpha = Some(1.0);
         c.max_gap = Some("48h".into());
         c.max_span = Some("96h".into());
@@ -602,18 +738,15 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
     );
 
     // clusters: every figure, the windows, significance, echoes and the order
-    let mut cands = cluster_candidates(&used, 1, &[REPEAT_W, CLUSTER_W]);
+    let mut cands = cluster_candidates(&used, &[REPEAT_W, CLUSTER_W]);
     let mut seqs = sequence_candidates(&used, 1, MAX_GAP, MAX_SPAN);
-    let ps: Vec<f64> = cands
-        .iter()
-        .map(|c| c.1.p_value)
-        .chain(seqs.iter().map(|s| s.1.p_value))
-        .collect();
-    let qs = bh(&ps);
+    // one family per kind
+    let qs = bh(&cands.iter().map(|c| c.1.p_value).collect::<Vec<_>>());
     for (c, q) in cands.iter_mut().zip(&qs) {
         c.1.q_value = *q;
     }
-    for (s, q) in seqs.iter_mut().zip(&qs[cands.len()..]) {
+    let qs = bh(&seqs.iter().map(|s| s.1.p_value).collect::<Vec<_>>());
+    for (s, q) in seqs.iter_mut().zip(&qs) {
         s.1.q_value = *q;
     }
     let pairs: BTreeSet<(String, String)> = cands.iter().map(|c| c.0.clone()).collect();
@@ -625,7 +758,7 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
                 .all(|w| pairs.contains(&(w[0].clone(), w[1].clone())))
         })
         .collect();
-    let want = select_clusters(cands, 1.0);
+    let want = select_clusters(cands, 1.0, 1, 1);
     let c = read_parquet(&out.join("clusters.parquet"));
     let a = column_text(&c, "antecedent");
     let bb = column_text(&c, "consequent");
@@ -647,6 +780,8 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
         "p_value",
         "q_value",
         "rank",
+        "n_counted",
+        "expected",
     ]
     .iter()
     .map(|n| f(n))
@@ -659,6 +794,7 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
         assert_eq!(num(&cols[0], k) as i64, e.n_antecedent, "{ctx}");
         assert_eq!(num(&cols[1], k) as i64, e.n_support, "{ctx}");
         assert_eq!(num(&cols[7], k) as i64, e.customers, "{ctx}");
+        assert_eq!(num(&cols[15], k) as i64, e.n_counted, "{ctx} n_counted");
         for (i, (name, want)) in [
             (2, ("confidence", e.confidence)),
             (3, ("baseline", e.baseline)),
@@ -668,7 +804,13 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
             (11, ("value", e.value)),
             (12, ("p_value", e.p_value)),
             (13, ("q_value", e.q_value)),
+            (16, ("expected", e.expected)),
         ] {
+            if want.is_nan() {
+                // (a lift without any expectation: null)
+                assert_eq!(cols[i][k], "null", "{ctx} {name}");
+                continue;
+            }
             assert!(
                 close(num(&cols[i], k), want),
                 "{ctx} {name}: {} vs {want}",
@@ -790,23 +932,19 @@ async fn min_support_filters_exactly() {
     let cfg = config(&[&log], &out, |c| {
         c.cluster_window = Some("72h".into());
         c.min_support = Some(5);
+        c.min_customers = Some(3);
         c.alpha = Some(0.2);
         c.exclude_customer = Some(vec!["0".into()]);
     });
     recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
         .await
         .unwrap();
-    let mut cands = cluster_candidates(&usable(&rows), 5, &[CLUSTER_W]);
-    let seqs = sequence_candidates(&usable(&rows), 5, 7 * 24 * H, 30 * 24 * H);
-    let ps: Vec<f64> = cands
-        .iter()
-        .map(|c| c.1.p_value)
-        .chain(seqs.iter().map(|s| s.1.p_value))
-        .collect();
+    let mut cands = cluster_candidates(&usable(&rows), &[CLUSTER_W]);
+    let ps: Vec<f64> = cands.iter().map(|c| c.1.p_value).collect();
     for (c, q) in cands.iter_mut().zip(bh(&ps)) {
         c.1.q_value = q;
     }
-    let want = select_clusters(cands, 0.2);
+    let want = select_clusters(cands, 0.2, 5, 3);
     let c = read_parquet(&out.join("clusters.parquet"));
     let got: BTreeSet<(String, String)> = column_text(&c, "antecedent")
         .into_iter()

@@ -38,7 +38,7 @@ use super::{Mode, TimelineParams};
 pub struct TimelineCodec;
 
 /// The version of [`Encoded`]; a decoder refuses any other.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 
 /// A [`TimelineExec`] (or a [`super::logical::TimelineNode`]) as encoded:
 /// everything but its input.
@@ -59,14 +59,16 @@ pub(super) struct Encoded {
     channel_cost_micros: BTreeMap<String, i64>,
     default_cost_micros: i64,
     pair_filter: Vec<(String, String)>,
+    customer_cap: u32,
 }
 
-pub(crate) const MODES: [(Mode, &str); 5] = [
+pub(crate) const MODES: [(Mode, &str); 6] = [
     (Mode::Contacts, "contacts"),
     (Mode::Followups, "followups"),
     (Mode::Sequences, "sequences"),
     (Mode::SequenceCounts, "sequence_counts"),
     (Mode::PairCounts, "pair_counts"),
+    (Mode::Exposure, "exposure"),
 ];
 
 impl Encoded {
@@ -91,6 +93,7 @@ impl Encoded {
             channel_cost_micros: p.channel_cost_micros.as_ref().clone(),
             default_cost_micros: p.default_cost_micros,
             pair_filter: p.pair_filter.as_ref().clone(),
+            customer_cap: p.customer_cap,
         }
     }
 
@@ -124,6 +127,7 @@ impl Encoded {
                 channel_cost_micros: Arc::new(self.channel_cost_micros),
                 default_cost_micros: self.default_cost_micros,
                 pair_filter: Arc::new(self.pair_filter),
+                customer_cap: self.customer_cap,
             },
         ))
     }
@@ -273,6 +277,7 @@ pub(crate) mod tests {
                 ("bill".into(), "move".into()),
                 ("fault".into(), "fault".into()),
             ]),
+            customer_cap: 3,
         }
     }
 

@@ -43,6 +43,7 @@ pub(crate) fn output_schema(mode: Mode, input: &SchemaRef) -> SchemaRef {
         Mode::Sequences => sequences_schema(input),
         Mode::SequenceCounts => sequence_counts_schema(),
         Mode::PairCounts => pair_counts_schema(),
+        Mode::Exposure => super::exposure_schema(),
     }
 }
 

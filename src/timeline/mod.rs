@@ -49,14 +49,18 @@
 
 pub mod codec;
 pub mod exec;
+mod exposure;
 pub mod logical;
 mod pairs;
 mod sequences;
 pub mod sorted;
+pub mod triggers;
 
+pub use exposure::exposure_schema;
 pub use pairs::pair_counts_schema;
 pub use sequences::{
-    PatternSums, sequence_counts_schema, sequence_totals_schema, sequences_schema, sum_by_pattern,
+    PatternSums, SEQ_BINS, seq_bin, sequence_counts_schema, sequence_totals_schema,
+    sequences_schema, sum_by_pattern,
 };
 
 use std::borrow::Cow;
@@ -93,6 +97,9 @@ pub enum Mode {
     /// Per-partition A → B follow-up counts at each of
     /// [`TimelineParams::pair_windows_us`]: one row per (window, A, B).
     PairCounts,
+    /// Per-partition exposure of the counted triggers, for the expected
+    /// counts of the significance test: see `exposure.rs`.
+    Exposure,
 }
 
 /// Parameters of the pass.
@@ -127,6 +134,10 @@ pub struct TimelineParams {
     /// The (antecedent, consequent) pairs whose follow-ups [`Mode::Followups`]
     /// emits.
     pub pair_filter: Arc<Vec<(String, String)>>,
+    /// How many triggers of each reason (and occurrences of each sequence
+    /// prefix) a customer counts with in the significance tests: its first
+    /// ones in time.
+    pub customer_cap: u32,
 }
 
 /// Longest sequence mined.
@@ -340,6 +351,7 @@ pub fn process(batch: &RecordBatch, mode: Mode, params: &TimelineParams) -> Resu
         Mode::Sequences => sequences::occurrences(batch, params),
         Mode::SequenceCounts => sequences::counts(batch, params),
         Mode::PairCounts => pairs::counts(batch, params),
+        Mode::Exposure => exposure::exposure(batch, params),
     }
 }
 
@@ -600,6 +612,7 @@ mod tests {
             channel_cost_micros: Arc::new(Default::default()),
             default_cost_micros: 1_000_000,
             pair_filter: Arc::new(vec![("x".into(), "y".into()), ("y".into(), "y".into())]),
+            customer_cap: 3,
         }
     }
 

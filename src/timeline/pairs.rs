@@ -1,7 +1,9 @@
 //! A → B follow-up counting, inside the pass.
 //!
-//! For every contact A (reason a, possibly null) and every reason b, the
-//! first b-contact of the same customer strictly later than A and at most the
+//! Input: one partition of the sorted contacts. Output: [`pair_counts_schema`].
+//!
+//! For every contact A with a reason a and every reason b ≠ a, the first
+//! b-contact of the same customer strictly later than A and at most the
 //! longest window after it is A's b-follow-up; its lag counts at every window
 //! W ≥ lag. Per partition and window, one row per (a, b) carries:
 //!
@@ -11,15 +13,29 @@
 //! - `followup_cost_micros`: the follow-ups' channel costs, in millionths (an
 //!   exact integer sum, whatever the order of rows);
 //! - `lags`: the lags within W in seconds, ascending (the SQL merges the lists
-//!   of all partitions for exact percentiles).
+//!   of all partitions for exact percentiles);
+//! - for the significance test, over the *counted* triggers only (each
+//!   customer's first `customer_cap` a-contacts, see [`super::triggers`]):
+//!   `n_counted`, the counted triggers followed by b within W; `sum_sq`,
+//!   Σ over customers of the square of their `n_counted`; and `g`, per k bin,
+//!   Σ over customers of their `n_counted` times their counted a-triggers in
+//!   that bin (the cross term of the test's variance, see
+//!   [`crate::significance`]).
 //!
-//! One more row per reason a (and one for contacts without a reason) carries
-//! its totals: `window_s` = 0, `consequent` null, `n_support` = the
-//! a-contacts and `customers` = their distinct customers (the SQL's
-//! n_antecedent, its design effect, and all contacts counted).
+//! One more row per reason a carries its totals: `window_s` = 0, `consequent`
+//! null, `n_support` = the a-contacts and `customers` = their distinct
+//! customers.
 //!
 //! Customers with more than [`MAX_PAIR_CONTACTS_PER_CUSTOMER`] contacts are
 //! left out of every count here, totals included.
+//!
+//! The first b after a contact is found without looking at every later
+//! contact: the customer's contacts are walked from the last to the first,
+//! keeping the reasons in the order of their next occurrence (a list moved to
+//! the front as contacts are passed), so each contact reads only the distinct
+//! reasons that follow it within the longest window. A customer with
+//! thousands of contacts costs at most (reasons × contacts), not
+//! (contacts²).
 //!
 //! Pairs are counted on integer reason codes in a dense (a, b) table (a hash
 //! map when there are too many reasons for one), never on strings.
@@ -27,12 +43,14 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, ListBuilder, UInt32Array,
+    Array, ArrayRef, AsArray, Float64Array, Float64Builder, Int64Array, Int64Builder, ListBuilder,
+    UInt32Array,
 };
 use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, UInt32Type};
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::triggers::{RunTriggers, k_bin};
 use super::{Columns, FastMap, MAX_PAIR_CONTACTS_PER_CUSTOMER, NULL_CODE, TimelineParams};
 use crate::error::Result;
 
@@ -48,6 +66,13 @@ pub fn pair_counts_schema() -> SchemaRef {
         Field::new(
             "lags",
             DataType::List(Arc::new(Field::new_list_field(DataType::Float64, true))),
+            false,
+        ),
+        Field::new("n_counted", DataType::Int64, false),
+        Field::new("sum_sq", DataType::Int64, false),
+        Field::new(
+            "g",
+            DataType::List(Arc::new(Field::new_list_field(DataType::Int64, true))),
             false,
         ),
     ]))
@@ -68,6 +93,13 @@ struct Acc {
     cost: Vec<i64>,
     /// Per window: 1 + the customer run that last counted a customer.
     last_run: Vec<usize>,
+    /// Per window: counted follow-ups, Σ of their squares per customer.
+    n_counted: Vec<i64>,
+    sum_sq: Vec<i64>,
+    /// Per window, per k bin: the cross term (module docs).
+    g: Vec<Vec<i64>>,
+    /// Per window: this customer's counted follow-ups so far.
+    current: Vec<i64>,
 }
 
 /// Finds an (a, b) pair's accumulator.
@@ -78,7 +110,7 @@ enum Index {
 
 impl Index {
     fn new(n_reasons: usize) -> Self {
-        let cells = (n_reasons + 1) * n_reasons;
+        let cells = n_reasons * n_reasons;
         if cells <= MAX_DENSE_PAIRS {
             Index::Dense(vec![u32::MAX; cells])
         } else {
@@ -104,6 +136,69 @@ impl Index {
     }
 }
 
+/// The reasons of the contacts after a point in one customer's timeline,
+/// in the order of their next occurrence: a doubly linked list over reason
+/// codes, the soonest first.
+struct NextOccurrence {
+    ts: Vec<i64>,
+    row: Vec<u32>,
+    prev: Vec<u32>,
+    next: Vec<u32>,
+    listed: Vec<bool>,
+    head: u32,
+}
+
+const END: u32 = u32::MAX;
+
+impl NextOccurrence {
+    fn new(n_reasons: usize) -> Self {
+        NextOccurrence {
+            ts: vec![0; n_reasons],
+            row: vec![0; n_reasons],
+            prev: vec![END; n_reasons],
+            next: vec![END; n_reasons],
+            listed: vec![false; n_reasons],
+            head: END,
+        }
+    }
+
+    /// Reason `b` next occurs at `ts`, in row `row`: the soonest of all.
+    fn to_front(&mut self, b: u32, ts: i64, row: u32) {
+        let i = b as usize;
+        if self.listed[i] {
+            if self.head == b {
+                self.ts[i] = ts;
+                self.row[i] = row;
+                return;
+            }
+            let (p, n) = (self.prev[i], self.next[i]);
+            self.next[p as usize] = n;
+            if n != END {
+                self.prev[n as usize] = p;
+            }
+        }
+        self.listed[i] = true;
+        self.ts[i] = ts;
+        self.row[i] = row;
+        self.prev[i] = END;
+        self.next[i] = self.head;
+        if self.head != END {
+            self.prev[self.head as usize] = b;
+        }
+        self.head = b;
+    }
+
+    /// Empties the list (for the next customer).
+    fn clear(&mut self) {
+        let mut at = self.head;
+        while at != END {
+            self.listed[at as usize] = false;
+            at = self.next[at as usize];
+        }
+        self.head = END;
+    }
+}
+
 /// Follow-up counts of one sorted partition (see the module docs).
 pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
@@ -114,60 +209,117 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let costs = row_costs(batch, p);
     let mut index = Index::new(n_r);
     let mut accs: Vec<Acc> = Vec::new();
-    // seen[b] = 1 + the contact that last recorded a b-follow-up
-    let mut seen: Vec<u32> = vec![0; n_r];
-    // per reason (the last: none): contacts, distinct customers, 1 + the run
-    // last counted
-    let mut totals: Vec<(i64, i64, usize)> = vec![(0, 0, 0); n_r + 1];
+    let mut next = NextOccurrence::new(n_r);
+    let mut triggers = RunTriggers::default();
+    // per row of the run: its index among the counted triggers, if counted
+    let mut counted_at: Vec<u32> = Vec::new();
+    // the pairs this customer's counted triggers were followed in
+    let mut touched: Vec<u32> = Vec::new();
+    // per reason: contacts, distinct customers, 1 + the run last counted
+    let mut totals: Vec<(i64, i64, usize)> = vec![(0, 0, 0); n_r];
     let runs = cols.customer_runs();
     for (run, bounds) in runs.windows(2).enumerate() {
         let (start, end) = (bounds[0], bounds[1]);
         if end - start > MAX_PAIR_CONTACTS_PER_CUSTOMER {
             continue;
         }
-        for i in start..end {
-            let t = cols.ts[i];
-            let a = cols.reason_codes[i];
-            let a_idx = if a == NULL_CODE { n_r } else { a as usize };
-            let tot = &mut totals[a_idx];
-            tot.0 += 1;
-            if tot.2 != run + 1 {
-                tot.2 = run + 1;
-                tot.1 += 1;
+        triggers.fill(&cols, (run, start, end), windows, p.customer_cap);
+        counted_at.clear();
+        counted_at.resize(end - start, u32::MAX);
+        for (t, (_, row)) in triggers.triggers.iter().enumerate() {
+            counted_at[*row as usize - start] = t as u32;
+        }
+        // from the last contact back: each group of contacts at one instant
+        // reads the list before any of them joins it
+        let mut hi = end;
+        while hi > start {
+            let t = cols.ts[hi - 1];
+            let mut lo = hi - 1;
+            while lo > start && cols.ts[lo - 1] == t {
+                lo -= 1;
             }
-            let stamp = i as u32 + 1;
-            let mut j = i + 1;
-            while j < end && cols.ts[j] - t <= w_max {
-                let b = cols.reason_codes[j];
-                if cols.ts[j] > t && b != NULL_CODE && seen[b as usize] != stamp {
-                    seen[b as usize] = stamp;
-                    let (slot, new) =
-                        index.get_or_insert(a_idx * n_r + b as usize, accs.len() as u32);
+            for i in lo..hi {
+                let a = cols.reason_codes[i];
+                if a == NULL_CODE {
+                    continue;
+                }
+                let tot = &mut totals[a as usize];
+                tot.0 += 1;
+                if tot.2 != run + 1 {
+                    tot.2 = run + 1;
+                    tot.1 += 1;
+                }
+                let counted = counted_at[i - start] != u32::MAX;
+                let mut b = next.head;
+                while b != END && next.ts[b as usize] - t <= w_max {
+                    let (bi, lag, j) = (b as usize, next.ts[b as usize] - t, next.row[b as usize]);
+                    b = next.next[bi];
+                    if bi == a as usize {
+                        continue;
+                    }
+                    let (slot, new) = index.get_or_insert(a as usize * n_r + bi, accs.len() as u32);
                     if new {
                         accs.push(Acc {
                             a,
-                            b,
+                            b: bi as u32,
                             lags: Vec::new(),
                             n: vec![0; k],
                             customers: vec![0; k],
                             cost: vec![0; k],
                             last_run: vec![0; k],
+                            n_counted: vec![0; k],
+                            sum_sq: vec![0; k],
+                            g: vec![Vec::new(); k],
+                            current: vec![0; k],
                         });
                     }
                     let acc = &mut accs[slot as usize];
-                    let lag = cols.ts[j] - t;
                     acc.lags.push(lag);
                     let first = windows.partition_point(|w| *w < lag);
+                    if counted && first < k && acc.current.iter().all(|c| *c == 0) {
+                        touched.push(slot);
+                    }
                     for w in first..k {
                         acc.n[w] += 1;
-                        acc.cost[w] += costs[j];
+                        acc.cost[w] += costs[j as usize];
                         if acc.last_run[w] != run + 1 {
                             acc.last_run[w] = run + 1;
                             acc.customers[w] += 1;
                         }
+                        if counted {
+                            acc.current[w] += 1;
+                        }
                     }
                 }
-                j += 1;
+            }
+            for j in (lo..hi).rev() {
+                let b = cols.reason_codes[j];
+                if b != NULL_CODE {
+                    next.to_front(b, t, j as u32);
+                }
+            }
+            hi = lo;
+        }
+        next.clear();
+        // this customer's counted follow-ups, into the test's sums
+        for slot in touched.drain(..) {
+            let acc = &mut accs[slot as usize];
+            let mine = triggers.of_reason(acc.a);
+            for w in 0..k {
+                let s = std::mem::take(&mut acc.current[w]);
+                if s == 0 {
+                    continue;
+                }
+                acc.n_counted[w] += s;
+                acc.sum_sq[w] += s * s;
+                let g = &mut acc.g[w];
+                for t in mine.clone() {
+                    let bin = k_bin(triggers.k(t, w)) as usize;
+                    if g.len() <= bin {
+                        g.resize(bin + 1, 0);
+                    }
+                    g[bin] += s;
+                }
             }
         }
     }
@@ -179,7 +331,10 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let mut n_support = Vec::new();
     let mut customers = Vec::new();
     let mut cost = Vec::new();
+    let mut n_counted = Vec::new();
+    let mut sum_sq = Vec::new();
     let mut lags = ListBuilder::new(Float64Builder::new());
+    let mut g = ListBuilder::new(Int64Builder::new());
     for acc in accs.iter_mut() {
         acc.lags.sort_unstable();
     }
@@ -189,16 +344,20 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
                 continue;
             }
             window_s.push(window_us as f64 / 1e6);
-            ante_rows.push((acc.a != NULL_CODE).then(|| cols.reason_first_row[acc.a as usize]));
+            ante_rows.push(Some(cols.reason_first_row[acc.a as usize]));
             cons_rows.push(Some(cols.reason_first_row[acc.b as usize]));
             n_support.push(acc.n[w]);
             customers.push(acc.customers[w]);
             cost.push(acc.cost[w]);
+            n_counted.push(acc.n_counted[w]);
+            sum_sq.push(acc.sum_sq[w]);
             // the lags within W are the n[w] smallest
             for l in &acc.lags[..acc.n[w] as usize] {
                 lags.values().append_value(*l as f64 / 1e6);
             }
             lags.append(true);
+            g.values().append_slice(&acc.g[w]);
+            g.append(true);
         }
     }
     for (a, (n, c, _)) in totals.iter().enumerate() {
@@ -206,12 +365,15 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
             continue;
         }
         window_s.push(0.0);
-        ante_rows.push((a < n_r).then(|| cols.reason_first_row[a]));
+        ante_rows.push(Some(cols.reason_first_row[a]));
         cons_rows.push(None);
         n_support.push(*n);
         customers.push(*c);
         cost.push(0);
+        n_counted.push(0);
+        sum_sq.push(0);
         lags.append(true);
+        g.append(true);
     }
     let reason = batch.column_by_name("reason").expect("reason column");
     let out: Vec<ArrayRef> = vec![
@@ -222,6 +384,9 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
         Arc::new(Int64Array::from(customers)),
         Arc::new(Int64Array::from(cost)),
         Arc::new(lags.finish()),
+        Arc::new(Int64Array::from(n_counted)),
+        Arc::new(Int64Array::from(sum_sq)),
+        Arc::new(g.finish()),
     ];
     Ok(RecordBatch::try_new(pair_counts_schema(), out)?)
 }

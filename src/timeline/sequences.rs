@@ -49,7 +49,7 @@ pub fn sequence_counts_schema() -> SchemaRef {
     let mut fields = vec![Field::new("length", DataType::Int64, false)];
     for what in ["item", "reason"] {
         for k in 1..=MAX_SEQUENCE_LEN {
-            fields.push(Field::new(format!("{what}_{k}"), dictionary(), k > 2));
+            fields.push(Field::new(format!("{what}_{k}"), dictionary(), k > 1));
         }
     }
     for c in SUMMED {
@@ -69,17 +69,74 @@ pub fn sequence_totals_schema() -> SchemaRef {
         Field::new("prefix", DataType::Utf8, false),
         Field::new("length", DataType::Int64, false),
         Field::new("reason_1", DataType::Utf8, false),
-        Field::new("reason_2", DataType::Utf8, false),
+        Field::new("reason_2", DataType::Utf8, true),
         Field::new("reason_3", DataType::Utf8, true),
         Field::new("reason_4", DataType::Utf8, true),
         Field::new("n", DataType::Int64, true),
         Field::new("customers", DataType::Int64, true),
         Field::new("followup_cost_micros", DataType::Int64, true),
+        Field::new("n_counted", DataType::Int64, true),
+        Field::new("sum_sq", DataType::Int64, true),
+        Field::new("prefix_counted", DataType::Int64, true),
+        Field::new("expected", DataType::Float64, true),
     ]))
 }
 
-/// The counted columns of both schemas.
-const SUMMED: [&str; 3] = ["n", "customers", "followup_cost_micros"];
+/// The counted columns of [`sequence_counts_schema`]: the totals, the
+/// counted occurrences and the sum of their squares per customer, and the
+/// pattern's exposure as a prefix ([`SEQ_BINS`]).
+const SUMMED: [&str; N_SUMMED] = [
+    "n",
+    "customers",
+    "followup_cost_micros",
+    "n_counted",
+    "sum_sq",
+    "exposure_0",
+    "exposure_1",
+    "exposure_2",
+    "exposure_3",
+    "exposure_4",
+    "exposure_5",
+    "exposure_6",
+    "exposure_7",
+    "exposure_8",
+    "k_sum_1",
+    "k_sum_2",
+    "k_sum_3",
+    "k_sum_4",
+    "k_sum_5",
+    "k_sum_6",
+    "k_sum_7",
+    "k_sum_8",
+];
+
+/// How many columns [`SUMMED`] has.
+const N_SUMMED: usize = 22;
+/// Where the exposure counts (bins 0..=8) and the k sums (bins 1..=8) start
+/// in [`SUMMED`].
+const EXPOSURE_AT: usize = 5;
+const K_SUM_AT: usize = 14;
+
+/// Bins of the followers k of a prefix occurrence, for its exposure: 0, 1,
+/// 2, 3, 4–5, 6–8, 9–15, 16–31, 32 and more (bin 0: no follower). The
+/// expectation is taken at each bin's mean k, which overstates it slightly
+/// (1 − (1 − π)^k is concave in k): a conservative error.
+pub const SEQ_BINS: usize = 9;
+
+/// The exposure bin of a prefix occurrence with `k` followers.
+pub fn seq_bin(k: u32) -> usize {
+    match k {
+        0..=3 => k as usize,
+        4..=5 => 4,
+        6..=8 => 5,
+        9..=15 => 6,
+        16..=31 => 7,
+        _ => 8,
+    }
+}
+
+/// Sums of one pattern.
+type Sums = [i64; N_SUMMED];
 
 /// Rows of [`sequence_counts_schema`] (from any partitions and buckets)
 /// summed by pattern: one row per pattern, in the order of its items'
@@ -102,7 +159,7 @@ pub struct PatternSums {
     items: Vec<(Box<str>, Box<str>)>,
     /// Each pattern, its items' numbers packed (the first item in the
     /// highest 32 bits, 0 past the last), with its sums; sorted by pattern.
-    sums: Vec<(u128, [i64; 3])>,
+    sums: Vec<(u128, Sums)>,
 }
 
 impl PatternSums {
@@ -124,7 +181,7 @@ impl PatternSums {
 
     /// Merges `rows` (sorted by pattern, a pattern at most once) into the
     /// sums.
-    fn merge_sorted(&mut self, rows: Vec<(u128, [i64; 3])>) {
+    fn merge_sorted(&mut self, rows: Vec<(u128, Sums)>) {
         if self.sums.is_empty() {
             self.sums = rows;
             return;
@@ -153,9 +210,9 @@ impl PatternSums {
     }
 
     /// `rows` sorted by pattern, the counts of a pattern's rows added up.
-    fn sorted(mut rows: Vec<(u128, [i64; 3])>) -> Vec<(u128, [i64; 3])> {
+    fn sorted(mut rows: Vec<(u128, Sums)>) -> Vec<(u128, Sums)> {
         rows.sort_unstable_by_key(|r| r.0);
-        let mut out: Vec<(u128, [i64; 3])> = Vec::with_capacity(rows.len());
+        let mut out: Vec<(u128, Sums)> = Vec::with_capacity(rows.len());
         for (k, c) in rows {
             match out.last_mut() {
                 Some((last, s)) if *last == k => {
@@ -220,10 +277,7 @@ impl PatternSums {
                         packed |= u128::from(numbers[keys.value(i) as usize]);
                     }
                 }
-                (
-                    packed,
-                    [counts[0].value(i), counts[1].value(i), counts[2].value(i)],
-                )
+                (packed, std::array::from_fn(|c| counts[c].value(i)))
             })
             .collect();
         self.merge_sorted(Self::sorted(rows));
@@ -267,6 +321,13 @@ impl PatternSums {
     /// prefix), so a cut at the minimum support keeps every prefix that a
     /// kept pattern's confidence divides by, and spares the texts of the
     /// many rare patterns.
+    ///
+    /// For patterns of three or more items, `prefix_counted` is the counted
+    /// occurrences of the prefix and `expected` how many of them chance alone
+    /// would have followed by the last item: Σ over the prefix's exposure
+    /// bins of their occurrences × (1 − (1 − π)^k̄), with k̄ the bin's mean
+    /// number of followers and π the last item's share of all items (from
+    /// the one-item patterns: the contacts with that item).
     pub fn finish(self, min_n: i64) -> Result<Option<RecordBatch>> {
         let kept: Vec<usize> = (0..self.sums.len())
             .filter(|k| self.sums[*k].1[0] >= min_n)
@@ -274,19 +335,32 @@ impl PatternSums {
         if kept.is_empty() {
             return Ok(None);
         }
+        // each item's contacts (one-item patterns: only the first 32 bits set)
+        let mut item_n = vec![0i64; self.items.len() + 1];
+        for (packed, sums) in &self.sums {
+            if *packed << 32 == 0 {
+                item_n[(*packed >> 96) as usize] += sums[0];
+            }
+        }
+        let all_items: i64 = item_n.iter().sum();
         let rows = kept.len();
         let mut pattern = StringBuilder::with_capacity(rows, rows * 48);
         let mut prefix = StringBuilder::with_capacity(rows, rows * 32);
         let mut reasons: [StringBuilder; MAX_SEQUENCE_LEN] =
             std::array::from_fn(|_| StringBuilder::with_capacity(rows, rows * 12));
         let mut lengths = Vec::with_capacity(rows);
+        let mut prefix_counted: Vec<Option<i64>> = Vec::with_capacity(rows);
+        let mut expected: Vec<Option<f64>> = Vec::with_capacity(rows);
         let mut text = String::new();
         for packed in kept.iter().map(|k| self.sums[*k].0) {
-            let items: Vec<&(Box<str>, Box<str>)> = (0..MAX_SEQUENCE_LEN)
+            let numbers: Vec<u32> = (0..MAX_SEQUENCE_LEN)
                 .rev()
                 .map(|k| (packed >> (32 * k)) as u32)
                 .take_while(|n| *n != 0)
-                .map(|n| &self.items[n as usize - 1])
+                .collect();
+            let items: Vec<&(Box<str>, Box<str>)> = numbers
+                .iter()
+                .map(|n| &self.items[*n as usize - 1])
                 .collect();
             text.clear();
             for (k, (item, _)) in items.iter().enumerate() {
@@ -306,6 +380,42 @@ impl PatternSums {
                 }
             }
             lengths.push(items.len() as i64);
+            let parent = (items.len() >= 3)
+                .then(|| {
+                    let shift = 32 * (MAX_SEQUENCE_LEN - items.len());
+                    let parent = packed & !(u128::from(u32::MAX) << shift);
+                    self.sums
+                        .binary_search_by_key(&parent, |s| s.0)
+                        .ok()
+                        .map(|at| &self.sums[at].1)
+                })
+                .flatten();
+            match parent {
+                Some(parent) => {
+                    let last = *numbers.last().expect("a pattern has items") as usize;
+                    let share = if all_items > 0 {
+                        item_n[last] as f64 / all_items as f64
+                    } else {
+                        0.0
+                    };
+                    let mut occurrences = 0;
+                    let mut chance = 0.0;
+                    for bin in 0..SEQ_BINS {
+                        let n = parent[EXPOSURE_AT + bin];
+                        occurrences += n;
+                        if bin > 0 && n > 0 {
+                            let k = parent[K_SUM_AT + bin - 1] as f64 / n as f64;
+                            chance += n as f64 * crate::significance::followed_chance(share, k);
+                        }
+                    }
+                    prefix_counted.push(Some(occurrences));
+                    expected.push(Some(chance));
+                }
+                None => {
+                    prefix_counted.push(None);
+                    expected.push(None);
+                }
+            }
         }
         let [r1, r2, r3, r4] = reasons.map(|mut r| Arc::new(r.finish()) as ArrayRef);
         let sums = |c: usize| -> ArrayRef {
@@ -324,6 +434,10 @@ impl PatternSums {
             sums(0),
             sums(1),
             sums(2),
+            sums(3),
+            sums(4),
+            Arc::new(Int64Array::from(prefix_counted)),
+            Arc::new(Float64Array::from(expected)),
         ];
         Ok(Some(RecordBatch::try_new(
             sequence_totals_schema(),
@@ -514,15 +628,19 @@ impl Items {
 
 /// Walks every (start, pattern) of every customer run, depth first. At each
 /// step, with `path` the rows of the pattern so far (the new row last),
-/// `step(state, path, run)` gets the state of the pattern without its last
-/// item (`root` for a first item) and returns the state of the new pattern,
-/// or `None` not to go further down this path.
+/// `step(state, path, run, None)` gets the state of the pattern without its
+/// last item (`root` for a first item) and returns the state of the new
+/// pattern, or `None` not to go further down this path. Once a pattern's
+/// extensions have all been walked, `step(its state, path, run, Some(k))`
+/// tells how many later contacts with an item (k) were within reach of its
+/// last step (the prefix's followers of the significance test); its return
+/// value is not read.
 fn mine<S: Copy>(
     cols: &Columns,
     items: &Items,
     p: &TimelineParams,
     root: S,
-    mut step: impl FnMut(S, &[usize], usize) -> Option<S>,
+    mut step: impl FnMut(S, &[usize], usize, Option<u32>) -> Option<S>,
 ) {
     let runs = cols.customer_runs();
     let mut path = Vec::with_capacity(MAX_SEQUENCE_LEN);
@@ -539,7 +657,7 @@ fn mine<S: Copy>(
             }
             path.clear();
             path.push(i);
-            if let Some(state) = step(root, &path, run) {
+            if let Some(state) = step(root, &path, run, None) {
                 extend(
                     cols, items, p, end, run, &mut path, &mut seen, state, &mut step,
                 );
@@ -558,7 +676,7 @@ fn extend<S: Copy>(
     path: &mut Vec<usize>,
     seen: &mut [Vec<u32>],
     state: S,
-    step: &mut impl FnMut(S, &[usize], usize) -> Option<S>,
+    step: &mut impl FnMut(S, &[usize], usize, Option<u32>) -> Option<S>,
 ) {
     let depth = path.len();
     if depth == MAX_SEQUENCE_LEN {
@@ -569,20 +687,24 @@ fn extend<S: Copy>(
     let (t0, tp) = (cols.ts[first], cols.ts[prev]);
     let prev_item = items.code[prev];
     seen[depth].clear();
+    let mut followers = 0u32;
     let mut k = prev + 1;
     while k < end && cols.ts[k] - tp <= p.max_gap_us && cols.ts[k] - t0 <= p.max_span_us {
         let item = items.code[k];
-        if cols.ts[k] > tp && item != NULL_CODE && item != prev_item && !seen[depth].contains(&item)
-        {
-            seen[depth].push(item);
-            path.push(k);
-            if let Some(next) = step(state, path, run) {
-                extend(cols, items, p, end, run, path, seen, next, step);
+        if cols.ts[k] > tp && item != NULL_CODE {
+            followers += 1;
+            if item != prev_item && !seen[depth].contains(&item) {
+                seen[depth].push(item);
+                path.push(k);
+                if let Some(next) = step(state, path, run, None) {
+                    extend(cols, items, p, end, run, path, seen, next, step);
+                }
+                path.pop();
             }
-            path.pop();
         }
         k += 1;
     }
+    step(state, path, run, Some(followers));
 }
 
 /// Hashes the packed pattern keys (already well spread in their low bits by
@@ -638,7 +760,39 @@ struct Node {
     last_run: u32,
     /// Follow-up cost of the last steps, millionths.
     cost: i64,
+    /// Occurrences whose prefix occurrence was counted (its customer's
+    /// first `customer_cap` of the prefix), and Σ over customers of their
+    /// square.
+    n_counted: u32,
+    sum_sq: u64,
+    /// The customer of `last_run`: its occurrences, and its counted ones.
+    mine: u32,
+    mine_counted: u32,
+    /// Index of its exposure in [`Trie::exposure`] (NONE: none yet).
+    exposure: u32,
 }
+
+impl Node {
+    /// Makes `run` this node's current customer, the previous one's counted
+    /// occurrences added to the sum of squares.
+    fn enter(&mut self, run: usize) {
+        if self.last_run != run as u32 + 1 {
+            self.flush();
+            self.last_run = run as u32 + 1;
+            self.customers += 1;
+            self.mine = 0;
+        }
+    }
+
+    fn flush(&mut self) {
+        let c = u64::from(std::mem::take(&mut self.mine_counted));
+        self.sum_sq += c * c;
+    }
+}
+
+/// A prefix's exposure: counted occurrences per k bin ([`SEQ_BINS`]), then
+/// the sum of their k per bin from bin 1.
+type Exposure = [u32; 2 * SEQ_BINS - 1];
 
 /// The patterns of one partition as a trie over item codes: a pattern one
 /// item longer is found by indexing its parent's dense child table (or, once
@@ -647,6 +801,8 @@ struct Node {
 /// search's time waiting on cache misses in that map.
 struct Trie {
     nodes: Vec<Node>,
+    /// Exposures of the prefixes (patterns of 2 and 3 items).
+    exposure: Vec<Exposure>,
     /// Child tables of `width` slots each (node index or NONE).
     dense: Vec<u32>,
     /// (parent << 32 | item) -> node, for parents without a dense table.
@@ -662,6 +818,7 @@ impl Trie {
         // the root's table (the first items) is always dense
         Trie {
             nodes: Vec::new(),
+            exposure: Vec::new(),
             dense: vec![NONE; width],
             hashed: KeyMap::default(),
             width,
@@ -719,6 +876,11 @@ impl Trie {
             customers: 0,
             last_run: 0,
             cost: 0,
+            n_counted: 0,
+            sum_sq: 0,
+            mine: 0,
+            mine_counted: 0,
+            exposure: NONE,
         });
         (self.nodes.len() - 1) as u32
     }
@@ -753,21 +915,52 @@ pub(super) fn counts_with(
     let items = Items::new(batch, p.channel_items)?;
     let costs = super::pairs::row_costs(batch, p);
     let mut trie = Trie::new(items.name.len(), dense_slots);
-    mine(&cols, &items, p, NONE, |parent, path, run| {
-        let last = *path.last().expect("non-empty path");
-        let node = trie.child(parent, items.code[last]);
-        if path.len() >= 2 {
-            let t = &mut trie.nodes[node as usize];
-            t.n += 1;
-            t.cost += costs[last];
-            if t.last_run != run as u32 + 1 {
-                t.last_run = run as u32 + 1;
-                t.customers += 1;
+    let cap = p.customer_cap;
+    // the state of a pattern: its node, and whether this occurrence is among
+    // its customer's first `cap` (then its extensions count in the test)
+    mine(
+        &cols,
+        &items,
+        p,
+        (NONE, true),
+        |(parent, parent_counted), path, run, followers| {
+            let last = *path.last().expect("non-empty path");
+            if let Some(k) = followers {
+                // leaving a counted prefix occurrence: its exposure
+                if parent_counted && (2..MAX_SEQUENCE_LEN).contains(&path.len()) {
+                    let t = &mut trie.nodes[parent as usize];
+                    if t.exposure == NONE {
+                        t.exposure = trie.exposure.len() as u32;
+                        trie.exposure.push([0; 2 * SEQ_BINS - 1]);
+                    }
+                    let e = &mut trie.exposure[t.exposure as usize];
+                    let bin = seq_bin(k);
+                    e[bin] += 1;
+                    if bin > 0 {
+                        e[SEQ_BINS + bin - 1] += k;
+                    }
+                }
+                return None;
             }
-        }
-        Some(node)
-    });
-    let totals: Vec<(u32, &Node)> = (0..).zip(&trie.nodes).filter(|(_, t)| t.len >= 2).collect();
+            let node = trie.child(parent, items.code[last]);
+            let t = &mut trie.nodes[node as usize];
+            t.enter(run);
+            t.n += 1;
+            t.mine += 1;
+            if path.len() >= 2 {
+                t.cost += costs[last];
+                if parent_counted {
+                    t.n_counted += 1;
+                    t.mine_counted += 1;
+                }
+            }
+            Some((node, t.mine <= cap))
+        },
+    );
+    for t in &mut trie.nodes {
+        t.flush();
+    }
+    let totals: Vec<(u32, &Node)> = (0..).zip(&trie.nodes).collect();
     // each pattern's item codes, by step (null past its length)
     let mut codes: [Vec<Option<u32>>; MAX_SEQUENCE_LEN] =
         std::array::from_fn(|_| Vec::with_capacity(totals.len()));
@@ -800,6 +993,20 @@ pub(super) fn counts_with(
     columns.push(Arc::new(Int64Array::from_iter_values(
         totals.iter().map(|(_, t)| t.cost),
     )));
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        totals.iter().map(|(_, t)| i64::from(t.n_counted)),
+    )));
+    columns.push(Arc::new(Int64Array::from_iter_values(
+        totals.iter().map(|(_, t)| t.sum_sq as i64),
+    )));
+    for e in 0..2 * SEQ_BINS - 1 {
+        columns.push(Arc::new(Int64Array::from_iter_values(totals.iter().map(
+            |(_, t)| match t.exposure {
+                NONE => 0,
+                at => i64::from(trie.exposure[at as usize][e]),
+            },
+        ))));
+    }
     Ok(RecordBatch::try_new(sequence_counts_schema(), columns)?)
 }
 
@@ -822,7 +1029,10 @@ pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatc
     let mut lags: [Vec<Option<f64>>; 3] = Default::default();
     let mut span = Vec::new();
     if !wanted.is_empty() {
-        mine(&cols, &items, p, 0u128, |prefix, path, _| {
+        mine(&cols, &items, p, 0u128, |prefix, path, _, followers| {
+            if followers.is_some() {
+                return None;
+            }
             let depth = path.len() - 1;
             let key = prefix + ((items.code[path[depth]] as u128 + 1) << (32 * depth));
             if !prefixes.contains_key(&key) {
@@ -918,13 +1128,14 @@ mod tests {
                 ));
             }
         }
-        for c in 0..3 {
-            columns.push(int(&move |r: &Row| r.1[c]));
+        for c in 0..N_SUMMED {
+            columns.push(int(&move |r: &Row| if c < 3 { r.1[c] } else { 0 }));
         }
         RecordBatch::try_new(sequence_counts_schema(), columns).unwrap()
     }
 
-    /// `rows` as [`PatternSums::finish`] writes them.
+    /// `rows` as [`PatternSums::finish`] writes them (its first ten
+    /// columns: the texts and totals).
     fn text_batch(rows: &[Row]) -> RecordBatch {
         let text = |f: &dyn Fn(&Row) -> Option<String>| -> ArrayRef {
             Arc::new(rows.iter().map(f).collect::<StringArray>())
@@ -933,8 +1144,9 @@ mod tests {
             Arc::new(rows.iter().map(f).collect::<Int64Array>())
         };
         let reason = |k: usize| move |r: &Row| r.0.get(k).map(|s| reason_of(s).to_string());
+        let schema = Arc::new(sequence_totals_schema().project(&TOTALS).unwrap());
         RecordBatch::try_new(
-            sequence_totals_schema(),
+            schema,
             vec![
                 text(&|r| Some(r.0.join(PATTERN_SEP))),
                 text(&|r| Some(r.0[..r.0.len() - 1].join(PATTERN_SEP))),
@@ -951,11 +1163,16 @@ mod tests {
         .unwrap()
     }
 
-    /// `batch` with its rows in the order of their pattern texts.
+    /// The texts and totals of [`sequence_totals_schema`].
+    const TOTALS: [usize; 10] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+
+    /// `batch`'s texts and totals with its rows in the order of their
+    /// pattern texts.
     fn by_pattern(batch: &RecordBatch) -> RecordBatch {
+        let batch = batch.project(&TOTALS).unwrap();
         let order =
             datafusion::arrow::compute::sort_to_indices(batch.column(0), None, None).unwrap();
-        datafusion::arrow::compute::take_record_batch(batch, &order).unwrap()
+        datafusion::arrow::compute::take_record_batch(&batch, &order).unwrap()
     }
 
     /// Against a plain map from pattern text to summed counts: every pattern

@@ -1,0 +1,181 @@
+//! Stage 3b (optional, `--null-check N`) — the tests on the log with its
+//! reasons permuted.
+//!
+//! Input: each bucket's annotated contacts (as the timeline pass reads
+//! them) and the run's configuration.
+//! Output: [`NullCheckSummary`], for the manifest and the terminal: how many
+//! clusters and sequences each of N permuted logs yields at the run's
+//! alpha, minimum support and minimum customers.
+//!
+//! A permuted log keeps every customer's timestamps and channels and deals
+//! the reasons out again at random (within each partition of customers,
+//! which is a random share of them), so no reason can predict another: what
+//! the tests report on it is false by construction. The count per permuted
+//! log is a direct, data-specific estimate of how many of the run's own
+//! findings chance alone would produce. Each permutation runs the pair,
+//! exposure and sequence passes and the same ranking SQL as the run.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use datafusion::arrow::array::{RecordBatch, UInt32Array};
+use datafusion::arrow::compute::take;
+use datafusion::catalog::MemTable;
+use datafusion::prelude::SessionContext;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+
+use crate::config::PipelineConfig;
+use crate::error::Result;
+use crate::significance::Exposures;
+use crate::timeline::sorted::SortedContactsExec;
+use crate::timeline::{Mode, PatternSums, TimelineParams};
+
+/// What the permuted logs reported.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NullCheckSummary {
+    /// Permutations run.
+    pub permutations: u32,
+    /// Clusters each permuted log reported.
+    pub clusters: Vec<u64>,
+    /// Sequences each permuted log reported.
+    pub sequences: Vec<u64>,
+}
+
+/// One permuted log's counts so far.
+#[derive(Default)]
+struct Permuted {
+    pair_counts: Vec<RecordBatch>,
+    exposures: Exposures,
+    patterns: PatternSums,
+}
+
+/// The permuted logs' counts, a bucket at a time.
+pub struct NullCheck {
+    permuted: Vec<Permuted>,
+    seed: u64,
+}
+
+impl NullCheck {
+    /// `n` permutations, dealt from `seed`.
+    pub fn new(n: u32, seed: u64) -> Self {
+        NullCheck {
+            permuted: (0..n).map(|_| Permuted::default()).collect(),
+            seed,
+        }
+    }
+
+    /// Counts bucket `bucket` under every permutation.
+    pub async fn add_bucket(
+        &mut self,
+        ctx: &SessionContext,
+        annotated: &SortedContactsExec,
+        bucket: usize,
+        params: &TimelineParams,
+    ) -> Result<()> {
+        let schema = datafusion::physical_plan::ExecutionPlan::schema(annotated);
+        let parts = annotated.partitions();
+        for (r, permuted) in self.permuted.iter_mut().enumerate() {
+            let mut rng = StdRng::seed_from_u64(
+                self.seed ^ ((r as u64) << 32) ^ (bucket as u64).wrapping_mul(0x9e37_79b9),
+            );
+            let shuffled = parts
+                .iter()
+                .map(|batches| {
+                    batches
+                        .iter()
+                        .map(|b| shuffle_reasons(b, &mut rng))
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let exec = Arc::new(SortedContactsExec::try_new(schema.clone(), shuffled)?);
+            let (_, counts) =
+                crate::pipeline::run_timeline(ctx, &exec, Mode::PairCounts, params.clone()).await?;
+            permuted.pair_counts.extend(counts.into_iter().flatten());
+            let (_, exposed) =
+                crate::pipeline::run_timeline(ctx, &exec, Mode::Exposure, params.clone()).await?;
+            for b in exposed.iter().flatten() {
+                permuted.exposures.add(b)?;
+            }
+            let (_, patterns) =
+                crate::pipeline::run_timeline(ctx, &exec, Mode::SequenceCounts, params.clone())
+                    .await?;
+            for b in patterns.iter().flatten() {
+                permuted.patterns.add(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ranks every permuted log as the run ranks its own.
+    pub async fn finish(self, cfg: &PipelineConfig) -> Result<NullCheckSummary> {
+        let mut summary = NullCheckSummary {
+            permutations: self.permuted.len() as u32,
+            ..Default::default()
+        };
+        for permuted in self.permuted {
+            let ctx = crate::pipeline::session(cfg)?;
+            crate::udf::register_all(&ctx);
+            let expectations = permuted
+                .exposures
+                .pair_expectations(&permuted.pair_counts)?;
+            ctx.register_table(
+                "pair_expectations",
+                Arc::new(MemTable::try_new(
+                    expectations.schema(),
+                    vec![vec![expectations]],
+                )?),
+            )?;
+            let pair_schema = crate::timeline::pair_counts_schema();
+            ctx.register_table(
+                "pair_counts",
+                Arc::new(MemTable::try_new(
+                    permuted
+                        .pair_counts
+                        .first()
+                        .map(|b| b.schema())
+                        .unwrap_or(pair_schema),
+                    vec![permuted.pair_counts],
+                )?),
+            )?;
+            let totals = permuted
+                .patterns
+                .finish(i64::try_from(cfg.min_support).unwrap_or(i64::MAX))?;
+            ctx.register_table(
+                "sequence_counts",
+                Arc::new(MemTable::try_new(
+                    crate::timeline::sequence_totals_schema(),
+                    vec![totals.into_iter().collect()],
+                )?),
+            )?;
+            let mut seconds = BTreeMap::new();
+            let (clusters, chains) =
+                crate::pipeline::register_ranking(&ctx, cfg, &mut seconds).await?;
+            let rows = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            summary.clusters.push(rows(&clusters));
+            summary.sequences.push(rows(&chains));
+        }
+        Ok(summary)
+    }
+}
+
+/// `batch` with its `reason` and `_reason_code` dealt out at random (the same
+/// permutation for both).
+fn shuffle_reasons(batch: &RecordBatch, rng: &mut StdRng) -> Result<RecordBatch> {
+    let mut order: Vec<u32> = (0..batch.num_rows() as u32).collect();
+    order.shuffle(rng);
+    let order = UInt32Array::from(order);
+    let schema = batch.schema();
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| match f.name().as_str() {
+            "reason" | "_reason_code" => Ok(take(c.as_ref(), &order, None)?),
+            _ => Ok(c.clone()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
