@@ -1,6 +1,6 @@
 -- sequence_chains: the sequences that pass both tests, before ranking.
 --
--- Input:  sequence_candidates, fdr, cluster_candidates
+-- Input:  sequence_candidates, fdr, sequence_steps
 -- Output: the sequence_candidates columns of the patterns kept, and q_value
 --
 -- Parameters: ${alpha}, ${min_support}, ${min_customers}.
@@ -9,22 +9,15 @@
 -- 1. its q_value <= alpha (the last step follows the prefix more often than
 --    chance would, given the contacts within reach of each prefix), it has
 --    at least min_support occurrences and min_customers customers, and
--- 2. every step in it is itself a cluster at some window (significant, with
---    the support and customers a cluster needs): a
+-- 2. every step in it is itself a cluster at some window (sequence_steps): a
 --    sequence is a chain of real follow-ups. Without this rule any common
 --    contact X before a real pair B -> C would give a "significant" X -> B -> C.
+--    (The pass mines only along those steps; the rule is kept here so that
+--    this query says what a sequence is on any input.)
 --
--- recur then lists the occurrences of these patterns only (a second pass) for
--- sequences.sql to take their step lags.
-WITH sig_pairs AS (
-    SELECT DISTINCT c.antecedent, c.consequent
-    FROM cluster_candidates c
-    JOIN fdr f ON f.kind = 'cluster' AND f.key = c.key
-    WHERE f.q_value <= ${alpha}
-      AND c.n_support >= ${min_support}
-      AND c.customers >= ${min_customers}
-),
-sig AS (
+-- recur lists the occurrences of the mined patterns in the same pass, and
+-- sequences.sql takes the step lags of the patterns kept here.
+WITH sig AS (
     SELECT s.*, f.q_value
     FROM sequence_candidates s
     JOIN fdr f ON f.kind = 'sequence' AND f.key = s.key
@@ -34,9 +27,9 @@ sig AS (
 )
 SELECT s.*
 FROM sig s
-WHERE EXISTS (SELECT 1 FROM sig_pairs p
+WHERE EXISTS (SELECT 1 FROM sequence_steps p
               WHERE p.antecedent = s.reason_1 AND p.consequent = s.reason_2)
-  AND EXISTS (SELECT 1 FROM sig_pairs p
+  AND EXISTS (SELECT 1 FROM sequence_steps p
               WHERE p.antecedent = s.reason_2 AND p.consequent = s.reason_3)
-  AND (s.length < 4 OR EXISTS (SELECT 1 FROM sig_pairs p
+  AND (s.length < 4 OR EXISTS (SELECT 1 FROM sequence_steps p
               WHERE p.antecedent = s.reason_3 AND p.consequent = s.reason_4))

@@ -12,8 +12,12 @@
 //! which is a random share of them), so no reason can predict another: what
 //! the tests report on it is false by construction. The count per permuted
 //! log is a direct, data-specific estimate of how many of the run's own
-//! findings chance alone would produce. Each permutation runs the pair,
-//! exposure and sequence passes and the same ranking SQL as the run.
+//! findings chance alone would produce. Each permutation runs the pair and
+//! exposure passes and the clusters' ranking SQL as the run does
+//! ([`NullCheck::add_bucket`], [`NullCheck::rank_clusters`]); then, where
+//! its clusters leave steps for a sequence, the sequence pass over the same
+//! permutation (dealt again from the same seed) and the sequences' ranking
+//! ([`NullCheck::add_sequences`], [`NullCheck::finish`]).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -49,6 +53,8 @@ pub struct NullCheckSummary {
 struct Permuted {
     pair_counts: Vec<RecordBatch>,
     exposures: Exposures,
+    /// After the clusters' ranking: its session, clusters and steps.
+    ranked: Option<(SessionContext, u64, Vec<(String, String)>)>,
     patterns: PatternSums,
 }
 
@@ -78,9 +84,7 @@ impl NullCheck {
         let schema = datafusion::physical_plan::ExecutionPlan::schema(annotated);
         let parts = annotated.partitions();
         for (r, permuted) in self.permuted.iter_mut().enumerate() {
-            let mut rng = StdRng::seed_from_u64(
-                self.seed ^ ((r as u64) << 32) ^ (bucket as u64).wrapping_mul(0x9e37_79b9),
-            );
+            let mut rng = rng(self.seed, r, bucket);
             let shuffled = parts
                 .iter()
                 .map(|batches| {
@@ -99,28 +103,18 @@ impl NullCheck {
             for b in exposed.iter().flatten() {
                 permuted.exposures.add(b)?;
             }
-            let (_, patterns) =
-                crate::pipeline::run_timeline(ctx, &exec, Mode::SequenceCounts, params.clone())
-                    .await?;
-            for b in patterns.iter().flatten() {
-                permuted.patterns.add(b)?;
-            }
         }
         Ok(())
     }
 
-    /// Ranks every permuted log as the run ranks its own.
-    pub async fn finish(self, cfg: &PipelineConfig) -> Result<NullCheckSummary> {
-        let mut summary = NullCheckSummary {
-            permutations: self.permuted.len() as u32,
-            ..Default::default()
-        };
-        for permuted in self.permuted {
+    /// Ranks the clusters of every permuted log, as the run ranks its own.
+    pub async fn rank_clusters(&mut self, cfg: &PipelineConfig) -> Result<()> {
+        for permuted in &mut self.permuted {
             let ctx = crate::pipeline::session(cfg)?;
             crate::udf::register_all(&ctx);
-            let expectations = permuted
-                .exposures
-                .pair_expectations(&permuted.pair_counts)?;
+            let pair_counts = std::mem::take(&mut permuted.pair_counts);
+            let expectations = permuted.exposures.pair_expectations(&pair_counts)?;
+            permuted.exposures = Exposures::new();
             ctx.register_table(
                 "pair_expectations",
                 Arc::new(MemTable::try_new(
@@ -128,18 +122,77 @@ impl NullCheck {
                     vec![vec![expectations]],
                 )?),
             )?;
-            let pair_schema = crate::timeline::pair_counts_schema();
+            let schema = pair_counts
+                .first()
+                .map(|b| b.schema())
+                .unwrap_or_else(crate::timeline::pair_counts_schema);
             ctx.register_table(
                 "pair_counts",
-                Arc::new(MemTable::try_new(
-                    permuted
-                        .pair_counts
-                        .first()
-                        .map(|b| b.schema())
-                        .unwrap_or(pair_schema),
-                    vec![permuted.pair_counts],
-                )?),
+                Arc::new(MemTable::try_new(schema, vec![pair_counts])?),
             )?;
+            let mut seconds = BTreeMap::new();
+            let (clusters, steps) = crate::pipeline::rank_clusters(&ctx, cfg, &mut seconds).await?;
+            let n = clusters.iter().map(|b| b.num_rows() as u64).sum();
+            permuted.ranked = Some((ctx, n, steps));
+        }
+        Ok(())
+    }
+
+    /// Mines bucket `bucket` (its annotated contacts, as the second pass
+    /// reads them) for sequences under every permutation whose clusters
+    /// leave a chain of two steps, dealt from the same seed as in
+    /// [`NullCheck::add_bucket`].
+    pub async fn add_sequences(
+        &mut self,
+        ctx: &SessionContext,
+        annotated: &SortedContactsExec,
+        bucket: usize,
+        params: &TimelineParams,
+    ) -> Result<()> {
+        let schema = datafusion::physical_plan::ExecutionPlan::schema(annotated);
+        let parts = annotated.partitions();
+        for (r, permuted) in self.permuted.iter_mut().enumerate() {
+            let Some((_, _, steps)) = &permuted.ranked else {
+                continue;
+            };
+            if steps.len() < 2 {
+                continue;
+            }
+            let mut rng = rng(self.seed, r, bucket);
+            let shuffled = parts
+                .iter()
+                .map(|batches| {
+                    batches
+                        .iter()
+                        .map(|b| shuffle_reasons(b, &mut rng))
+                        .collect::<Result<Vec<_>>>()
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let exec = Arc::new(SortedContactsExec::try_new(schema.clone(), shuffled)?);
+            let params = TimelineParams {
+                sequence_steps: Some(Arc::new(steps.clone())),
+                ..params.clone()
+            };
+            let (_, patterns) =
+                crate::pipeline::run_timeline(ctx, &exec, Mode::SequenceCounts, params).await?;
+            for b in patterns.iter().flatten() {
+                permuted.patterns.add(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Ranks the sequences of every permuted log; what they all reported.
+    pub async fn finish(self, cfg: &PipelineConfig) -> Result<NullCheckSummary> {
+        let mut summary = NullCheckSummary {
+            permutations: self.permuted.len() as u32,
+            ..Default::default()
+        };
+        for permuted in self.permuted {
+            let Some((ctx, clusters, _)) = permuted.ranked else {
+                continue;
+            };
+            summary.clusters.push(clusters);
             let totals = permuted
                 .patterns
                 .finish(i64::try_from(cfg.min_support).unwrap_or(i64::MAX))?;
@@ -151,14 +204,19 @@ impl NullCheck {
                 )?),
             )?;
             let mut seconds = BTreeMap::new();
-            let (clusters, chains) =
-                crate::pipeline::register_ranking(&ctx, cfg, &mut seconds).await?;
-            let rows = |b: &[RecordBatch]| b.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-            summary.clusters.push(rows(&clusters));
-            summary.sequences.push(rows(&chains));
+            let chains = crate::pipeline::rank_sequences(&ctx, cfg, &mut seconds).await?;
+            summary
+                .sequences
+                .push(chains.iter().map(|b| b.num_rows() as u64).sum());
         }
         Ok(summary)
     }
+}
+
+/// The generator of permutation `r` of bucket `bucket`: the same in both
+/// passes, so that the sequences are mined on the log the clusters were.
+fn rng(seed: u64, r: usize, bucket: usize) -> StdRng {
+    StdRng::seed_from_u64(seed ^ ((r as u64) << 32) ^ (bucket as u64).wrapping_mul(0x9e37_79b9))
 }
 
 /// `batch` with its `reason` and `_reason_code` dealt out at random (the same

@@ -318,6 +318,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         default_cost_micros: cost_micros(crate::config::DEFAULT_CHANNEL_COST),
         pair_filter: Arc::new(Vec::new()),
         customer_cap: cfg.customer_cap,
+        sequence_steps: None,
     };
 
     // Each bucket in turn: sort, then the passes that need no ranking yet.
@@ -336,8 +337,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let mut contacters = crate::contacters::Contacters::new();
     // the counted triggers' exposure, summed as each bucket's comes
     let mut exposures = crate::significance::Exposures::new();
-    // the pattern counts so far, one sum per partition
-    let mut pattern_sums: Vec<crate::timeline::PatternSums> = Vec::new();
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let with_agent = cfg.columns.agent.is_some();
     let mut contacts_writer: Option<report::ContactsWriter> = None;
@@ -437,28 +436,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         }
         add_seconds(&mut stage_seconds, "exposure", t);
 
-        progress.stage(&format!("mining sequences{label}"));
-        let t = Instant::now();
-        let (_, counted) =
-            run_timeline(&ctx, &annotated, Mode::SequenceCounts, params.clone()).await?;
-        // summed by pattern as they come, one sum per partition, side by
-        // side (a pattern's texts are written once, by the sums' finish)
-        let t_sum = Instant::now();
-        if pattern_sums.len() < counted.len() {
-            pattern_sums.resize_with(counted.len(), crate::timeline::PatternSums::new);
-        }
-        pool.install(|| {
-            use rayon::prelude::*;
-            pattern_sums
-                .par_iter_mut()
-                .zip(counted.par_iter())
-                .try_for_each(|(sums, batches)| {
-                    batches.iter().try_for_each(|batch| sums.add(batch))
-                })
-        })?;
-        drop(counted);
-        add_seconds(&mut stage_seconds, "sequences.sum", t_sum);
-        add_seconds(&mut stage_seconds, "sequences", t);
         if let Some(check) = null_check.as_mut() {
             progress.stage(&format!("permuting reasons{label}"));
             let t = Instant::now();
@@ -556,45 +533,25 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     )?;
     add_seconds(&mut stage_seconds, "expectations", t);
     ctx.register_table("pair_counts", pair_counts.table()?)?;
-    // the partitions' sums, summed
-    let t = Instant::now();
-    let mut sums = pattern_sums.into_iter();
-    let mut summed = sums.next().unwrap_or_default();
-    for other in sums {
-        summed.merge(other);
-    }
-    // (only patterns at the minimum support: sequence_candidates.sql reads
-    // no others, see PatternSums::finish)
-    let totals = summed.finish(i64::try_from(cfg.min_support).unwrap_or(i64::MAX))?;
-    add_seconds(&mut stage_seconds, "sequences.sum", t);
-    ctx.register_table(
-        "sequence_counts",
-        Arc::new(MemTable::try_new(
-            crate::timeline::sequence_totals_schema(),
-            vec![totals.into_iter().collect()],
-        )?),
-    )?;
     let caps = caps_total;
 
     progress.stage("ranking clusters");
     let t = Instant::now();
     crate::udf::register_all(&ctx);
 
-    let (cluster_batches, chains) = register_ranking(&ctx, &cfg, &mut stage_seconds).await?;
-    // The step lags of the sequences kept, from a second pass that lists
-    // their occurrences only.
+    let (cluster_batches, steps) = rank_clusters(&ctx, &cfg, &mut stage_seconds).await?;
+    if let Some(check) = null_check.as_mut() {
+        progress.stage("ranking the permuted logs");
+        let t = Instant::now();
+        check.rank_clusters(&cfg).await?;
+        add_seconds(&mut stage_seconds, "null_check", t);
+    }
+    // Sequences are mined in the second pass, along the reported clusters'
+    // steps only (a sequence is reported only when every step is one), with
+    // the occurrences of every such pattern for the step lags of those kept.
     let t_occ = Instant::now();
-    let filter: Vec<String> = chains
-        .iter()
-        .flat_map(|b| {
-            let a = report::utf8(b.column_by_name("pattern").expect("pattern column"));
-            (0..b.num_rows())
-                .map(|i| a.value(i).to_string())
-                .collect::<Vec<_>>()
-        })
-        .collect();
     let occ_params = TimelineParams {
-        sequence_filter: Arc::new(filter),
+        sequence_steps: Some(Arc::new(steps)),
         ..params.clone()
     };
     let clusters_found = report::cluster_rows(&cluster_batches);
@@ -606,7 +563,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         .collect();
     let followup_params = TimelineParams {
         pair_filter: Arc::new(pair_filter),
-        ..params
+        ..params.clone()
     };
     let as_of_us = cfg.as_of_us.or(stats.max_ts_us).unwrap_or(0);
     let horizon_s = clusters_found
@@ -636,6 +593,8 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let mut order: Vec<usize> = (0..n_buckets).collect();
     order.sort_by_key(|b| matches!(kept[*b], Annotated::Spilled(..)));
     let mut followup_seconds = 0.0;
+    // the pattern counts, summed as each bucket's come
+    let mut pattern_sums = crate::timeline::PatternSums::new();
     // Without a memory limit, the next spilled bucket's files are read on a
     // thread of their own while a bucket is decoded and passed over: the
     // passes leave a core free and the device idle otherwise. Under a
@@ -698,8 +657,21 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             }
             Annotated::Taken => unreachable!("each bucket is taken once"),
         };
+        progress.stage(&format!("mining sequences{}", bucket_label(b, n_buckets)));
+        let t = Instant::now();
+        let (_, counted) =
+            run_timeline(&ctx, &annotated, Mode::SequenceCounts, occ_params.clone()).await?;
+        for batch in counted.iter().flatten() {
+            pattern_sums.add(batch)?;
+        }
+        add_seconds(&mut stage_seconds, "sequences", t);
         let occurrences =
             run_timeline(&ctx, &annotated, Mode::Sequences, occ_params.clone()).await?;
+        if let Some(check) = null_check.as_mut() {
+            let t = Instant::now();
+            check.add_sequences(&ctx, &annotated, b, &params).await?;
+            add_seconds(&mut stage_seconds, "null_check", t);
+        }
         let t = Instant::now();
         let followups =
             run_timeline(&ctx, &annotated, Mode::Followups, followup_params.clone()).await?;
@@ -749,9 +721,24 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     ctx.register_table("followups", followups)?;
     stage_seconds.insert(
         "sequence_occurrences".into(),
-        t_occ.elapsed().as_secs_f64() - followup_seconds,
+        t_occ.elapsed().as_secs_f64()
+            - followup_seconds
+            - stage_seconds.get("sequences").copied().unwrap_or(0.0),
     );
     stage_seconds.insert("followups".into(), followup_seconds);
+    // (only patterns at the minimum support: sequence_candidates.sql reads
+    // no others, see PatternSums::finish)
+    let t_sum = Instant::now();
+    let totals = pattern_sums.finish(i64::try_from(cfg.min_support).unwrap_or(i64::MAX))?;
+    add_seconds(&mut stage_seconds, "sequences.sum", t_sum);
+    ctx.register_table(
+        "sequence_counts",
+        Arc::new(MemTable::try_new(
+            crate::timeline::sequence_totals_schema(),
+            vec![totals.into_iter().collect()],
+        )?),
+    )?;
+    rank_sequences(&ctx, &cfg, &mut stage_seconds).await?;
     let sequences_sql = queries::render(
         queries::SEQUENCES,
         &[
@@ -905,7 +892,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
 
     let mut manifest_null_check = None;
     if let Some(check) = null_check {
-        progress.stage("ranking the permuted logs");
+        progress.stage("ranking the permuted logs' sequences");
         let t = Instant::now();
         manifest_null_check = Some(check.finish(&cfg).await?);
         add_seconds(&mut stage_seconds, "null_check", t);
@@ -1494,72 +1481,99 @@ fn cost_micros(cost: f64) -> i64 {
     (cost * 1e6).round() as i64
 }
 
-/// The ranking queries, over the `pair_counts`, `pair_expectations` and
-/// `sequence_counts` tables of `ctx` (recur's functions registered): each
-/// registered under its name. Returns the clusters and the sequence chains.
-pub(crate) async fn register_ranking(
+/// The clusters' ranking queries over the `pair_counts` and
+/// `pair_expectations` tables of `ctx` (recur's functions registered), each
+/// registered under its name (`tested` and `fdr` with the clusters only).
+/// Returns the clusters and the steps sequences may take: the (antecedent,
+/// consequent) pairs of the clusters kept at any window
+/// (`queries/sequence_steps.sql`).
+pub(crate) async fn rank_clusters(
     ctx: &SessionContext,
     cfg: &PipelineConfig,
     stage_seconds: &mut BTreeMap<String, f64>,
-) -> Result<(Vec<RecordBatch>, Vec<RecordBatch>)> {
+) -> Result<(Vec<RecordBatch>, Vec<(String, String)>)> {
     let windows = cfg
         .cluster_windows_us
         .iter()
         .map(|w| format!("({})", *w as f64 / 1e6))
         .collect::<Vec<_>>()
         .join(", ");
-    let min_lift = format!("{:?}", cfg.min_lift);
-    let effectiveness = format!("{:?}", cfg.effectiveness);
-    let evidence = [
+    let candidates = queries::render(
+        queries::CLUSTER_CANDIDATES,
+        &[
+            ("windows", windows),
+            ("min_lift", format!("{:?}", cfg.min_lift)),
+            ("effectiveness", format!("{:?}", cfg.effectiveness)),
+        ],
+    );
+    register_query(ctx, "cluster_candidates", &candidates, stage_seconds).await?;
+    register_query(ctx, "tested", TESTED_CLUSTERS, stage_seconds).await?;
+    register_query(ctx, "fdr", queries::FDR, stage_seconds).await?;
+    let evidence = evidence(cfg);
+    let clusters = queries::render(queries::CLUSTERS, &evidence);
+    let clusters = register_query(ctx, "clusters", &clusters, stage_seconds).await?;
+    let steps = queries::render(queries::SEQUENCE_STEPS, &evidence);
+    let steps = register_query(ctx, "sequence_steps", &steps, stage_seconds).await?;
+    let steps = steps
+        .iter()
+        .flat_map(|b| {
+            let (a, c) = (report::utf8(b.column(0)), report::utf8(b.column(1)));
+            (0..b.num_rows())
+                .map(|i| (a.value(i).to_string(), c.value(i).to_string()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    Ok((clusters, steps))
+}
+
+/// The sequences' ranking queries, over `sequence_counts` and the tables of
+/// [`rank_clusters`]: `pattern_totals`, `sequence_candidates`, then `tested`
+/// and `fdr` again with both kinds (Benjamini–Hochberg runs per kind, so the
+/// clusters' q-values do not change) and `sequence_chains`, which it
+/// returns.
+pub(crate) async fn rank_sequences(
+    ctx: &SessionContext,
+    cfg: &PipelineConfig,
+    stage_seconds: &mut BTreeMap<String, f64>,
+) -> Result<Vec<RecordBatch>> {
+    let candidates = queries::render(
+        queries::SEQUENCE_CANDIDATES,
+        &[
+            ("min_lift", format!("{:?}", cfg.min_lift)),
+            ("effectiveness", format!("{:?}", cfg.effectiveness)),
+            ("max_gap_s", format!("{:?}", cfg.max_gap_us as f64 / 1e6)),
+        ],
+    );
+    register_query(
+        ctx,
+        "pattern_totals",
+        queries::PATTERN_TOTALS,
+        stage_seconds,
+    )
+    .await?;
+    register_query(ctx, "sequence_candidates", &candidates, stage_seconds).await?;
+    register_query(ctx, "tested", TESTED, stage_seconds).await?;
+    register_query(ctx, "fdr", queries::FDR, stage_seconds).await?;
+    let chains = queries::render(queries::SEQUENCE_CHAINS, &evidence(cfg));
+    register_query(ctx, "sequence_chains", &chains, stage_seconds).await
+}
+
+/// The parameters of what a reported cluster or sequence needs.
+fn evidence(cfg: &PipelineConfig) -> [(&'static str, String); 4] {
+    [
         ("alpha", format!("{:?}", cfg.alpha)),
         ("min_support", cfg.min_support.to_string()),
         ("min_customers", cfg.min_customers.to_string()),
         ("rank_order", cfg.rank_by.sql().to_string()),
-    ];
-    let steps: [(&str, String); 7] = [
-        (
-            "cluster_candidates",
-            queries::render(
-                queries::CLUSTER_CANDIDATES,
-                &[
-                    ("windows", windows),
-                    ("min_lift", min_lift.clone()),
-                    ("effectiveness", effectiveness.clone()),
-                ],
-            ),
-        ),
-        ("pattern_totals", queries::PATTERN_TOTALS.to_string()),
-        (
-            "sequence_candidates",
-            queries::render(
-                queries::SEQUENCE_CANDIDATES,
-                &[
-                    ("min_lift", min_lift),
-                    ("effectiveness", effectiveness),
-                    ("max_gap_s", format!("{:?}", cfg.max_gap_us as f64 / 1e6)),
-                ],
-            ),
-        ),
-        ("tested", TESTED.to_string()),
-        ("fdr", queries::FDR.to_string()),
-        ("clusters", queries::render(queries::CLUSTERS, &evidence)),
-        (
-            "sequence_chains",
-            queries::render(queries::SEQUENCE_CHAINS, &evidence),
-        ),
-    ];
-    let mut out = Vec::new();
-    for (name, sql) in steps {
-        out.push(register_query(ctx, name, &sql, stage_seconds).await?);
-    }
-    let chains = out.pop().expect("seven steps");
-    let clusters = out.pop().expect("seven steps");
-    Ok((clusters, chains))
+    ]
 }
 
 /// The seed of `--null-check`'s permutations: the same log gives the same
 /// check.
 const NULL_CHECK_SEED: u64 = 0x5eed_0f_4e55;
+
+/// The clusters tested for significance (before the sequences are mined).
+pub const TESTED_CLUSTERS: &str = "SELECT 'cluster' AS kind, key, p_value FROM cluster_candidates";
 
 /// Everything tested for significance in a run: clusters and sequences.
 pub const TESTED: &str = "SELECT 'cluster' AS kind, key, p_value FROM cluster_candidates \
@@ -1587,6 +1601,7 @@ async fn register_query(
     // The batches' own schema is authoritative (the planned one can differ in
     // nullability, e.g. after a sort over a CASE expression).
     let schema = batches.first().map(|b| b.schema()).unwrap_or(planned);
+    ctx.deregister_table(name)?;
     ctx.register_table(
         name,
         Arc::new(MemTable::try_new(schema, vec![batches.clone()])?),

@@ -26,7 +26,9 @@ pub const CLUSTER_CANDIDATES: &str = query!("cluster_candidates.sql");
 pub const PATTERN_TOTALS: &str = query!("pattern_totals.sql");
 /// pattern_totals → sequence_candidates.
 pub const SEQUENCE_CANDIDATES: &str = query!("sequence_candidates.sql");
-/// sequence_candidates, fdr, cluster_candidates → sequence_chains.
+/// cluster_candidates, fdr → sequence_steps.
+pub const SEQUENCE_STEPS: &str = query!("sequence_steps.sql");
+/// sequence_candidates, fdr, sequence_steps → sequence_chains.
 pub const SEQUENCE_CHAINS: &str = query!("sequence_chains.sql");
 /// sequence_chains, sequence_occurrences → sequences.
 pub const SEQUENCES: &str = query!("sequences.sql");
@@ -55,6 +57,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("sequence_candidates", SEQUENCE_CANDIDATES),
     ("fdr", FDR),
     ("clusters", CLUSTERS),
+    ("sequence_steps", SEQUENCE_STEPS),
     ("sequence_chains", SEQUENCE_CHAINS),
     ("sequences", SEQUENCES),
     ("cluster_members", CLUSTER_MEMBERS),

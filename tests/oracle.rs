@@ -739,18 +739,14 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
 
     // clusters: every figure, the windows, significance, echoes and the order
     let mut cands = cluster_candidates(&used, &[REPEAT_W, CLUSTER_W]);
-    let mut seqs = sequence_candidates(&used, 1, MAX_GAP, MAX_SPAN);
-    // one family per kind
+    // one family per kind; the sequences tested are those whose every step
+    // is a cluster kept (here, at alpha 1 and minimum 1, every pair seen)
     let qs = bh(&cands.iter().map(|c| c.1.p_value).collect::<Vec<_>>());
     for (c, q) in cands.iter_mut().zip(&qs) {
         c.1.q_value = *q;
     }
-    let qs = bh(&seqs.iter().map(|s| s.1.p_value).collect::<Vec<_>>());
-    for (s, q) in seqs.iter_mut().zip(&qs) {
-        s.1.q_value = *q;
-    }
     let pairs: BTreeSet<(String, String)> = cands.iter().map(|c| c.0.clone()).collect();
-    let want_seqs: BTreeMap<String, ExpectedSeq> = seqs
+    let mut seqs: Vec<(String, ExpectedSeq)> = sequence_candidates(&used, 1, MAX_GAP, MAX_SPAN)
         .into_iter()
         .filter(|(_, e)| {
             e.reasons
@@ -758,6 +754,11 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
                 .all(|w| pairs.contains(&(w[0].clone(), w[1].clone())))
         })
         .collect();
+    let qs = bh(&seqs.iter().map(|s| s.1.p_value).collect::<Vec<_>>());
+    for (s, q) in seqs.iter_mut().zip(&qs) {
+        s.1.q_value = *q;
+    }
+    let want_seqs: BTreeMap<String, ExpectedSeq> = seqs.into_iter().collect();
     let want = select_clusters(cands, 1.0, 1, 1);
     let c = read_parquet(&out.join("clusters.parquet"));
     let a = column_text(&c, "antecedent");

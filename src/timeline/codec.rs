@@ -60,6 +60,7 @@ pub(super) struct Encoded {
     default_cost_micros: i64,
     pair_filter: Vec<(String, String)>,
     customer_cap: u32,
+    sequence_steps: Option<Vec<(String, String)>>,
 }
 
 pub(crate) const MODES: [(Mode, &str); 6] = [
@@ -94,6 +95,7 @@ impl Encoded {
             default_cost_micros: p.default_cost_micros,
             pair_filter: p.pair_filter.as_ref().clone(),
             customer_cap: p.customer_cap,
+            sequence_steps: p.sequence_steps.as_ref().map(|s| s.as_ref().clone()),
         }
     }
 
@@ -128,6 +130,7 @@ impl Encoded {
                 default_cost_micros: self.default_cost_micros,
                 pair_filter: Arc::new(self.pair_filter),
                 customer_cap: self.customer_cap,
+                sequence_steps: self.sequence_steps.map(Arc::new),
             },
         ))
     }
@@ -278,6 +281,7 @@ pub(crate) mod tests {
                 ("fault".into(), "fault".into()),
             ]),
             customer_cap: 3,
+            sequence_steps: Some(Arc::new(vec![("bill".into(), "move".into())])),
         }
     }
 

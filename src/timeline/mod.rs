@@ -138,6 +138,11 @@ pub struct TimelineParams {
     /// prefix) a customer counts with in the significance tests: its first
     /// ones in time.
     pub customer_cap: u32,
+    /// The (reason, reason) steps a sequence may take (None: any). A
+    /// sequence is reported only when every step is a reported cluster, so
+    /// the pipeline mines only those steps; with them, [`Mode::Sequences`]
+    /// and an empty `sequence_filter` lists every pattern of 3–4 items.
+    pub sequence_steps: Option<Arc<Vec<(String, String)>>>,
 }
 
 /// Longest sequence mined.
@@ -613,6 +618,7 @@ mod tests {
             default_cost_micros: 1_000_000,
             pair_filter: Arc::new(vec![("x".into(), "y".into()), ("y".into(), "y".into())]),
             customer_cap: 3,
+            sequence_steps: None,
         }
     }
 

@@ -477,6 +477,9 @@ pub fn sequences_schema(input: &Schema) -> SchemaRef {
 
 /// Per-partition item dictionary.
 struct Items {
+    /// Whether item y may follow item x (`x * n + y`), from
+    /// `TimelineParams::sequence_steps` (None: any).
+    steps: Option<Vec<bool>>,
     /// Item code per row (NULL_CODE: no item).
     code: Vec<u32>,
     /// Item text per code.
@@ -510,6 +513,7 @@ impl Items {
         )?;
         let channel = channel.as_string::<i32>();
         let mut items = Items {
+            steps: None,
             code: Vec::with_capacity(batch.num_rows()),
             name: Vec::new(),
             index: FastMap::default(),
@@ -568,6 +572,7 @@ impl Items {
         let bound = |a: &UInt32Array| a.iter().flatten().max().map_or(0, |m| m as usize + 1);
         let (n_ch, n_r) = (bound(ch), bound(rc));
         let mut items = Items {
+            steps: None,
             code: Vec::with_capacity(n),
             name: Vec::new(),
             index: FastMap::default(),
@@ -611,6 +616,34 @@ impl Items {
             items.code.push(item_of[slot]);
         }
         items
+    }
+
+    /// Limits the steps to `steps` (reason pairs), if given.
+    fn with_steps(mut self, steps: Option<&Vec<(String, String)>>) -> Self {
+        if let Some(steps) = steps {
+            let allowed: std::collections::HashSet<(&str, &str)> = steps
+                .iter()
+                .map(|(a, b)| (a.as_str(), b.as_str()))
+                .collect();
+            let n = self.reason.len();
+            let mut m = vec![false; n * n];
+            for x in 0..n {
+                for y in 0..n {
+                    m[x * n + y] =
+                        allowed.contains(&(self.reason[x].as_str(), self.reason[y].as_str()));
+                }
+            }
+            self.steps = Some(m);
+        }
+        self
+    }
+
+    /// Whether item `y` may follow item `x` in a pattern.
+    fn step(&self, x: u32, y: u32) -> bool {
+        match &self.steps {
+            None => true,
+            Some(m) => m[x as usize * self.reason.len() + y as usize],
+        }
     }
 
     /// The keys of a pattern given as text and of each of its prefixes
@@ -693,7 +726,7 @@ fn extend<S: Copy>(
         let item = items.code[k];
         if cols.ts[k] > tp && item != NULL_CODE {
             followers += 1;
-            if item != prev_item && !seen[depth].contains(&item) {
+            if item != prev_item && !seen[depth].contains(&item) && items.step(prev_item, item) {
                 seen[depth].push(item);
                 path.push(k);
                 if let Some(next) = step(state, path, run, None) {
@@ -912,7 +945,7 @@ pub(super) fn counts_with(
     dense_slots: usize,
 ) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
-    let items = Items::new(batch, p.channel_items)?;
+    let items = Items::new(batch, p.channel_items)?.with_steps(p.sequence_steps.as_deref());
     let costs = super::pairs::row_costs(batch, p);
     let mut trie = Trie::new(items.name.len(), dense_slots);
     let cap = p.customer_cap;
@@ -1013,7 +1046,10 @@ pub(super) fn counts_with(
 /// Occurrences of the filtered patterns ([`super::Mode::Sequences`]).
 pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
-    let items = Items::new(batch, p.channel_items)?;
+    let items = Items::new(batch, p.channel_items)?.with_steps(p.sequence_steps.as_deref());
+    // every pattern of 3 or more items along the allowed steps, or the
+    // filter's patterns
+    let every = p.sequence_filter.is_empty() && p.sequence_steps.is_some();
     let mut wanted: KeyMap<u128, usize> = KeyMap::default();
     let mut prefixes: KeyMap<u128, ()> = KeyMap::default();
     for (i, text) in p.sequence_filter.iter().enumerate() {
@@ -1024,27 +1060,43 @@ pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatc
     }
     let mut start = Vec::new();
     let mut last = Vec::new();
-    let mut pattern = Vec::new();
+    let mut pattern = StringBuilder::new();
     let mut length = Vec::new();
     let mut lags: [Vec<Option<f64>>; 3] = Default::default();
     let mut span = Vec::new();
-    if !wanted.is_empty() {
+    if every || !wanted.is_empty() {
         mine(&cols, &items, p, 0u128, |prefix, path, _, followers| {
             if followers.is_some() {
                 return None;
             }
             let depth = path.len() - 1;
             let key = prefix + ((items.code[path[depth]] as u128 + 1) << (32 * depth));
-            if !prefixes.contains_key(&key) {
-                return None;
-            }
-            let Some(which) = wanted.get(&key) else {
-                return Some(key);
+            let which = if every {
+                if path.len() < 3 {
+                    return Some(key);
+                }
+                None
+            } else {
+                if !prefixes.contains_key(&key) {
+                    return None;
+                }
+                let Some(which) = wanted.get(&key) else {
+                    return Some(key);
+                };
+                Some(*which)
             };
             let end = *path.last().expect("non-empty path");
             start.push(path[0] as u32);
             last.push(end as u32);
-            pattern.push(p.sequence_filter[*which].as_str());
+            match which {
+                Some(w) => pattern.append_value(&p.sequence_filter[w]),
+                None => pattern.append_value(
+                    path.iter()
+                        .map(|r| items.name[items.code[*r] as usize].as_str())
+                        .collect::<Vec<_>>()
+                        .join(PATTERN_SEP),
+                ),
+            }
             length.push(path.len() as i64);
             for (s, l) in lags.iter_mut().enumerate() {
                 l.push(
@@ -1068,7 +1120,7 @@ pub fn occurrences(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatc
     let columns: Vec<ArrayRef> = vec![
         take(col("customer_id").as_ref(), &start, None)?,
         take(col("contact_id").as_ref(), &start, None)?,
-        Arc::new(StringArray::from(pattern)),
+        Arc::new(pattern.finish()),
         Arc::new(Int64Array::from(length)),
         Arc::new(Float64Array::from(l1)),
         Arc::new(Float64Array::from(l2)),
