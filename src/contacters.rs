@@ -1,8 +1,10 @@
 //! Stage 5 — frequent contacters and placeholder ids.
 //!
-//! Input: per bucket, the rows of `queries/contact_counts.sql` (customers by
-//! number of contacts) and of `queries/frequent_contacters.sql` (one row per
-//! customer with at least [`MIN_CONTACTS`] contacts).
+//! Input: per bucket, the annotated contacts (each customer's contiguous,
+//! in time order, with its number of contacts): [`Contacters::add_bucket`]
+//! counts customers by their number of contacts and lists those above the
+//! fence of the bucket's own customers, in one pass over each customer's
+//! contacts.
 //! Output: the `frequent_contacters` table ([`Contacters::finish`]) and its
 //! summary for the manifest, with a warning for each id whose share of the
 //! contacts no real customer could have.
@@ -59,9 +61,12 @@ pub struct ContactersSummary {
     pub share_of_contacts: f64,
     /// Ids taken for placeholders (see the module docs).
     pub placeholder_suspects: Vec<String>,
+    /// Set when a bucket listed its customers from above the log's fence.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<String>,
 }
 
-/// One listed customer (a row of `frequent_contacters.sql`).
+/// One listed customer.
 struct Listed {
     customer: String,
     contacts: i64,
@@ -77,6 +82,9 @@ pub struct Contacters {
     /// Customers by their number of contacts.
     counts: BTreeMap<i64, i64>,
     listed: Vec<Listed>,
+    /// The most contacts a bucket's list started from
+    /// ([`Contacters::add_bucket`]).
+    listed_from: i64,
 }
 
 impl Contacters {
@@ -85,51 +93,87 @@ impl Contacters {
         Self::default()
     }
 
-    /// Adds rows of `contact_counts.sql`.
-    pub fn add_counts(&mut self, batches: &[RecordBatch]) -> Result<()> {
-        for b in batches {
-            let contacts = cast(b.column(0), &DataType::Int64)?;
-            let customers = cast(b.column(1), &DataType::Int64)?;
-            let (contacts, customers) = (
-                contacts.as_primitive::<Int64Type>(),
-                customers.as_primitive::<Int64Type>(),
-            );
-            for i in 0..b.num_rows() {
-                *self.counts.entry(contacts.value(i)).or_default() += customers.value(i);
+    /// Adds a bucket: its annotated contacts (the timeline pass's contacts
+    /// mode: each customer's contacts contiguous, in time order, with
+    /// `_customer_contacts`), one pass to count customers by their number of
+    /// contacts, one to list those above the fence of the bucket's own
+    /// customers. A bucket holds a random share of the customers (by the
+    /// hash of their ids), so its quartiles are the log's (they are small
+    /// integers); where they are not, `finish` says so.
+    pub fn add_bucket(&mut self, parts: &[Vec<RecordBatch>]) -> Result<()> {
+        let mut bucket: BTreeMap<i64, i64> = BTreeMap::new();
+        for b in parts.iter().flatten() {
+            let runs = b
+                .column_by_name("_customer_contacts")
+                .expect("annotated contacts")
+                .as_primitive::<Int64Type>();
+            let mut i = 0;
+            while i < b.num_rows() {
+                let n = runs.value(i).max(1);
+                *bucket.entry(n).or_default() += 1;
+                i += n as usize;
             }
+        }
+        let from = Contacters {
+            counts: bucket.clone(),
+            ..Default::default()
+        }
+        .threshold()
+        .0
+        .floor() as i64
+            + 1;
+        for (n, c) in bucket {
+            *self.counts.entry(n).or_default() += c;
+        }
+        self.listed_from = self.listed_from.max(from);
+        for b in parts.iter().flatten() {
+            self.list(b, from)?;
         }
         Ok(())
     }
 
-    /// Adds rows of `frequent_contacters.sql`.
-    pub fn add_listed(&mut self, batches: &[RecordBatch]) -> Result<()> {
-        for b in batches {
-            let col = |name: &str| b.column_by_name(name).expect("frequent_contacters column");
-            let customer = cast(col("customer_id"), &DataType::Utf8)?;
-            let customer = customer.as_string::<i32>();
-            let int = |name: &str| -> Result<ArrayRef> { Ok(cast(col(name), &DataType::Int64)?) };
-            let (contacts, repeats, first, last) = (
-                int("contacts")?,
-                int("repeat_contacts")?,
-                int("first_contact")?,
-                int("last_contact")?,
-            );
-            let top = cast(col("top_reasons"), &DataType::Utf8)?;
-            let top = top.as_string::<i32>();
-            for i in 0..b.num_rows() {
+    /// Lists the customers of `b` with at least `from` contacts.
+    fn list(&mut self, b: &RecordBatch, from: i64) -> Result<()> {
+        let col = |name: &str| b.column_by_name(name).expect("annotated contacts");
+        let runs = col("_customer_contacts").as_primitive::<Int64Type>();
+        let customer = cast(col("customer_id"), &DataType::Utf8)?;
+        let customer = customer.as_string::<i32>();
+        let ts = cast(col("ts"), &DataType::Int64)?;
+        let ts = ts.as_primitive::<Int64Type>();
+        let reason = cast(col("reason"), &DataType::Utf8)?;
+        let reason = reason.as_string::<i32>();
+        let repeat = col("is_repeat").as_boolean();
+        let mut i = 0;
+        while i < b.num_rows() {
+            let n = runs.value(i).max(1) as usize;
+            if (n as i64) >= from {
+                let rows = i..(i + n).min(b.num_rows());
+                let mut by_reason: BTreeMap<&str, i64> = BTreeMap::new();
+                for r in rows.clone() {
+                    let text = if reason.is_null(r) {
+                        "(none)"
+                    } else {
+                        reason.value(r)
+                    };
+                    *by_reason.entry(text).or_default() += 1;
+                }
+                let mut top: Vec<(&str, i64)> = by_reason.into_iter().collect();
+                top.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(y.0)));
                 self.listed.push(Listed {
                     customer: customer.value(i).to_string(),
-                    contacts: contacts.as_primitive::<Int64Type>().value(i),
-                    repeats: repeats.as_primitive::<Int64Type>().value(i),
-                    first: first.as_primitive::<Int64Type>().value(i),
-                    last: last.as_primitive::<Int64Type>().value(i),
-                    top: if top.is_null(i) {
-                        String::new()
-                    } else {
-                        top.value(i).to_string()
-                    },
+                    contacts: n as i64,
+                    repeats: rows.clone().filter(|r| repeat.value(*r)).count() as i64,
+                    first: rows.clone().map(|r| ts.value(r)).min().unwrap_or(0),
+                    last: rows.map(|r| ts.value(r)).max().unwrap_or(0),
+                    top: top
+                        .iter()
+                        .take(3)
+                        .map(|(r, c)| format!("{r} ({c})"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
+            i += n;
         }
         Ok(())
     }
@@ -159,6 +203,14 @@ impl Contacters {
     /// The table, ranked by contacts (then id), and its summary.
     pub fn finish(mut self) -> Result<(RecordBatch, ContactersSummary)> {
         let (fence, quartiles) = self.threshold();
+        let incomplete = (fence.floor() as i64 + 1 < self.listed_from).then(|| {
+            format!(
+                "frequent_contacters may miss customers with {} to {} contacts: a \
+                 bucket's customers had a higher fence than the log's",
+                fence.floor() as i64 + 1,
+                self.listed_from - 1
+            )
+        });
         let all: i64 = self.counts.iter().map(|(n, c)| n * c).sum();
         self.listed.retain(|l| l.contacts as f64 > fence);
         self.listed.sort_by(|a, b| {
@@ -192,6 +244,7 @@ impl Contacters {
             Arc::new(BooleanArray::from_iter(l.iter().map(|x| Some(suspect(x))))),
         ];
         let summary = ContactersSummary {
+            incomplete,
             threshold: fence,
             quartiles,
             customers: l.len() as u64,

@@ -412,18 +412,8 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
             *caps_total.entry(name).or_default() += n;
         }
         let t = Instant::now();
-        contacters.add_counts(
-            &query_batches(&ctx, queries::CONTACT_COUNTS)
-                .await?
-                .1
-                .concat(),
-        )?;
-        let listed_sql = queries::render(
-            queries::FREQUENT_CONTACTERS,
-            &[("min_contacts", crate::contacters::MIN_CONTACTS.to_string())],
-        );
-        contacters.add_listed(&query_batches(&ctx, &listed_sql).await?.1.concat())?;
-        add_seconds(&mut stage_seconds, "query.frequent_contacters", t);
+        contacters.add_bucket(&parts)?;
+        add_seconds(&mut stage_seconds, "frequent_contacters", t);
 
         progress.stage(&format!("counting follow-ups{label}"));
         let t = Instant::now();
@@ -910,6 +900,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let clusters = clusters_found;
     let mut manifest = Manifest::new(&cfg, &stats, tables, stage_seconds, started);
     manifest.caps = caps;
+    manifest.notes.extend(frequent_summary.incomplete.clone());
     for id in &frequent_summary.placeholder_suspects {
         manifest.notes.push(format!(
             "customer id '{id}' makes more contacts than any real customer could \

@@ -16,10 +16,6 @@ pub const REPEAT_GROUPS: &str = query!("repeat_groups.sql");
 pub const REPEAT_COUNTS: &str = query!("repeat_counts.sql");
 /// repeat_counts → repeat_summary.
 pub const REPEAT_SUMMARY: &str = query!("repeat_summary.sql");
-/// contacts → contact_counts (per bucket).
-pub const CONTACT_COUNTS: &str = query!("contact_counts.sql");
-/// contacts → frequent contacter rows (per bucket).
-pub const FREQUENT_CONTACTERS: &str = query!("frequent_contacters.sql");
 /// pair_counts, pair_expectations → cluster_candidates.
 pub const CLUSTER_CANDIDATES: &str = query!("cluster_candidates.sql");
 /// sequence_counts → pattern_totals.
@@ -50,8 +46,6 @@ pub const ALL: &[(&str, &str)] = &[
     ("repeat_groups", REPEAT_GROUPS),
     ("repeat_counts", REPEAT_COUNTS),
     ("repeat_summary", REPEAT_SUMMARY),
-    ("contact_counts", CONTACT_COUNTS),
-    ("frequent_contacters", FREQUENT_CONTACTERS),
     ("cluster_candidates", CLUSTER_CANDIDATES),
     ("pattern_totals", PATTERN_TOTALS),
     ("sequence_candidates", SEQUENCE_CANDIDATES),
@@ -124,7 +118,6 @@ mod tests {
             ("min_support", "30".into()),
             ("min_lift", "1.2".into()),
             ("min_customers", "20".into()),
-            ("min_contacts", "8".into()),
             ("effectiveness", "0.16".into()),
             ("alpha", "0.05".into()),
             ("rank_order", crate::config::RankBy::Value.sql().into()),

@@ -29,7 +29,7 @@ use datafusion::arrow::compute::take;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::triggers::{RunTriggers, k_bin, utc_day};
+use super::triggers::{K_BINS, RunTriggers, k_bin, utc_day};
 use super::{Columns, FastMap, MAX_PAIR_CONTACTS_PER_CUSTOMER, NULL_CODE, TimelineParams};
 use crate::error::Result;
 
@@ -47,13 +47,94 @@ pub fn exposure_schema() -> SchemaRef {
     ]))
 }
 
+/// Most cells the dense tables of one partition hold; beyond, hash maps.
+const MAX_DENSE_CELLS: usize = 1 << 22;
+
+/// Sums by key: a dense table over a known key range, else a hash map.
+enum Sums<K> {
+    Dense(
+        Vec<(i64, i64)>,
+        Box<dyn Fn(&K) -> usize>,
+        Box<dyn Fn(usize) -> K>,
+    ),
+    Hashed(FastMap<K, (i64, i64)>),
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Sums<K> {
+    fn new(
+        cells: usize,
+        index: impl Fn(&K) -> usize + 'static,
+        key: impl Fn(usize) -> K + 'static,
+    ) -> Self {
+        if cells <= MAX_DENSE_CELLS {
+            Sums::Dense(vec![(0, 0); cells], Box::new(index), Box::new(key))
+        } else {
+            Sums::Hashed(FastMap::default())
+        }
+    }
+
+    fn add(&mut self, k: K, n: i64, k_sum: i64) {
+        let cell = match self {
+            Sums::Dense(v, index, _) => &mut v[index(&k)],
+            Sums::Hashed(m) => m.entry(k).or_default(),
+        };
+        cell.0 += n;
+        cell.1 += k_sum;
+    }
+
+    fn into_rows(self) -> Vec<(K, (i64, i64))> {
+        match self {
+            Sums::Dense(v, _, key) => v
+                .into_iter()
+                .enumerate()
+                .filter(|(_, c)| c.0 != 0)
+                .map(|(i, c)| (key(i), c))
+                .collect(),
+            Sums::Hashed(m) => m.into_iter().collect(),
+        }
+    }
+}
+
 /// Exposure rows of one sorted partition (see the module docs).
 pub fn exposure(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
     let windows = p.pair_windows_us.as_slice();
-    let mut volume: FastMap<(u32, i32), i64> = FastMap::default();
-    let mut cells: FastMap<(u32, u8, i32, u8), (i64, i64)> = FastMap::default();
-    let mut pairs: FastMap<(u32, u8, u8, u8), i64> = FastMap::default();
+    // the partition's reasons, windows, days and bins span the dense tables
+    let n_r = cols.n_reasons.max(1);
+    let n_w = windows.len().max(1);
+    let first_day = cols.ts.iter().map(|t| utc_day(*t)).min().unwrap_or(0);
+    let last_day = cols.ts.iter().map(|t| utc_day(*t)).max().unwrap_or(0);
+    let days = (i64::from(last_day) - i64::from(first_day) + 1) as usize;
+    let nb = K_BINS;
+    let mut volume: Sums<(u32, i32)> = Sums::new(
+        n_r * days,
+        move |(a, d)| *a as usize * days + (d - first_day) as usize,
+        move |i| ((i / days) as u32, (i % days) as i32 + first_day),
+    );
+    let mut cells: Sums<(u32, u8, i32, u8)> = Sums::new(
+        n_r * n_w * days * nb,
+        move |(a, w, d, b)| {
+            ((*a as usize * n_w + *w as usize) * days + (d - first_day) as usize) * nb + *b as usize
+        },
+        move |i| {
+            let (rest, b) = (i / nb, i % nb);
+            let (rest, d) = (rest / days, rest % days);
+            let (a, w) = (rest / n_w, rest % n_w);
+            (a as u32, w as u8, d as i32 + first_day, b as u8)
+        },
+    );
+    let mut pairs: Sums<(u32, u8, u8, u8)> = Sums::new(
+        n_r * n_w * nb * nb,
+        move |(a, w, b1, b2)| {
+            ((*a as usize * n_w + *w as usize) * nb + *b1 as usize) * nb + *b2 as usize
+        },
+        move |i| {
+            let (rest, b2) = (i / nb, i % nb);
+            let (rest, b1) = (rest / nb, rest % nb);
+            let (a, w) = (rest / n_w, rest % n_w);
+            (a as u32, w as u8, b1 as u8, b2 as u8)
+        },
+    );
     let mut triggers = RunTriggers::default();
     let mut bins: Vec<u8> = Vec::new();
     let runs = cols.customer_runs();
@@ -65,7 +146,7 @@ pub fn exposure(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> 
         for i in start..end {
             let a = cols.reason_codes[i];
             if a != NULL_CODE {
-                *volume.entry((a, utc_day(cols.ts[i]))).or_default() += 1;
+                volume.add((a, utc_day(cols.ts[i])), 1, 0);
             }
         }
         triggers.fill(&cols, (run, start, end), windows, p.customer_cap);
@@ -78,24 +159,23 @@ pub fn exposure(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> 
                 for t in of_a.clone() {
                     let k = triggers.k(t, w);
                     let day = utc_day(cols.ts[triggers.triggers[t].1 as usize]);
-                    let cell = cells.entry((a, w as u8, day, k_bin(k))).or_default();
-                    cell.0 += 1;
-                    cell.1 += i64::from(k);
+                    cells.add((a, w as u8, day, k_bin(k)), 1, i64::from(k));
                     if k > 0 {
                         bins.push(k_bin(k));
                     }
                 }
                 for b1 in &bins {
                     for b2 in &bins {
-                        *pairs.entry((a, w as u8, *b1, *b2)).or_default() += 1;
+                        pairs.add((a, w as u8, *b1, *b2), 1, 0);
                     }
                 }
             }
             from = of_a.end;
         }
     }
+    let (volume, cells, pairs) = (volume.into_rows(), cells.into_rows(), pairs.into_rows());
     let mut rows: Vec<Row> = Vec::with_capacity(volume.len() + cells.len() + pairs.len());
-    rows.extend(volume.into_iter().map(|((a, day), n)| Row {
+    rows.extend(volume.into_iter().map(|((a, day), (n, _))| Row {
         kind: "volume",
         window: None,
         a,
@@ -113,7 +193,7 @@ pub fn exposure(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> 
         n,
         k_sum,
     }));
-    rows.extend(pairs.into_iter().map(|((a, w, b1, b2), n)| Row {
+    rows.extend(pairs.into_iter().map(|((a, w, b1, b2), (n, _))| Row {
         kind: "pairs",
         window: Some(w),
         a,
