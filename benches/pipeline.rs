@@ -68,6 +68,8 @@ fn timeline(c: &mut Criterion) {
         channel_cost_micros: Arc::new(Default::default()),
         default_cost_micros: 1_000_000,
         pair_filter: Arc::new(Vec::new()),
+        customer_cap: 3,
+        sequence_steps: None,
     };
     let mut g = c.benchmark_group("timeline");
     g.throughput(Throughput::Elements(rows as u64));
@@ -80,6 +82,9 @@ fn timeline(c: &mut Criterion) {
     });
     g.bench_function("pair_counts", |b| {
         b.iter(|| process(&batch, Mode::PairCounts, &params).unwrap())
+    });
+    g.bench_function("exposure", |b| {
+        b.iter(|| process(&batch, Mode::Exposure, &params).unwrap())
     });
     g.finish();
 }

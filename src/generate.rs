@@ -326,9 +326,8 @@ pub fn generate(out: &Path, params: &GenerateParams) -> Result<Truth> {
             "--customers and --days must be positive",
         ));
     }
-    if !(params.rate_spread >= 0.0 && params.rate_spread.is_finite())
-        || !(0.0..=1.0).contains(&params.bursts)
-    {
+    let spread_ok = params.rate_spread >= 0.0 && params.rate_spread.is_finite();
+    if !spread_ok || !(0.0..=1.0).contains(&params.bursts) {
         return Err(Error::param(
             "generate",
             "--rate-spread must be at least 0 and --bursts in [0, 1]",

@@ -48,13 +48,17 @@ pub struct NullCheckSummary {
     pub sequences: Vec<u64>,
 }
 
+/// A permuted log's session after its clusters' ranking, its clusters and
+/// the steps its sequences may take.
+type Ranked = (SessionContext, u64, Vec<(String, String)>);
+
 /// One permuted log's counts so far.
 #[derive(Default)]
 struct Permuted {
     pair_counts: Vec<RecordBatch>,
     exposures: Exposures,
     /// After the clusters' ranking: its session, clusters and steps.
-    ranked: Option<(SessionContext, u64, Vec<(String, String)>)>,
+    ranked: Option<Ranked>,
     patterns: PatternSums,
 }
 

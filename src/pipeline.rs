@@ -1561,7 +1561,7 @@ fn evidence(cfg: &PipelineConfig) -> [(&'static str, String); 4] {
 
 /// The seed of `--null-check`'s permutations: the same log gives the same
 /// check.
-const NULL_CHECK_SEED: u64 = 0x5eed_0f_4e55;
+const NULL_CHECK_SEED: u64 = 0x005e_ed0f_4e55;
 
 /// The clusters tested for significance (before the sequences are mined).
 pub const TESTED_CLUSTERS: &str = "SELECT 'cluster' AS kind, key, p_value FROM cluster_candidates";

@@ -58,6 +58,12 @@ pub fn pair_expectations_schema() -> SchemaRef {
 /// One exposure cell's sums: triggers and their k.
 type Cell = (i64, i64);
 
+/// Per (antecedent, window bits): its exposure cells (day, bin, sums).
+type CellsOf = HashMap<(usize, u64), Vec<(i32, u8, Cell)>>;
+
+/// Per (antecedent, window bits): its bin pairs (bin, bin, Σ products).
+type PairsOf = HashMap<(usize, u64), Vec<(u8, u8, i64)>>;
+
 /// The exposure rows of every partition, summed (see the module docs).
 #[derive(Default)]
 pub struct Exposures {
@@ -189,11 +195,11 @@ impl Exposures {
         }
         let volumes = self.volumes();
         // each (antecedent, window)'s cells and bin pairs
-        let mut cells: HashMap<(usize, u64), Vec<(i32, u8, Cell)>> = HashMap::new();
+        let mut cells: CellsOf = HashMap::new();
         for ((a, w, d, b), c) in &self.cells {
             cells.entry((*a, *w)).or_default().push((*d, *b, *c));
         }
-        let mut pairs: HashMap<(usize, u64), Vec<(u8, u8, i64)>> = HashMap::new();
+        let mut pairs: PairsOf = HashMap::new();
         for ((a, w, b1, b2), n) in &self.pairs {
             pairs.entry((*a, *w)).or_default().push((*b1, *b2, *n));
         }
@@ -351,11 +357,11 @@ fn expectation(
 /// that a few customers with many follow-ups each cannot make a pair look
 /// significant. 1 when nothing was observed; null inputs give null.
 pub fn excess_p_value(observed: f64, expected: f64, variance: f64, min_lift: f64) -> f64 {
-    if !(observed > 0.0) {
+    if observed.is_nan() || observed <= 0.0 {
         return 1.0;
     }
     let mu = min_lift.max(0.0) * expected;
-    if !(mu > 0.0) {
+    if mu.is_nan() || mu <= 0.0 {
         return 0.0;
     }
     let phi = if variance.is_finite() {

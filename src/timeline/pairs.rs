@@ -163,7 +163,7 @@ impl NextOccurrence {
     }
 
     /// Reason `b` next occurs at `ts`, in row `row`: the soonest of all.
-    fn to_front(&mut self, b: u32, ts: i64, row: u32) {
+    fn move_to_front(&mut self, b: u32, ts: i64, row: u32) {
         let i = b as usize;
         if self.listed[i] {
             if self.head == b {
@@ -295,7 +295,7 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
             for j in (lo..hi).rev() {
                 let b = cols.reason_codes[j];
                 if b != NULL_CODE {
-                    next.to_front(b, t, j as u32);
+                    next.move_to_front(b, t, j as u32);
                 }
             }
             hi = lo;
