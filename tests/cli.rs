@@ -95,6 +95,40 @@ fn no_argument_run_uses_the_bundled_sample() {
     assert_eq!(m["tables"]["contacts"]["rows"].as_u64().unwrap(), used);
 }
 
+/// The evidence flags and `--null-check`, from the command line and the
+/// config file: the summary says what the permuted logs reported and the
+/// manifest keeps it; a higher minimum of customers leaves out the clusters
+/// below it.
+#[test]
+fn evidence_flags_and_null_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = recur(dir.path(), &["run", "--null-check", "2", "--out", "a"]);
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    assert!(
+        out.contains("null check: 2 logs with the reasons permuted yielded"),
+        "{out}"
+    );
+    let m = manifest(&dir.path().join("a"));
+    assert_eq!(m["null_check"]["permutations"], 2);
+    assert_eq!(m["null_check"]["clusters"].as_array().unwrap().len(), 2);
+    assert!(m["frequent_contacters"]["threshold"].as_f64().unwrap() >= 8.0);
+    // the sample's smallest cluster rests on 269 customers
+    let cfg = dir.path().join("recur.toml");
+    std::fs::write(
+        &cfg,
+        "inputs = ['{}']\nexclude_customer = ['UNKNOWN', '0']\nmin_customers = 300\n"
+            .replace("{}", root().join("sample-data/contacts.parquet").to_str().unwrap()),
+    )
+    .unwrap();
+    let o = recur(dir.path(), &["run", "--config", "recur.toml", "--out", "b"]);
+    assert!(o.status.success(), "{}", text(&o).1);
+    let m = manifest(&dir.path().join("b"));
+    assert_eq!(m["parameters"]["min_customers"], 300);
+    let clusters = m["tables"]["clusters"]["rows"].as_u64().unwrap();
+    assert!((1..7).contains(&clusters), "{clusters}");
+}
+
 #[test]
 fn mapped_run_and_config_precedence() {
     let dir = tempfile::tempdir().unwrap();
@@ -284,6 +318,18 @@ fn bad_input_missing_path_and_bad_flag() {
             err.contains("--memory-limit") && err.contains(limit),
             "{err}"
         );
+    }
+    for (flag, value) in [
+        ("--min-lift", "0.5"),
+        ("--customer-cap", "0"),
+        ("--min-lift", "lots"),
+    ] {
+        let o = recur(
+            dir.path(),
+            &["run", sample.to_str().unwrap(), flag, value],
+        );
+        assert_eq!(o.status.code(), Some(2), "{flag} {value}");
+        assert!(text(&o).1.contains(flag), "{flag}: {}", text(&o).1);
     }
     let empty = dir.path().join("empty");
     std::fs::create_dir(&empty).unwrap();
