@@ -28,6 +28,8 @@ pub const DEFAULT_REPEAT_WINDOW: &str = "24h";
 /// Default cluster windows: a day, a week and a month (a follow-up that comes
 /// with the next bill must be found as surely as one the same afternoon).
 pub const DEFAULT_CLUSTER_WINDOWS: &str = "1d,7d,30d";
+/// Most cluster windows a run tests (each is a test of every pair).
+pub const MAX_CLUSTER_WINDOWS: usize = 16;
 /// Default false-discovery rate: rows with q-value above it are not written.
 pub const DEFAULT_ALPHA: f64 = 0.05;
 /// Default share of follow-ups a proactive contact prevents: 16%, the cut in
@@ -305,6 +307,15 @@ impl PipelineConfig {
             .collect::<Result<Vec<_>>>()?;
         cluster_windows_us.sort_unstable();
         cluster_windows_us.dedup();
+        if cluster_windows_us.len() > MAX_CLUSTER_WINDOWS {
+            return Err(Error::param(
+                "--cluster-window",
+                format!(
+                    "{} windows; at most {MAX_CLUSTER_WINDOWS} are tested",
+                    cluster_windows_us.len()
+                ),
+            ));
+        }
         let alpha = raw.alpha.unwrap_or(DEFAULT_ALPHA);
         if !(alpha > 0.0 && alpha <= 1.0) {
             return Err(Error::param("--alpha", format!("{alpha} is not in (0, 1]")));

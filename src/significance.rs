@@ -127,32 +127,29 @@ impl Exposures {
     }
 
     /// The daily contacts of each reason and in all, as running sums over
-    /// the days from the first day with contacts.
+    /// the days with contacts (only those: a log whose times span centuries
+    /// costs no more than one that spans a season).
     fn volumes(&self) -> Volumes {
-        let first = self.volume.keys().map(|k| k.1).min().unwrap_or(0);
-        let last = self.volume.keys().map(|k| k.1).max().unwrap_or(0);
-        let days = (i64::from(last) - i64::from(first) + 1) as usize;
-        let mut per: Vec<Vec<i64>> = vec![Vec::new(); self.reasons.len()];
-        let mut all = vec![0i64; days + 1];
+        let mut days: Vec<i32> = self.volume.keys().map(|k| k.1).collect();
+        days.sort_unstable();
+        days.dedup();
+        let mut per: Vec<Vec<(u32, i64)>> = vec![Vec::new(); self.reasons.len()];
+        let mut all = vec![0i64; days.len() + 1];
         for ((r, d), n) in &self.volume {
-            let at = (d - first) as usize;
-            if per[*r].is_empty() {
-                per[*r] = vec![0; days + 1];
-            }
-            per[*r][at + 1] += n;
-            all[at + 1] += n;
+            let at = days.binary_search(d).expect("a day of the volumes") as u32;
+            per[*r].push((at, *n));
+            all[at as usize + 1] += n;
         }
-        for v in per.iter_mut().chain(std::iter::once(&mut all)) {
-            for d in 1..v.len() {
-                v[d] += v[d - 1];
+        for v in &mut per {
+            v.sort_unstable();
+            for i in 1..v.len() {
+                v[i].1 += v[i - 1].1;
             }
         }
-        Volumes {
-            first,
-            days,
-            per,
-            all,
+        for d in 1..all.len() {
+            all[d] += all[d - 1];
         }
+        Volumes { days, per, all }
     }
 
     /// The `pair_expectations` rows for the pairs of `pair_counts` batches
@@ -251,31 +248,42 @@ impl Exposures {
 
 /// Running sums of daily contacts with a reason (see [`Exposures::volumes`]).
 struct Volumes {
-    first: i32,
-    days: usize,
-    /// Per reason (empty: none), then in all: contacts before each day.
-    per: Vec<Vec<i64>>,
+    /// The days with contacts, ascending.
+    days: Vec<i32>,
+    /// Per reason: (index of a day with its contacts, its contacts up to and
+    /// including that day), ascending.
+    per: Vec<Vec<(u32, i64)>>,
+    /// All contacts before each day of `days` (and in all, last).
     all: Vec<i64>,
 }
 
 impl Volumes {
+    /// Reason b's contacts before day index `at`.
+    fn before(&self, b: usize, at: usize) -> i64 {
+        let per = &self.per[b];
+        match per.partition_point(|(d, _)| (*d as usize) < at) {
+            0 => 0,
+            p => per[p - 1].1,
+        }
+    }
+
     /// B's share of the contacts from `day` to `span` days later.
     fn share(&self, b: usize, day: i32, span: usize) -> f64 {
-        let lo = ((day - self.first).max(0) as usize).min(self.days);
-        let hi = (lo + span + 1).min(self.days);
+        let lo = self.days.partition_point(|d| *d < day);
+        let until = i64::from(day).saturating_add(span as i64);
+        let hi = self.days.partition_point(|d| i64::from(*d) <= until);
         let all = self.all[hi] - self.all[lo];
-        let per = &self.per[b];
-        if all <= 0 || per.is_empty() {
+        if all <= 0 {
             return 0.0;
         }
-        (per[hi] - per[lo]) as f64 / all as f64
+        (self.before(b, hi) - self.before(b, lo)) as f64 / all as f64
     }
 
     /// B's share of all contacts.
     fn overall(&self, b: usize) -> f64 {
-        let all = self.all[self.days];
+        let all = self.all[self.days.len()];
         match self.per[b].last() {
-            Some(n) if all > 0 => *n as f64 / all as f64,
+            Some((_, n)) if all > 0 => *n as f64 / all as f64,
             _ => 0.0,
         }
     }
@@ -392,6 +400,25 @@ pub fn excess_p_values(args: [&dyn Array; 4]) -> Float64Array {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Shares over the days with contacts: days centuries apart cost two
+    /// entries, and a window counts the days it reaches.
+    #[test]
+    fn shares_over_days_with_contacts() {
+        let mut e = Exposures::new();
+        let (a, b) = (e.reason("a"), e.reason("b"));
+        e.volume.insert((a, -100_000_000), 3);
+        e.volume.insert((b, -100_000_000), 1);
+        e.volume.insert((a, 100_000_000), 1);
+        e.volume.insert((b, 100_000_001), 3);
+        let v = e.volumes();
+        assert_eq!(v.days.len(), 3);
+        assert_eq!(v.share(b, -100_000_000, 0), 0.25);
+        assert_eq!(v.share(b, 100_000_000, 0), 0.0);
+        assert_eq!(v.share(b, 100_000_000, 1), 0.75);
+        assert_eq!(v.share(a, i32::MAX, 30), 0.0);
+        assert_eq!(v.overall(b), 0.5);
+    }
 
     #[test]
     fn chance_of_a_follow_up() {

@@ -117,8 +117,13 @@ fn evidence_flags_and_null_check() {
     let cfg = dir.path().join("recur.toml");
     std::fs::write(
         &cfg,
-        "inputs = ['{}']\nexclude_customer = ['UNKNOWN', '0']\nmin_customers = 300\n"
-            .replace("{}", root().join("sample-data/contacts.parquet").to_str().unwrap()),
+        "inputs = ['{}']\nexclude_customer = ['UNKNOWN', '0']\nmin_customers = 300\n".replace(
+            "{}",
+            root()
+                .join("sample-data/contacts.parquet")
+                .to_str()
+                .unwrap(),
+        ),
     )
     .unwrap();
     let o = recur(dir.path(), &["run", "--config", "recur.toml", "--out", "b"]);
@@ -324,10 +329,7 @@ fn bad_input_missing_path_and_bad_flag() {
         ("--customer-cap", "0"),
         ("--min-lift", "lots"),
     ] {
-        let o = recur(
-            dir.path(),
-            &["run", sample.to_str().unwrap(), flag, value],
-        );
+        let o = recur(dir.path(), &["run", sample.to_str().unwrap(), flag, value]);
         assert_eq!(o.status.code(), Some(2), "{flag} {value}");
         assert!(text(&o).1.contains(flag), "{flag}: {}", text(&o).1);
     }
