@@ -8,8 +8,11 @@
 //! The stages, one module each:
 //! [`ingest`] (files → normalised contacts, in [`buckets`] when a log is
 //! larger than memory) → [`timeline`] (the per-customer pass, a DataFusion
-//! operator) → [`queries`] (SQL in `queries/`) →
-//! [`report`] (Parquet tables and `manifest.json`); [`pipeline`] runs them;
+//! operator) → [`significance`] (what chance would give each A → B pair)
+//! and [`contacters`] (frequent contacters) → [`queries`] (SQL in
+//! `queries/`: the tests, the ranking) → [`report`] (Parquet tables and
+//! `manifest.json`); [`pipeline`] runs them ([`nullcheck`] for
+//! `--null-check`);
 //! [`generate`] writes synthetic logs with planted truth. With the
 //! `ballista` cargo feature, `distributed` runs the per-customer pass on an
 //! Apache Ballista cluster.

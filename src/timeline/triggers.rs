@@ -1,8 +1,8 @@
 //! The counted triggers of one customer, and how many contacts follow each.
 //!
-//! Input: one customer's run of the sorted contacts (see [`super::Columns`]),
-//! the pair windows and the customer cap `m`.
-//! Output: [`RunTriggers`] — the customer's *counted* triggers, i.e. the first
+//! Input: one customer's run of the sorted contacts (see `Columns` in the
+//! timeline module), the pair windows and the customer cap `m`.
+//! Output: `RunTriggers` — the customer's *counted* triggers, i.e. the first
 //! `m` contacts (in time order) of each non-null reason, and for each of them
 //! and each window W the number k of the customer's later contacts with a
 //! non-null reason at most W after it (strictly later: a contact at the same
