@@ -575,8 +575,9 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         ],
     );
     // The second passes, over each bucket's annotated contacts again: the
-    // occurrences of the kept sequences, the follow-ups of the reported
-    // clusters (for members and outreach), and the outreach triggers. The
+    // sequences along the clusters' steps (their counts and occurrences),
+    // the follow-ups of the reported clusters (for members and outreach),
+    // and the outreach triggers. The
     // buckets held in memory go first (and are let go), then those on disk;
     // what each gives is gathered in bucket order.
     let mut found: Vec<Option<SecondPasses>> = (0..n_buckets).map(|_| None).collect();

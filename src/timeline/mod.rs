@@ -27,8 +27,11 @@
 //!   or null, reason B) ([`pair_counts_schema`]): how many A-contacts are
 //!   followed by a B-contact of the same customer with 0 < t_B − t_A ≤ W, by
 //!   how many distinct customers, at what follow-up cost, and the sorted lags
-//!   to each one's first B. A may be null and may equal B: the cluster SQL
-//!   needs both for the baseline. See `pairs.rs`.
+//!   to each one's first B (A and B non-null, A ≠ B); over each customer's
+//!   counted triggers, the sums the significance test needs. See `pairs.rs`.
+//! - [`Mode::Exposure`] — per partition, the counted triggers' followers by
+//!   reason, window, day and k bin, and each reason's daily contacts: what
+//!   chance alone would give each pair. See `exposure.rs`.
 //! - [`Mode::Followups`] — for the (A, B) pairs of
 //!   [`TimelineParams::pair_filter`] (the reported clusters), one row per
 //!   A-contact followed by a B-contact within the cluster window
@@ -152,10 +155,10 @@ pub const MAX_SEQUENCE_LEN: usize = 4;
 /// how many were skipped is in the manifest.
 pub const MAX_SEQUENCE_CONTACTS_PER_CUSTOMER: usize = 500;
 /// Customers with more contacts than this are left out of A → B counting
-/// (pair counts, their totals and follow-ups) and of outreach: counting is
-/// quadratic in a customer's contacts per window, and such an id (a
-/// placeholder nobody excluded, a test account) is no customer to learn from.
-/// How many were left out is in the manifest.
+/// (pair counts, their totals, exposure and follow-ups) and of outreach:
+/// such an id (a placeholder nobody excluded, a test account) is no customer
+/// to learn from, and the follow-ups pass still reads every later contact
+/// within the window. How many were left out is in the manifest.
 pub const MAX_PAIR_CONTACTS_PER_CUSTOMER: usize = 10_000;
 
 pub(crate) const NULL_CODE: u32 = u32::MAX;
