@@ -211,7 +211,7 @@ fn chance(pi: f64, k: f64) -> f64 {
 }
 
 /// Every cluster candidate for every window, straight from the definitions
-/// (README, "How the tests work"): all pairs seen are tested.
+/// (README, "Definitions"): all pairs seen are tested.
 fn cluster_candidates(rows: &[LogRow], windows: &[i64]) -> Vec<ClusterCand> {
     let reasons: BTreeSet<String> = rows.iter().filter_map(|r| r.reason.clone()).collect();
     let customers = by_customer(rows);
