@@ -85,20 +85,8 @@ impl NullCheck {
         bucket: usize,
         params: &TimelineParams,
     ) -> Result<()> {
-        let schema = datafusion::physical_plan::ExecutionPlan::schema(annotated);
-        let parts = annotated.partitions();
         for (r, permuted) in self.permuted.iter_mut().enumerate() {
-            let mut rng = rng(self.seed, r, bucket);
-            let shuffled = parts
-                .iter()
-                .map(|batches| {
-                    batches
-                        .iter()
-                        .map(|b| shuffle_reasons(b, &mut rng))
-                        .collect::<Result<Vec<_>>>()
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let exec = Arc::new(SortedContactsExec::try_new(schema.clone(), shuffled)?);
+            let exec = permuted_exec(annotated, self.seed, r, bucket)?;
             let (_, counts) =
                 crate::pipeline::run_timeline(ctx, &exec, Mode::PairCounts, params.clone()).await?;
             permuted.pair_counts.extend(counts.into_iter().flatten());
@@ -117,15 +105,7 @@ impl NullCheck {
             let ctx = crate::pipeline::session(cfg)?;
             crate::udf::register_all(&ctx);
             let pair_counts = std::mem::take(&mut permuted.pair_counts);
-            let expectations = permuted.exposures.pair_expectations(&pair_counts)?;
-            permuted.exposures = Exposures::new();
-            ctx.register_table(
-                "pair_expectations",
-                Arc::new(MemTable::try_new(
-                    expectations.schema(),
-                    vec![vec![expectations]],
-                )?),
-            )?;
+            std::mem::take(&mut permuted.exposures).register_expectations(&ctx, &pair_counts)?;
             let schema = pair_counts
                 .first()
                 .map(|b| b.schema())
@@ -153,8 +133,6 @@ impl NullCheck {
         bucket: usize,
         params: &TimelineParams,
     ) -> Result<()> {
-        let schema = datafusion::physical_plan::ExecutionPlan::schema(annotated);
-        let parts = annotated.partitions();
         for (r, permuted) in self.permuted.iter_mut().enumerate() {
             let Some((_, _, steps)) = &permuted.ranked else {
                 continue;
@@ -162,17 +140,7 @@ impl NullCheck {
             if steps.len() < 2 {
                 continue;
             }
-            let mut rng = rng(self.seed, r, bucket);
-            let shuffled = parts
-                .iter()
-                .map(|batches| {
-                    batches
-                        .iter()
-                        .map(|b| shuffle_reasons(b, &mut rng))
-                        .collect::<Result<Vec<_>>>()
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let exec = Arc::new(SortedContactsExec::try_new(schema.clone(), shuffled)?);
+            let exec = permuted_exec(annotated, self.seed, r, bucket)?;
             let params = TimelineParams {
                 sequence_steps: Some(Arc::new(steps.clone())),
                 ..params.clone()
@@ -217,10 +185,30 @@ impl NullCheck {
     }
 }
 
-/// The generator of permutation `r` of bucket `bucket`: the same in both
-/// passes, so that the sequences are mined on the log the clusters were.
-fn rng(seed: u64, r: usize, bucket: usize) -> StdRng {
-    StdRng::seed_from_u64(seed ^ ((r as u64) << 32) ^ (bucket as u64).wrapping_mul(0x9e37_79b9))
+/// Bucket `bucket`'s contacts under permutation `r`: the same in both
+/// passes (dealt from the same seed), so that the sequences are mined on the
+/// log the clusters were.
+fn permuted_exec(
+    annotated: &SortedContactsExec,
+    seed: u64,
+    r: usize,
+    bucket: usize,
+) -> Result<Arc<SortedContactsExec>> {
+    let mut rng = StdRng::seed_from_u64(
+        seed ^ ((r as u64) << 32) ^ (bucket as u64).wrapping_mul(0x9e37_79b9),
+    );
+    let shuffled = annotated
+        .partitions()
+        .iter()
+        .map(|batches| {
+            batches
+                .iter()
+                .map(|b| shuffle_reasons(b, &mut rng))
+                .collect::<Result<Vec<_>>>()
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let schema = datafusion::physical_plan::ExecutionPlan::schema(annotated);
+    Ok(Arc::new(SortedContactsExec::try_new(schema, shuffled)?))
 }
 
 /// `batch` with its `reason` and `_reason_code` dealt out at random (the same

@@ -505,22 +505,8 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let schema = annotated_schema.expect("at least one bucket");
     ctx.register_table("repeat_counts", repeat_counts.table()?)?;
     let t = Instant::now();
-    let expectations = exposures.pair_expectations(
-        &pair_counts
-            .parts
-            .iter()
-            .flatten()
-            .cloned()
-            .collect::<Vec<_>>(),
-    )?;
+    exposures.register_expectations(&ctx, pair_counts.parts.iter().flatten())?;
     drop(exposures);
-    ctx.register_table(
-        "pair_expectations",
-        Arc::new(MemTable::try_new(
-            expectations.schema(),
-            vec![vec![expectations]],
-        )?),
-    )?;
     add_seconds(&mut stage_seconds, "expectations", t);
     ctx.register_table("pair_counts", pair_counts.table()?)?;
     let caps = caps_total;

@@ -152,9 +152,30 @@ impl Exposures {
         Volumes { days, per, all }
     }
 
+    /// Registers the `pair_expectations` table for the pairs of
+    /// `pair_counts` batches with `ctx` (see the module docs).
+    pub fn register_expectations<'a>(
+        &self,
+        ctx: &datafusion::prelude::SessionContext,
+        pair_counts: impl IntoIterator<Item = &'a RecordBatch>,
+    ) -> Result<()> {
+        let expectations = self.pair_expectations(pair_counts)?;
+        ctx.register_table(
+            "pair_expectations",
+            Arc::new(datafusion::catalog::MemTable::try_new(
+                expectations.schema(),
+                vec![vec![expectations]],
+            )?),
+        )?;
+        Ok(())
+    }
+
     /// The `pair_expectations` rows for the pairs of `pair_counts` batches
     /// (see the module docs).
-    pub fn pair_expectations(&self, pair_counts: &[RecordBatch]) -> Result<RecordBatch> {
+    pub fn pair_expectations<'a>(
+        &self,
+        pair_counts: impl IntoIterator<Item = &'a RecordBatch>,
+    ) -> Result<RecordBatch> {
         // the pairs' cross-term bins, summed over partitions
         let mut g: HashMap<(u64, usize, usize), Vec<i64>> = HashMap::new();
         for b in pair_counts {
