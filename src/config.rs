@@ -1,7 +1,7 @@
 //! Run parameters: defaults, the optional TOML file, and validation.
 //!
-//! Input: raw values from the command line ([`ConfigFile`]-shaped, every
-//! field optional) and an optional TOML file with the same keys.
+//! Input: [`RunOptions`], from the command line and from an optional TOML
+//! file with the same keys.
 //! Output: a validated [`PipelineConfig`]. Precedence is flag over file over
 //! default.
 
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::time::parse_duration_us;
 
 /// Default customer column.
 pub const DEFAULT_CUSTOMER_COL: &str = "customer_id";
@@ -70,69 +71,108 @@ pub const DEFAULT_CUSTOMER_CAP: u32 = 3;
 /// Default output folder of a run without `--out`.
 pub const DEFAULT_OUT_DIR: &str = "recur-out";
 
-/// The keys of the TOML config file; every key is optional and has the same
-/// name as the long flag, with `-` written as `_`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+/// The run options: each field is both a `recur run` flag and a key of the
+/// TOML config file (the long flag with `-` written as `_`), every one
+/// optional. [`RunOptions::or`] layers flags over a file; defaults are
+/// applied by [`PipelineConfig::from_raw`]. Only `channel_cost` (a table)
+/// is a key without a flag.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
-pub struct ConfigFile {
-    /// Input files, folders or globs.
+pub struct RunOptions {
+    /// Parquet files, folders (recursive) or globs.
+    #[arg(num_args = 0..)]
     pub inputs: Option<Vec<String>>,
-    /// Output folder.
+    /// Output folder [default: recur-out].
+    #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Customer column.
+    /// Customer id column [default: customer_id].
+    #[arg(long)]
     pub customer_col: Option<String>,
-    /// Time column.
+    /// Timestamp column [default: ts].
+    #[arg(long)]
     pub time_col: Option<String>,
-    /// Channel column.
+    /// Channel column [default: channel; absent = one channel].
+    #[arg(long)]
     pub channel_col: Option<String>,
-    /// Reason column.
+    /// Reason column [default: reason].
+    #[arg(long)]
     pub reason_col: Option<String>,
-    /// Contact id column.
+    /// Contact id column [default: contact_id when present; else assigned].
+    #[arg(long)]
     pub contact_id_col: Option<String>,
-    /// Agent column.
+    /// Agent column (optional).
+    #[arg(long)]
     pub agent_col: Option<String>,
-    /// IANA time zone for naive timestamps.
+    /// IANA time zone for naive timestamps [default: UTC].
+    #[arg(long)]
     pub timezone: Option<String>,
-    /// Repeat window, e.g. `24h`.
+    /// Repeat window, e.g. 15m, 24h, 7d [default: 24h].
+    #[arg(long)]
     pub repeat_window: Option<String>,
-    /// Cluster windows, comma separated, e.g. `1d,7d,30d`.
+    /// Cluster windows, comma separated [default: 1d,7d,30d].
+    #[arg(long)]
     pub cluster_window: Option<String>,
-    /// False-discovery rate for written clusters and sequences.
+    /// False-discovery rate: clusters with a higher q-value are not written [default: 0.05].
+    #[arg(long)]
     pub alpha: Option<f64>,
-    /// Share of follow-ups a proactive contact prevents.
+    /// Share of follow-ups a proactive contact prevents [default: 0.16].
+    #[arg(long)]
     pub effectiveness: Option<f64>,
-    /// Relative cost of a contact per channel.
+    /// Relative cost of a contact per channel (config file only: a table).
+    #[arg(skip)]
     pub channel_cost: Option<std::collections::BTreeMap<String, f64>>,
-    /// Order of the clusters and sequences: value, score, lift, support or confidence.
+    /// Order of clusters: value, score, lift, support or confidence [default: value].
+    #[arg(long)]
     pub rank_by: Option<String>,
-    /// The moment the outreach list is made for (default: last timestamp).
+    /// Time the outreach list is made for [default: the last timestamp in the data].
+    #[arg(long)]
     pub as_of: Option<String>,
-    /// Maximum gap between sequence steps.
+    /// Largest gap between two steps of a sequence [default: 7d].
+    #[arg(long)]
     pub max_gap: Option<String>,
-    /// Maximum span of a sequence.
+    /// Largest span of a whole sequence [default: 30d].
+    #[arg(long)]
     pub max_span: Option<String>,
-    /// Sequence items: `reason` or `channel_reason`.
+    /// Sequence items: reason, or channel_reason for (channel, reason) [default: reason].
+    #[arg(long)]
     pub sequence_items: Option<String>,
-    /// Minimum support of a reported cluster.
+    /// Minimum support of a reported A→B cluster [default: 30].
+    #[arg(long)]
     pub min_support: Option<u64>,
-    /// Minimum lift tested against (the null hypothesis: lift at most this).
+    /// The lift the significance tests' null hypothesis allows: a cluster is
+    /// reported when its follow-ups exceed this multiple of chance [default: 1.2].
+    #[arg(long)]
     pub min_lift: Option<f64>,
-    /// Minimum distinct customers of a reported cluster or sequence.
+    /// Fewest distinct customers behind a reported cluster or sequence [default: 20].
+    #[arg(long)]
     pub min_customers: Option<u64>,
-    /// Triggers of each reason a customer counts with in the tests.
+    /// Triggers of each reason a customer counts with in the tests, scores and
+    /// values (its first ones) [default: 3].
+    #[arg(long)]
     pub customer_cap: Option<u32>,
-    /// Logs with permuted reasons to run the tests on (0: none).
+    /// Also run the tests on N copies of the log with its reasons permuted,
+    /// and report how many clusters and sequences each yields: chance's own
+    /// count on this log [default: 0].
+    #[arg(long)]
     pub null_check: Option<u32>,
-    /// Placeholder customer ids to leave out.
+    /// Placeholder customer id to leave out (repeatable).
+    #[arg(long = "exclude-customer")]
     pub exclude_customer: Option<Vec<String>>,
-    /// Memory limit, e.g. `2GiB` or `500MB`.
+    /// Threads / partitions for the per-customer pass [default: cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Memory limit, e.g. 2GiB: DataFusion's memory pool enforces it, the
+    /// sort spills to disk under it [default: none].
+    #[arg(long)]
     pub memory_limit: Option<String>,
-    /// Most contacts sorted and passed over at once (a larger log is split
-    /// into buckets by customer).
+    /// Most contacts sorted and analysed at once; a larger log is split by
+    /// customer into buckets on disk (at most 512) and analysed a bucket at
+    /// a time [default: from --memory-limit, else 12000000].
+    #[arg(long)]
     pub bucket_contacts: Option<u64>,
 }
 
-impl ConfigFile {
+impl RunOptions {
     /// Reads a TOML config file.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::Config {
@@ -145,37 +185,22 @@ impl ConfigFile {
         })
     }
 
-    /// Fills every key unset in `self` from `lower` (flags over file).
-    pub fn or(self, lower: ConfigFile) -> ConfigFile {
-        ConfigFile {
-            inputs: self.inputs.or(lower.inputs),
-            out: self.out.or(lower.out),
-            customer_col: self.customer_col.or(lower.customer_col),
-            time_col: self.time_col.or(lower.time_col),
-            channel_col: self.channel_col.or(lower.channel_col),
-            reason_col: self.reason_col.or(lower.reason_col),
-            contact_id_col: self.contact_id_col.or(lower.contact_id_col),
-            agent_col: self.agent_col.or(lower.agent_col),
-            timezone: self.timezone.or(lower.timezone),
-            repeat_window: self.repeat_window.or(lower.repeat_window),
-            cluster_window: self.cluster_window.or(lower.cluster_window),
-            alpha: self.alpha.or(lower.alpha),
-            effectiveness: self.effectiveness.or(lower.effectiveness),
-            channel_cost: self.channel_cost.or(lower.channel_cost),
-            rank_by: self.rank_by.or(lower.rank_by),
-            as_of: self.as_of.or(lower.as_of),
-            max_gap: self.max_gap.or(lower.max_gap),
-            memory_limit: self.memory_limit.or(lower.memory_limit),
-            bucket_contacts: self.bucket_contacts.or(lower.bucket_contacts),
-            max_span: self.max_span.or(lower.max_span),
-            sequence_items: self.sequence_items.or(lower.sequence_items),
-            min_support: self.min_support.or(lower.min_support),
-            min_lift: self.min_lift.or(lower.min_lift),
-            min_customers: self.min_customers.or(lower.min_customers),
-            customer_cap: self.customer_cap.or(lower.customer_cap),
-            null_check: self.null_check.or(lower.null_check),
-            exclude_customer: self.exclude_customer.or(lower.exclude_customer),
+    /// Fills every option unset in `self` from `lower` (flags over file),
+    /// key by key through the options' serde form, so that no list of the
+    /// options is written here.
+    pub fn or(self, lower: RunOptions) -> RunOptions {
+        let as_map = |o: &RunOptions| match serde_json::to_value(o) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => unreachable!("options serialise as a map"),
+        };
+        let mut merged = as_map(&lower);
+        for (key, value) in as_map(&self) {
+            if !value.is_null() {
+                merged.insert(key, value);
+            }
         }
+        serde_json::from_value(serde_json::Value::Object(merged))
+            .expect("a merge of two option sets is an option set")
     }
 }
 
@@ -276,7 +301,7 @@ pub fn parse_memory_limit(text: &str) -> Result<u64> {
 
 impl PipelineConfig {
     /// Validates merged raw values into a config, applying defaults.
-    pub fn from_raw(raw: ConfigFile) -> Result<Self> {
+    pub fn from_raw(raw: RunOptions) -> Result<Self> {
         let timezone = raw.timezone.unwrap_or_else(|| DEFAULT_TIMEZONE.into());
         let memory_limit_bytes = raw
             .memory_limit
@@ -370,7 +395,7 @@ impl PipelineConfig {
         let as_of_us = match &raw.as_of {
             None => None,
             Some(s) => Some(
-                crate::ingest::parse_time_str(s, timezone.parse().expect("checked above"))
+                crate::time::parse_time_str(s, timezone.parse().expect("checked above"))
                     .ok_or_else(|| Error::param("--as-of", format!("'{s}' is not a time")))?,
             ),
         };
@@ -425,7 +450,7 @@ impl PipelineConfig {
             customer_cap,
             null_check: raw.null_check.unwrap_or(0),
             exclude_customers: raw.exclude_customer.unwrap_or_default(),
-            target_partitions: 0,
+            target_partitions: raw.threads.unwrap_or(0),
             memory_limit_bytes,
             bucket_contacts: raw.bucket_contacts,
         })
@@ -471,82 +496,49 @@ impl RankBy {
     }
 }
 
-/// Parses a duration such as `90s`, `15m`, `24h`, `7d` or `2w` into
-/// microseconds. A bare number is seconds. The duration must be positive.
-pub fn parse_duration_us(s: &str) -> std::result::Result<i64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("'{s}' is not a duration like 15m, 24h or 7d"))?;
-    let unit_s: f64 = match unit.trim() {
-        "" | "s" | "sec" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86_400.0,
-        "w" => 604_800.0,
-        other => {
-            return Err(format!(
-                "unknown unit '{other}' in '{s}' (use s, m, h, d or w)"
-            ));
-        }
-    };
-    let us = (value * unit_s * 1e6).round();
-    if !(1.0..1e17).contains(&us) {
-        return Err(format!("'{s}' must be a positive duration"));
-    }
-    Ok(us as i64)
-}
-
-/// Renders microseconds as a readable exact duration: days from two days
-/// up (`7d`), else hours (`24h`), minutes (`15m`) or seconds (`90s`).
-pub fn format_duration_us(us: i64) -> String {
-    const S: i64 = 1_000_000;
-    if us % (86_400 * S) == 0 && us >= 2 * 86_400 * S {
-        format!("{}d", us / (86_400 * S))
-    } else if us % (3600 * S) == 0 {
-        format!("{}h", us / (3600 * S))
-    } else if us % (60 * S) == 0 {
-        format!("{}m", us / (60 * S))
-    } else {
-        format!("{}s", us as f64 / S as f64)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn durations() {
-        assert_eq!(parse_duration_us("24h").unwrap(), 86_400_000_000);
-        assert_eq!(parse_duration_us("15m").unwrap(), 900_000_000);
-        assert_eq!(parse_duration_us("7d").unwrap(), 604_800_000_000);
-        assert_eq!(parse_duration_us("90").unwrap(), 90_000_000);
-        assert_eq!(parse_duration_us("1.5h").unwrap(), 5_400_000_000);
-        assert!(parse_duration_us("0h").is_err());
-        assert!(parse_duration_us("h").is_err());
-        assert!(parse_duration_us("5y").is_err());
-        assert_eq!(format_duration_us(86_400_000_000), "24h");
-        assert_eq!(format_duration_us(604_800_000_000), "7d");
-        assert_eq!(format_duration_us(5_400_000_000), "90m");
-        assert_eq!(format_duration_us(1_500_000), "1.5s");
-    }
-
-    #[test]
     fn flags_win_over_file() {
-        let flags = ConfigFile {
+        let flags = RunOptions {
             min_support: Some(5),
             ..Default::default()
         };
-        let file: ConfigFile =
+        let file: RunOptions =
             toml::from_str("min_support = 9\ntimezone = 'Europe/Paris'").unwrap();
         let cfg = PipelineConfig::from_raw(flags.or(file)).unwrap();
         assert_eq!(cfg.min_support, 5);
         assert_eq!(cfg.timezone, "Europe/Paris");
         assert_eq!(cfg.columns.customer, DEFAULT_CUSTOMER_COL);
+        let file: RunOptions = toml::from_str("threads = 3").unwrap();
+        let cfg = PipelineConfig::from_raw(RunOptions::default().or(file)).unwrap();
+        assert_eq!(cfg.target_partitions, 3);
+    }
+
+    /// Every flag of `recur run` is a key of the config file, by the same
+    /// name, and every key but the channel costs is a flag.
+    #[test]
+    fn every_flag_is_a_key() {
+        use clap::Args;
+        let cmd = RunOptions::augment_args(clap::Command::new("run"));
+        let serde_json::Value::Object(keys) = serde_json::to_value(RunOptions::default()).unwrap()
+        else {
+            panic!("options serialise as a map");
+        };
+        let flags: Vec<String> = cmd
+            .get_arguments()
+            .map(|a| a.get_id().as_str().to_string())
+            .collect();
+        for flag in &flags {
+            assert!(keys.contains_key(flag), "flag {flag} is no key");
+        }
+        for key in keys.keys() {
+            assert!(
+                key == "channel_cost" || flags.contains(key),
+                "key {key} is no flag"
+            );
+        }
     }
 }

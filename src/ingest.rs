@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use chrono_tz::Tz;
 use datafusion::arrow::array::{
     Array, ArrayRef, AsArray, BooleanArray, Int64Array, StringArray, TimestampMicrosecondArray,
@@ -54,6 +54,7 @@ use serde::Serialize;
 use crate::buckets::{Buckets, Sink};
 use crate::config::{ColumnMapping, PipelineConfig};
 use crate::error::{Error, Result};
+use crate::time::{epoch_to_us, local_to_utc_us, parse_time_str};
 
 /// The customer ids ingest leaves out (`--exclude-customer`), looked up
 /// once per row: hashed with foldhash, as SipHash (the standard hasher)
@@ -863,85 +864,6 @@ enum TimeValue {
     Bad,
 }
 
-/// Converts an integer epoch to microseconds, telling the unit by magnitude
-/// (see the module docs).
-pub fn epoch_to_us(v: i64) -> i64 {
-    let a = v.unsigned_abs();
-    if a < 100_000_000_000 {
-        v.saturating_mul(1_000_000)
-    } else if a < 100_000_000_000_000 {
-        v.saturating_mul(1_000)
-    } else if a < 100_000_000_000_000_000 {
-        v
-    } else {
-        v / 1_000
-    }
-}
-
-/// Reads a local wall-clock time in `tz` as UTC microseconds. Ambiguous times
-/// (the hour repeated when clocks go back) take the earlier instant; times in
-/// a spring-forward gap are read one hour later.
-pub fn local_to_utc_us(tz: Tz, ndt: NaiveDateTime) -> i64 {
-    if tz == chrono_tz::UTC {
-        return ndt.and_utc().timestamp_micros();
-    }
-    match tz.from_local_datetime(&ndt).earliest() {
-        Some(dt) => dt.timestamp_micros(),
-        None => {
-            let later = ndt + chrono::Duration::hours(1);
-            tz.from_local_datetime(&later)
-                .earliest()
-                .map(|dt| dt.timestamp_micros())
-                .unwrap_or_else(|| ndt.and_utc().timestamp_micros())
-        }
-    }
-}
-
-/// Parses an RFC 3339 / ISO 8601 string; naive forms are read in `tz`.
-pub fn parse_time_str(s: &str, tz: Tz) -> Option<i64> {
-    let s = s.trim();
-    if s.is_empty() {
-        return None;
-    }
-    if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
-        return Some(dt.timestamp_micros());
-    }
-    for f in [
-        "%Y-%m-%d %H:%M:%S%.f%:z",
-        "%Y-%m-%d %H:%M:%S%.f%z",
-        "%Y-%m-%dT%H:%M:%S%.f%z",
-    ] {
-        if let Ok(dt) = DateTime::parse_from_str(s, f) {
-            return Some(dt.timestamp_micros());
-        }
-    }
-    let naive = s.strip_suffix('Z').unwrap_or(s);
-    let is_utc = naive.len() != s.len();
-    for f in [
-        "%Y-%m-%dT%H:%M:%S%.f",
-        "%Y-%m-%d %H:%M:%S%.f",
-        "%Y-%m-%dT%H:%M",
-        "%Y-%m-%d %H:%M",
-    ] {
-        if let Ok(ndt) = NaiveDateTime::parse_from_str(naive, f) {
-            return Some(if is_utc {
-                ndt.and_utc().timestamp_micros()
-            } else {
-                local_to_utc_us(tz, ndt)
-            });
-        }
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(naive, "%Y-%m-%d") {
-        let ndt = d.and_hms_opt(0, 0, 0)?;
-        return Some(if is_utc {
-            ndt.and_utc().timestamp_micros()
-        } else {
-            local_to_utc_us(tz, ndt)
-        });
-    }
-    None
-}
-
 fn example_value(col: &ArrayRef) -> String {
     (0..col.len())
         .find(|i| col.is_valid(*i))
@@ -951,31 +873,4 @@ fn example_value(col: &ArrayRef) -> String {
 
 fn example_at(col: &ArrayRef, i: usize) -> String {
     array_value_to_string(col.as_ref(), i).unwrap_or_else(|_| "(unprintable)".into())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn epoch_units_by_magnitude() {
-        let s = 1_700_000_000i64; // 2023-11-14
-        assert_eq!(epoch_to_us(s), s * 1_000_000);
-        assert_eq!(epoch_to_us(s * 1_000), s * 1_000_000);
-        assert_eq!(epoch_to_us(s * 1_000_000), s * 1_000_000);
-        assert_eq!(epoch_to_us(s * 1_000_000_000), s * 1_000_000);
-    }
-
-    #[test]
-    fn strings_parse_in_zone() {
-        let utc = chrono_tz::UTC;
-        let t = parse_time_str("2026-11-01T08:30:00Z", utc).unwrap();
-        assert_eq!(parse_time_str("2026-11-01 08:30:00", utc), Some(t));
-        assert_eq!(parse_time_str("2026-11-01T09:30:00+01:00", utc), Some(t));
-        assert_eq!(parse_time_str("2026-11-01T08:30", utc), Some(t));
-        let paris: Tz = "Europe/Paris".parse().unwrap();
-        assert_eq!(parse_time_str("2026-11-01 09:30:00", paris), Some(t));
-        assert_eq!(parse_time_str("yesterday", utc), None);
-        assert!(parse_time_str("2026-11-01", utc).is_some());
-    }
 }

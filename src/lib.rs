@@ -19,8 +19,8 @@
 //!
 //! ```no_run
 //! # async fn demo() -> recur::Result<()> {
-//! use recur::config::{ConfigFile, PipelineConfig};
-//! let cfg = PipelineConfig::from_raw(ConfigFile {
+//! use recur::config::{PipelineConfig, RunOptions};
+//! let cfg = PipelineConfig::from_raw(RunOptions {
 //!     inputs: Some(vec!["sample-data/contacts.parquet".into()]),
 //!     out: Some("recur-out".into()),
 //!     exclude_customer: Some(vec!["UNKNOWN".into(), "0".into()]),
@@ -52,6 +52,7 @@ pub mod pipeline;
 pub mod queries;
 pub mod report;
 pub mod significance;
+pub mod time;
 pub mod timeline;
 pub mod udf;
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use recur::config::{ConfigFile, PipelineConfig};
+use recur::config::{PipelineConfig, RunOptions};
 use recur::pipeline::{Progress, RunSummary};
 
 /// mimalloc instead of the system allocator: the run allocates and frees many
@@ -98,98 +98,14 @@ enum Command {
     },
 }
 
+/// `recur run`: the run options, and the config file they may come from.
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Parquet files, folders (recursive) or globs.
-    inputs: Vec<String>,
-    /// Output folder [default: recur-out].
-    #[arg(long)]
-    out: Option<PathBuf>,
+    #[command(flatten)]
+    options: RunOptions,
     /// TOML file with the same keys as the flags (flags win).
     #[arg(long)]
     config: Option<PathBuf>,
-    /// Customer id column [default: customer_id].
-    #[arg(long)]
-    customer_col: Option<String>,
-    /// Timestamp column [default: ts].
-    #[arg(long)]
-    time_col: Option<String>,
-    /// Channel column [default: channel; absent = one channel].
-    #[arg(long)]
-    channel_col: Option<String>,
-    /// Reason column [default: reason].
-    #[arg(long)]
-    reason_col: Option<String>,
-    /// Contact id column [default: contact_id when present; else assigned].
-    #[arg(long)]
-    contact_id_col: Option<String>,
-    /// Agent column (optional).
-    #[arg(long)]
-    agent_col: Option<String>,
-    /// IANA time zone for naive timestamps [default: UTC].
-    #[arg(long)]
-    timezone: Option<String>,
-    /// Repeat window, e.g. 15m, 24h, 7d [default: 24h].
-    #[arg(long)]
-    repeat_window: Option<String>,
-    /// Cluster windows, comma separated [default: 1d,7d,30d].
-    #[arg(long)]
-    cluster_window: Option<String>,
-    /// False-discovery rate: clusters with a higher q-value are not written [default: 0.05].
-    #[arg(long)]
-    alpha: Option<f64>,
-    /// Share of follow-ups a proactive contact prevents [default: 0.16].
-    #[arg(long)]
-    effectiveness: Option<f64>,
-    /// Order of clusters: value, score, lift, support or confidence [default: value].
-    #[arg(long)]
-    rank_by: Option<String>,
-    /// Time the outreach list is made for [default: the last timestamp in the data].
-    #[arg(long)]
-    as_of: Option<String>,
-    /// Largest gap between two steps of a sequence [default: 7d].
-    #[arg(long)]
-    max_gap: Option<String>,
-    /// Largest span of a whole sequence [default: 30d].
-    #[arg(long)]
-    max_span: Option<String>,
-    /// Sequence items: reason, or channel_reason for (channel, reason) [default: reason].
-    #[arg(long)]
-    sequence_items: Option<String>,
-    /// Minimum support of a reported A→B cluster [default: 30].
-    #[arg(long)]
-    min_support: Option<u64>,
-    /// The lift the significance tests' null hypothesis allows: a cluster is
-    /// reported when its follow-ups exceed this multiple of chance [default: 1.2].
-    #[arg(long)]
-    min_lift: Option<f64>,
-    /// Fewest distinct customers behind a reported cluster or sequence [default: 20].
-    #[arg(long)]
-    min_customers: Option<u64>,
-    /// Triggers of each reason a customer counts with in the tests, scores and
-    /// values (its first ones) [default: 3].
-    #[arg(long)]
-    customer_cap: Option<u32>,
-    /// Also run the tests on N copies of the log with its reasons permuted,
-    /// and report how many clusters and sequences each yields: chance's own
-    /// count on this log [default: 0].
-    #[arg(long)]
-    null_check: Option<u32>,
-    /// Placeholder customer id to leave out (repeatable).
-    #[arg(long = "exclude-customer")]
-    exclude_customer: Vec<String>,
-    /// Threads / partitions for the per-customer pass [default: cores].
-    #[arg(long)]
-    threads: Option<usize>,
-    /// Memory limit, e.g. 2GiB: DataFusion's memory pool enforces it, the
-    /// sort spills to disk under it [default: none].
-    #[arg(long)]
-    memory_limit: Option<String>,
-    /// Most contacts sorted and analysed at once; a larger log is split by
-    /// customer into buckets on disk (at most 512) and analysed a bucket at
-    /// a time [default: from --memory-limit, else 12000000].
-    #[arg(long)]
-    bucket_contacts: Option<u64>,
 }
 
 /// The bundled sample: ./sample-data if present, else the source tree's.
@@ -204,48 +120,20 @@ fn sample_dir() -> PathBuf {
 
 fn config_from(args: RunArgs) -> recur::Result<PipelineConfig> {
     let mut file = match &args.config {
-        Some(p) => ConfigFile::load(p)?,
-        None => ConfigFile::default(),
+        Some(p) => RunOptions::load(p)?,
+        None => RunOptions::default(),
     };
-    let mut inputs = (!args.inputs.is_empty()).then_some(args.inputs);
-    if inputs.is_none() && file.inputs.is_none() && args.config.is_none() {
+    let mut flags = args.options;
+    if flags.inputs.as_ref().is_some_and(|i| i.is_empty()) {
+        flags.inputs = None;
+    }
+    if flags.inputs.is_none() && file.inputs.is_none() && args.config.is_none() {
         // No input at all: the bundled sample with its own config.
         let dir = sample_dir();
-        file = ConfigFile::load(&dir.join("recur.toml"))?;
-        inputs = Some(vec![dir.join("contacts.parquet").to_string_lossy().into()]);
+        file = RunOptions::load(&dir.join("recur.toml"))?;
+        flags.inputs = Some(vec![dir.join("contacts.parquet").to_string_lossy().into()]);
     }
-    let flags = ConfigFile {
-        inputs,
-        out: args.out,
-        customer_col: args.customer_col,
-        time_col: args.time_col,
-        channel_col: args.channel_col,
-        reason_col: args.reason_col,
-        contact_id_col: args.contact_id_col,
-        agent_col: args.agent_col,
-        timezone: args.timezone,
-        repeat_window: args.repeat_window,
-        cluster_window: args.cluster_window,
-        alpha: args.alpha,
-        effectiveness: args.effectiveness,
-        channel_cost: None,
-        rank_by: args.rank_by,
-        as_of: args.as_of,
-        max_gap: args.max_gap,
-        max_span: args.max_span,
-        sequence_items: args.sequence_items,
-        min_support: args.min_support,
-        min_lift: args.min_lift,
-        min_customers: args.min_customers,
-        customer_cap: args.customer_cap,
-        null_check: args.null_check,
-        exclude_customer: (!args.exclude_customer.is_empty()).then_some(args.exclude_customer),
-        memory_limit: args.memory_limit,
-        bucket_contacts: args.bucket_contacts,
-    };
-    let mut cfg = PipelineConfig::from_raw(flags.or(file))?;
-    cfg.target_partitions = args.threads.unwrap_or(0);
-    Ok(cfg)
+    PipelineConfig::from_raw(flags.or(file))
 }
 
 struct Bar(Option<indicatif::ProgressBar>);
@@ -297,7 +185,7 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
         t,
         "repeat rate {} within {} | contacts per event {} | first-contact resolution {}",
         pct(s.repeat_rate),
-        recur::config::format_duration_us(m.parameters.repeat_window_us),
+        recur::time::format_duration_us(m.parameters.repeat_window_us),
         s.contacts_per_event
             .map(|v| format!("{v:.2}"))
             .unwrap_or_else(|| "n/a".into()),
@@ -308,7 +196,7 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
         .parameters
         .cluster_windows_us
         .iter()
-        .map(|w| recur::config::format_duration_us(*w))
+        .map(|w| recur::time::format_duration_us(*w))
         .collect();
     writeln!(
         t,
@@ -321,7 +209,7 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
     )
     .ok();
     for c in &s.top_clusters {
-        let window = recur::config::format_duration_us(c.window_s * 1_000_000);
+        let window = recur::time::format_duration_us(c.window_s * 1_000_000);
         writeln!(
             t,
             "{:>3}. {} -> {}: {:.0}% of {} {} contacts are followed by {} within {window} \
@@ -455,7 +343,7 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
                     p.item,
                     p.rank.map(|r| r.to_string()).unwrap_or_else(|| "-".into()),
                     p.window_s
-                        .map(|w| recur::config::format_duration_us(w * 1_000_000))
+                        .map(|w| recur::time::format_duration_us(w * 1_000_000))
                         .unwrap_or_else(|| "-".into()),
                     if p.findable {
                         ""

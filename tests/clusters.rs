@@ -12,7 +12,7 @@ use recur::generate::{GenerateParams, generate};
 
 use crate::common::{LogRow, column_text, config, read_parquet, write_batch, write_log};
 
-fn placeholders(c: &mut recur::config::ConfigFile) {
+fn placeholders(c: &mut recur::config::RunOptions) {
     c.exclude_customer = Some(vec!["UNKNOWN".into(), "0".into()]);
 }
 
@@ -68,7 +68,7 @@ async fn reported(cfg: &recur::config::PipelineConfig) -> Vec<String> {
     out
 }
 
-fn servicenow(c: &mut recur::config::ConfigFile) {
+fn servicenow(c: &mut recur::config::RunOptions) {
     c.customer_col = Some("caller_id".into());
     c.time_col = Some("opened_at".into());
     c.channel_col = Some("contact_type".into());

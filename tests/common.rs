@@ -9,7 +9,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use recur::config::{ConfigFile, PipelineConfig};
+use recur::config::{PipelineConfig, RunOptions};
 
 /// One input row of a hand-made log.
 #[derive(Debug, Clone)]
@@ -81,8 +81,8 @@ pub fn read_parquet(path: &Path) -> Vec<RecordBatch> {
 }
 
 /// A config for `inputs` writing to `out`, with overrides applied by `f`.
-pub fn config(inputs: &[&Path], out: &Path, f: impl FnOnce(&mut ConfigFile)) -> PipelineConfig {
-    let mut raw = ConfigFile {
+pub fn config(inputs: &[&Path], out: &Path, f: impl FnOnce(&mut RunOptions)) -> PipelineConfig {
+    let mut raw = RunOptions {
         inputs: Some(
             inputs
                 .iter()

@@ -5,7 +5,7 @@
 use std::fmt::Write;
 use std::path::PathBuf;
 
-use recur::config::ConfigFile;
+use recur::config::RunOptions;
 use recur::generate::Truth;
 
 use crate::common::{self, column_text, read_parquet, root};
@@ -242,8 +242,8 @@ fn render_all(out: &std::path::Path) -> String {
 
 /// A run over `inputs` with the bundled sample's settings (recur.toml).
 fn sample_config(inputs: &[PathBuf], out: PathBuf) -> recur::config::PipelineConfig {
-    let file = ConfigFile::load(&root().join("sample-data/recur.toml")).unwrap();
-    let flags = ConfigFile {
+    let file = RunOptions::load(&root().join("sample-data/recur.toml")).unwrap();
+    let flags = RunOptions {
         inputs: Some(inputs.iter().map(|p| p.to_string_lossy().into()).collect()),
         out: Some(out),
         ..Default::default()
@@ -495,7 +495,7 @@ async fn assigned_ids_are_input_rows_across_scan_partitions_and_buckets() {
     let mut rendered = Vec::new();
     for bucket_contacts in [None, Some(70_000)] {
         let out = dir.path().join(format!("out-{bucket_contacts:?}"));
-        let flags = ConfigFile {
+        let flags = RunOptions {
             inputs: Some(vec![no_ids.to_string_lossy().into()]),
             out: Some(out.clone()),
             bucket_contacts,
@@ -554,7 +554,7 @@ async fn memory_limit_spills_and_output_is_identical() {
     )
     .unwrap();
     let run = |out: PathBuf, limit: Option<&str>| {
-        let flags = ConfigFile {
+        let flags = RunOptions {
             inputs: Some(vec![log.to_string_lossy().into()]),
             out: Some(out),
             memory_limit: limit.map(String::from),

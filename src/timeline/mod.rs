@@ -44,15 +44,17 @@
 //! pair counts and follow-ups, over [`MAX_SEQUENCE_CONTACTS_PER_CUSTOMER`] of
 //! sequences (the pipeline counts them in the manifest).
 //!
-//! [`codec::TimelineCodec`] serializes the operator in a physical plan
+//! With the `ballista` feature, `codec::TimelineCodec` serializes the operator in a physical plan
 //! (`datafusion-proto`, the form a distributed scheduler such as Apache
-//! Ballista ships plans to its executors in); [`logical::TimelineNode`] is
-//! the pass in a logical plan, which [`logical::TimelineQueryPlanner`] plans
-//! as the operator and [`logical::TimelineLogicalCodec`] serializes.
+//! Ballista ships plans to its executors in); `logical::TimelineNode` is
+//! the pass in a logical plan, which `logical::TimelineQueryPlanner` plans
+//! as the operator and `logical::TimelineLogicalCodec` serializes.
 
+#[cfg(feature = "ballista")]
 pub mod codec;
 pub mod exec;
 mod exposure;
+#[cfg(feature = "ballista")]
 pub mod logical;
 mod pairs;
 mod sequences;
