@@ -88,10 +88,10 @@ impl NullCheck {
         for (r, permuted) in self.permuted.iter_mut().enumerate() {
             let exec = permuted_exec(annotated, self.seed, r, bucket)?;
             let (_, counts) =
-                crate::pipeline::run_timeline(ctx, &exec, Mode::PairCounts, params.clone()).await?;
+                crate::session::run_timeline(ctx, &exec, Mode::PairCounts, params.clone()).await?;
             permuted.pair_counts.extend(counts.into_iter().flatten());
             let (_, exposed) =
-                crate::pipeline::run_timeline(ctx, &exec, Mode::Exposure, params.clone()).await?;
+                crate::session::run_timeline(ctx, &exec, Mode::Exposure, params.clone()).await?;
             for b in exposed.iter().flatten() {
                 permuted.exposures.add(b)?;
             }
@@ -102,7 +102,7 @@ impl NullCheck {
     /// Ranks the clusters of every permuted log, as the run ranks its own.
     pub async fn rank_clusters(&mut self, cfg: &PipelineConfig) -> Result<()> {
         for permuted in &mut self.permuted {
-            let ctx = crate::pipeline::session(cfg)?;
+            let ctx = crate::session::session(cfg)?;
             crate::udf::register_all(&ctx);
             let pair_counts = std::mem::take(&mut permuted.pair_counts);
             std::mem::take(&mut permuted.exposures).register_expectations(&ctx, &pair_counts)?;
@@ -115,7 +115,8 @@ impl NullCheck {
                 Arc::new(MemTable::try_new(schema, vec![pair_counts])?),
             )?;
             let mut seconds = BTreeMap::new();
-            let (clusters, steps) = crate::pipeline::rank_clusters(&ctx, cfg, &mut seconds).await?;
+            let (clusters, steps) =
+                crate::stages::rank::rank_clusters(&ctx, cfg, &mut seconds).await?;
             let n = clusters.iter().map(|b| b.num_rows() as u64).sum();
             permuted.ranked = Some((ctx, n, steps));
         }
@@ -146,7 +147,7 @@ impl NullCheck {
                 ..params.clone()
             };
             let (_, patterns) =
-                crate::pipeline::run_timeline(ctx, &exec, Mode::SequenceCounts, params).await?;
+                crate::session::run_timeline(ctx, &exec, Mode::SequenceCounts, params).await?;
             for b in patterns.iter().flatten() {
                 permuted.patterns.add(b)?;
             }
@@ -176,7 +177,7 @@ impl NullCheck {
                 )?),
             )?;
             let mut seconds = BTreeMap::new();
-            let chains = crate::pipeline::rank_sequences(&ctx, cfg, &mut seconds).await?;
+            let chains = crate::stages::rank::rank_sequences(&ctx, cfg, &mut seconds).await?;
             summary
                 .sequences
                 .push(chains.iter().map(|b| b.num_rows() as u64).sum());

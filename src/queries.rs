@@ -28,6 +28,12 @@ pub const SEQUENCE_STEPS: &str = query!("sequence_steps.sql");
 pub const SEQUENCE_CHAINS: &str = query!("sequence_chains.sql");
 /// sequence_chains, sequence_occurrences → sequences.
 pub const SEQUENCES: &str = query!("sequences.sql");
+/// cluster_candidates → tested (before the sequences are mined).
+pub const TESTED_CLUSTERS: &str = query!("tested_clusters.sql");
+/// cluster_candidates, sequence_candidates → tested.
+pub const TESTED: &str = query!("tested.sql");
+/// contacts → what the per-customer caps leave out (per bucket).
+pub const CAPS: &str = query!("caps.sql");
 /// tested → fdr (Benjamini–Hochberg q-values).
 pub const FDR: &str = query!("fdr.sql");
 /// cluster_candidates, fdr, pair_counts → clusters.
@@ -46,7 +52,9 @@ pub const ALL: &[(&str, &str)] = &[
     ("repeat_groups", REPEAT_GROUPS),
     ("repeat_counts", REPEAT_COUNTS),
     ("repeat_summary", REPEAT_SUMMARY),
+    ("caps", CAPS),
     ("cluster_candidates", CLUSTER_CANDIDATES),
+    ("tested_clusters", TESTED_CLUSTERS),
     ("pattern_totals", PATTERN_TOTALS),
     ("sequence_candidates", SEQUENCE_CANDIDATES),
     ("fdr", FDR),
@@ -102,7 +110,7 @@ mod tests {
         let input =
             crate::timeline::sorted::with_code_fields(&contacts_in_schema(&DataType::Int64));
         empty(&ctx, "contacts", contacts_schema(&input));
-        crate::pipeline::register_dictionaries(&ctx, &Default::default()).unwrap();
+        crate::session::register_dictionaries(&ctx, &Default::default()).unwrap();
         empty(&ctx, "followups", followups_schema(&input));
         empty(&ctx, "pair_counts", pair_counts_schema());
         empty(
@@ -126,8 +134,10 @@ mod tests {
             ("horizon_us", "0".into()),
             ("max_customer_contacts", "10000".into()),
             ("max_gap_s", "604800.0".into()),
+            ("pair_cap", "10000".into()),
+            ("sequence_cap", "1000".into()),
         ];
-        let tested = crate::pipeline::TESTED;
+        let tested = TESTED;
         for (name, sql) in ALL {
             let sql = render(sql, &params);
             assert!(!sql.contains("${"), "{name}: unfilled placeholder");

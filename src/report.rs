@@ -215,7 +215,7 @@ fn contacts_encoding(name: &str, t: &DataType) -> Option<&'static str> {
 const CONTACTS_NO_STATISTICS_COLUMNS: &[&str] = &["channel", "reason", "agent", "prev_channel"];
 
 /// The session's Parquet options (zstd level 1, see
-/// [`crate::pipeline::REPORT_COMPRESSION`]) for a contacts table of
+/// [`crate::session::REPORT_COMPRESSION`]) for a contacts table of
 /// `schema`, with no dictionary (and the encoding [`contacts_encoding`]
 /// picks) for [`CONTACTS_PLAIN_COLUMNS`] and no statistics for
 /// [`CONTACTS_NO_STATISTICS_COLUMNS`].
@@ -431,7 +431,7 @@ fn replace_output(out: &Path, name: &str) -> Result<(String, std::path::PathBuf)
 
 /// Writes batches already in memory, in their order, as
 /// `<out>/<name>.parquet` (zstd level 1, as DataFusion's writer is set up
-/// in [`crate::pipeline::session`]), replacing an earlier
+/// in [`crate::session::session`]), replacing an earlier
 /// run's file, and records it in `tables`.
 pub fn write_batches(
     schema: SchemaRef,

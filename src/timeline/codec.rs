@@ -346,7 +346,7 @@ pub(crate) mod tests {
             .create_physical_plan()
             .await
             .unwrap();
-        let plan = crate::pipeline::plan_timeline(ctx, scan, mode, params()).unwrap();
+        let plan = crate::session::plan_timeline(ctx, scan, mode, params()).unwrap();
         collect(plan, ctx.task_ctx()).await.unwrap()
     }
 
@@ -363,7 +363,7 @@ pub(crate) mod tests {
                 .create_physical_plan()
                 .await
                 .unwrap();
-            let plan = crate::pipeline::plan_timeline(&ctx, scan, mode, params()).unwrap();
+            let plan = crate::session::plan_timeline(&ctx, scan, mode, params()).unwrap();
             let shown = displayable(plan.as_ref()).indent(true).to_string();
             // DataFusion placed the repartition and the sort the pass requires
             assert!(

@@ -1,0 +1,181 @@
+//! Stage 5 — the reports: every table under the output folder but the
+//! contacts (written by the first passes) and the manifest (by
+//! [`crate::pipeline`]).
+//!
+//! Input: the session's tables after the ranking (`repeat_counts`,
+//! `clusters`, `sequences`, `followups`, `sequence_occurrences`), the
+//! [`Ranked`] clusters and each bucket's follow-ups and outreach triggers
+//! ([`SecondPass`]). Output ([`Reports`]): `repeat_summary`, `clusters`,
+//! `sequences`, `cluster_members`, `prompts` and `outreach` written (see
+//! [`crate::report`] for their columns), with what the terminal summary
+//! reads of them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::MemTable;
+
+use super::rank::Ranked;
+use super::second_pass::SecondPass;
+use crate::config::PipelineConfig;
+use crate::error::{Error, Result};
+use crate::queries;
+use crate::report::{self, TableInfo};
+use crate::session::{RunSession, table_schema};
+
+/// Prompts written per reason.
+pub const MAX_PROMPTS_PER_REASON: usize = 3;
+
+/// The reports written, and what the terminal summary reads of them.
+pub(crate) struct Reports {
+    /// The repeat_summary table's rows.
+    pub summary: Vec<RecordBatch>,
+    /// The sequences table's rows.
+    pub sequences: Vec<RecordBatch>,
+}
+
+/// Writes the reports into `cfg.out`, recording each in `tables`
+/// (`sequences`: the sequences table's rows).
+/// `contact_id` is the type of the input's contact ids (the outreach list
+/// names trigger contacts by them).
+pub(crate) async fn write(
+    s: &mut RunSession,
+    cfg: &PipelineConfig,
+    ranked: &Ranked,
+    sequences: Vec<RecordBatch>,
+    second: SecondPass,
+    contact_id: &DataType,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<Reports> {
+    let t = Instant::now();
+    let summary = s
+        .register_query("repeat_summary", queries::REPEAT_SUMMARY)
+        .await?;
+    for (name, batches) in [
+        ("repeat_summary", &summary),
+        ("clusters", &ranked.batches),
+        ("sequences", &sequences),
+    ] {
+        report::write_batches(
+            table_schema(&s.ctx, name).await?,
+            batches,
+            &cfg.out,
+            name,
+            tables,
+        )?;
+    }
+    let members = s
+        .register_query("cluster_members", queries::CLUSTER_MEMBERS)
+        .await?;
+    // written on a thread of its own while the outreach list is made (the
+    // list needs the members, not their file)
+    let members_written = {
+        let (schema, batches, out) = (
+            table_schema(&s.ctx, "cluster_members").await?,
+            members.clone(),
+            cfg.out.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut written = BTreeMap::new();
+            report::write_batches(schema, &batches, &out, "cluster_members", &mut written)?;
+            Ok::<_, Error>(written)
+        })
+    };
+    prompts(s, cfg, tables).await?;
+    let outreach = outreach(s, ranked, &members, second, contact_id).await?;
+    report::write_batches(
+        outreach.schema(),
+        std::slice::from_ref(&outreach),
+        &cfg.out,
+        "outreach",
+        tables,
+    )?;
+    tables.extend(
+        members_written
+            .await
+            .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??,
+    );
+    s.seconds.insert("write".into(), t.elapsed().as_secs_f64());
+    Ok(Reports { summary, sequences })
+}
+
+/// Writes the prompts (queries/prompts.sql).
+async fn prompts(
+    s: &RunSession,
+    cfg: &PipelineConfig,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<()> {
+    let sql = queries::render(
+        queries::PROMPTS,
+        &[("max_prompts", MAX_PROMPTS_PER_REASON.to_string())],
+    );
+    let prompts = s.ctx.sql(&sql).await?;
+    let planned = prompts.schema().inner().clone();
+    let prompts = prompts.collect().await?;
+    let schema = prompts.first().map(|b| b.schema()).unwrap_or(planned);
+    report::write_batches(schema, &prompts, &cfg.out, "prompts", tables)
+}
+
+/// The outreach list, a bucket at a time: a customer's trigger and its
+/// follow-ups are in one bucket, and the lists merge by priority
+/// (queries/outreach_candidates.sql, then [`crate::outreach`]).
+async fn outreach(
+    s: &mut RunSession,
+    ranked: &Ranked,
+    members: &[RecordBatch],
+    second: SecondPass,
+    contact_id: &DataType,
+) -> Result<RecordBatch> {
+    let started = Instant::now();
+    let lags = report::member_lags(members);
+    s.register(
+        "outreach_cutoffs",
+        Arc::new(MemTable::try_new(
+            crate::outreach::cutoffs_schema(),
+            vec![vec![crate::outreach::cutoffs(&ranked.batches, &lags)?]],
+        )?),
+    )?;
+    s.seconds
+        .insert("outreach.lags".into(), started.elapsed().as_secs_f64());
+    let mut lists = Vec::with_capacity(second.triggers.len());
+    let (mut read_s, mut query_s, mut build_s) = (0.0, 0.0, 0.0);
+    for (triggers, followups) in second.triggers.into_iter().zip(second.followups) {
+        let t = Instant::now();
+        let (triggers_schema, batches) = triggers.read()?;
+        read_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        s.register(
+            "outreach_triggers",
+            Arc::new(MemTable::try_new(triggers_schema, vec![batches])?),
+        )?;
+        s.register(
+            "followups",
+            Arc::new(MemTable::try_new(
+                second.followups_schema.clone(),
+                followups,
+            )?),
+        )?;
+        let candidates = s
+            .ctx
+            .sql(queries::OUTREACH_CANDIDATES)
+            .await?
+            .collect()
+            .await?;
+        query_s += t.elapsed().as_secs_f64();
+        let t = Instant::now();
+        lists.push(crate::outreach::build(&candidates, &lags, contact_id)?);
+        build_s += t.elapsed().as_secs_f64();
+    }
+    let t = Instant::now();
+    let outreach = crate::outreach::merge(&lists)?;
+    let seconds = &mut s.seconds;
+    seconds.insert("outreach.merge".into(), t.elapsed().as_secs_f64());
+    seconds.insert("outreach.build".into(), build_s);
+    seconds.insert("outreach".into(), started.elapsed().as_secs_f64());
+    seconds.insert("outreach.read_triggers".into(), read_s);
+    seconds.insert("query.outreach_candidates".into(), query_s);
+    Ok(outreach)
+}

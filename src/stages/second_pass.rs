@@ -1,0 +1,254 @@
+//! Stage 4 — the second passes, a bucket at a time, after the clusters are
+//! ranked: sequences along the clusters' steps, the reported clusters'
+//! follow-ups, and the outreach triggers.
+//!
+//! Input: each bucket's annotated contacts as the first passes kept them
+//! ([`Kept`]: in memory, or spilled), the [`Ranked`] clusters and the run's
+//! [`TimelineParams`]. The buckets held in memory go first (and are let
+//! go), then those on disk, the next one read while one is passed over.
+//!
+//! Output ([`SecondPass`]): per bucket, in bucket order, the follow-ups and
+//! the outreach triggers (kept on disk with several buckets), for the
+//! outreach list; and, registered in the session, `sequence_counts` (the
+//! pattern counts summed over buckets, at the minimum support),
+//! `sequence_occurrences` and `followups` (every bucket's).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::{MemTable, TableProvider};
+
+use super::rank::Ranked;
+use super::spill::{self, Kept, ReadAhead};
+use crate::config::PipelineConfig;
+use crate::error::Result;
+use crate::nullcheck::NullCheck;
+use crate::pipeline::{Progress, bucket_label};
+use crate::queries;
+use crate::session::{Collected, RunSession, contacts_table, query_batches};
+use crate::timeline::sorted::SortedContactsExec;
+use crate::timeline::{Mode, PatternSums, TimelineParams};
+
+/// What the second passes give for the outreach list, per bucket in bucket
+/// order.
+pub(crate) struct SecondPass {
+    /// Each bucket's follow-ups of the reported clusters.
+    pub followups: Vec<Vec<Vec<RecordBatch>>>,
+    /// The follow-ups' schema.
+    pub followups_schema: SchemaRef,
+    /// Each bucket's outreach triggers.
+    pub triggers: Vec<Triggers>,
+    /// Bytes of outreach triggers spilled.
+    pub spilled_bytes: u64,
+    /// The folder of the spilled triggers, kept until they are read.
+    _dir: Option<Arc<tempfile::TempDir>>,
+}
+
+/// One bucket's outreach triggers: in memory, or in a file of the bucket
+/// folder.
+pub(crate) enum Triggers {
+    Held(SchemaRef, Vec<RecordBatch>),
+    Spilled(SchemaRef, PathBuf),
+}
+
+impl Triggers {
+    /// The triggers, read back if spilled.
+    pub fn read(self) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        match self {
+            Triggers::Held(schema, batches) => Ok((schema, batches)),
+            Triggers::Spilled(schema, path) => Ok((schema, crate::buckets::read_file(&path)?)),
+        }
+    }
+}
+
+/// What one bucket's second passes gave.
+struct Found {
+    occurrences: (SchemaRef, Vec<Vec<RecordBatch>>),
+    followups: (SchemaRef, Vec<Vec<RecordBatch>>),
+    triggers: Triggers,
+}
+
+/// Runs the second passes over every bucket kept by the first.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run(
+    s: &mut RunSession,
+    cfg: &PipelineConfig,
+    mut kept: Vec<Kept>,
+    schema: &SchemaRef,
+    spill_dir: Option<Arc<tempfile::TempDir>>,
+    ranked: &Ranked,
+    params: &TimelineParams,
+    mut null_check: Option<&mut NullCheck>,
+    progress: &dyn Progress,
+) -> Result<SecondPass> {
+    let started = Instant::now();
+    // the sequences along the clusters' steps (a sequence is reported only
+    // when every step is one), the follow-ups of the reported clusters
+    let occ_params = TimelineParams {
+        sequence_steps: Some(Arc::new(ranked.steps.clone())),
+        ..params.clone()
+    };
+    let followup_params = TimelineParams {
+        pair_filter: Arc::new(ranked.pairs()),
+        ..params.clone()
+    };
+    let triggers_sql = queries::render(
+        queries::OUTREACH_TRIGGERS,
+        &[
+            ("as_of_us", params.as_of_us.to_string()),
+            (
+                "horizon_us",
+                ((ranked.horizon_s() * 1e6).ceil() as i64 + 1).to_string(),
+            ),
+            (
+                "max_customer_contacts",
+                crate::timeline::MAX_PAIR_CONTACTS_PER_CUSTOMER.to_string(),
+            ),
+        ],
+    );
+    let n_buckets = kept.len();
+    let mut found: Vec<Option<Found>> = (0..n_buckets).map(|_| None).collect();
+    let mut order: Vec<usize> = (0..n_buckets).collect();
+    order.sort_by_key(|b| matches!(kept[*b], Kept::Spilled(..)));
+    let mut followup_seconds = 0.0;
+    let mut pattern_sums = PatternSums::new();
+    // Without a memory limit, the next spilled bucket's files are read while
+    // a bucket is decoded and passed over: the passes leave a core free and
+    // the device idle otherwise. Under a limit, each is read when its turn
+    // comes (its bytes are counted then).
+    let read_ahead = cfg.memory_limit_bytes.is_none();
+    let mut ahead = ReadAhead::default();
+    let mut spilled_bytes = 0;
+    for (k, &b) in order.iter().enumerate() {
+        let label = bucket_label(b, n_buckets);
+        let (annotated, bytes) = match std::mem::replace(&mut kept[b], Kept::Taken) {
+            // (counted as held since the first pass)
+            Kept::Held(annotated) => {
+                let bytes = annotated.memory_size();
+                (annotated, bytes)
+            }
+            Kept::Spilled(files, dictionaries) => {
+                progress.stage(&format!("listing occurrences{label}"));
+                let t = Instant::now();
+                let read = ahead.take(b, &files)?;
+                if read_ahead
+                    && let Some(&next) = order.get(k + 1)
+                    && let Kept::Spilled(next_files, _) = &kept[next]
+                {
+                    ahead.start(next, next_files.clone())?;
+                }
+                let annotated =
+                    Arc::new(spill::decode_bucket(&s.pool, schema, read, &dictionaries)?);
+                s.add_seconds("spill", t);
+                let bytes = annotated.memory_size();
+                s.held.grow(bytes, "the annotated contacts")?;
+                (annotated, bytes)
+            }
+            Kept::Taken => unreachable!("each bucket is taken once"),
+        };
+        progress.stage(&format!("mining sequences{label}"));
+        let t = Instant::now();
+        let (_, counted) = s
+            .timeline(&annotated, Mode::SequenceCounts, occ_params.clone())
+            .await?;
+        for batch in counted.iter().flatten() {
+            pattern_sums.add(batch)?;
+        }
+        s.add_seconds("sequences", t);
+        let occurrences = s
+            .timeline(&annotated, Mode::Sequences, occ_params.clone())
+            .await?;
+        if let Some(check) = null_check.as_deref_mut() {
+            let t = Instant::now();
+            check.add_sequences(&s.ctx, &annotated, b, params).await?;
+            s.add_seconds("null_check", t);
+        }
+        let t = Instant::now();
+        let followups = s
+            .timeline(&annotated, Mode::Followups, followup_params.clone())
+            .await?;
+        followup_seconds += t.elapsed().as_secs_f64();
+        let (triggers, spilled) =
+            outreach_triggers(s, &annotated, schema, &triggers_sql, &spill_dir, b).await?;
+        spilled_bytes += spilled;
+        drop(annotated);
+        s.held.shrink(bytes);
+        found[b] = Some(Found {
+            occurrences,
+            followups,
+            triggers,
+        });
+    }
+
+    let mut occurrences = Collected::default();
+    let mut followups = Collected::default();
+    let mut pass = SecondPass {
+        followups: Vec::with_capacity(n_buckets),
+        followups_schema: schema.clone(),
+        triggers: Vec::with_capacity(n_buckets),
+        spilled_bytes,
+        _dir: spill_dir,
+    };
+    for f in found {
+        let f = f.expect("every bucket passed");
+        occurrences.add(f.occurrences);
+        pass.followups.push(f.followups.1.clone());
+        followups.add(f.followups);
+        pass.triggers.push(f.triggers);
+    }
+    s.register("sequence_occurrences", occurrences.table()?)?;
+    let followups = followups.table()?;
+    pass.followups_schema = followups.schema();
+    s.register("followups", followups)?;
+    let sequences_s = s.seconds.get("sequences").copied().unwrap_or(0.0);
+    s.seconds.insert(
+        "sequence_occurrences".into(),
+        started.elapsed().as_secs_f64() - followup_seconds - sequences_s,
+    );
+    s.seconds.insert("followups".into(), followup_seconds);
+    // (only patterns at the minimum support: sequence_candidates.sql reads
+    // no others, see PatternSums::finish)
+    let t = Instant::now();
+    let totals = pattern_sums.finish(i64::try_from(cfg.min_support).unwrap_or(i64::MAX))?;
+    s.add_seconds("sequences.sum", t);
+    s.register(
+        "sequence_counts",
+        Arc::new(MemTable::try_new(
+            crate::timeline::sequence_totals_schema(),
+            vec![totals.into_iter().collect()],
+        )?),
+    )?;
+    Ok(pass)
+}
+
+/// Bucket `b`'s outreach triggers (queries/outreach_triggers.sql over its
+/// annotated contacts), kept on disk with several buckets: the outreach
+/// list needs the member lags of every bucket first. Returns them and the
+/// bytes spilled.
+async fn outreach_triggers(
+    s: &mut RunSession,
+    annotated: &SortedContactsExec,
+    schema: &SchemaRef,
+    sql: &str,
+    spill_dir: &Option<Arc<tempfile::TempDir>>,
+    b: usize,
+) -> Result<(Triggers, u64)> {
+    let t = Instant::now();
+    s.register("contacts", contacts_table(schema, &annotated.partitions())?)?;
+    let (trigger_schema, parts) = query_batches(&s.ctx, sql).await?;
+    let batches: Vec<RecordBatch> = parts.into_iter().flatten().collect();
+    let triggers = match spill_dir {
+        None => (Triggers::Held(trigger_schema, batches), 0),
+        Some(dir) => {
+            let path = dir.path().join(format!("triggers-{b}.arrow"));
+            let bytes = crate::buckets::spill(&path, &trigger_schema, &batches)?;
+            (Triggers::Spilled(trigger_schema, path), bytes)
+        }
+    };
+    s.add_seconds("query.outreach_triggers", t);
+    s.drop_table("contacts")?;
+    Ok(triggers)
+}
