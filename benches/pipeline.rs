@@ -51,8 +51,7 @@ fn sorted_batch(rows: usize, customers: usize) -> RecordBatch {
 fn timeline(c: &mut Criterion) {
     let rows = 200_000;
     // with the channel and reason codes, as the pipeline's sort hands it on
-    let (mut coded, _) =
-        recur::timeline::sorted::encode_texts(vec![sorted_batch(rows, rows / 5)]).unwrap();
+    let (mut coded, _) = recur::codes::encode_texts(vec![sorted_batch(rows, rows / 5)]).unwrap();
     let batch = coded.pop().expect("one partition");
     let params = TimelineParams {
         repeat_window_us: 24 * H,

@@ -37,9 +37,9 @@
 #![allow(clippy::result_large_err)]
 
 pub mod buckets;
+pub mod codes;
 pub mod config;
 pub mod contacters;
-pub mod direct_store;
 #[cfg(feature = "ballista")]
 pub mod distributed;
 pub mod error;

@@ -12,10 +12,8 @@ use recur::pipeline::{Progress, RunSummary};
 /// mimalloc instead of the system allocator: the run allocates and frees many
 /// large Arrow buffers, which glibc's malloc hands back to the kernel and
 /// faults in again. Built without transparent huge pages (feature `no_thp`):
-/// with them, every fresh mimalloc page faulted in and zeroed a whole 2 MiB,
-/// and a 10M-contact run spent a quarter of its cycles in the kernel clearing
-/// pages (perf). One A/B pair with `MIMALLOC_ALLOW_THP=0`: 23.6 → 17.0 s,
-/// ingest 2.3 → 0.8 s, sort 7.6 → 3.9 s (BENCHMARKS.md).
+/// with them, every fresh page faults in and zeroes a whole 2 MiB, and the
+/// kernel's page clearing becomes a large share of a run.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -28,10 +26,8 @@ const MI_DEFAULT_PURGE_DELAY_MS: std::os::raw::c_long = 1_000;
 /// Keeps freed memory 10 s before handing it back to the kernel (mimalloc's
 /// default is 1 s), unless `MIMALLOC_PURGE_DELAY` says otherwise: each
 /// bucket of a large log allocates about what the one before freed, some
-/// seconds earlier, and memory handed back is faulted in and zeroed again.
-/// At 100M contacts (one binary, 2 runs each) this cut the page faults from
-/// 8.6–9.0M to 3.3–3.4M and system time from 38 to 24–28 s, for ~0.4 GiB
-/// more peak memory; at 10M it adds ~0.3 GiB (BENCHMARKS.md).
+/// seconds earlier, and memory handed back is faulted in and zeroed again:
+/// fewer page faults and less system time, for some more peak memory.
 fn keep_freed_memory_longer() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;

@@ -175,8 +175,8 @@ pub fn build(
     let trigger_ts = trigger_ts.as_primitive::<TimestampMicrosecondType>();
 
     // (priority, probability, expected_at) per kept row; best per (customer, reason)
-    // (at 100M the candidates run to millions: one binary search per row in
-    // its cluster's lags, and hashing without SipHash)
+    // (on a large log the candidates run to millions: one binary search per
+    // row in its cluster's lags, and hashing without SipHash)
     let mut best: FastMap<(&str, &str), (usize, f64, f64, i64)> = FastMap::default();
     let mut cluster_lags: FastMap<&str, Option<&Vec<f64>>> = FastMap::default();
     for i in 0..all.num_rows() {

@@ -107,8 +107,7 @@ mod tests {
         let ctx = SessionContext::new();
         crate::udf::register_all(&ctx);
         // the sorted contacts, with the channel and reason codes
-        let input =
-            crate::timeline::sorted::with_code_fields(&contacts_in_schema(&DataType::Int64));
+        let input = crate::codes::with_code_fields(&contacts_in_schema(&DataType::Int64));
         empty(&ctx, "contacts", contacts_schema(&input));
         crate::session::register_dictionaries(&ctx, &Default::default()).unwrap();
         empty(&ctx, "followups", followups_schema(&input));

@@ -35,10 +35,11 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::{ExecutionPlan, collect_partitioned};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
+use crate::codes::TextDictionaries;
 use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::timeline::exec::TimelineExec;
-use crate::timeline::sorted::{SortedContactsExec, TextDictionaries};
+use crate::timeline::sorted::SortedContactsExec;
 use crate::timeline::{Mode, TimelineParams};
 
 /// Seconds per stage, for the manifest.
@@ -146,10 +147,9 @@ pub fn session(cfg: &PipelineConfig) -> Result<SessionContext> {
         .options_mut()
         .execution
         .enable_file_stream_work_stealing = false;
-    // reports are written with zstd at level 1, not DataFusion's default 3:
-    // compressing took 8% of a 1M-contact run's cycles (perf), and the
-    // contacts file grows 3.5%
-    config.options_mut().execution.parquet.compression = Some(REPORT_COMPRESSION.into());
+    // the contacts table is written by DataFusion, at the reports' level
+    config.options_mut().execution.parquet.compression =
+        Some(format!("zstd({})", crate::report::REPORT_ZSTD_LEVEL));
     if let Some(limit) = cfg.memory_limit_bytes {
         // what each sort sets aside to merge its spill files: DataFusion's
         // 10 MB default would not leave a small limit room to sort at all
@@ -166,8 +166,6 @@ pub fn session(cfg: &PipelineConfig) -> Result<SessionContext> {
         state = state.with_runtime_env(runtime);
     }
     let ctx = SessionContext::new_with_state(state.build());
-    // the contacts table written around the page cache
-    crate::direct_store::DirectStore::register(&ctx);
     Ok(ctx)
 }
 
@@ -213,9 +211,6 @@ impl Held {
         self.reservation.shrink(bytes.min(self.reservation.size()));
     }
 }
-
-/// The compression of every report file (as DataFusion's option string).
-pub const REPORT_COMPRESSION: &str = "zstd(1)";
 
 /// Rows per batch of the tables the SQL stages read.
 const TABLE_BATCH_ROWS: usize = 65_536;

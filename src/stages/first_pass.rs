@@ -25,6 +25,7 @@ use datafusion::physical_plan::collect_partitioned;
 
 use super::spill::{self, Kept};
 use crate::buckets::Buckets;
+use crate::codes::TextDictionaries;
 use crate::config::PipelineConfig;
 use crate::contacters::Contacters;
 use crate::error::Result;
@@ -36,7 +37,7 @@ use crate::session::{
     Collected, RunSession, batches_size, contacts_table, query_batches, register_dictionaries,
 };
 use crate::significance::Exposures;
-use crate::timeline::sorted::{SortedContactsExec, TextDictionaries};
+use crate::timeline::sorted::SortedContactsExec;
 use crate::timeline::{Mode, TimelineParams};
 
 /// Most contacts in one partition of the pass (each partition is one batch,
@@ -307,15 +308,13 @@ async fn sort_contacts(
             .iter()
             .map(|p| Ok(concat_batches(&schema, p)?))
             .collect::<Result<Vec<_>>>()?;
-        let (coded, dictionaries) = s
-            .pool
-            .install(|| crate::timeline::sorted::encode_texts(parts))?;
+        let (coded, dictionaries) = s.pool.install(|| crate::codes::encode_texts(parts))?;
         (coded, spills, dictionaries)
     };
     let mut parts: Vec<Vec<RecordBatch>> = coded.into_iter().map(|b| vec![b]).collect();
     // (no contacts: as many empty partitions)
     parts.resize(partitions, Vec::new());
-    let schema = crate::timeline::sorted::with_code_fields(&schema);
+    let schema = crate::codes::with_code_fields(&schema);
     Ok((
         SortedContactsExec::try_new(schema, parts)?,
         spills,

@@ -19,7 +19,7 @@
 //!   internal, not written: `_customer_contacts`, `_latest_of_reason` (the
 //!   customer's latest contact with that reason at or before as-of) and
 //!   `_row`, so that this output can feed the later passes; and, when the
-//!   input has them (the pipeline's does, see [`sorted::encode_texts`]),
+//!   input has them (the pipeline's does, see [`crate::codes::encode_texts`]),
 //!   `_channel_code`, `_reason_code` and `_prev_channel_code`. Every mode
 //!   reads reason and channel by those codes when the input has them,
 //!   instead of hashing the texts row by row.
@@ -57,6 +57,7 @@ mod exposure;
 #[cfg(feature = "ballista")]
 pub mod logical;
 mod pairs;
+mod sequence_sums;
 mod sequences;
 pub mod sorted;
 pub mod triggers;
@@ -205,7 +206,7 @@ pub fn contacts_schema(input: &Schema) -> SchemaRef {
     ]);
     if input.field_with_name("_channel_code").is_ok() {
         // internal: the bucket's codes of channel and reason (see
-        // `sorted::encode_texts`), and the previous contact's channel code
+        // `crate::codes::encode_texts`), and the previous contact's channel code
         fields.extend([
             f("_channel_code"),
             f("_reason_code"),
@@ -269,7 +270,7 @@ impl<'a> Columns<'a> {
             .column_by_name("_customer_contacts")
             .map(|c| c.as_primitive::<Int64Type>().values().as_ref());
         if let Some(codes) = batch.column_by_name("_reason_code") {
-            // the bucket's codes (`sorted::encode_texts`): no text is hashed
+            // the bucket's codes (`crate::codes::encode_texts`): no text is hashed
             let codes = codes.as_primitive::<UInt32Type>();
             let reason_codes: Cow<'a, [u32]> = if codes.null_count() == 0 {
                 Cow::Borrowed(codes.values().as_ref())
@@ -486,20 +487,21 @@ fn annotate_contacts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBa
 fn followups(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let cols = Columns::new(batch);
     let w = p.cluster_window_us;
-    // wanted[a * n + b]: the pair (a, b) is in the filter (a, b < n)
-    let n = cols.n_reasons;
-    let mut wanted = vec![false; n * n];
+    // wanted[a]: the consequents of antecedent a in the filter, sorted (a
+    // few reported clusters among any number of reasons)
+    let mut wanted: Vec<Vec<u32>> = vec![Vec::new(); cols.n_reasons];
     for (a, b) in p.pair_filter.iter() {
         if let (Some(&a), Some(&b)) = (
             cols.reason_index.get(a.as_str()),
             cols.reason_index.get(b.as_str()),
         ) {
-            wanted[a as usize * n + b as usize] = true;
+            wanted[a as usize].push(b);
         }
     }
-    let any_wanted: Vec<bool> = (0..n)
-        .map(|a| wanted[a * n..(a + 1) * n].contains(&true))
-        .collect();
+    for w in &mut wanted {
+        w.sort_unstable();
+        w.dedup();
+    }
     let mut trig: Vec<u32> = Vec::new();
     let mut foll: Vec<u32> = Vec::new();
     let mut lag: Vec<f64> = Vec::new();
@@ -513,10 +515,10 @@ fn followups(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
         }
         for i in start..end {
             let a = cols.reason_codes[i];
-            if a == NULL_CODE || !any_wanted[a as usize] {
+            if a == NULL_CODE || wanted[a as usize].is_empty() {
                 continue;
             }
-            let wanted_b = &wanted[a as usize * n..(a as usize + 1) * n];
+            let wanted_b = &wanted[a as usize];
             let t = cols.ts[i];
             let stamp = i as u32 + 1;
             let mut j = i + 1;
@@ -524,7 +526,7 @@ fn followups(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
                 let code = cols.reason_codes[j];
                 if cols.ts[j] > t && code != NULL_CODE && seen[code as usize] != stamp {
                     seen[code as usize] = stamp;
-                    if !wanted_b[code as usize] {
+                    if wanted_b.binary_search(&code).is_err() {
                         j += 1;
                         continue;
                     }
