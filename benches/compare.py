@@ -23,8 +23,13 @@ an ordinary log of about the same size, per contact.
 Needs: a release build (cargo build --release), GNU time at /usr/bin/time,
 and the duckdb Python package (pip install duckdb).
 
+With --baseline BINARY, also time another recur binary (an earlier build)
+on each log, interleaved with this one run by run, and check that both write
+the same outputs row for row (benches/same_outputs.py); --recur-only then
+leaves out the scan and DuckDB.
+
 usage: python3 benches/compare.py [--sizes 1M,10M] [--runs 3] [--work /tmp/recur-bench]
-                                  [--skew 10M] [--heavy]
+                                  [--skew 10M] [--heavy] [--baseline BINARY [--recur-only]]
 
 The recur binary: $RECUR, else $CARGO_TARGET_DIR/release/recur, else
 target/release/recur.
@@ -187,6 +192,10 @@ def main():
     ap.add_argument("--skew", metavar="SIZE", help="also time a SIZE log plus 1M contacts of one id")
     ap.add_argument("--heavy", action="store_true",
                     help="also time 100 customers of 10,000 contacts against an ordinary log")
+    ap.add_argument("--baseline", metavar="BINARY",
+                    help="also time this recur binary, interleaved, and compare outputs")
+    ap.add_argument("--recur-only", action="store_true",
+                    help="with --baseline: time only the two recur binaries")
     ap.add_argument("--peer", nargs=3, metavar=("SQL", "PARQUET", "QUERY"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.peer:
@@ -204,12 +213,18 @@ def main():
                             str(int(n / ROWS_PER_CUSTOMER)), "--days", "90", "--seed", "1"],
                            check=True, capture_output=True)
         out = os.path.join(args.work, f"out-{size}")
+        flags = ["--cluster-window", "7d", "--exclude-customer", "UNKNOWN",
+                 "--exclude-customer", "0"]
         cmds = {
             "scan": [sys.executable, me, "--peer", sql_file, log, "scan"],
-            "recur": [RECUR, "run", log, "--out", out, "--cluster-window", "7d",
-                      "--exclude-customer", "UNKNOWN", "--exclude-customer", "0"],
+            "recur": [RECUR, "run", log, "--out", out] + flags,
             "duckdb": [sys.executable, me, "--peer", sql_file, log, "pairs"],
         }
+        base_out = os.path.join(args.work, f"out-{size}-baseline")
+        if args.baseline:
+            cmds["baseline"] = [args.baseline, "run", log, "--out", base_out] + flags
+            if args.recur_only:
+                del cmds["scan"], cmds["duckdb"]
         res = {k: [] for k in cmds}
         peer_out = None
         for _ in range(args.runs):
@@ -218,6 +233,21 @@ def main():
                 res[name].append((wall, rss))
                 if name == "duckdb":
                     peer_out = json.loads(stdout)
+        if args.baseline:
+            sys.path.insert(0, os.path.dirname(me))
+            from same_outputs import compare
+            _, problems = compare(base_out, out)
+            assert not problems, problems
+            print(f"{size}: the baseline's outputs are the same, row for row", flush=True)
+            b = [w for w, _ in res["baseline"]]
+            r = [w for w, _ in res["recur"]]
+            print(f"{size}: recur {statistics.median(r):.2f} s (runs {', '.join(f'{x:.2f}' for x in r)}), "
+                  f"peak {max(m for _, m in res['recur']):,.0f} MiB; baseline "
+                  f"{statistics.median(b):.2f} s (runs {', '.join(f'{x:.2f}' for x in b)}), "
+                  f"peak {max(m for _, m in res['baseline']):,.0f} MiB; "
+                  f"ratio {statistics.median(r) / statistics.median(b):.3f}", flush=True)
+        if peer_out is None:
+            continue
         clusters = check(out, peer_out)
         rows = peer_out["contacts"]
         med = {k: statistics.median(w for w, _ in v) for k, v in res.items()}
@@ -225,15 +255,16 @@ def main():
         table.append((size, rows, med, rss, clusters))
         print(f"{size}: agree on {rows} contacts, {peer_out['repeats']} repeats, "
               f"{clusters} reported clusters", flush=True)
-    print()
-    print("| log | contacts | scan floor s | recur s | recur rows/s | recur peak MiB "
-          "| DuckDB s | DuckDB peak MiB | recur / DuckDB | recur / scan |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for size, rows, med, rss, _ in table:
-        print(f"| {size} | {rows:,} | {med['scan']:.2f} | {med['recur']:.2f} | "
-              f"{rows / med['recur']:,.0f} | {rss['recur']:,.0f} | {med['duckdb']:.2f} | "
-              f"{rss['duckdb']:,.0f} | {med['recur'] / med['duckdb']:.2f} | "
-              f"{med['recur'] / med['scan']:.1f} |")
+    if table:
+        print()
+        print("| log | contacts | scan floor s | recur s | recur rows/s | recur peak MiB "
+              "| DuckDB s | DuckDB peak MiB | recur / DuckDB | recur / scan |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
+        for size, rows, med, rss, _ in table:
+            print(f"| {size} | {rows:,} | {med['scan']:.2f} | {med['recur']:.2f} | "
+                  f"{rows / med['recur']:,.0f} | {rss['recur']:,.0f} | {med['duckdb']:.2f} | "
+                  f"{rss['duckdb']:,.0f} | {med['recur'] / med['duckdb']:.2f} | "
+                  f"{med['recur'] / med['scan']:.1f} |")
     if args.skew:
         skew(args, args.skew)
     if args.heavy:

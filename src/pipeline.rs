@@ -214,26 +214,11 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         }
         None => None,
     };
-    let (frequent, frequent_summary) = counted.contacters.finish()?;
-    report::write_batches(
-        frequent.schema(),
-        std::slice::from_ref(&frequent),
-        &cfg.out,
-        "frequent_contacters",
-        &mut tables,
-    )?;
+    let frequent = reports::frequent_contacters(cfg, counted.contacters, &mut tables)?;
 
     let mut manifest = Manifest::new(cfg, &stats, tables, s.seconds, started);
     manifest.caps = counted.caps;
-    manifest.notes.extend(frequent_summary.incomplete.clone());
-    for id in &frequent_summary.placeholder_suspects {
-        manifest.notes.push(format!(
-            "customer id '{id}' makes more contacts than any real customer could \
-             (see frequent_contacters); if it stands for unidentified callers, \
-             leave it out with --exclude-customer '{id}'"
-        ));
-    }
-    manifest.frequent_contacters = frequent_summary;
+    manifest.add_frequent_contacters(frequent);
     manifest.null_check = null_check;
     manifest.memory = report::MemoryUse {
         limit_bytes: cfg.memory_limit_bytes,

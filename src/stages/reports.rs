@@ -102,6 +102,23 @@ pub(crate) async fn write(
     Ok(Reports { summary, sequences })
 }
 
+/// Writes the frequent contacters; returns their figures for the manifest.
+pub(crate) fn frequent_contacters(
+    cfg: &PipelineConfig,
+    contacters: crate::contacters::Contacters,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<crate::contacters::ContactersSummary> {
+    let (frequent, summary) = contacters.finish()?;
+    report::write_batches(
+        frequent.schema(),
+        std::slice::from_ref(&frequent),
+        &cfg.out,
+        "frequent_contacters",
+        tables,
+    )?;
+    Ok(summary)
+}
+
 /// Writes the prompts (queries/prompts.sql).
 async fn prompts(
     s: &RunSession,
