@@ -52,6 +52,9 @@ use datafusion::arrow::ipc::{Block, root_as_footer};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::codes::{TextCodes, Texts};
+mod direct;
+use direct::DirectWriter;
+
 use crate::error::{Error, Result};
 
 /// Contacts per bucket when neither `--bucket-contacts` nor a memory limit
@@ -209,7 +212,7 @@ enum SinkInner {
     Memory(Mutex<Vec<RecordBatch>>),
     Files {
         dir: tempfile::TempDir,
-        writers: Vec<Mutex<FileWriter<SpillFile>>>,
+        writers: Vec<Mutex<FileWriter<DirectWriter>>>,
         rows: Vec<std::sync::atomic::AtomicU64>,
         bounds: Vec<String>,
         codec: FileCodec,
@@ -356,7 +359,7 @@ impl Sink {
                 .map(|b| {
                     let path = bucket_path(dir.path(), b);
                     let file =
-                        SpillFile::create(&path, capacity).map_err(|e| Error::io(&path, e))?;
+                        DirectWriter::create(&path, capacity).map_err(|e| Error::io(&path, e))?;
                     Ok(Mutex::new(FileWriter::try_new(file, &codec.file_schema)?))
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -578,51 +581,18 @@ impl Buckets {
     }
 }
 
-/// The buffer a spill file is written through.
+/// The buffer a spill file is written through (see `direct`).
 const SPILL_BUFFER: usize = 4 << 20;
-
-/// A bucket or spill file being written: buffered, its bytes counted.
-struct SpillFile {
-    file: std::io::BufWriter<std::fs::File>,
-    bytes: u64,
-}
-
-impl SpillFile {
-    fn create(path: &Path, buffer: usize) -> std::io::Result<SpillFile> {
-        Ok(SpillFile {
-            file: std::io::BufWriter::with_capacity(buffer, std::fs::File::create(path)?),
-            bytes: 0,
-        })
-    }
-
-    /// Writes what is buffered; returns the file's size.
-    fn finish(mut self) -> std::io::Result<u64> {
-        use std::io::Write;
-        self.file.flush()?;
-        Ok(self.bytes)
-    }
-}
-
-impl std::io::Write for SpillFile {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        let n = self.file.write(buf)?;
-        self.bytes += n as u64;
-        Ok(n)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.file.flush()
-    }
-}
 
 /// The file of bucket `b` in `dir`.
 fn bucket_path(dir: &Path, b: usize) -> PathBuf {
     dir.join(format!("bucket-{b}.arrow"))
 }
 
-/// Writes `batches` to an Arrow IPC file at `path`; returns its size.
+/// Writes `batches` to an Arrow IPC file at `path` (around the page cache,
+/// see `direct`); returns its size.
 pub fn spill(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<u64> {
-    let file = SpillFile::create(path, SPILL_BUFFER).map_err(|e| Error::io(path, e))?;
+    let file = DirectWriter::create(path, SPILL_BUFFER).map_err(|e| Error::io(path, e))?;
     let mut w = FileWriter::try_new(file, schema)?;
     for b in batches {
         w.write(b)?;
@@ -631,11 +601,12 @@ pub fn spill(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result
 }
 
 /// Reads every batch of an Arrow IPC file written by [`spill`] or a
-/// [`Sink`]: the file is read whole into one buffer,
+/// [`Sink`]: the file is read whole into one buffer (around the page cache,
+/// see `direct`),
 /// and the batches' arrays point into it, which lives as
 /// long as any of them.
 pub fn read_file(path: &Path) -> Result<Vec<RecordBatch>> {
-    let whole = bytes::Bytes::from(std::fs::read(path).map_err(|e| Error::io(path, e))?);
+    let whole = direct::read(path).map_err(|e| Error::io(path, e))?;
     let bad = |what: String| ArrowError::IpcError(format!("{}: {what}", path.display()));
     let n = whole.len();
     if n < 10 {

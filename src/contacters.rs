@@ -1,4 +1,5 @@
-//! Stage 5 — frequent contacters and placeholder ids.
+//! Frequent contacters and placeholder ids (counted in stage 2, written in
+//! stage 5).
 //!
 //! Input: per bucket, the annotated contacts (each customer's contiguous,
 //! in time order, with its number of contacts): [`Contacters::add_bucket`]

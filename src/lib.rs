@@ -5,17 +5,19 @@
 //! clusters** (A → B: contacts with reason A that tend to be followed by a
 //! B-contact within days), and writes ranked Parquet reports.
 //!
-//! The stages, one module each:
-//! [`ingest`] (files → normalised contacts, in [`buckets`] when a log is
-//! larger than memory) → [`timeline`] (the per-customer pass, a DataFusion
-//! operator) → [`significance`] (what chance would give each A → B pair)
-//! and [`contacters`] (frequent contacters) → [`queries`] (SQL in
-//! `queries/`: the tests, the ranking) → [`report`] (Parquet tables and
-//! `manifest.json`); [`pipeline`] runs them ([`nullcheck`] for
-//! `--null-check`);
-//! [`generate`] writes synthetic logs with planted truth. With the
-//! `ballista` cargo feature, `distributed` runs the per-customer pass on an
-//! Apache Ballista cluster.
+//! [`pipeline`] runs the stages over typed results: [`ingest`] (files →
+//! normalised contacts, in [`buckets`] of whole customers when a log is
+//! larger than memory) → [`stages::first_pass`] (the per-customer pass of
+//! [`timeline`], a DataFusion operator, sorted once per bucket) →
+//! [`stages::rank`] ([`significance`]: what chance gives each A → B pair;
+//! the tests and the ranking in SQL, [`queries`]) → [`stages::second_pass`]
+//! (sequences, follow-ups, outreach triggers) → [`stages::reports`]
+//! (Parquet tables, see [`report`]). [`session`] holds what the stages
+//! share; [`codes`] turns channel and reason texts into integers;
+//! [`config`] and [`time`] read the options. [`generate`] writes synthetic
+//! logs with planted truth, [`evaluate`] scores a run against them. With
+//! the `ballista` cargo feature, `distributed` runs the per-customer pass on
+//! an Apache Ballista cluster. docs/architecture.md has the module tree.
 //!
 //! ```no_run
 //! # async fn demo() -> recur::Result<()> {
@@ -46,7 +48,6 @@ pub mod error;
 pub mod evaluate;
 pub mod generate;
 pub mod ingest;
-pub mod nullcheck;
 pub mod outreach;
 pub mod pipeline;
 pub mod queries;

@@ -1,4 +1,5 @@
-//! Stage 5 — outreach: customers to contact before they contact you.
+//! The outreach list (in stage 5, [`crate::stages::reports`]): customers to
+//! contact before they contact you.
 //!
 //! Input: the `outreach_candidates` query's rows (see
 //! `queries/outreach_candidates.sql`) and, per reported cluster, the lags of

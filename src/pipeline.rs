@@ -13,7 +13,7 @@
 //! 5. [`reports`](crate::stages::reports): the Parquet reports → `Reports`;
 //!    then the frequent contacters and the manifest.
 //!
-//! With `--null-check`, [`crate::nullcheck`] runs beside stages 2–4 on the
+//! With `--null-check`, [`crate::stages::nullcheck`] runs beside stages 2–4 on the
 //! log with its reasons permuted.
 //!
 //! Input: a validated [`PipelineConfig`]. Output: the tables under
@@ -26,24 +26,13 @@ use std::time::Instant;
 use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::ingest::{self, IngestStats};
-use crate::nullcheck::NullCheck;
 use crate::report::{self, ClusterRow, Manifest};
-use crate::session::RunSession;
+use crate::session::{RunSession, register_pair_tables};
+use crate::stages::nullcheck::NullCheck;
 use crate::stages::{first_pass, rank, reports, second_pass};
 use crate::timeline::TimelineParams;
 
-/// Receives stage names as the run advances (for a progress display).
-pub trait Progress: Sync {
-    /// A stage started.
-    fn stage(&self, name: &str);
-}
-
-/// A [`Progress`] that ignores everything.
-pub struct NoProgress;
-
-impl Progress for NoProgress {
-    fn stage(&self, _name: &str) {}
-}
+pub use crate::session::{NoProgress, Progress};
 
 /// What a run found, for the terminal summary.
 #[derive(Debug, Clone)]
@@ -140,7 +129,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         kept,
         schema,
         contacts,
-        counted,
+        mut counted,
     } = first;
     // Under a memory limit the contacts file is made whole here, so that its
     // writer lets go of the last bucket's rows before the ranking; otherwise
@@ -156,11 +145,11 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     };
     s.register("repeat_counts", counted.repeat_counts.table()?)?;
     let t = Instant::now();
-    counted
-        .exposures
-        .register_expectations(&s.ctx, counted.pair_counts.parts.iter().flatten())?;
+    // (the exposures let go once their expectations are made)
+    let expectations = std::mem::take(&mut counted.exposures)
+        .pair_expectations(counted.pair_counts.parts.iter().flatten())?;
     s.add_seconds("expectations", t);
-    s.register("pair_counts", counted.pair_counts.table()?)?;
+    register_pair_tables(&s.ctx, counted.pair_counts.table()?, expectations)?;
 
     progress.stage("ranking clusters");
     let t_rank = Instant::now();
@@ -275,15 +264,6 @@ fn timeline_params(cfg: &PipelineConfig, stats: &IngestStats) -> TimelineParams 
         pair_filter: Arc::new(Vec::new()),
         customer_cap: cfg.customer_cap,
         sequence_steps: None,
-    }
-}
-
-/// " (bucket 2/5)" when a run has several buckets.
-pub(crate) fn bucket_label(b: usize, buckets: usize) -> String {
-    if buckets > 1 {
-        format!(" (bucket {}/{buckets})", b + 1)
-    } else {
-        String::new()
     }
 }
 

@@ -1,5 +1,5 @@
-//! Stage 4 — reports: Parquet tables under `--out`, `manifest.json`, and the
-//! rows the terminal summary shows.
+//! The report files (for stage 5, [`crate::stages::reports`]): Parquet tables
+//! under `--out`, `manifest.json`, and the rows the terminal summary shows.
 //!
 //! Input: DataFrames of the `contacts`, `repeat_summary` and `clusters`
 //! tables. Output: `<out>/<table>.parquet` (one file each, readable as is by
@@ -283,9 +283,9 @@ pub struct Manifest {
     /// contacts, and the ids taken for placeholders (`crate::contacters`).
     pub frequent_contacters: crate::contacters::ContactersSummary,
     /// With `--null-check N`: the clusters and sequences each of N logs with
-    /// their reasons permuted yielded (`crate::nullcheck`).
+    /// their reasons permuted yielded (`crate::stages::nullcheck`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub null_check: Option<crate::nullcheck::NullCheckSummary>,
+    pub null_check: Option<NullCheckSummary>,
 }
 
 /// Memory figures of a run.
@@ -379,7 +379,10 @@ pub fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     partial.push(".partial");
     let partial = std::path::PathBuf::from(partial);
     std::fs::write(&partial, text + "\n").map_err(|e| Error::io(&partial, e))?;
-    std::fs::rename(&partial, path).map_err(|e| Error::io(path, e))
+    std::fs::rename(&partial, path).map_err(|e| {
+        let _ = std::fs::remove_file(&partial);
+        Error::io(path, e)
+    })
 }
 
 /// Sorted member lags per cluster id, from cluster_members batches.
@@ -478,9 +481,50 @@ pub fn sequence_rows(batches: &[RecordBatch]) -> Vec<SequenceRow> {
     rows
 }
 
+/// What the permuted logs of `--null-check` reported.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct NullCheckSummary {
+    /// Permutations run.
+    pub permutations: u32,
+    /// Clusters each permuted log reported.
+    pub clusters: Vec<u64>,
+    /// Sequences each permuted log reported.
+    pub sequences: Vec<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A manifest that cannot be written is the machine's failure (exit
+    /// code 1), not the user's input, and leaves an earlier manifest whole.
+    #[test]
+    fn a_failed_manifest_write_is_not_bad_input_and_keeps_the_old_one() {
+        struct Unwritable;
+        impl Serialize for Unwritable {
+            fn serialize<S: serde::Serializer>(
+                &self,
+                _: S,
+            ) -> std::result::Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("cannot be written"))
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("manifest.json");
+        write_json(&path, &serde_json::json!({"rows": 1})).unwrap();
+        let err = write_json(&path, &Unwritable).unwrap_err();
+        assert!(!err.is_bad_input(), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\n  \"rows\": 1\n}\n"
+        );
+        // a folder where the file goes: the rename fails, nothing is left
+        let taken = dir.path().join("taken");
+        std::fs::create_dir_all(taken.join("inside")).unwrap();
+        let err = write_json(&taken, &serde_json::json!({})).unwrap_err();
+        assert!(!err.is_bad_input(), "{err}");
+        assert!(!dir.path().join("taken.partial").exists());
+    }
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::prelude::SessionContext;

@@ -42,6 +42,28 @@ use crate::timeline::exec::TimelineExec;
 use crate::timeline::sorted::SortedContactsExec;
 use crate::timeline::{Mode, TimelineParams};
 
+/// Receives stage names as the run advances (for a progress display).
+pub trait Progress: Sync {
+    /// A stage started.
+    fn stage(&self, name: &str);
+}
+
+/// A [`Progress`] that ignores everything.
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn stage(&self, _name: &str) {}
+}
+
+/// " (bucket 2/5)" when a run has several buckets.
+pub(crate) fn bucket_label(b: usize, buckets: usize) -> String {
+    if buckets > 1 {
+        format!(" (bucket {}/{buckets})", b + 1)
+    } else {
+        String::new()
+    }
+}
+
 /// Seconds per stage, for the manifest.
 pub(crate) type Seconds = BTreeMap<String, f64>;
 
@@ -297,6 +319,43 @@ pub(crate) fn register_dictionaries(ctx: &SessionContext, d: &TextDictionaries) 
         )?;
     }
     Ok(())
+}
+
+/// Registers what the clusters' ranking reads: the pair-count pass's rows
+/// (of every partition and bucket) as `pair_counts`, and what chance gives
+/// each pair (`expectations`, [`crate::significance::Exposures`]) as
+/// `pair_expectations`.
+pub(crate) fn register_pair_tables(
+    ctx: &SessionContext,
+    pair_counts: Arc<dyn TableProvider>,
+    expectations: RecordBatch,
+) -> Result<()> {
+    replace_table(ctx, "pair_counts", pair_counts)?;
+    replace_table(
+        ctx,
+        "pair_expectations",
+        Arc::new(MemTable::try_new(
+            expectations.schema(),
+            vec![vec![expectations]],
+        )?),
+    )
+}
+
+/// Registers the sequence pass's pattern totals
+/// ([`crate::timeline::PatternSums::finish`]) as `sequence_counts`, which
+/// the sequences' ranking reads.
+pub(crate) fn register_sequence_counts(
+    ctx: &SessionContext,
+    totals: Option<RecordBatch>,
+) -> Result<()> {
+    replace_table(
+        ctx,
+        "sequence_counts",
+        Arc::new(MemTable::try_new(
+            crate::timeline::sequence_totals_schema(),
+            vec![totals.into_iter().collect()],
+        )?),
+    )
 }
 
 /// Registers `table` as `name`, in place of an earlier table of that name.

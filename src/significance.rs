@@ -1,4 +1,5 @@
-//! Stage 3 — what chance would give: expected counts and their variance.
+//! What chance would give (before stage 3, the ranking): expected counts and
+//! their variance.
 //!
 //! Input: the timeline pass's `exposure` rows ([`crate::timeline::exposure_schema`])
 //! and `pair_counts` rows ([`crate::timeline::pair_counts_schema`]) of every
@@ -40,6 +41,7 @@ use datafusion::arrow::datatypes::{
 use rayon::prelude::*;
 
 use crate::error::Result;
+pub use crate::timeline::triggers::followed_chance;
 use crate::timeline::triggers::{DAY_US, K_BINS};
 
 /// Schema of the `pair_expectations` table (see the module docs).
@@ -150,24 +152,6 @@ impl Exposures {
             all[d] += all[d - 1];
         }
         Volumes { days, per, all }
-    }
-
-    /// Registers the `pair_expectations` table for the pairs of
-    /// `pair_counts` batches with `ctx` (see the module docs).
-    pub fn register_expectations<'a>(
-        &self,
-        ctx: &datafusion::prelude::SessionContext,
-        pair_counts: impl IntoIterator<Item = &'a RecordBatch>,
-    ) -> Result<()> {
-        let expectations = self.pair_expectations(pair_counts)?;
-        ctx.register_table(
-            "pair_expectations",
-            Arc::new(datafusion::catalog::MemTable::try_new(
-                expectations.schema(),
-                vec![vec![expectations]],
-            )?),
-        )?;
-        Ok(())
     }
 
     /// The `pair_expectations` rows for the pairs of `pair_counts` batches
@@ -308,18 +292,6 @@ impl Volumes {
             _ => 0.0,
         }
     }
-}
-
-/// The chance that at least one of `k` followers is a B when each is one
-/// with chance `share`.
-pub fn followed_chance(share: f64, k: f64) -> f64 {
-    if k <= 0.0 || share <= 0.0 {
-        return 0.0;
-    }
-    if share >= 1.0 {
-        return 1.0;
-    }
-    -f64::exp_m1(k * f64::ln_1p(-share))
 }
 
 /// (counted triggers, expected, cross, expected_sq) of one pair.

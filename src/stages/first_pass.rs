@@ -23,18 +23,18 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::physical_plan::collect_partitioned;
 
+use super::nullcheck::NullCheck;
 use super::spill::{self, Kept};
 use crate::buckets::Buckets;
 use crate::codes::TextDictionaries;
 use crate::config::PipelineConfig;
 use crate::contacters::Contacters;
 use crate::error::Result;
-use crate::nullcheck::NullCheck;
-use crate::pipeline::{Progress, bucket_label};
 use crate::queries;
 use crate::report::{self, ContactsWriter};
 use crate::session::{
-    Collected, RunSession, batches_size, contacts_table, query_batches, register_dictionaries,
+    Collected, Progress, RunSession, batches_size, bucket_label, contacts_table, query_batches,
+    register_dictionaries,
 };
 use crate::significance::Exposures;
 use crate::timeline::sorted::SortedContactsExec;

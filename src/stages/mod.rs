@@ -3,6 +3,7 @@
 //! output.
 
 pub mod first_pass;
+pub mod nullcheck;
 pub mod rank;
 pub mod reports;
 pub mod second_pass;

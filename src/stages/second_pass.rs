@@ -19,16 +19,18 @@ use std::time::Instant;
 
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::catalog::{MemTable, TableProvider};
+use datafusion::catalog::TableProvider;
 
+use super::nullcheck::NullCheck;
 use super::rank::Ranked;
 use super::spill::{self, Kept, ReadAhead};
 use crate::config::PipelineConfig;
 use crate::error::Result;
-use crate::nullcheck::NullCheck;
-use crate::pipeline::{Progress, bucket_label};
 use crate::queries;
-use crate::session::{Collected, RunSession, contacts_table, query_batches};
+use crate::session::{
+    Collected, Progress, RunSession, bucket_label, contacts_table, query_batches,
+    register_sequence_counts,
+};
 use crate::timeline::sorted::SortedContactsExec;
 use crate::timeline::{Mode, PatternSums, TimelineParams};
 
@@ -214,13 +216,7 @@ pub(crate) async fn run(
     let t = Instant::now();
     let totals = pattern_sums.finish(i64::try_from(cfg.min_support).unwrap_or(i64::MAX))?;
     s.add_seconds("sequences.sum", t);
-    s.register(
-        "sequence_counts",
-        Arc::new(MemTable::try_new(
-            crate::timeline::sequence_totals_schema(),
-            vec![totals.into_iter().collect()],
-        )?),
-    )?;
+    register_sequence_counts(&s.ctx, totals)?;
     Ok(pass)
 }
 

@@ -1,4 +1,4 @@
-//! Stage 2 — the per-customer timeline pass.
+//! The per-customer timeline pass (stages 2 and 4 run it in its modes).
 //!
 //! Input: `contacts_in` rows (see [`crate::ingest`]) in which every customer's
 //! contacts are contiguous and ordered by (ts, contact_id, _row). The

@@ -362,7 +362,7 @@ impl PatternSums {
                         occurrences += n;
                         if bin > 0 && n > 0 {
                             let k = parent[K_SUM_AT + bin - 1] as f64 / n as f64;
-                            chance += n as f64 * crate::significance::followed_chance(share, k);
+                            chance += n as f64 * super::triggers::followed_chance(share, k);
                         }
                     }
                     prefix_counted.push(Some(occurrences));

@@ -127,6 +127,18 @@ impl RunTriggers {
     }
 }
 
+/// The chance that at least one of `k` followers is a B when each is one
+/// with chance `share`.
+pub fn followed_chance(share: f64, k: f64) -> f64 {
+    if k <= 0.0 || share <= 0.0 {
+        return 0.0;
+    }
+    if share >= 1.0 {
+        return 1.0;
+    }
+    -f64::exp_m1(k * f64::ln_1p(-share))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,4 +1,4 @@
-//! Stage 3b (optional, `--null-check N`) — the tests on the log with its
+//! Beside stages 2–4 (optional, `--null-check N`) — the tests on the log with its
 //! reasons permuted.
 //!
 //! Input: each bucket's annotated contacts (as the timeline pass reads
@@ -29,24 +29,14 @@ use datafusion::prelude::SessionContext;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
-use serde::Serialize;
 
 use crate::config::PipelineConfig;
 use crate::error::Result;
+use crate::report::NullCheckSummary;
+use crate::session::{register_pair_tables, register_sequence_counts};
 use crate::significance::Exposures;
 use crate::timeline::sorted::SortedContactsExec;
 use crate::timeline::{Mode, PatternSums, TimelineParams};
-
-/// What the permuted logs reported.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct NullCheckSummary {
-    /// Permutations run.
-    pub permutations: u32,
-    /// Clusters each permuted log reported.
-    pub clusters: Vec<u64>,
-    /// Sequences each permuted log reported.
-    pub sequences: Vec<u64>,
-}
 
 /// A permuted log's session after its clusters' ranking, its clusters and
 /// the steps its sequences may take.
@@ -105,14 +95,16 @@ impl NullCheck {
             let ctx = crate::session::session(cfg)?;
             crate::udf::register_all(&ctx);
             let pair_counts = std::mem::take(&mut permuted.pair_counts);
-            std::mem::take(&mut permuted.exposures).register_expectations(&ctx, &pair_counts)?;
+            let expectations =
+                std::mem::take(&mut permuted.exposures).pair_expectations(&pair_counts)?;
             let schema = pair_counts
                 .first()
                 .map(|b| b.schema())
                 .unwrap_or_else(crate::timeline::pair_counts_schema);
-            ctx.register_table(
-                "pair_counts",
+            register_pair_tables(
+                &ctx,
                 Arc::new(MemTable::try_new(schema, vec![pair_counts])?),
+                expectations,
             )?;
             let mut seconds = BTreeMap::new();
             let (clusters, steps) =
@@ -169,13 +161,7 @@ impl NullCheck {
             let totals = permuted
                 .patterns
                 .finish(i64::try_from(cfg.min_support).unwrap_or(i64::MAX))?;
-            ctx.register_table(
-                "sequence_counts",
-                Arc::new(MemTable::try_new(
-                    crate::timeline::sequence_totals_schema(),
-                    vec![totals.into_iter().collect()],
-                )?),
-            )?;
+            register_sequence_counts(&ctx, totals)?;
             let mut seconds = BTreeMap::new();
             let chains = crate::stages::rank::rank_sequences(&ctx, cfg, &mut seconds).await?;
             summary
