@@ -168,10 +168,10 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
                 return Err(missing(plan, name, role));
             }
         }
-        if let Some(agent) = &cols.agent {
-            if plan.schema.index_of(agent).is_err() {
-                return Err(missing(plan, agent, "agent"));
-            }
+        if let Some(agent) = &cols.agent
+            && plan.schema.index_of(agent).is_err()
+        {
+            return Err(missing(plan, agent, "agent"));
         }
         plan.has_channel = plan.schema.index_of(&cols.channel).is_ok();
         plan.has_contact_id = plan.schema.index_of(&cols.contact_id).is_ok();
@@ -648,20 +648,20 @@ impl NormalizeJob {
         ));
         let full = RecordBatch::try_new(loose, columns)?;
         let filtered = filter_record_batch(&full, &BooleanArray::from(keep))?;
-        if let Some(pos) = filtered.column(0).logical_nulls().map(|n| n.null_count()) {
-            if pos > 0 {
-                let col = batch
-                    .column_by_name(&self.cols.contact_id)
-                    .expect("nulls only come from an input column");
-                return Err(Error::BadColumnType {
-                    path: self.plan.path.clone(),
-                    column: self.cols.contact_id.clone(),
-                    role: "contact id",
-                    data_type: col.data_type().to_string(),
-                    expected: "a non-null id on every row",
-                    example: "null".into(),
-                });
-            }
+        if let Some(pos) = filtered.column(0).logical_nulls().map(|n| n.null_count())
+            && pos > 0
+        {
+            let col = batch
+                .column_by_name(&self.cols.contact_id)
+                .expect("nulls only come from an input column");
+            return Err(Error::BadColumnType {
+                path: self.plan.path.clone(),
+                column: self.cols.contact_id.clone(),
+                role: "contact id",
+                data_type: col.data_type().to_string(),
+                expected: "a non-null id on every row",
+                example: "null".into(),
+            });
         }
         let batch = RecordBatch::try_new(self.schema.clone(), filtered.columns().to_vec())?;
         Ok((batch, counts))

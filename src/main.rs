@@ -367,10 +367,10 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
             let text = render_summary(&result?, &cfg.out);
             let mut stdout = std::io::stdout().lock();
             // A closed pipe (`recur run | head`) is not an error.
-            if let Err(e) = stdout.write_all(text.as_bytes()) {
-                if e.kind() != std::io::ErrorKind::BrokenPipe {
-                    return Err(recur::Error::io("stdout", e));
-                }
+            if let Err(e) = stdout.write_all(text.as_bytes())
+                && e.kind() != std::io::ErrorKind::BrokenPipe
+            {
+                return Err(recur::Error::io("stdout", e));
             }
             Ok(())
         }

@@ -256,7 +256,7 @@ impl DirectWriter {
         self.wait()?;
         let len = self.buf.len;
         if len > 0 {
-            let padded = self.direct && len % ALIGN != 0;
+            let padded = self.direct && !len.is_multiple_of(ALIGN);
             write_block(&self.file, self.direct, &mut self.buf, len, self.written)?;
             self.written += len as u64;
             if padded {
