@@ -98,7 +98,6 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         target_partitions: s.partitions,
         ..cfg.clone()
     };
-    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
 
     progress.stage("reading input");
     let t = Instant::now();
@@ -116,6 +115,8 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let mut null_check =
         (cfg.null_check > 0).then(|| NullCheck::new(cfg.null_check, NULL_CHECK_SEED));
 
+    // (the output folder only once the input has been read without error)
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let first = first_pass::run(
         &mut s,
         cfg,

@@ -8,14 +8,16 @@
 //!
 //! Every table a `.sql` file of `queries/` reads is registered through this
 //! module ([`RunSession::register`], [`register_query`],
-//! [`register_dictionaries`]), by the stage named here and only then:
+//! [`register_dictionaries`], [`register_pair_tables`],
+//! [`register_sequence_counts`]), by the stage named here and only then (the
+//! null check registers the same ranking tables in sessions of its own):
 //!
 //! | table | registered by | when | read by |
 //! |---|---|---|---|
 //! | `contacts` | first pass, then second pass | per bucket, dropped after it | repeat_groups, repeat_counts, the caps, outreach_triggers |
 //! | `channel_codes`, `reason_codes` | first pass | per bucket | repeat_groups |
 //! | `repeat_groups` | first pass | per bucket | repeat_counts |
-//! | `repeat_counts`, `pair_counts`, `pair_expectations` | first pass | after the last bucket | the ranking |
+//! | `repeat_counts`, `pair_counts`, `pair_expectations` | the run, from the first pass's counts | after the last bucket | the ranking |
 //! | `cluster_candidates`, `tested`, `fdr`, `clusters`, `sequence_steps` | ranking | once | the next query; `clusters` by the reports |
 //! | `sequence_counts`, `sequence_occurrences`, `followups` | second pass | after the last bucket | the sequences' ranking, the reports |
 //! | `pattern_totals`, `sequence_candidates`, `tested`, `fdr`, `sequence_chains`, `sequences` | ranking of sequences | once | the next query, the reports |
