@@ -89,11 +89,12 @@ pub(crate) async fn run(
     let mut contacts: Option<ContactsWriter> = None;
     let mut kept = Vec::with_capacity(n_buckets);
     let mut kept_schema = None;
-    let mut first = Counted::default();
+    let mut counted = Counted::default();
     for (b, rows) in buckets.rows().into_iter().enumerate() {
         let label = bucket_label(b, n_buckets);
         progress.stage(&format!("sorting timelines{label}"));
-        let (sorted, dictionaries) = sort_bucket(s, cfg, &mut buckets, b, rows, &mut first).await?;
+        let (sorted, dictionaries) =
+            sort_bucket(s, cfg, &mut buckets, b, rows, &mut counted).await?;
 
         progress.stage(&format!("finding repeats and events{label}"));
         let t = Instant::now();
@@ -110,14 +111,14 @@ pub(crate) async fn run(
             .grow(annotated.memory_size(), "the annotated contacts")?;
         s.add_seconds("repeats", t);
         write_contacts(s, cfg, &mut contacts, &schema, &parts).await?;
-        per_customer_sql(s, &schema, &parts, &mut first).await?;
+        per_customer_sql(s, &schema, &parts, &mut counted).await?;
         let t = Instant::now();
-        first.contacters.add_bucket(&parts)?;
+        counted.contacters.add_bucket(&parts)?;
         s.add_seconds("frequent_contacters", t);
 
         progress.stage(&format!("counting follow-ups{label}"));
         let t = Instant::now();
-        first.pair_counts.add(
+        counted.pair_counts.add(
             s.timeline(&annotated, Mode::PairCounts, params.clone())
                 .await?,
         );
@@ -127,7 +128,7 @@ pub(crate) async fn run(
             .timeline(&annotated, Mode::Exposure, params.clone())
             .await?;
         for batch in exposed.iter().flatten() {
-            first.exposures.add(batch)?;
+            counted.exposures.add(batch)?;
         }
         s.add_seconds("exposure", t);
         if let Some(check) = null_check.as_deref_mut() {
@@ -160,7 +161,7 @@ pub(crate) async fn run(
                     &narrow_parts,
                     &dictionaries,
                 )?;
-                first.spilled_bytes += bytes;
+                counted.spilled_bytes += bytes;
                 s.add_seconds("spill", t);
                 Kept::Spilled(files, dictionaries)
             }
@@ -177,7 +178,7 @@ pub(crate) async fn run(
         kept,
         schema: kept_schema.expect("at least one bucket"),
         contacts: contacts.expect("at least one bucket"),
-        counted: first,
+        counted,
     })
 }
 
@@ -189,7 +190,7 @@ async fn sort_bucket(
     buckets: &mut Buckets,
     b: usize,
     rows: u64,
-    first: &mut Counted,
+    counted: &mut Counted,
 ) -> Result<(Arc<SortedContactsExec>, TextDictionaries)> {
     let spill = cfg.memory_limit_bytes.is_some();
     let t = Instant::now();
@@ -205,8 +206,8 @@ async fn sort_bucket(
     let (sorted, sort_spills, dictionaries) =
         sort_contacts(s, buckets.schema(), parts, partitions, spill).await?;
     register_dictionaries(&s.ctx, &dictionaries)?;
-    first.sort_spills.0 += sort_spills.0;
-    first.sort_spills.1 += sort_spills.1;
+    counted.sort_spills.0 += sort_spills.0;
+    counted.sort_spills.1 += sort_spills.1;
     let sorted = Arc::new(sorted);
     s.held.grow(sorted.memory_size(), "the sorted contacts")?;
     s.held.shrink(read_bytes);
@@ -250,7 +251,7 @@ async fn per_customer_sql(
     s: &mut RunSession,
     schema: &SchemaRef,
     parts: &[Vec<RecordBatch>],
-    first: &mut Counted,
+    counted: &mut Counted,
 ) -> Result<()> {
     s.register("contacts", contacts_table(schema, parts)?)?;
     let t = Instant::now();
@@ -259,12 +260,12 @@ async fn per_customer_sql(
         "repeat_groups",
         Arc::new(MemTable::try_new(groups.0, groups.1)?),
     )?;
-    first
+    counted
         .repeat_counts
         .add(query_batches(&s.ctx, queries::REPEAT_COUNTS).await?);
     s.add_seconds("query.repeat_counts", t);
     for (name, n) in caps(s).await? {
-        *first.caps.entry(name).or_default() += n;
+        *counted.caps.entry(name).or_default() += n;
     }
     s.drop_table("contacts")
 }
