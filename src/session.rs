@@ -151,10 +151,9 @@ pub fn session(cfg: &PipelineConfig) -> Result<SessionContext> {
     } else {
         cfg.target_partitions
     };
-    let config = SessionConfig::new()
+    let mut config = SessionConfig::new()
         .with_target_partitions(partitions)
         .with_information_schema(false);
-    let mut config = config;
     // strings are read as plain Utf8, the type every stage works on, instead
     // of views that ingest would copy into Utf8 again
     config
