@@ -19,6 +19,8 @@
 -- 4. Lags: median and 90th percentile of the lags to the first B within the
 --    window, nearest rank (the ceil(q * n)-th smallest).
 -- 5. Rank: by ${rank_order} (value by default), then by name.
+-- 6. Id: the pattern, `A -> B`, the same whatever window it scores best at
+--    (a pair is reported once), so that it holds from night to night.
 WITH sig AS (
     SELECT c.*, f.q_value
     FROM cluster_candidates c
@@ -58,7 +60,7 @@ lags AS (
 )
 SELECT
     CAST(ROW_NUMBER() OVER (ORDER BY ${rank_order}, c.antecedent, c.consequent) AS BIGINT) AS rank,
-    c.key AS cluster_id, c.antecedent, c.consequent, c.window_s, c.n_antecedent, c.n_support,
+    c.antecedent || ' -> ' || c.consequent AS cluster_id, c.antecedent, c.consequent, c.window_s, c.n_antecedent, c.n_support,
     c.confidence, c.baseline, c.lift,
     array_element(l.lags, CAST((c.n_support + 1) / 2 AS BIGINT)) AS median_lag_s,
     array_element(l.lags, CAST((9 * c.n_support + 9) / 10 AS BIGINT)) AS p90_lag_s,

@@ -119,32 +119,52 @@ pub fn provisional_row(g: u64, k: u64) -> Result<i64> {
 /// Rows in one batch a scan may yield and still be numbered.
 pub const MAX_BATCH_ROWS: usize = 1 << ROW_BITS;
 
-/// Turns provisional row numbers into global input row numbers.
+/// Turns provisional row numbers into global input row numbers, and into
+/// contact ids where the log has none.
 #[derive(Debug, Default)]
 pub struct RowNumbers {
-    /// First global row of each batch, by provisional number >> ROW_BITS.
-    first_row: HashMap<i64, i64>,
-    /// Whether contact ids were assigned from row numbers (then they change too).
-    assigned_ids: bool,
+    /// By provisional number >> ROW_BITS: the first global row of each
+    /// batch, and the contact id of that row when ids are assigned.
+    first_row: HashMap<i64, (i64, Option<i64>)>,
+}
+
+/// Contact ids assigned to a log without an id column: each file's key
+/// (see [`crate::ingest`]) in the high 32 bits, the row's 1-based position
+/// in its file in the low 32, so that an id does not change when another
+/// file joins the input.
+pub struct AssignedIds {
+    /// Per file, in scan order: its first scan partition and its key.
+    pub files: Vec<(u64, i64)>,
 }
 
 impl RowNumbers {
     /// From every batch read, `(provisional number of its first row, rows)`.
-    pub fn new(mut batches: Vec<(i64, u64)>, assigned_ids: bool) -> Self {
+    pub fn new(mut batches: Vec<(i64, u64)>, ids: Option<&AssignedIds>) -> Self {
         batches.sort_unstable();
         let mut next = 0i64;
+        // (file index, its first global row)
+        let mut file: Option<(usize, i64)> = None;
         let first_row = batches
             .into_iter()
             .map(|(key, rows)| {
                 let first = next;
                 next += rows as i64;
-                (key >> ROW_BITS, first)
+                let id = ids.map(|ids| {
+                    let g = (key as u64) >> (BATCH_BITS + ROW_BITS);
+                    let f = ids.files.partition_point(|(first_g, _)| *first_g <= g) - 1;
+                    let start = match file {
+                        Some((at, start)) if at == f => start,
+                        _ => {
+                            file = Some((f, first));
+                            first
+                        }
+                    };
+                    (ids.files[f].1 << 32) + (first - start) + 1
+                });
+                (key >> ROW_BITS, (first, id))
             })
             .collect();
-        RowNumbers {
-            first_row,
-            assigned_ids,
-        }
+        RowNumbers { first_row }
     }
 
     /// `batch` with global row numbers (and contact ids, where assigned).
@@ -158,7 +178,7 @@ impl RowNumbers {
         let row_idx = schema.index_of("_row")?;
         let rows = batch.column(row_idx).as_primitive::<Int64Type>();
         let key = rows.value(0) >> ROW_BITS;
-        let first = *self.first_row.get(&key).ok_or_else(|| {
+        let (first, first_id) = *self.first_row.get(&key).ok_or_else(|| {
             datafusion::error::DataFusionError::Internal(format!(
                 "no row numbers recorded for scan batch {key}"
             ))
@@ -166,10 +186,10 @@ impl RowNumbers {
         let mask = (1i64 << ROW_BITS) - 1;
         let global = Int64Array::from_iter_values(rows.values().iter().map(|v| first + (v & mask)));
         let mut columns = batch.columns().to_vec();
-        if self.assigned_ids {
+        if let Some(first_id) = first_id {
             let id_idx = schema.index_of("contact_id")?;
             columns[id_idx] = Arc::new(Int64Array::from_iter_values(
-                global.values().iter().map(|v| v + 1),
+                rows.values().iter().map(|v| first_id + (v & mask)),
             ));
         }
         columns[row_idx] = Arc::new(global);
@@ -429,7 +449,7 @@ impl Sink {
     }
 
     /// Closes the bucket files and numbers the rows.
-    pub fn finish(self, assigned_ids: bool) -> Result<Buckets> {
+    pub fn finish(self, assigned_ids: Option<&AssignedIds>) -> Result<Buckets> {
         let scanned = self
             .scanned
             .into_inner()

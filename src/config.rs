@@ -68,6 +68,11 @@ pub const DEFAULT_MIN_CUSTOMERS: u64 = 20;
 /// sequence prefix) a customer counts with in the tests, the score and the
 /// value: its first three, so that no customer carries a finding alone.
 pub const DEFAULT_CUSTOMER_CAP: u32 = 3;
+/// Default lookback of a run with `--as-of`, in days (at least three of the
+/// longest cluster windows).
+pub const DEFAULT_LOOKBACK_DAYS: i64 = 90;
+/// Default folder-name partition holding a file's day.
+pub const DEFAULT_PARTITION_COL: &str = "date";
 /// Default output folder of a run without `--out`.
 pub const DEFAULT_OUT_DIR: &str = "recur-out";
 
@@ -124,9 +129,42 @@ pub struct RunOptions {
     /// Order of clusters: value, score, lift, support or confidence [default: value].
     #[arg(long)]
     pub rank_by: Option<String>,
-    /// Time the outreach list is made for [default: the last timestamp in the data].
+    /// The run's as-of: a date (its end: the contacts of that day are in) or
+    /// a time; contacts after it are left out, and the outreach list is made
+    /// for it. `DATE..DATE` runs each day of a range in turn (a backfill)
+    /// [default: the last timestamp in the data].
     #[arg(long)]
     pub as_of: Option<String>,
+    /// How far back from the as-of a run reads, e.g. 90d [default: with
+    /// --as-of, the larger of 90d and three times the longest cluster
+    /// window; without, the whole log].
+    #[arg(long)]
+    pub lookback: Option<String>,
+    /// Folder-name partition holding each file's day, as in `date=2026-11-01/`:
+    /// files whose day is outside the window are not opened [default: date].
+    #[arg(long)]
+    pub partition_col: Option<String>,
+    /// Exit with code 4 when no contact falls on the as-of day (the day's
+    /// files have not arrived).
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub require_data: Option<bool>,
+    /// Accept an input with no rows (otherwise exit code 2).
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub allow_empty: Option<bool>,
+    /// Runs kept in the output folder: the N latest as-ofs [default: all].
+    #[arg(long)]
+    pub keep: Option<usize>,
+    /// Parquet file of outreach already made (customer_id, expected_reason
+    /// or cluster_id, contacted_at): those customers leave the list.
+    #[arg(long)]
+    pub contacted: Option<PathBuf>,
+    /// Share of the customers due that are marked `control` (listed, not to
+    /// be contacted), chosen by a hash of customer and follow-up [default: 0].
+    #[arg(long)]
+    pub control_share: Option<f64>,
+    /// Log lines: text (on a terminal) or json (one object per line).
+    #[arg(long)]
+    pub log_format: Option<String>,
     /// Largest gap between two steps of a sequence [default: 7d].
     #[arg(long)]
     pub max_gap: Option<String>,
@@ -248,8 +286,29 @@ pub struct PipelineConfig {
     pub channel_cost: std::collections::BTreeMap<String, f64>,
     /// Ranking order.
     pub rank_by: RankBy,
-    /// Outreach as-of instant (µs, UTC); None = the data's last timestamp.
+    /// Outreach as-of instant (µs, UTC, inclusive); None = the data's last
+    /// timestamp.
     pub as_of_us: Option<i64>,
+    /// How far back from the as-of the run reads, µs; None = the whole log.
+    pub lookback_us: Option<i64>,
+    /// Folder-name partition that holds each input file's day.
+    pub partition_col: String,
+    /// Exit code 4 when the as-of day has no contact.
+    pub require_data: bool,
+    /// An input with no rows is not an error.
+    pub allow_empty: bool,
+    /// Runs kept in the output folder (None: all).
+    pub keep: Option<usize>,
+    /// Outreach already made, to leave out of the list.
+    pub contacted: Option<PathBuf>,
+    /// Share of due customers marked as control.
+    pub control_share: f64,
+    /// Log lines as JSON objects instead of text.
+    pub log_json: bool,
+    /// The output folder of many runs this run's folder goes into
+    /// ([`crate::runs`]), where the previous run's list is found; None for a
+    /// run written straight into `out`.
+    pub history: Option<PathBuf>,
     /// Maximum gap between sequence steps, µs.
     pub max_gap_us: i64,
     /// Maximum span of a sequence, µs.
@@ -395,10 +454,48 @@ impl PipelineConfig {
         let as_of_us = match &raw.as_of {
             None => None,
             Some(s) => Some(
-                crate::time::parse_time_str(s, timezone.parse().expect("checked above"))
-                    .ok_or_else(|| Error::param("--as-of", format!("'{s}' is not a time")))?,
+                crate::time::parse_as_of(s, timezone.parse().expect("checked above"))
+                    .ok_or_else(|| {
+                        Error::param("--as-of", format!("'{s}' is not a date or a time"))
+                    })?,
             ),
         };
+        let lookback_us = match (&raw.lookback, as_of_us) {
+            (Some(l), Some(_)) => {
+                Some(parse_duration_us(l).map_err(|e| Error::param("--lookback", e))?)
+            }
+            (Some(_), None) => {
+                return Err(Error::param(
+                    "--lookback",
+                    "needs --as-of: the window it opens ends at the as-of",
+                ));
+            }
+            (None, Some(_)) => Some(
+                (DEFAULT_LOOKBACK_DAYS * 86_400_000_000)
+                    .max(3 * cluster_windows_us.last().copied().unwrap_or(0)),
+            ),
+            (None, None) => None,
+        };
+        let control_share = raw.control_share.unwrap_or(0.0);
+        if !(0.0..1.0).contains(&control_share) {
+            return Err(Error::param(
+                "--control-share",
+                format!("{control_share} is not in [0, 1)"),
+            ));
+        }
+        let log_json = match raw.log_format.as_deref().unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => {
+                return Err(Error::param(
+                    "--log-format",
+                    format!("'{other}' is not text or json"),
+                ));
+            }
+        };
+        if raw.keep == Some(0) {
+            return Err(Error::param("--keep", "must keep at least the run itself"));
+        }
         let max_gap_us = parse_duration_us(raw.max_gap.as_deref().unwrap_or(DEFAULT_MAX_GAP))
             .map_err(|e| Error::param("--max-gap", e))?;
         let max_span_us = parse_duration_us(raw.max_span.as_deref().unwrap_or(DEFAULT_MAX_SPAN))
@@ -441,6 +538,17 @@ impl PipelineConfig {
             channel_cost,
             rank_by,
             as_of_us,
+            lookback_us,
+            partition_col: raw
+                .partition_col
+                .unwrap_or_else(|| DEFAULT_PARTITION_COL.into()),
+            require_data: raw.require_data.unwrap_or(false),
+            allow_empty: raw.allow_empty.unwrap_or(false),
+            keep: raw.keep,
+            contacted: raw.contacted,
+            control_share,
+            log_json,
+            history: None,
             max_gap_us,
             max_span_us,
             sequence_channel_items,

@@ -1,8 +1,9 @@
 //! The one error type of the library.
 //!
-//! Errors split in two families, which the binary maps to exit codes:
-//! bad input (exit code 2) — a file, column or value the user can fix — and
-//! internal failures (exit code 1).
+//! The binary maps errors to exit codes ([`Error::exit_code`]): bad input
+//! (2) — a file, column or value the user can fix; an output folder another
+//! run holds (3); no contact on the as-of day under `--require-data` (4);
+//! anything else, an internal failure or a failed write (1).
 
 use std::path::PathBuf;
 
@@ -117,6 +118,36 @@ pub enum Error {
     /// A Parquet failure.
     #[error(transparent)]
     Parquet(#[from] datafusion::parquet::errors::ParquetError),
+    /// The input holds no rows (outside `--allow-empty`).
+    #[error("the input holds no rows: {files}; pass --allow-empty if an empty log is expected")]
+    EmptyInput {
+        /// The files read, comma separated.
+        files: String,
+    },
+    /// No contact of the input falls in the run's window.
+    #[error("no contact in the window {window}: {found}")]
+    NoDataInWindow {
+        /// The window, as text.
+        window: String,
+        /// What the input does hold.
+        found: String,
+    },
+    /// `--require-data` and no contact on the as-of day.
+    #[error("no contact on the as-of day {day} (--require-data): {found}")]
+    NoDataForAsOf {
+        /// The as-of day.
+        day: String,
+        /// The latest contact read.
+        found: String,
+    },
+    /// Another run holds the output folder.
+    #[error("another recur run is writing to {path} (it holds {lock}); try again when it ends")]
+    OutputLocked {
+        /// The output folder.
+        path: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
     /// An I/O failure, with the path involved.
     #[error("i/o error on {path}: {source}")]
     Io {
@@ -146,7 +177,19 @@ impl Error {
                 | Error::MemoryLimit { .. }
                 | Error::Config { .. }
                 | Error::Json { .. }
+                | Error::EmptyInput { .. }
+                | Error::NoDataInWindow { .. }
         )
+    }
+
+    /// The process exit code of this error (see the module's list).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::OutputLocked { .. } => 3,
+            Error::NoDataForAsOf { .. } => 4,
+            e if e.is_bad_input() => 2,
+            _ => 1,
+        }
     }
 
     /// Wraps an I/O error with its path.

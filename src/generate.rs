@@ -320,6 +320,43 @@ const SURGE_DAYS: u32 = 14;
 
 /// Generates a log and its truth; writes `out` and `<out>.truth.json`.
 pub fn generate(out: &Path, params: &GenerateParams) -> Result<Truth> {
+    let (rows, truth) = make(params)?;
+    write_log(out, &rows, 1)?;
+    crate::report::write_json(&truth_path(out), &truth)?;
+    Ok(truth)
+}
+
+/// [`generate`] as a hive-partitioned log: `out/date=YYYY-MM-DD/part-0.parquet`,
+/// one folder per (UTC) day, the same rows and contact ids as the one
+/// file; rows without a time go with the first day. The truth is written
+/// beside the folder (`out.truth.json`).
+pub fn generate_daily(out: &Path, params: &GenerateParams) -> Result<Truth> {
+    let (rows, truth) = make(params)?;
+    let day_of = |r: &Row| r.ts.map(|t| t.div_euclid(DAY_US));
+    let first_day = rows.iter().find_map(day_of).unwrap_or(0);
+    // rows are in time order, the timeless last: cut them by day
+    let timeless = rows.partition_point(|r| r.ts.is_some());
+    let mut start = 0;
+    while start < timeless {
+        let day = day_of(&rows[start]).expect("timed");
+        let end = start + rows[start..timeless].partition_point(|r| day_of(r) == Some(day));
+        let date = chrono::DateTime::from_timestamp(day * 86_400, 0)
+            .expect("a day of the log")
+            .date_naive();
+        let dir = out.join(format!("date={date}"));
+        let mut part: Vec<&Row> = rows[start..end].iter().collect();
+        if day == first_day {
+            part.extend(&rows[timeless..]);
+        }
+        write_log_rows(&dir.join("part-0.parquet"), &part, start as i64 + 1, (day == first_day).then_some(timeless))?;
+        start = end;
+    }
+    crate::report::write_json(&truth_path(out), &truth)?;
+    Ok(truth)
+}
+
+/// The log's rows and its truth.
+fn make(params: &GenerateParams) -> Result<(Vec<Row>, Truth)> {
     if params.customers == 0 || params.days == 0 {
         return Err(Error::param(
             "generate",
@@ -592,7 +629,6 @@ pub fn generate(out: &Path, params: &GenerateParams) -> Result<Truth> {
             implied_by_sequence: true,
         });
     }
-    write_log(out, &rows)?;
     let truth = Truth {
         params: params.clone(),
         rows: rows.len() as u64,
@@ -611,11 +647,23 @@ pub fn generate(out: &Path, params: &GenerateParams) -> Result<Truth> {
         null_customer_rows,
         null_ts_rows,
     };
-    crate::report::write_json(&truth_path(out), &truth)?;
-    Ok(truth)
+    Ok((rows, truth))
 }
 
-fn write_log(out: &Path, rows: &[Row]) -> Result<()> {
+fn write_log(out: &Path, rows: &[Row], first_id: i64) -> Result<()> {
+    let rows: Vec<&Row> = rows.iter().collect();
+    write_log_rows(out, &rows, first_id, None)
+}
+
+/// Writes `rows` with contact ids from `first_id` on; with
+/// `timeless_from = Some(k)`, the rows past the timed ones (appended
+/// last) keep their ids as rows k.. of the whole log.
+fn write_log_rows(
+    out: &Path,
+    rows: &[&Row],
+    first_id: i64,
+    timeless_from: Option<usize>,
+) -> Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -637,11 +685,16 @@ fn write_log(out: &Path, rows: &[Row]) -> Result<()> {
         .set_max_row_group_row_count(Some(1 << 20))
         .build();
     let mut writer = ArrowWriter::try_new(file, schema.clone(), Some(props))?;
+    let timed = rows.iter().filter(|r| r.ts.is_some()).count();
+    let id = |i: usize| match timeless_from {
+        Some(k) if i >= timed => (k + i - timed) as i64 + 1,
+        _ => first_id + i as i64,
+    };
     for (k, chunk) in rows.chunks(1 << 16).enumerate() {
-        let base = (k << 16) as i64;
+        let base = k << 16;
         let cols: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(
-                (0..chunk.len() as i64).map(|i| base + i + 1),
+                (0..chunk.len()).map(|i| id(base + i)),
             )),
             Arc::new(StringArray::from(
                 chunk

@@ -8,7 +8,7 @@
 //!
 //! | column      | type                    | notes                                   |
 //! |-------------|-------------------------|-----------------------------------------|
-//! | contact_id  | Int64 or Utf8, not null | from the input, or assigned 1.. in input order |
+//! | contact_id  | Int64 or Utf8, not null | from the input, or assigned from file and row (below) |
 //! | customer_id | Utf8, not null          | any input type, rendered as text        |
 //! | ts          | Timestamp(µs, UTC)      | see the time rules below                |
 //! | channel     | Utf8, nullable          | `all` when the log has no channel column |
@@ -19,6 +19,15 @@
 //! plus [`IngestStats`]: rows read, used and excluded by reason.
 //!
 //! Rules:
+//! - The window ([`window`]): with `--as-of`, rows after it are excluded as
+//!   `outside_window`, and with its lookback those before it; files whose
+//!   folder names a day outside the window (`date=2026-11-01/`) are not
+//!   opened (listed as skipped), and row groups whose timestamp statistics
+//!   lie outside it are not read (their rows count as `outside_window`).
+//! - A log without a contact id column gets ids from file and row: a
+//!   31-bit hash of the file's last two path components (its folder and
+//!   name) in the high 32 bits, the row's 1-based position in the file in
+//!   the low 32; a late file does not shift the others' ids.
 //! - Rows whose customer id is null or empty are excluded as `null_customer_id`;
 //!   ids listed with `--exclude-customer` as `placeholder_customer_id`.
 //! - Time: Arrow timestamps of any unit (with a zone: taken as is; naive: read
@@ -71,6 +80,8 @@ pub const EXCL_PLACEHOLDER: &str = "placeholder_customer_id";
 pub const EXCL_NULL_TS: &str = "null_timestamp";
 /// Exclusion reason: timestamp string that does not parse.
 pub const EXCL_BAD_TS: &str = "unparseable_timestamp";
+/// Exclusion reason: time outside the run's window (`--as-of`, `--lookback`).
+pub const EXCL_OUTSIDE_WINDOW: &str = "outside_window";
 
 /// One input file as read.
 #[derive(Debug, Clone, Serialize)]
@@ -81,6 +92,15 @@ pub struct InputFile {
     pub rows: u64,
     /// Size in bytes.
     pub bytes: u64,
+}
+
+/// An input file left unopened.
+#[derive(Debug, Clone, Serialize)]
+pub struct SkippedFile {
+    /// Path as resolved.
+    pub path: PathBuf,
+    /// Why it was not opened.
+    pub reason: String,
 }
 
 /// Rows excluded for one reason.
@@ -97,6 +117,8 @@ pub struct Excluded {
 pub struct IngestStats {
     /// The files read, in order.
     pub inputs: Vec<InputFile>,
+    /// The files not opened: their partition day is outside the window.
+    pub skipped: Vec<SkippedFile>,
     /// Rows read from all files.
     pub rows_read: u64,
     /// Rows passed on to analysis.
@@ -125,7 +147,9 @@ pub struct Ingested {
 }
 
 mod files;
+pub mod window;
 pub use files::resolve_inputs;
+pub use window::Window;
 use files::{FilePlan, inspect_file, missing};
 
 /// The internal `contacts_in` schema. `agent` is always present (all null
@@ -148,10 +172,36 @@ pub fn contacts_in_schema(contact_id_type: &DataType) -> SchemaRef {
 }
 
 /// Reads and normalises all inputs.
-pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingested> {
+pub async fn ingest(
+    ctx: &SessionContext,
+    cfg: &PipelineConfig,
+    progress: &dyn crate::session::Progress,
+) -> Result<Ingested> {
     let files = resolve_inputs(&cfg.inputs)?;
     if files.is_empty() {
         return Err(Error::param("inputs", "no input files given"));
+    }
+    let window = Window::of(cfg);
+    let mut stats = IngestStats::default();
+    let (files, skipped): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| {
+        window::partition_day(f, &cfg.partition_col).is_none_or(|d| window.may_hold_day(d))
+    });
+    stats.skipped = skipped
+        .into_iter()
+        .map(|path| SkippedFile {
+            reason: format!("its {} partition is outside the window", cfg.partition_col),
+            path,
+        })
+        .collect();
+    if files.is_empty() {
+        return Err(Error::NoDataInWindow {
+            window: window_text(&window),
+            found: format!(
+                "the {} input files' {} partitions are all outside it",
+                stats.skipped.len(),
+                cfg.partition_col
+            ),
+        });
     }
     let cols = &cfg.columns;
     let mut plans = files
@@ -182,7 +232,6 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
             return Err(missing(plan, &cols.contact_id, "contact id"));
         }
     }
-    let mut stats = IngestStats::default();
     let any_channel = plans.iter().any(|p| p.has_channel);
     if !any_channel {
         stats.notes.push(format!(
@@ -195,7 +244,8 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
     let use_contact_id = plans.iter().all(|p| p.has_contact_id);
     if !use_contact_id {
         stats.notes.push(format!(
-            "no '{}' column in every file: contact ids assigned 1.. in input order",
+            "no '{}' column in every file: contact ids assigned from file and row \
+             (file key << 32 | row in file, 1-based)",
             cols.contact_id
         ));
     }
@@ -236,6 +286,12 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
         cfg.columns.agent.is_some(),
     )?);
     let mut scan_partitions: u64 = 0;
+    let mut file_first_partition = Vec::with_capacity(plans.len());
+    // rows the scan of the current file has read, for the progress bar
+    let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut rows_before = 0;
+    // the earliest and latest time read, in the window or not
+    let mut seen = (None, None);
     let ctx = &scan_context(ctx);
     for plan in &plans {
         let mut names = vec![
@@ -265,7 +321,12 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
                 reason: e.to_string(),
             })?;
         let name_refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-        let df = df.select_columns(&name_refs)?;
+        let mut df = df.select_columns(&name_refs)?;
+        let time_type = plan.schema.field_with_name(&cols.time)?.data_type().clone();
+        if let Some(keep) = window.scan_predicate(&cols.time, &time_type) {
+            df = df.filter(keep)?;
+        }
+        file_first_partition.push(scan_partitions);
         let job = Arc::new(NormalizeJob {
             plan: plan.clone(),
             cols: cols.clone(),
@@ -274,6 +335,7 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
             use_contact_id,
             tz,
             placeholders: placeholders.clone(),
+            window,
         });
         // One task per scan partition, each decoding, normalising and
         // handing its batches on as they come; the partitions of a file scan
@@ -283,15 +345,26 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
         for stream in df.execute_stream_partitioned().await? {
             let g = scan_partitions;
             scan_partitions += 1;
-            let (job, sink) = (job.clone(), sink.clone());
-            tasks.spawn(async move { job.read_partition(stream, g, &sink).await });
+            let (job, sink, read) = (job.clone(), sink.clone(), read.clone());
+            tasks.spawn(async move { job.read_partition(stream, g, &sink, &read).await });
         }
         let mut file_counts = BatchCounts::default();
-        while let Some(done) = tasks.join_next().await {
-            let counts =
-                done.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
-            file_counts.merge(counts);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                done = tasks.join_next() => {
+                    let Some(done) = done else { break };
+                    let counts = done
+                        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+                    file_counts.merge(counts);
+                }
+                _ = tick.tick() => progress.rows_read(
+                    rows_before + read.load(std::sync::atomic::Ordering::Relaxed),
+                    total_rows,
+                ),
+            }
         }
+        read.store(0, std::sync::atomic::Ordering::Relaxed);
         if file_counts.time_parsed == 0 && file_counts.bad_ts.rows > 0 {
             return Err(Error::UnparseableTimeColumn {
                 path: plan.path.clone(),
@@ -305,13 +378,22 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
             rows: plan.rows,
             bytes: plan.bytes,
         });
-        stats.rows_read += file_counts.read;
+        // rows in row groups the scan skipped by their statistics
+        file_counts.outside.rows += plan.rows.saturating_sub(file_counts.read);
+        stats.rows_read += plan.rows.max(file_counts.read);
+        rows_before = stats.rows_read;
+        progress.rows_read(rows_before, total_rows);
         stats.rows_used += file_counts.used;
+        seen = (
+            min_opt(seen.0, file_counts.seen.0),
+            max_opt(seen.1, file_counts.seen.1),
+        );
         for (reason, ex) in [
             (EXCL_NULL_CUSTOMER, file_counts.null_customer),
             (EXCL_PLACEHOLDER, file_counts.placeholder),
             (EXCL_NULL_TS, file_counts.null_ts),
             (EXCL_BAD_TS, file_counts.bad_ts),
+            (EXCL_OUTSIDE_WINDOW, file_counts.outside),
         ] {
             let entry = stats.excluded.entry(reason.to_string()).or_default();
             entry.rows += ex.rows;
@@ -322,13 +404,135 @@ pub async fn ingest(ctx: &SessionContext, cfg: &PipelineConfig) -> Result<Ingest
         stats.min_ts_us = min_opt(stats.min_ts_us, file_counts.min_ts);
         stats.max_ts_us = max_opt(stats.max_ts_us, file_counts.max_ts);
     }
+    tracing::info!(
+        files = stats.inputs.len(),
+        skipped = stats.skipped.len(),
+        rows_read = stats.rows_read,
+        rows_used = stats.rows_used,
+        "input read"
+    );
+    check_rows(cfg, &window, &stats, seen)?;
+    let assigned = if use_contact_id {
+        None
+    } else {
+        Some(crate::buckets::AssignedIds {
+            files: file_first_partition
+                .into_iter()
+                .zip(file_keys(&plans)?)
+                .collect(),
+        })
+    };
     let sink = Arc::into_inner(sink).expect("every reading task has ended");
     Ok(Ingested {
         schema,
-        buckets: sink.finish(!use_contact_id)?,
+        buckets: sink.finish(assigned.as_ref())?,
         stats,
         sample_seconds,
     })
+}
+
+/// The window as text, for messages.
+fn window_text(w: &Window) -> String {
+    let fmt = |us: Option<i64>| {
+        us.and_then(DateTime::from_timestamp_micros)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_else(|| "…".into())
+    };
+    format!("({}, {}]", fmt(w.start_us), fmt(w.end_us))
+}
+
+/// The errors of an input with nothing to analyse: no rows at all (unless
+/// `--allow-empty`), no row in the window, or (`--require-data`) none on
+/// the as-of day. `seen`: the earliest and latest time read.
+fn check_rows(
+    cfg: &PipelineConfig,
+    window: &Window,
+    stats: &IngestStats,
+    seen: (Option<i64>, Option<i64>),
+) -> Result<()> {
+    let files = || {
+        stats
+            .inputs
+            .iter()
+            .map(|f| f.path.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let outside = stats
+        .excluded
+        .get(EXCL_OUTSIDE_WINDOW)
+        .map_or(0, |e| e.rows);
+    let fmt = |us: i64| {
+        DateTime::from_timestamp_micros(us)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default()
+    };
+    if stats.rows_read == 0 && !cfg.allow_empty {
+        return Err(Error::EmptyInput { files: files() });
+    }
+    if stats.rows_used == 0 && outside > 0 {
+        return Err(Error::NoDataInWindow {
+            window: window_text(window),
+            found: match seen {
+                (Some(a), Some(b)) => format!(
+                    "the {outside} rows read lie from {} to {} (files: {})",
+                    fmt(a),
+                    fmt(b),
+                    files()
+                ),
+                _ => format!(
+                    "the row groups of {} lie outside it by their statistics",
+                    files()
+                ),
+            },
+        });
+    }
+    if let Some(as_of) = cfg.as_of_us.filter(|_| cfg.require_data) {
+        let tz = cfg.tz();
+        let day = crate::time::local_date(tz, as_of);
+        if stats
+            .max_ts_us
+            .is_none_or(|m| m < crate::time::day_start_us(tz, day))
+        {
+            return Err(Error::NoDataForAsOf {
+                day: day.to_string(),
+                found: match stats.max_ts_us {
+                    Some(m) => format!("the latest contact in the window is at {}", fmt(m)),
+                    None => "the window holds no contact".into(),
+                },
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Each file's key for assigned contact ids: a 31-bit xxHash64 of its last
+/// two path components (as canonicalised), so that the key does not depend
+/// on how the path was given. Two files of one run with the same key are an
+/// error (the ids would collide): such a log needs a contact id column.
+fn file_keys(plans: &[FilePlan]) -> Result<Vec<i64>> {
+    let mut seen = std::collections::HashMap::new();
+    plans
+        .iter()
+        .map(|p| {
+            let full = std::fs::canonicalize(&p.path).unwrap_or_else(|_| p.path.clone());
+            let tail: PathBuf = full.iter().rev().take(2).collect::<Vec<_>>().into_iter().rev().collect();
+            let key = (twox_hash::XxHash64::oneshot(0, tail.to_string_lossy().as_bytes())
+                >> 33) as i64;
+            if let Some(other) = seen.insert(key, p.path.clone()) {
+                return Err(Error::param(
+                    "--contact-id-col",
+                    format!(
+                        "{} and {} give the same key for assigned contact ids; \
+                         name a contact id column of the log",
+                        other.display(),
+                        p.path.display()
+                    ),
+                ));
+            }
+            Ok(key)
+        })
+        .collect()
 }
 
 /// Rows per batch of the log's scan. DataFusion's default (8,192) cut a
@@ -457,8 +661,11 @@ struct BatchCounts {
     placeholder: Excluded,
     null_ts: Excluded,
     bad_ts: Excluded,
+    outside: Excluded,
     min_ts: Option<i64>,
     max_ts: Option<i64>,
+    /// The earliest and latest time read, in the window or not.
+    seen: (Option<i64>, Option<i64>),
 }
 
 impl BatchCounts {
@@ -471,6 +678,7 @@ impl BatchCounts {
             (&mut self.placeholder, o.placeholder),
             (&mut self.null_ts, o.null_ts),
             (&mut self.bad_ts, o.bad_ts),
+            (&mut self.outside, o.outside),
         ] {
             a.rows += b.rows;
             if a.example.is_none() {
@@ -479,6 +687,7 @@ impl BatchCounts {
         }
         self.min_ts = min_opt(self.min_ts, o.min_ts);
         self.max_ts = max_opt(self.max_ts, o.max_ts);
+        self.seen = (min_opt(self.seen.0, o.seen.0), max_opt(self.seen.1, o.seen.1));
     }
 }
 
@@ -490,6 +699,7 @@ struct NormalizeJob {
     use_contact_id: bool,
     tz: Tz,
     placeholders: Placeholders,
+    window: Window,
 }
 
 impl NormalizeJob {
@@ -500,6 +710,7 @@ impl NormalizeJob {
         mut stream: datafusion::physical_plan::SendableRecordBatchStream,
         g: u64,
         sink: &Sink,
+        read: &std::sync::atomic::AtomicU64,
     ) -> Result<BatchCounts> {
         use futures::StreamExt;
         let mut counts = BatchCounts::default();
@@ -516,6 +727,7 @@ impl NormalizeJob {
                     reason: format!("a scan batch of {} rows is too large", batch.num_rows()),
                 });
             }
+            read.fetch_add(batch.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
             let first = crate::buckets::provisional_row(g, k)?;
             scanned.push((first, batch.num_rows() as u64));
             let (normalized, c) = self.normalize(&batch, first)?;
@@ -581,6 +793,13 @@ impl NormalizeJob {
                 false
             } else {
                 match t {
+                    TimeValue::Ok(v) if !self.window.contains(v) => {
+                        counts.outside.rows += 1;
+                        if counts.outside.example.is_none() {
+                            counts.outside.example = Some(example_at(time_col, i));
+                        }
+                        false
+                    }
                     TimeValue::Ok(_) => true,
                     TimeValue::Null => {
                         counts.null_ts.rows += 1;
@@ -597,6 +816,7 @@ impl NormalizeJob {
             };
             if let TimeValue::Ok(v) = t {
                 counts.time_parsed += 1;
+                counts.seen = (min_opt(counts.seen.0, Some(v)), max_opt(counts.seen.1, Some(v)));
                 if ok {
                     counts.min_ts = min_opt(counts.min_ts, Some(v));
                     counts.max_ts = max_opt(counts.max_ts, Some(v));

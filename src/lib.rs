@@ -12,7 +12,9 @@
 //! [`stages::rank`] ([`significance`]: what chance gives each A → B pair;
 //! the tests and the ranking in SQL, [`queries`]) → [`stages::second_pass`]
 //! (sequences, follow-ups, outreach triggers) → [`stages::reports`]
-//! (Parquet tables, see [`report`]). [`session`] holds what the stages
+//! (Parquet tables, see [`report`]; today's outreach list, [`daily_list`]).
+//! [`runs`] keeps many runs in one output folder, each published whole
+//! under its as-of. [`session`] holds what the stages
 //! share; [`codes`] turns channel and reason texts into integers;
 //! [`config`] and [`time`] read the options. [`generate`] writes synthetic
 //! logs with planted truth, [`evaluate`] scores a run against them. With
@@ -42,6 +44,7 @@ pub mod buckets;
 pub mod codes;
 pub mod config;
 pub mod contacters;
+pub mod daily_list;
 #[cfg(feature = "ballista")]
 pub mod distributed;
 pub mod error;
@@ -52,6 +55,7 @@ pub mod outreach;
 pub mod pipeline;
 pub mod queries;
 pub mod report;
+pub mod runs;
 pub mod session;
 pub mod significance;
 pub mod stages;

@@ -52,8 +52,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Analyse logs; with no INPUT, runs on the bundled sample-data.
+    /// Analyse logs into OUT/as_of=DATE/ (see the README's nightly section).
     Run(Box<RunArgs>),
+    /// Run on the bundled sample-data with its config (the flags of `run`
+    /// apply on top of it).
+    Demo(Box<RunArgs>),
     /// Score a run's clusters against a generated log's truth.
     Evaluate {
         /// The truth file written by `recur generate`.
@@ -91,6 +94,10 @@ enum Command {
         /// Background reasons beyond the 25 built in.
         #[arg(long, default_value_t = 0)]
         extra_reasons: u32,
+        /// Write a hive-partitioned log instead: OUT/date=YYYY-MM-DD/part-0.parquet,
+        /// one folder per day.
+        #[arg(long)]
+        daily: bool,
     },
 }
 
@@ -114,7 +121,9 @@ fn sample_dir() -> PathBuf {
     }
 }
 
-fn config_from(args: RunArgs) -> recur::Result<PipelineConfig> {
+/// The configs of `recur run`: one, or one per day of an `--as-of
+/// DATE..DATE` range (a backfill, oldest first).
+fn configs_from(args: RunArgs, demo: bool) -> recur::Result<Vec<PipelineConfig>> {
     let mut file = match &args.config {
         Some(p) => RunOptions::load(p)?,
         None => RunOptions::default(),
@@ -123,15 +132,59 @@ fn config_from(args: RunArgs) -> recur::Result<PipelineConfig> {
     if flags.inputs.as_ref().is_some_and(|i| i.is_empty()) {
         flags.inputs = None;
     }
-    if flags.inputs.is_none() && file.inputs.is_none() && args.config.is_none() {
-        // No input at all: the bundled sample with its own config.
+    if demo {
+        if flags.inputs.is_some() || file.inputs.is_some() {
+            return Err(recur::Error::InvalidParameter {
+                name: "inputs".into(),
+                reason: "`recur demo` runs on the bundled sample; `recur run` takes your files"
+                    .into(),
+            });
+        }
         let dir = sample_dir();
-        file = RunOptions::load(&dir.join("recur.toml"))?;
+        file = file.or(RunOptions::load(&dir.join("recur.toml"))?);
         flags.inputs = Some(vec![dir.join("contacts.parquet").to_string_lossy().into()]);
     }
-    PipelineConfig::from_raw(flags.or(file))
+    if flags.inputs.is_none() && file.inputs.is_none() {
+        return Err(recur::Error::InvalidParameter {
+            name: "inputs".into(),
+            reason: "no input given: name Parquet files, folders or globs \
+                     (`recur demo` runs on the bundled sample)"
+                .into(),
+        });
+    }
+    let options = flags.or(file);
+    match options.as_of.as_deref().and_then(|a| a.split_once("..")) {
+        None => Ok(vec![PipelineConfig::from_raw(options)?]),
+        Some((from, to)) => {
+            let day = |d: &str| {
+                chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| {
+                    recur::Error::InvalidParameter {
+                        name: "--as-of".into(),
+                        reason: format!("'{d}' in a range is not a date YYYY-MM-DD"),
+                    }
+                })
+            };
+            let (from, to) = (day(from)?, day(to)?);
+            if from > to {
+                return Err(recur::Error::InvalidParameter {
+                    name: "--as-of".into(),
+                    reason: format!("the range {from}..{to} ends before it starts"),
+                });
+            }
+            from.iter_days()
+                .take_while(|d| *d <= to)
+                .map(|d| {
+                    PipelineConfig::from_raw(RunOptions {
+                        as_of: Some(d.to_string()),
+                        ..options.clone()
+                    })
+                })
+                .collect()
+        }
+    }
 }
 
+/// The progress bar on a terminal: the stage, and rows read or buckets done.
 struct Bar(Option<indicatif::ProgressBar>);
 
 impl Progress for Bar {
@@ -140,6 +193,79 @@ impl Progress for Bar {
             b.set_message(name.to_string());
         }
     }
+
+    fn rows_read(&self, done: u64, total: u64) {
+        if let Some(b) = &self.0 {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    }
+
+    fn buckets_done(&self, done: usize, total: usize) {
+        if let Some(b) = &self.0 {
+            b.set_length(total as u64);
+            b.set_position(done as u64);
+        }
+    }
+}
+
+impl Bar {
+    /// A bar on stderr when it is a terminal; none in a pipe.
+    fn new() -> Bar {
+        Bar(std::io::stderr().is_terminal().then(|| {
+            let b = indicatif::ProgressBar::new(0);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{spinner} {elapsed:>4} {msg:<40} [{bar:30}] {human_pos}/{human_len}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            b.enable_steady_tick(std::time::Duration::from_millis(120));
+            b
+        }))
+    }
+}
+
+/// Log lines through the bar, so that they do not tear it.
+#[derive(Clone)]
+struct BarWriter(Option<indicatif::ProgressBar>);
+
+impl Write for BarWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &self.0 {
+            Some(b) => b.suspend(|| std::io::stderr().write(buf)),
+            None => std::io::stderr().write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Structured logs on stderr with the `tracing` crate: JSON lines with
+/// `--log-format json`; text on a terminal (through the bar); errors only
+/// in a pipe. `RUST_LOG` overrides the level.
+fn init_logging(json: bool, bar: &Bar) {
+    use tracing_subscriber::EnvFilter;
+    let default = if json || std::io::stderr().is_terminal() {
+        "recur=info"
+    } else {
+        "recur=error"
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let writer = BarWriter(bar.0.clone());
+    let make = move || writer.clone();
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(make);
+    // (a second init, as in a backfill's later days, keeps the first)
+    let _ = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.compact().try_init()
+    };
 }
 
 fn pct(x: Option<f64>) -> String {
@@ -281,6 +407,16 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
         )
         .ok();
     }
+    for removed in &s.removed_runs {
+        writeln!(t, "removed {} (--keep)", removed.display()).ok();
+    }
+    let list = &m.outreach_list;
+    writeln!(
+        t,
+        "outreach list: {} customers due ({} new today, {} control, {} already reached)",
+        list.listed, list.new_today, list.control, list.removed_contacted
+    )
+    .ok();
     writeln!(t, "reports written to {}", out.display()).ok();
     t
 }
@@ -297,6 +433,7 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
             heavy_customers,
             heavy_contacts,
             extra_reasons,
+            daily,
         } => {
             let params = recur::generate::GenerateParams {
                 customers,
@@ -308,6 +445,16 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
                 heavy_contacts,
                 extra_reasons,
             };
+            if daily {
+                let truth = recur::generate::generate_daily(&out, &params)?;
+                println!(
+                    "wrote {} rows to {} (one folder per day) and {}",
+                    truth.rows,
+                    out.display(),
+                    recur::generate::truth_path(&out).display()
+                );
+                return Ok(());
+            }
             let truth = recur::generate::generate(&out, &params)?;
             println!(
                 "wrote {} rows to {} and {}",
@@ -318,6 +465,7 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
             Ok(())
         }
         Command::Evaluate { truth, outdir } => {
+            let outdir = recur::runs::resolve_run_dir(&outdir);
             let e = recur::evaluate::evaluate(&truth, &outdir)?;
             let mut t = format!(
                 "{} clusters reported, precision {:.2}{}\n   K  precision  recall\n",
@@ -353,28 +501,38 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
             Ok(())
         }
         Command::Run(args) => {
-            let cfg = config_from(*args)?;
-            let bar = std::io::stderr().is_terminal().then(|| {
-                let b = indicatif::ProgressBar::new_spinner();
-                b.enable_steady_tick(std::time::Duration::from_millis(120));
-                b
-            });
-            let progress = Bar(bar);
-            let result = recur::pipeline::run(&cfg, &progress).await;
-            if let Some(b) = &progress.0 {
-                b.finish_and_clear();
+            for cfg in configs_from(*args, false)? {
+                run_one(&cfg).await?;
             }
-            let text = render_summary(&result?, &cfg.out);
-            let mut stdout = std::io::stdout().lock();
-            // A closed pipe (`recur run | head`) is not an error.
-            if let Err(e) = stdout.write_all(text.as_bytes())
-                && e.kind() != std::io::ErrorKind::BrokenPipe
-            {
-                return Err(recur::Error::io("stdout", e));
+            Ok(())
+        }
+        Command::Demo(args) => {
+            for cfg in configs_from(*args, true)? {
+                run_one(&cfg).await?;
             }
             Ok(())
         }
     }
+}
+
+/// One run into its output folder, with the bar, the logs and the summary.
+async fn run_one(cfg: &PipelineConfig) -> recur::Result<()> {
+    let progress = Bar::new();
+    init_logging(cfg.log_json, &progress);
+    let result = recur::runs::run(cfg, &progress).await;
+    if let Some(b) = &progress.0 {
+        b.finish_and_clear();
+    }
+    let summary = result?;
+    let text = render_summary(&summary, &summary.run_dir);
+    let mut stdout = std::io::stdout().lock();
+    // A closed pipe (`recur run | head`) is not an error.
+    if let Err(e) = stdout.write_all(text.as_bytes())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        return Err(recur::Error::io("stdout", e));
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -385,11 +543,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("recur: error: {e}");
-            if e.is_bad_input() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::from(1)
-            }
+            ExitCode::from(e.exit_code())
         }
     }
 }

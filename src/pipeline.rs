@@ -55,6 +55,10 @@ pub struct RunSummary {
     pub sequences: Vec<report::SequenceRow>,
     /// The run's manifest as written.
     pub manifest: Manifest,
+    /// The folder the run's tables are in.
+    pub run_dir: std::path::PathBuf,
+    /// Earlier runs `--keep` removed ([`crate::runs`]).
+    pub removed_runs: Vec<std::path::PathBuf>,
 }
 
 /// Passes stages on and remembers the current one, to name it in errors.
@@ -101,7 +105,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
 
     progress.stage("reading input");
     let t = Instant::now();
-    let ingested = ingest::ingest(&s.ctx, cfg).await?;
+    let ingested = ingest::ingest(&s.ctx, cfg, progress).await?;
     s.add_seconds("ingest", t);
     if ingested.sample_seconds > 0.0 {
         s.seconds
@@ -109,6 +113,15 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     }
     let contact_id = ingested.schema.field_with_name("contact_id")?.clone();
     let stats = ingested.stats;
+    // the as-of the run is made for, recorded as used (an empty log's, under
+    // --allow-empty and without --as-of: now)
+    let cfg = &PipelineConfig {
+        as_of_us: cfg
+            .as_of_us
+            .or(stats.max_ts_us)
+            .or(Some(started.timestamp_micros())),
+        ..cfg.clone()
+    };
     let spill_dir = ingested.buckets.dir();
     let n_buckets = ingested.buckets.len();
     let params = timeline_params(cfg, &stats);
@@ -207,6 +220,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let frequent = reports::frequent_contacters(cfg, counted.contacters, &mut tables)?;
 
     let mut manifest = Manifest::new(cfg, &stats, tables, s.seconds, started);
+    manifest.outreach_list = written.list;
     manifest.caps = counted.caps;
     manifest.add_frequent_contacters(frequent);
     manifest.null_check = null_check;
@@ -234,6 +248,8 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         top_clusters: ranked.rows.into_iter().take(10).collect(),
         sequences: report::sequence_rows(&written.sequences),
         manifest,
+        run_dir: cfg.out.clone(),
+        removed_runs: Vec::new(),
     })
 }
 
@@ -248,7 +264,7 @@ fn timeline_params(cfg: &PipelineConfig, stats: &IngestStats) -> TimelineParams 
         repeat_window_us: cfg.repeat_window_us,
         cluster_window_us: cfg.max_cluster_window_us().max(cfg.max_gap_us),
         data_end_us: stats.max_ts_us.unwrap_or(i64::MIN),
-        as_of_us: cfg.as_of_us.or(stats.max_ts_us).unwrap_or(0),
+        as_of_us: cfg.as_of_us.unwrap_or(0),
         tz: cfg.tz(),
         max_gap_us: cfg.max_gap_us,
         max_span_us: cfg.max_span_us,

@@ -70,16 +70,28 @@ pub fn write_batches(
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(REPORT_ZSTD_LEVEL)?))
         .build();
-    let mut w = ArrowWriter::try_new(f, schema, Some(props))?;
+    // a failed write (a full disk) names the file
+    let failed = |e: datafusion::parquet::errors::ParquetError| {
+        Error::io(&path, std::io::Error::other(e.to_string()))
+    };
+    let mut w = ArrowWriter::try_new(f, schema, Some(props)).map_err(failed)?;
     for b in batches {
-        w.write(b)?;
+        w.write(b).map_err(failed)?;
     }
-    w.close()?;
+    let written = w.close().map_err(failed)?;
+    let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
+    tracing::info!(
+        table = name,
+        rows,
+        bytes = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0),
+        row_groups = written.row_groups().len(),
+        "table written"
+    );
     tables.insert(
         name.to_string(),
         TableInfo {
             path: file,
-            rows: batches.iter().map(|b| b.num_rows() as u64).sum(),
+            rows,
             seconds: started.elapsed().as_secs_f64(),
         },
     );
@@ -258,8 +270,12 @@ pub struct Manifest {
     pub started_at: String,
     /// The validated parameters.
     pub parameters: PipelineConfig,
-    /// The input files.
+    /// The run's as-of (RFC 3339, UTC): `--as-of`, else the last contact's time.
+    pub as_of: Option<String>,
+    /// The input files read.
     pub inputs: Vec<InputFile>,
+    /// The input files not opened (their partition day is outside the window).
+    pub skipped_inputs: Vec<crate::ingest::SkippedFile>,
     /// Rows read, used and excluded.
     pub rows: RowCounts,
     /// How the input was interpreted.
@@ -276,6 +292,8 @@ pub struct Manifest {
     /// are in no A → B count and no outreach (they still count in contacts and
     /// repeat_summary).
     pub caps: BTreeMap<String, u64>,
+    /// Today's outreach list: rows listed, new, control, left out as reached.
+    pub outreach_list: crate::daily_list::ListSummary,
     /// Memory: the limit, what recur held in its in-memory tables at most, and
     /// what the sort spilled to disk.
     pub memory: MemoryUse,
@@ -328,7 +346,9 @@ impl Manifest {
             recur_version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: started.to_rfc3339(),
             parameters: cfg.clone(),
+            as_of: cfg.as_of_us.map(fmt),
             inputs: stats.inputs.clone(),
+            skipped_inputs: stats.skipped.clone(),
             rows: RowCounts {
                 read: stats.rows_read,
                 used: stats.rows_used,
@@ -342,6 +362,7 @@ impl Manifest {
             tables,
             stage_seconds,
             caps: BTreeMap::new(),
+            outreach_list: Default::default(),
             memory: MemoryUse::default(),
             frequent_contacters: Default::default(),
             null_check: None,

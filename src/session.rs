@@ -48,6 +48,10 @@ use crate::timeline::{Mode, TimelineParams};
 pub trait Progress: Sync {
     /// A stage started.
     fn stage(&self, name: &str);
+    /// Rows read so far, of the input files' `total`.
+    fn rows_read(&self, _done: u64, _total: u64) {}
+    /// Buckets through the current pass, of `total`.
+    fn buckets_done(&self, _done: usize, _total: usize) {}
 }
 
 /// A [`Progress`] that ignores everything.
@@ -109,6 +113,7 @@ impl RunSession {
 
     /// Adds the time since `t` to `stage`.
     pub fn add_seconds(&mut self, stage: &str, t: Instant) {
+        tracing::debug!(stage, seconds = t.elapsed().as_secs_f64(), "stage done");
         add_seconds(&mut self.seconds, stage, t);
     }
 

@@ -44,6 +44,32 @@ pub fn local_to_utc_us(tz: Tz, ndt: NaiveDateTime) -> i64 {
     }
 }
 
+/// A run's as-of: a bare date `YYYY-MM-DD` is the end of that day in `tz`
+/// (its last microsecond, so that the day's contacts are in); anything else
+/// is read by [`parse_time_str`].
+pub fn parse_as_of(s: &str, tz: Tz) -> Option<i64> {
+    match NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d") {
+        Ok(d) => {
+            let next = d.succ_opt()?.and_hms_opt(0, 0, 0)?;
+            Some(local_to_utc_us(tz, next) - 1)
+        }
+        Err(_) => parse_time_str(s, tz),
+    }
+}
+
+/// The local date in `tz` of the instant `us` (µs since the epoch, UTC).
+pub fn local_date(tz: Tz, us: i64) -> NaiveDate {
+    tz.timestamp_micros(us)
+        .single()
+        .map(|t| t.date_naive())
+        .unwrap_or_else(|| DateTime::from_timestamp_micros(us).unwrap_or_default().date_naive())
+}
+
+/// The first instant (µs, UTC) of local date `d` in `tz`.
+pub fn day_start_us(tz: Tz, d: NaiveDate) -> i64 {
+    local_to_utc_us(tz, d.and_hms_opt(0, 0, 0).expect("midnight"))
+}
+
 /// Parses an RFC 3339 / ISO 8601 string; naive forms are read in `tz`.
 pub fn parse_time_str(s: &str, tz: Tz) -> Option<i64> {
     let s = s.trim();

@@ -27,8 +27,10 @@ fn text(o: &Output) -> (String, String) {
     )
 }
 
+/// The manifest of the latest run in output folder `out`.
 fn manifest(out: &Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(out.join("manifest.json")).unwrap()).unwrap()
+    let run = recur::runs::resolve_run_dir(out);
+    serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
 }
 
 /// A small log with the given time column (and customer/reason columns).
@@ -61,15 +63,16 @@ fn log_with_time(path: &Path, time: ArrayRef, channel: bool) {
 }
 
 #[test]
-fn no_argument_run_uses_the_bundled_sample() {
+fn demo_runs_on_the_bundled_sample() {
     let dir = tempfile::tempdir().unwrap();
-    let o = recur(dir.path(), &["run"]);
+    let o = recur(dir.path(), &["demo"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "stdout:\n{out}\nstderr:\n{err}");
     assert!(err.is_empty(), "silent on stderr in a pipe, got: {err}");
     assert!(out.contains("repeat rate"), "{out}");
     assert!(out.contains("  1. "), "top clusters listed: {out}");
-    let outdir = dir.path().join("recur-out");
+    let outdir = recur::runs::resolve_run_dir(&dir.path().join("recur-out"));
+    assert!(outdir.file_name().unwrap().to_string_lossy().starts_with("as_of="));
     for t in [
         "contacts.parquet",
         "repeat_summary.parquet",
@@ -102,7 +105,7 @@ fn no_argument_run_uses_the_bundled_sample() {
 #[test]
 fn evidence_flags_and_null_check() {
     let dir = tempfile::tempdir().unwrap();
-    let o = recur(dir.path(), &["run", "--null-check", "2", "--out", "a"]);
+    let o = recur(dir.path(), &["demo", "--null-check", "2", "--out", "a"]);
     let (out, err) = text(&o);
     assert!(o.status.success(), "{out}\n{err}");
     assert!(
@@ -511,7 +514,9 @@ fn hive_folders_globs_and_coded_columns() {
             .join("\n")
     };
     assert_eq!(strip(&out_a), strip(&out_b));
-    let contacts = crate::common::read_parquet(&dir.path().join("a/contacts.parquet"));
+    let contacts = crate::common::read_parquet(
+        &recur::runs::resolve_run_dir(&dir.path().join("a")).join("contacts.parquet"),
+    );
     let channels: std::collections::BTreeSet<String> =
         crate::common::column_text(&contacts, "channel")
             .into_iter()
@@ -547,7 +552,10 @@ fn degenerate_logs_run_cleanly() {
     for (name, rows, used) in cases {
         let f = dir.path().join(format!("{name}.parquet"));
         write_log(&f, &rows);
-        let o = recur(dir.path(), &["run", f.to_str().unwrap(), "--out", name]);
+        let o = recur(
+            dir.path(),
+            &["run", f.to_str().unwrap(), "--out", name, "--allow-empty"],
+        );
         assert!(o.status.success(), "{name}: {:?}", text(&o));
         let m = manifest(&dir.path().join(name));
         assert_eq!(m["rows"]["used"], used, "{name}");

@@ -432,8 +432,9 @@ async fn empty_buckets_do_not_change_the_output() {
     assert_same(&rendered[1], &rendered[0]);
 }
 
-/// Contact ids assigned from input rows (a log without an id column) are the
-/// rows' 1-based positions in the file even when the scan reads the file in
+/// Contact ids assigned from input rows (a log without an id column) hold
+/// the rows' 1-based positions in the file in their low 32 bits (the file's
+/// key in the high ones, the same for the whole file) even when the scan reads the file in
 /// several partitions at once and the contacts go through bucket files: each
 /// output row's id points back at an input row of the same customer, time and
 /// reason.
@@ -517,13 +518,15 @@ async fn assigned_ids_are_input_rows_across_scan_partitions_and_buckets() {
             column_text(&contacts, "reason"),
         );
         let mut checked = 0;
+        let mut file_keys = std::collections::BTreeSet::new();
         for b in &contacts {
             let ids = b.column_by_name("contact_id").unwrap();
             let ids = ids.as_primitive::<Int64Type>();
             let when = cast(b.column_by_name("ts").unwrap(), &DataType::Int64).unwrap();
             let when = when.as_primitive::<Int64Type>();
             for i in 0..b.num_rows() {
-                let row = ids.value(i) as usize - 1;
+                file_keys.insert(ids.value(i) >> 32);
+                let row = (ids.value(i) & 0xffff_ffff) as usize - 1;
                 assert_eq!(customer[row], out_customer[checked], "id {}", row + 1);
                 assert_eq!(reason[row], out_reason[checked], "id {}", row + 1);
                 assert_eq!(ts[row], when.value(i), "id {}", row + 1);
@@ -531,6 +534,7 @@ async fn assigned_ids_are_input_rows_across_scan_partitions_and_buckets() {
             }
         }
         assert_eq!(checked as u64, summary.manifest.rows.used);
+        assert_eq!(file_keys.len(), 1, "one file, one key");
         rendered.push(render_all(&out));
     }
     assert_same(&rendered[1], &rendered[0]);

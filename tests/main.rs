@@ -5,6 +5,7 @@ mod clusters; // calibration, planted-cluster recall, outreach by construction
 mod common; // helpers: write logs, read outputs
 mod golden; // sample-data against tests/golden/
 mod limits; // logs at the edges of what the engine sizes: many reasons
+mod nightly; // runs as of a date into one folder: windows, the list, kill -9, exit codes
 mod oracle; // the engine against brute force on randomized logs
 mod servicenow; // the real service-desk log against a plain reference
 

@@ -892,7 +892,7 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
         .map(|(i, _)| i)
         .collect();
     for (k, e) in &want {
-        let id = format!("{} -> {} @{}s", k.0, k.1, e.window_s);
+        let id = format!("{} -> {}", k.0, k.1);
         assert_eq!(
             ids.iter().filter(|i| **i == id).count() as i64,
             e.n_support,

@@ -9,7 +9,11 @@ fn row_numbers_follow_scan_order() {
     let k00 = provisional_row(0, 0).unwrap();
     let k01 = provisional_row(0, 1).unwrap();
     let k10 = provisional_row(1, 0).unwrap();
-    let numbers = RowNumbers::new(vec![(k10, 4), (k01, 2), (k00, 3)], true);
+    // partition 0 is one file (key 7), partition 1 another (key 9)
+    let ids = AssignedIds {
+        files: vec![(0, 7), (1, 9)],
+    };
+    let numbers = RowNumbers::new(vec![(k10, 4), (k01, 2), (k00, 3)], Some(&ids));
     let schema = crate::ingest::contacts_in_schema(&DataType::Int64);
     let batch = |rows: Vec<i64>| {
         let n = rows.len();
@@ -34,9 +38,10 @@ fn row_numbers_follow_scan_order() {
     let rows = out.column(6).as_primitive::<Int64Type>().values().to_vec();
     assert_eq!(rows, vec![5, 8]);
     let ids = out.column(0).as_primitive::<Int64Type>().values().to_vec();
-    assert_eq!(ids, vec![6, 9]);
+    assert_eq!(ids, vec![(9 << 32) + 1, (9 << 32) + 4]);
     let out = numbers.renumber(batch(vec![k01 + 1])).unwrap();
     assert_eq!(out.column(6).as_primitive::<Int64Type>().value(0), 4);
+    assert_eq!(out.column(0).as_primitive::<Int64Type>().value(0), (7 << 32) + 5);
     assert!(provisional_row(MAX_SCAN_PARTITIONS, 0).is_err());
 }
 
@@ -104,7 +109,7 @@ fn bucket_files_give_the_contacts_back() {
             sink.push(batch).unwrap();
         }
         sink.scanned(scanned);
-        (sink.finish(false).unwrap(), want)
+        (sink.finish(None).unwrap(), want)
     };
     for with_agent in [false, true] {
         for as_text in [false, true] {

@@ -267,14 +267,17 @@ impl ContactsWriter {
             StreamingTable::try_new(schema, vec![stream])?.with_sort_order(contacts_order());
         let df = ctx.read_table(Arc::new(table))?;
         let path = partial.to_string_lossy().to_string();
+        let failed_path = partial.clone();
         let task = tokio::spawn(async move {
+            // a failed write (a full disk) names the file
             let res = df
                 .write_parquet(
                     &path,
                     DataFrameWriteOptions::new().with_single_file_output(true),
                     Some(options),
                 )
-                .await?;
+                .await
+                .map_err(|e| Error::io(&failed_path, std::io::Error::other(e.to_string())))?;
             Ok(res
                 .first()
                 .filter(|b| b.num_rows() > 0)

@@ -92,6 +92,7 @@ pub(crate) async fn run(
     let mut counted = Counted::default();
     for (b, rows) in buckets.rows().into_iter().enumerate() {
         let label = bucket_label(b, n_buckets);
+        progress.buckets_done(b, n_buckets);
         progress.stage(&format!("sorting timelines{label}"));
         let (sorted, dictionaries) =
             sort_bucket(s, cfg, &mut buckets, b, rows, &mut counted).await?;

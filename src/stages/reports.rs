@@ -35,6 +35,8 @@ pub(crate) struct Reports {
     pub summary: Vec<RecordBatch>,
     /// The sequences table's rows.
     pub sequences: Vec<RecordBatch>,
+    /// Today's outreach list's counts.
+    pub list: crate::daily_list::ListSummary,
 }
 
 /// Writes the reports into `cfg.out`, recording each in `tables`
@@ -86,6 +88,7 @@ pub(crate) async fn write(
     };
     prompts(s, cfg, tables).await?;
     let outreach = outreach(s, ranked, &members, second, contact_id).await?;
+    let (outreach, list) = daily_list(cfg, ranked, &outreach)?;
     report::write_batches(
         outreach.schema(),
         std::slice::from_ref(&outreach),
@@ -99,7 +102,39 @@ pub(crate) async fn write(
             .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??,
     );
     s.seconds.insert("write".into(), t.elapsed().as_secs_f64());
-    Ok(Reports { summary, sequences })
+    Ok(Reports {
+        summary,
+        sequences,
+        list,
+    })
+}
+
+/// The outreach rows as today's list ([`crate::daily_list`]): continued
+/// from the previous run in the output folder, if any.
+fn daily_list(
+    cfg: &PipelineConfig,
+    ranked: &Ranked,
+    outreach: &RecordBatch,
+) -> Result<(RecordBatch, crate::daily_list::ListSummary)> {
+    let as_of_us = cfg.as_of_us.expect("the run's as-of is set after ingest");
+    let as_of_date = crate::time::local_date(cfg.tz(), as_of_us);
+    let previous = match &cfg.history {
+        Some(root) => crate::runs::previous_run(root, as_of_date)?,
+        None => None,
+    };
+    let inputs = crate::daily_list::ListInputs {
+        as_of_us,
+        as_of_date,
+        cluster_ids: ranked
+            .rows
+            .iter()
+            .map(|r| (r.rank as i64, format!("{} -> {}", r.antecedent, r.consequent)))
+            .collect(),
+        previous_run: previous.as_ref().map(|(_, p)| p.as_path()),
+        contacted: cfg.contacted.as_deref(),
+        control_share: cfg.control_share,
+    };
+    crate::daily_list::make(outreach, &inputs)
 }
 
 /// Writes the frequent contacters; returns their figures for the manifest.

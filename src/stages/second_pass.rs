@@ -126,6 +126,7 @@ pub(crate) async fn run(
     let mut spilled_bytes = 0;
     for (k, &b) in order.iter().enumerate() {
         let label = bucket_label(b, n_buckets);
+        progress.buckets_done(b, n_buckets);
         let (annotated, bytes) = match std::mem::replace(&mut kept[b], Kept::Taken) {
             // (counted as held since the first pass)
             Kept::Held(annotated) => {
