@@ -31,6 +31,8 @@ import os
 import subprocess
 import sys
 
+from layout import run_dir
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECUR = os.environ.get("RECUR") or os.path.join(
     os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "recur")
@@ -66,7 +68,7 @@ def run(log, out, flags):
                        capture_output=True, text=True)
     if p.returncode != 0:
         sys.exit(f"recur failed on {log}: {p.stderr}")
-    manifest = json.load(open(os.path.join(out, "manifest.json")))
+    manifest = json.load(open(os.path.join(run_dir(out), "manifest.json")))
     tables = manifest["tables"]
     return tables["clusters"]["rows"], tables["sequences"]["rows"], p.stdout
 
@@ -83,7 +85,7 @@ def evaluate(log, out):
                        capture_output=True, text=True)
     if p.returncode != 0:
         return "(evaluate failed)"
-    e = json.load(open(os.path.join(out, "evaluation.json")))
+    e = json.load(open(os.path.join(run_dir(out), "evaluation.json")))
     at = {k["k"]: k for k in e["clusters"]}
     extra = e.get("precision")
     text = f"precision@20 {at[20]['precision']:.2f}, recall@10 {at[10]['recall']:.2f}"

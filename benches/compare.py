@@ -44,6 +44,8 @@ import subprocess
 import sys
 import time
 
+from layout import run_dir
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECUR = os.environ.get("RECUR") or os.path.join(
     os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target"), "release", "recur")
@@ -86,6 +88,7 @@ def peer(sql_file, parquet, query):
 
 
 def check(out_dir, peer_result):
+    out_dir = run_dir(out_dir)
     import duckdb
 
     con = duckdb.connect()
@@ -143,7 +146,8 @@ def skew(args, size):
         for name, cmd in cmds.items():
             wall, rss, _ = timed(cmd)
             res[name].append((wall, rss))
-    caps = json.load(open(os.path.join(args.work, "out-skewed", "manifest.json")))["caps"]
+    caps = json.load(open(os.path.join(run_dir(os.path.join(args.work, "out-skewed")),
+                                       "manifest.json")))["caps"]
     print()
     print(f"| run | contacts | recur s | recur peak MiB | µs per contact |")
     print("|---|---|---|---|---|")
@@ -173,7 +177,7 @@ def heavy(args):
         cmd = [RECUR, "run", log, "--out", out, "--exclude-customer", "UNKNOWN",
                "--exclude-customer", "0"]
         walls = [timed(cmd)[0] for _ in range(args.runs)]
-        rows = json.load(open(os.path.join(out, "manifest.json")))["rows"]["used"]
+        rows = json.load(open(os.path.join(run_dir(out), "manifest.json")))["rows"]["used"]
         res[name] = (rows, statistics.median(walls))
     print()
     print("| log | contacts | recur s | s per million contacts | per contact vs ordinary |")

@@ -22,6 +22,8 @@ import sys
 
 import duckdb
 
+from layout import run_dir
+
 # manifest keys that are measurements of a run, not its results
 VOLATILE = {"started_at", "stage_seconds"}
 VOLATILE_MEMORY = {"held_bytes_peak"}
@@ -32,6 +34,7 @@ def manifest_counts(path):
     for k in VOLATILE:
         m.pop(k, None)
     m.get("parameters", {}).pop("out", None)
+    m.get("parameters", {}).pop("history", None)
     for k in VOLATILE_MEMORY:
         m.get("memory", {}).pop(k, None)
     for t in m.get("tables", {}).values():
@@ -57,6 +60,7 @@ def same_table(con, a, b):
 
 
 def compare(old, new):
+    old, new = run_dir(old), run_dir(new)
     problems = []
     con = duckdb.connect()
     ta = sorted(f for f in os.listdir(old) if f.endswith(".parquet"))
