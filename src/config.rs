@@ -454,10 +454,9 @@ impl PipelineConfig {
         let as_of_us = match &raw.as_of {
             None => None,
             Some(s) => Some(
-                crate::time::parse_as_of(s, timezone.parse().expect("checked above"))
-                    .ok_or_else(|| {
-                        Error::param("--as-of", format!("'{s}' is not a date or a time"))
-                    })?,
+                crate::time::parse_as_of(s, timezone.parse().expect("checked above")).ok_or_else(
+                    || Error::param("--as-of", format!("'{s}' is not a date or a time")),
+                )?,
             ),
         };
         let lookback_us = match (&raw.lookback, as_of_us) {

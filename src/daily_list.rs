@@ -370,6 +370,11 @@ mod tests {
             is_control("c7", "Billing", 0.1),
             is_control("c7", "Billing", 0.1)
         );
-        assert_eq!((0..n).filter(|i| is_control(&format!("c{i}"), "x", 0.0)).count(), 0);
+        assert_eq!(
+            (0..n)
+                .filter(|i| is_control(&format!("c{i}"), "x", 0.0))
+                .count(),
+            0
+        );
     }
 }

@@ -348,7 +348,12 @@ pub fn generate_daily(out: &Path, params: &GenerateParams) -> Result<Truth> {
         if day == first_day {
             part.extend(&rows[timeless..]);
         }
-        write_log_rows(&dir.join("part-0.parquet"), &part, start as i64 + 1, (day == first_day).then_some(timeless))?;
+        write_log_rows(
+            &dir.join("part-0.parquet"),
+            &part,
+            start as i64 + 1,
+            (day == first_day).then_some(timeless),
+        )?;
         start = end;
     }
     crate::report::write_json(&truth_path(out), &truth)?;

@@ -149,8 +149,8 @@ pub struct Ingested {
 mod files;
 pub mod window;
 pub use files::resolve_inputs;
-pub use window::Window;
 use files::{FilePlan, inspect_file, missing};
+pub use window::Window;
 
 /// The internal `contacts_in` schema. `agent` is always present (all null
 /// when no agent column is mapped) so that queries need no variants.
@@ -516,9 +516,16 @@ fn file_keys(plans: &[FilePlan]) -> Result<Vec<i64>> {
         .iter()
         .map(|p| {
             let full = std::fs::canonicalize(&p.path).unwrap_or_else(|_| p.path.clone());
-            let tail: PathBuf = full.iter().rev().take(2).collect::<Vec<_>>().into_iter().rev().collect();
-            let key = (twox_hash::XxHash64::oneshot(0, tail.to_string_lossy().as_bytes())
-                >> 33) as i64;
+            let tail: PathBuf = full
+                .iter()
+                .rev()
+                .take(2)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            let key =
+                (twox_hash::XxHash64::oneshot(0, tail.to_string_lossy().as_bytes()) >> 33) as i64;
             if let Some(other) = seen.insert(key, p.path.clone()) {
                 return Err(Error::param(
                     "--contact-id-col",
@@ -687,7 +694,10 @@ impl BatchCounts {
         }
         self.min_ts = min_opt(self.min_ts, o.min_ts);
         self.max_ts = max_opt(self.max_ts, o.max_ts);
-        self.seen = (min_opt(self.seen.0, o.seen.0), max_opt(self.seen.1, o.seen.1));
+        self.seen = (
+            min_opt(self.seen.0, o.seen.0),
+            max_opt(self.seen.1, o.seen.1),
+        );
     }
 }
 
@@ -727,7 +737,10 @@ impl NormalizeJob {
                     reason: format!("a scan batch of {} rows is too large", batch.num_rows()),
                 });
             }
-            read.fetch_add(batch.num_rows() as u64, std::sync::atomic::Ordering::Relaxed);
+            read.fetch_add(
+                batch.num_rows() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let first = crate::buckets::provisional_row(g, k)?;
             scanned.push((first, batch.num_rows() as u64));
             let (normalized, c) = self.normalize(&batch, first)?;
@@ -816,7 +829,10 @@ impl NormalizeJob {
             };
             if let TimeValue::Ok(v) = t {
                 counts.time_parsed += 1;
-                counts.seen = (min_opt(counts.seen.0, Some(v)), max_opt(counts.seen.1, Some(v)));
+                counts.seen = (
+                    min_opt(counts.seen.0, Some(v)),
+                    max_opt(counts.seen.1, Some(v)),
+                );
                 if ok {
                     counts.min_ts = min_opt(counts.min_ts, Some(v));
                     counts.max_ts = max_opt(counts.max_ts, Some(v));

@@ -272,7 +272,10 @@ mod tests {
         assert!(s.is_dir());
         drop(outputs);
         let outputs = Outputs::open(root).unwrap();
-        assert!(!s.exists(), "a dead run's staging is removed at the next start");
+        assert!(
+            !s.exists(),
+            "a dead run's staging is removed at the next start"
+        );
         assert_eq!(outputs.retain(1).unwrap().len(), 1);
         assert_eq!(list_runs(root).unwrap().len(), 1);
     }

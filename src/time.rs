@@ -62,7 +62,11 @@ pub fn local_date(tz: Tz, us: i64) -> NaiveDate {
     tz.timestamp_micros(us)
         .single()
         .map(|t| t.date_naive())
-        .unwrap_or_else(|| DateTime::from_timestamp_micros(us).unwrap_or_default().date_naive())
+        .unwrap_or_else(|| {
+            DateTime::from_timestamp_micros(us)
+                .unwrap_or_default()
+                .date_naive()
+        })
 }
 
 /// The first instant (µs, UTC) of local date `d` in `tz`.

@@ -72,7 +72,13 @@ fn demo_runs_on_the_bundled_sample() {
     assert!(out.contains("repeat rate"), "{out}");
     assert!(out.contains("  1. "), "top clusters listed: {out}");
     let outdir = recur::runs::resolve_run_dir(&dir.path().join("recur-out"));
-    assert!(outdir.file_name().unwrap().to_string_lossy().starts_with("as_of="));
+    assert!(
+        outdir
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("as_of=")
+    );
     for t in [
         "contacts.parquet",
         "repeat_summary.parquet",

@@ -117,8 +117,8 @@ async fn ten_nightly_runs_equal_one_shot_runs_and_carry_the_list() {
         let today = chrono::NaiveDate::parse_from_str(&as_of, "%Y-%m-%d").unwrap();
         let first = dates(&list, "first_listed");
         let new = list.column_by_name("new_today").unwrap().as_boolean();
-        for i in 0..list.num_rows() {
-            assert_eq!(new.value(i), first[i] == today);
+        for (i, f) in first.iter().enumerate() {
+            assert_eq!(new.value(i), *f == today);
         }
         if let Some(prev) = &previous {
             // a row listed yesterday keeps its first_listed; any other is new
@@ -137,23 +137,23 @@ async fn ten_nightly_runs_equal_one_shot_runs_and_carry_the_list() {
                 }
             }
             assert!(carried > 0, "some rows stay on the list overnight");
-            assert!(
-                first.iter().any(|d| *d == today),
-                "some rows are new as of {as_of}"
-            );
+            assert!(first.contains(&today), "some rows are new as of {as_of}");
         }
         previous = Some(list);
     }
     assert_eq!(recur::runs::list_runs(&nightly).unwrap().len(), 10);
     assert_eq!(
-        std::fs::read_to_string(nightly.join("latest")).unwrap().trim(),
+        std::fs::read_to_string(nightly.join("latest"))
+            .unwrap()
+            .trim(),
         format!("as_of={}", day(54))
     );
     // a glob over the runs reads every run, with its as-of
     let clusters = read_parquet(&nightly.join(format!("as_of={}/clusters.parquet", day(50))));
     let ids = column_text(&clusters, "cluster_id");
     assert!(
-        ids.iter().all(|id| id.contains(" -> ") && !id.contains('@')),
+        ids.iter()
+            .all(|id| id.contains(" -> ") && !id.contains('@')),
         "{ids:?}"
     );
 }
@@ -175,9 +175,7 @@ fn dates(b: &RecordBatch, name: &str) -> Vec<chrono::NaiveDate> {
         .column_by_name(name)
         .unwrap()
         .as_primitive::<datafusion::arrow::datatypes::Date32Type>();
-    (0..a.len())
-        .map(|i| a.value_as_date(i).unwrap())
-        .collect()
+    (0..a.len()).map(|i| a.value_as_date(i).unwrap()).collect()
 }
 
 fn parquet_bytes(run: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -237,7 +235,9 @@ async fn reruns_are_identical_and_pruned_files_are_not_opened() {
         "day 5 listed as skipped"
     );
     assert!(
-        m.inputs.iter().all(|f| !f.path.to_string_lossy().contains(&day(5))),
+        m.inputs
+            .iter()
+            .all(|f| !f.path.to_string_lossy().contains(&day(5))),
         "day 5 not read"
     );
     assert_eq!(
@@ -352,7 +352,10 @@ async fn contacted_customers_leave_the_list_and_control_is_stable() {
     for (i, (c, r, _)) in keys_b.iter().enumerate() {
         assert_eq!(control.value(i), recur::daily_list::is_control(c, r, 0.3));
     }
-    assert_eq!(b.manifest.outreach_list.control, control.true_count() as u64);
+    assert_eq!(
+        b.manifest.outreach_list.control,
+        control.true_count() as u64
+    );
 }
 
 fn recur_bin(args: &[&str]) -> Output {
@@ -399,7 +402,11 @@ fn exit_codes_for_a_scheduler() {
 
     let o = recur_bin(&["run", &log, "--out", out_s, "--as-of", "2025-06-01"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("no contact in the window"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("no contact in the window"),
+        "{}",
+        stderr(&o)
+    );
 
     let after = day(DAYS as u64 + 2);
     let o = recur_bin(&[
@@ -458,7 +465,11 @@ fn assert_survived(out: &Path, log: &str, before: &BTreeMap<String, Vec<u8>>, la
     assert_eq!(&parquet_bytes(&run), before, "the earlier run is intact");
     assert_eq!(std::fs::read_to_string(out.join("latest")).unwrap(), latest);
     for (_, r) in recur::runs::list_runs(out).unwrap() {
-        assert!(r.join("manifest.json").is_file(), "{} is whole", r.display());
+        assert!(
+            r.join("manifest.json").is_file(),
+            "{} is whole",
+            r.display()
+        );
     }
     let o = recur_bin(&[
         "run",
@@ -474,7 +485,10 @@ fn assert_survived(out: &Path, log: &str, before: &BTreeMap<String, Vec<u8>>, la
         !staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none(),
         "the dead run's leftovers are gone"
     );
-    assert!(out.join(format!("as_of={}/manifest.json", day(50))).is_file());
+    assert!(
+        out.join(format!("as_of={}/manifest.json", day(50)))
+            .is_file()
+    );
 }
 
 /// kill -9 during ingest, during the passes and while writing.

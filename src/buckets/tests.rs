@@ -41,7 +41,10 @@ fn row_numbers_follow_scan_order() {
     assert_eq!(ids, vec![(9 << 32) + 1, (9 << 32) + 4]);
     let out = numbers.renumber(batch(vec![k01 + 1])).unwrap();
     assert_eq!(out.column(6).as_primitive::<Int64Type>().value(0), 4);
-    assert_eq!(out.column(0).as_primitive::<Int64Type>().value(0), (7 << 32) + 5);
+    assert_eq!(
+        out.column(0).as_primitive::<Int64Type>().value(0),
+        (7 << 32) + 5
+    );
     assert!(provisional_row(MAX_SCAN_PARTITIONS, 0).is_err());
 }
 

@@ -128,7 +128,12 @@ fn daily_list(
         cluster_ids: ranked
             .rows
             .iter()
-            .map(|r| (r.rank as i64, format!("{} -> {}", r.antecedent, r.consequent)))
+            .map(|r| {
+                (
+                    r.rank as i64,
+                    format!("{} -> {}", r.antecedent, r.consequent),
+                )
+            })
             .collect(),
         previous_run: previous.as_ref().map(|(_, p)| p.as_path()),
         contacted: cfg.contacted.as_deref(),
