@@ -39,6 +39,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -58,8 +59,13 @@ def parse_size(s):
     return int(float(s.rstrip("KM")) * mult)
 
 
-def timed(cmd):
-    """Runs cmd under GNU time; returns (seconds, peak RSS in MiB, stdout)."""
+def timed(cmd, fresh=True):
+    """Runs cmd under GNU time; returns (seconds, peak RSS in MiB, stdout).
+    With fresh, a recur run's output folder is removed first (untimed), so
+    that every run writes its whole contacts table: into a folder of earlier
+    runs recur writes only the contact days that can still change."""
+    if fresh and "--out" in cmd and "run" in cmd:
+        shutil.rmtree(cmd[cmd.index("--out") + 1], ignore_errors=True)
     t = time.perf_counter()
     p = subprocess.run(["/usr/bin/time", "-v"] + cmd, capture_output=True, text=True)
     wall = time.perf_counter() - t
@@ -88,13 +94,13 @@ def peer(sql_file, parquet, query):
 
 
 def check(out_dir, peer_result):
-    out_dir = run_dir(out_dir)
     import duckdb
 
     con = duckdb.connect()
-    c = os.path.join(out_dir, "contacts.parquet")
+    c = os.path.join(out_dir, "contacts", "*", "*.parquet")
+    out_dir = run_dir(out_dir)
     contacts, repeats = con.execute(
-        f"SELECT COUNT(*), SUM(is_repeat::INT) FROM '{c}'"
+        f"SELECT COUNT(*), SUM(is_repeat::INT) FROM read_parquet('{c}')"
     ).fetchall()[0]
     assert (contacts, repeats) == (peer_result["contacts"], peer_result["repeats"]), (
         contacts, repeats, peer_result["contacts"], peer_result["repeats"])

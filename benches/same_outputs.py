@@ -2,7 +2,7 @@
 """Are two runs' outputs the same, row for row?
 
 Compares every Parquet table of two output folders (same tables, same
-schema, same rows in the same order) and the counts of their manifests (rows
+schema, same rows in the same order; the contacts table day by day) and the counts of their manifests (rows
 read, used and excluded, table row counts, caps, buckets, frequent
 contacters, notes, null check), leaving out what differs from run to run:
 start time, stage seconds, the output path and measured memory.
@@ -59,10 +59,27 @@ def same_table(con, a, b):
     return None
 
 
+def contact_days(root):
+    """The day files of an output folder's contacts table (recur's layout of
+    many runs: ROOT/contacts/date=D/part-0.parquet), by day."""
+    store = os.path.join(root, "contacts")
+    if not os.path.isdir(store):
+        return {}
+    return {d: os.path.join(store, d, "part-0.parquet")
+            for d in os.listdir(store) if d.startswith("date=")}
+
+
 def compare(old, new):
-    old, new = run_dir(old), run_dir(new)
     problems = []
     con = duckdb.connect()
+    da, db = contact_days(old), contact_days(new)
+    if sorted(da) != sorted(db):
+        problems.append(f"contact days differ: {sorted(da)} vs {sorted(db)}")
+    for d in sorted(set(da) & set(db)):
+        p = same_table(con, da[d], db[d])
+        if p:
+            problems.append(f"contacts/{d}: {p}")
+    old, new = run_dir(old), run_dir(new)
     ta = sorted(f for f in os.listdir(old) if f.endswith(".parquet"))
     tb = sorted(f for f in os.listdir(new) if f.endswith(".parquet"))
     if ta != tb:
@@ -91,7 +108,8 @@ def main():
             for p in problems:
                 print(f"  {p}")
         else:
-            print(f"same      {old} vs {new}: {len(tables)} tables and the manifest's counts")
+            print(f"same      {old} vs {new}: {len(tables)} tables, {len(contact_days(old))} "
+                  "contact days and the manifest's counts")
     sys.exit(1 if failed else 0)
 
 

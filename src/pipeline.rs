@@ -130,12 +130,18 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
 
     // (the output folder only once the input has been read without error)
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    // into an output folder of many runs, the contacts go by day
+    let contact_days = match &cfg.history {
+        Some(root) => Some(report::contact_days::ContactDays::load(root, cfg)?),
+        None => None,
+    };
     let first = first_pass::run(
         &mut s,
         cfg,
         ingested.buckets,
         &params,
         null_check.as_mut(),
+        contact_days,
         progress,
     )
     .await?;
@@ -149,11 +155,12 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     // writer lets go of the last bucket's rows before the ranking; otherwise
     // it is finished while the ranking and the second passes run.
     let mut tables = std::collections::BTreeMap::new();
+    let mut days_written = Vec::new();
     let contacts = if cfg.memory_limit_bytes.is_none() {
         Some(contacts)
     } else {
         let t = Instant::now();
-        contacts.finish(&mut tables).await?;
+        days_written = contacts.finish(&mut tables).await?;
         s.add_seconds("write.contacts", t);
         None
     };
@@ -204,7 +211,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     .await?;
     if let Some(contacts) = contacts {
         let t = Instant::now();
-        contacts.finish(&mut tables).await?;
+        days_written = contacts.finish(&mut tables).await?;
         s.add_seconds("write.contacts", t);
     }
     let null_check = match null_check {
@@ -221,6 +228,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
 
     let mut manifest = Manifest::new(cfg, &stats, tables, s.seconds, started);
     manifest.outreach_list = written.list;
+    manifest.contact_days_written = days_written.iter().map(|d| d.to_string()).collect();
     manifest.caps = counted.caps;
     manifest.add_frequent_contacters(frequent);
     manifest.null_check = null_check;

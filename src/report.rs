@@ -21,6 +21,7 @@ use crate::ingest::{Excluded, IngestStats, InputFile};
 /// percent more bytes.
 pub const REPORT_ZSTD_LEVEL: i32 = 1;
 
+pub mod contact_days;
 mod contacts;
 pub use contacts::{
     CONTACTS_COLUMNS, ContactsWriter, contacts_order, contacts_projection, merged_contacts,
@@ -292,6 +293,11 @@ pub struct Manifest {
     /// are in no A → B count and no outreach (they still count in contacts and
     /// repeat_summary).
     pub caps: BTreeMap<String, u64>,
+    /// The contact days this run wrote into the folder's contacts table
+    /// (runs into an output folder of many runs; see
+    /// [`contact_days`]).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub contact_days_written: Vec<String>,
     /// Today's outreach list: rows listed, new, control, left out as reached.
     pub outreach_list: crate::daily_list::ListSummary,
     /// Memory: the limit, what recur held in its in-memory tables at most, and
@@ -362,6 +368,7 @@ impl Manifest {
             tables,
             stage_seconds,
             caps: BTreeMap::new(),
+            contact_days_written: Vec::new(),
             outreach_list: Default::default(),
             memory: MemoryUse::default(),
             frequent_contacters: Default::default(),
@@ -652,7 +659,7 @@ mod tests {
         };
         let idx = vec![0, 1, 2];
         let schema = Arc::new(annotated_schema().project(&idx).unwrap());
-        let mut w = ContactsWriter::start(&ctx, schema.clone(), dir.path()).unwrap();
+        let mut w = ContactsWriter::start(&ctx, schema.clone(), dir.path(), None).unwrap();
         for ids in [vec![1, 2], vec![3], vec![4, 5, 6]] {
             w.write(part(ids), idx.clone()).await.unwrap();
         }
@@ -688,7 +695,7 @@ mod tests {
         assert_eq!((delta(0), delta(1), delta(2)), (false, true, true));
 
         let failed = tempfile::tempdir().unwrap();
-        let mut w = ContactsWriter::start(&ctx, schema.clone(), failed.path()).unwrap();
+        let mut w = ContactsWriter::start(&ctx, schema.clone(), failed.path(), None).unwrap();
         w.write(part(vec![7]), idx.clone()).await.unwrap();
         drop(w);
         let left: Vec<_> = std::fs::read_dir(failed.path()).unwrap().collect();

@@ -8,6 +8,7 @@
 //! | path under ROOT        | what it is                                             |
 //! |------------------------|--------------------------------------------------------|
 //! | `as_of=2026-11-30/`    | one run's tables and `manifest.json`                   |
+//! | `contacts/date=…/`     | the contacts table, one file per contact day, shared by the runs ([`crate::report::contact_days`]) |
 //! | `latest`               | text: the folder name of the run with the latest as-of |
 //! | `.lock`                | locked (`flock`) by the run writing into ROOT          |
 //! | `.staging/`            | runs being written; a dead run's leftovers, removed at the next start |
@@ -25,6 +26,9 @@
 //!   `latest` as they were; its staging folder goes at the next start.
 //! - `--keep N` removes the runs beyond the N latest as-ofs once the new
 //!   run is in place (set aside first, so that none is seen half deleted).
+//! - The contacts table is stored once per contact day: a run rewrites only
+//!   the days whose rows can still change, each day's file replaced in one
+//!   rename, before its run folder is published.
 //! - The folder name is the as-of's date in `--timezone`: one run per day;
 //!   `latest` moves only forward (a backfill of a past date leaves it).
 
@@ -234,7 +238,20 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         .expect("a run that wrote its reports has an as-of");
     let date = crate::time::local_date(cfg.tz(), as_of);
     progress.stage("publishing the run");
+    let days = summary
+        .manifest
+        .contact_days_written
+        .iter()
+        .map(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").expect("written as a date"))
+        .collect::<Vec<_>>();
+    let fingerprint = crate::report::contact_days::fingerprint(cfg);
+    crate::report::contact_days::publish(&cfg.out, &staging, &days, as_of, fingerprint)?;
     summary.run_dir = outputs.publish(&staging, date)?;
+    tracing::info!(
+        run = %summary.run_dir.display(),
+        contact_days = days.len(),
+        "run published"
+    );
     if let Some(keep) = cfg.keep {
         summary.removed_runs = outputs.retain(keep)?;
     }

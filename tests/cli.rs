@@ -79,8 +79,11 @@ fn demo_runs_on_the_bundled_sample() {
             .to_string_lossy()
             .starts_with("as_of=")
     );
+    assert!(
+        dir.path().join("recur-out/contacts").is_dir(),
+        "the contacts table, by day"
+    );
     for t in [
-        "contacts.parquet",
         "repeat_summary.parquet",
         "clusters.parquet",
         "manifest.json",
@@ -520,9 +523,14 @@ fn hive_folders_globs_and_coded_columns() {
             .join("\n")
     };
     assert_eq!(strip(&out_a), strip(&out_b));
-    let contacts = crate::common::read_parquet(
-        &recur::runs::resolve_run_dir(&dir.path().join("a")).join("contacts.parquet"),
-    );
+    let contacts: Vec<_> = ["date=2026-11-01", "date=2026-11-02"]
+        .iter()
+        .flat_map(|d| {
+            crate::common::read_parquet(
+                &dir.path().join("a/contacts").join(d).join("part-0.parquet"),
+            )
+        })
+        .collect();
     let channels: std::collections::BTreeSet<String> =
         crate::common::column_text(&contacts, "channel")
             .into_iter()

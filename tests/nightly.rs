@@ -76,7 +76,6 @@ fn table(run: &Path, name: &str, without: &[&str]) -> RecordBatch {
 }
 
 const TABLES: &[&str] = &[
-    "contacts",
     "repeat_summary",
     "clusters",
     "sequences",
@@ -104,6 +103,17 @@ async fn ten_nightly_runs_equal_one_shot_runs_and_carry_the_list() {
                 table(&s.run_dir, name, &[]),
                 table(&a.run_dir, name, &[]),
                 "{name} as of {as_of}"
+            );
+        }
+        // the contact days a night writes are what a run of its own computes
+        let days = &s.manifest.contact_days_written;
+        assert_eq!(days.len(), if night == 0 { 30 } else { 2 }, "{days:?}");
+        for d in days {
+            let day = format!("date={d}");
+            assert_eq!(
+                table(&nightly.join("contacts").join(&day), "part-0", &[]),
+                table(&alone.join("contacts").join(&day), "part-0", &[]),
+                "contacts of {d} as of {as_of}"
             );
         }
         let history = ["first_listed", "new_today"];
@@ -192,6 +202,35 @@ fn parquet_bytes(run: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
+/// The bytes of every contact day file in output folder `out`.
+fn store_bytes(out: &Path) -> BTreeMap<String, Vec<u8>> {
+    let store = out.join("contacts");
+    std::fs::read_dir(&store)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read(p.join("part-0.parquet")).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The contacts table of output folder `out`: every day's rows.
+fn store_contacts(out: &Path) -> Vec<RecordBatch> {
+    let mut days: Vec<PathBuf> = std::fs::read_dir(out.join("contacts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    days.sort();
+    days.iter()
+        .flat_map(|d| read_parquet(&d.join("part-0.parquet")))
+        .collect()
+}
+
 /// Copies the daily log's folders of days `from..to` into `dest`.
 fn copy_days(dest: &Path, from: u64, to: u64) {
     for n in from..to {
@@ -224,9 +263,16 @@ async fn reruns_are_identical_and_pruned_files_are_not_opened() {
         b"not parquet",
     )
     .unwrap();
+    let store = store_bytes(&out);
     let again = run(&nightly_config(&input, &out, &day(40), "30d")).await;
     assert_eq!(again.run_dir, first.run_dir);
     assert_eq!(parquet_bytes(&again.run_dir), before, "identical files");
+    assert!(
+        again.manifest.contact_days_written.is_empty(),
+        "the later run's contact days stand: {:?}",
+        again.manifest.contact_days_written
+    );
+    assert_eq!(store_bytes(&out), store, "the contacts table is untouched");
     let m = &again.manifest;
     assert!(
         m.skipped_inputs
@@ -249,6 +295,25 @@ async fn reruns_are_identical_and_pruned_files_are_not_opened() {
         recur::runs::latest_run(&out).unwrap().0.to_string(),
         day(49)
     );
+    // the same as-of with another repeat window: its rows differ, so every
+    // day of its window is written again, and the stored repeats follow it
+    let repeats = |out: &Path| -> usize {
+        column_text(&store_contacts(out), "is_repeat")
+            .iter()
+            .filter(|v| *v == "true")
+            .count()
+    };
+    let narrow = repeats(&out);
+    let wider = PipelineConfig {
+        repeat_window_us: 7 * 86_400_000_000,
+        ..nightly_config(&input, &out, &day(49), "30d")
+    };
+    let rewritten = run(&wider).await;
+    assert_eq!(rewritten.manifest.contact_days_written.len(), 30);
+    assert!(
+        repeats(&out) > narrow,
+        "the store holds the wider window's repeats"
+    );
 }
 
 /// Ids assigned to a log without contact ids do not move when a late file
@@ -270,8 +335,8 @@ async fn assigned_ids_hold_when_a_late_file_arrives() {
             write_batch(&dir.path().join("late.parquet"), &b.project(&keep).unwrap());
         }
     }
-    let ids = |run: &Path| -> BTreeMap<(String, String), String> {
-        let c = read_parquet(&run.join("contacts.parquet"));
+    let ids = |out: &Path| -> BTreeMap<(String, String), String> {
+        let c = store_contacts(out);
         let (id, cust, ts) = (
             column_text(&c, "contact_id"),
             column_text(&c, "customer_id"),
@@ -282,10 +347,12 @@ async fn assigned_ids_hold_when_a_late_file_arrives() {
             .collect()
     };
     let cfg = |out: &str| nightly_config(&input, &dir.path().join(out), &day(12), "30d");
-    let before = ids(&run(&cfg("a")).await.run_dir);
+    run(&cfg("a")).await;
+    let before = ids(&dir.path().join("a"));
     let late = input.join(format!("date={}", day(11)));
     std::fs::rename(dir.path().join("late.parquet"), late.join("part-0.parquet")).unwrap();
-    let after = ids(&run(&cfg("b")).await.run_dir);
+    run(&cfg("b")).await;
+    let after = ids(&dir.path().join("b"));
     assert!(after.len() > before.len());
     for (k, v) in &before {
         assert_eq!(after.get(k), Some(v), "{k:?}");

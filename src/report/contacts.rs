@@ -173,7 +173,10 @@ pub fn contacts_order() -> Vec<datafusion::logical_expr::SortExpr> {
 /// removes the partial file (when the writer is dropped).
 pub struct ContactsWriter {
     tx: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
-    task: Option<tokio::task::JoinHandle<Result<u64>>>,
+    /// The write: rows written, and the days (one file each) in day mode.
+    task: Option<tokio::task::JoinHandle<Result<(u64, Vec<i32>)>>>,
+    /// In day mode ([`super::contact_days`]), the folder of the day files.
+    days_dir: Option<std::path::PathBuf>,
     /// The merge feeding the last bucket's part into the stream.
     feeding: Option<tokio::task::JoinHandle<Result<bool>>>,
     partial: std::path::PathBuf,
@@ -253,11 +256,40 @@ const CONTACTS_BATCH_ROWS: usize = 8_192;
 
 impl ContactsWriter {
     /// Starts the write of a `schema` table (the columns
-    /// [`contacts_projection`] selects) into `out`, which must exist.
-    pub fn start(ctx: &SessionContext, schema: SchemaRef, out: &Path) -> Result<ContactsWriter> {
+    /// [`contacts_projection`] selects) into `out`, which must exist: one
+    /// file, or with `days` one file per contact day it writes
+    /// (`out/contacts/date=YYYY-MM-DD/part-0.parquet`).
+    pub fn start(
+        ctx: &SessionContext,
+        schema: SchemaRef,
+        out: &Path,
+        days: Option<super::contact_days::ContactDays>,
+    ) -> Result<ContactsWriter> {
         use datafusion::catalog::streaming::StreamingTable;
         let partial = out.join("contacts.parquet.partial");
         let (tx, rx) = tokio::sync::mpsc::channel(CONTACTS_CHANNEL_BATCHES);
+        if let Some(days) = days {
+            let mut options = contacts_parquet_options(ctx, &schema);
+            // (the Arrow writer adds the Arrow schema to the file itself)
+            options.global.skip_arrow_metadata = true;
+            let props =
+                datafusion::parquet::file::properties::WriterPropertiesBuilder::try_from(&options)?
+                    .build();
+            let dir = out.join(super::contact_days::CONTACTS_DIR);
+            let task_dir = dir.clone();
+            let task = tokio::task::spawn_blocking(move || {
+                super::contact_days::write_days(rx, schema, props, &task_dir, &days)
+            });
+            return Ok(ContactsWriter {
+                tx: Some(tx),
+                task: Some(task),
+                days_dir: Some(dir),
+                feeding: None,
+                partial,
+                out: out.to_path_buf(),
+                started: std::time::Instant::now(),
+            });
+        }
         let stream = Arc::new(ChannelPartition {
             schema: schema.clone(),
             rx: std::sync::Mutex::new(Some(rx)),
@@ -278,15 +310,17 @@ impl ContactsWriter {
                 )
                 .await
                 .map_err(|e| Error::io(&failed_path, std::io::Error::other(e.to_string())))?;
-            Ok(res
+            let rows = res
                 .first()
                 .filter(|b| b.num_rows() > 0)
                 .map(|b| b.column(0).as_primitive::<UInt64Type>().value(0))
-                .unwrap_or(0))
+                .unwrap_or(0);
+            Ok((rows, Vec::new()))
         });
         Ok(ContactsWriter {
             tx: Some(tx),
             task: Some(task),
+            days_dir: None,
             feeding: None,
             partial,
             out: out.to_path_buf(),
@@ -336,13 +370,23 @@ impl ContactsWriter {
     }
 
     /// Ends the stream, waits for the write, and puts the file in place of
-    /// an earlier run's `contacts.parquet`; records it in `tables`.
-    pub async fn finish(mut self, tables: &mut BTreeMap<String, TableInfo>) -> Result<()> {
+    /// an earlier run's `contacts.parquet`; records it in `tables`. Returns
+    /// the days written in day mode (else none).
+    pub async fn finish(
+        mut self,
+        tables: &mut BTreeMap<String, TableInfo>,
+    ) -> Result<Vec<chrono::NaiveDate>> {
         self.wait_fed().await?;
         self.tx = None;
-        let rows = joined(self.task.take().expect("not finished").await)?;
-        let (file, path) = replace_output(&self.out, "contacts")?;
-        std::fs::rename(&self.partial, &path).map_err(|e| Error::io(&path, e))?;
+        let (rows, days) = joined(self.task.take().expect("not finished").await)?;
+        let file = if self.days_dir.take().is_some() {
+            // (moved there when the run is published, see crate::runs)
+            format!("../{}/", super::contact_days::CONTACTS_DIR)
+        } else {
+            let (file, path) = replace_output(&self.out, "contacts")?;
+            std::fs::rename(&self.partial, &path).map_err(|e| Error::io(&path, e))?;
+            file
+        };
         tables.insert(
             "contacts".to_string(),
             TableInfo {
@@ -351,7 +395,7 @@ impl ContactsWriter {
                 seconds: self.started.elapsed().as_secs_f64(),
             },
         );
-        Ok(())
+        Ok(days.into_iter().map(super::contact_days::date_of).collect())
     }
 }
 
@@ -364,6 +408,9 @@ impl Drop for ContactsWriter {
             // the run failed before finish: no partial file is left behind
             task.abort();
             let _ = std::fs::remove_file(&self.partial);
+            if let Some(dir) = &self.days_dir {
+                let _ = std::fs::remove_dir_all(dir);
+            }
         }
     }
 }

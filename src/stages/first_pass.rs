@@ -82,6 +82,7 @@ pub(crate) async fn run(
     mut buckets: Buckets,
     params: &TimelineParams,
     mut null_check: Option<&mut NullCheck>,
+    mut contact_days: Option<report::contact_days::ContactDays>,
     progress: &dyn Progress,
 ) -> Result<FirstPass> {
     let n_buckets = buckets.len();
@@ -111,7 +112,7 @@ pub(crate) async fn run(
         s.held
             .grow(annotated.memory_size(), "the annotated contacts")?;
         s.add_seconds("repeats", t);
-        write_contacts(s, cfg, &mut contacts, &schema, &parts).await?;
+        write_contacts(s, cfg, &mut contacts, &mut contact_days, &schema, &parts).await?;
         per_customer_sql(s, &schema, &parts, &mut counted).await?;
         let t = Instant::now();
         counted.contacters.add_bucket(&parts)?;
@@ -222,13 +223,19 @@ async fn write_contacts(
     s: &mut RunSession,
     cfg: &PipelineConfig,
     writer: &mut Option<ContactsWriter>,
+    days: &mut Option<report::contact_days::ContactDays>,
     schema: &SchemaRef,
     parts: &[Vec<RecordBatch>],
 ) -> Result<()> {
     let t = Instant::now();
     let (idx, written) = report::contacts_projection(schema, cfg.columns.agent.is_some())?;
     if writer.is_none() {
-        *writer = Some(ContactsWriter::start(&s.ctx, written, &cfg.out)?);
+        *writer = Some(ContactsWriter::start(
+            &s.ctx,
+            written,
+            &cfg.out,
+            days.take(),
+        )?);
     }
     writer
         .as_mut()
