@@ -163,16 +163,131 @@ impl ContactDays {
     }
 }
 
+/// Queued parts per day writer before the split waits for it.
+const WRITER_QUEUE: usize = 64;
+
 /// Writes the batches of `rx` (the contacts table's rows, in its order)
 /// into one file per day that `days` writes, under `dir`; returns the rows
 /// written and the days.
+///
+/// One thread splits each batch by day (a stable counting sort: each day's
+/// rows keep their order); up to `writers` threads encode, each the files
+/// of its own days (day mod `writers`), so that the encoding of a whole
+/// window's days runs in parallel.
 pub(super) fn write_days(
     mut rx: tokio::sync::mpsc::Receiver<RecordBatch>,
     schema: SchemaRef,
     props: WriterProperties,
     dir: &Path,
     days: &ContactDays,
+    writers: usize,
 ) -> Result<(u64, Vec<i32>)> {
+    type Part = (i32, RecordBatch);
+    let writers = writers.max(1);
+    let mut queues = Vec::with_capacity(writers);
+    let mut threads = Vec::with_capacity(writers);
+    for _ in 0..writers {
+        let (tx, parts) = std::sync::mpsc::sync_channel::<Part>(WRITER_QUEUE);
+        let (schema, props, dir) = (schema.clone(), props.clone(), dir.to_path_buf());
+        queues.push(tx);
+        threads.push(std::thread::spawn(move || {
+            write_day_files(parts, schema, props, &dir)
+        }));
+    }
+    let mut decided: BTreeMap<i32, bool> = BTreeMap::new();
+    let mut rows = 0u64;
+    let mut split_error = None;
+    'batches: while let Some(batch) = rx.blocking_recv() {
+        let parts = match split_by_day(&batch) {
+            Ok(p) => p,
+            Err(e) => {
+                split_error = Some(e);
+                break;
+            }
+        };
+        for (day, part) in parts {
+            if !*decided.entry(day).or_insert_with(|| days.writes(day)) {
+                continue;
+            }
+            rows += part.num_rows() as u64;
+            if queues[day.rem_euclid(writers as i32) as usize]
+                .send((day, part))
+                .is_err()
+            {
+                // that writer failed: its error is reported below
+                break 'batches;
+            }
+        }
+    }
+    drop(queues);
+    let mut written = Vec::new();
+    for t in threads {
+        written.extend(t.join().map_err(|_| {
+            Error::io(dir, std::io::Error::other("a contacts day writer panicked"))
+        })??);
+    }
+    if let Some(e) = split_error {
+        return Err(e);
+    }
+    written.sort_unstable();
+    Ok((rows, written))
+}
+
+/// The rows of `batch` by contact day, each day's in their order.
+fn split_by_day(batch: &RecordBatch) -> Result<Vec<(i32, RecordBatch)>> {
+    let date = batch
+        .column_by_name("date")
+        .expect("the contacts table has a date")
+        .as_primitive::<Date32Type>();
+    let valid = || {
+        (0..date.len())
+            .filter(|&i| date.is_valid(i))
+            .map(|i| date.value(i))
+    };
+    let (Some(min), Some(max)) = (valid().min(), valid().max()) else {
+        return Ok(Vec::new());
+    };
+    // a counting sort over the batch's days
+    let mut counts = vec![0u32; (max - min) as usize + 1];
+    for d in valid() {
+        counts[(d - min) as usize] += 1;
+    }
+    let mut next: Vec<u32> = counts
+        .iter()
+        .scan(0u32, |at, &c| {
+            let start = *at;
+            *at += c;
+            Some(start)
+        })
+        .collect();
+    let mut order = vec![0u32; counts.iter().sum::<u32>() as usize];
+    for i in 0..date.len() {
+        if date.is_valid(i) {
+            let slot = &mut next[(date.value(i) - min) as usize];
+            order[*slot as usize] = i as u32;
+            *slot += 1;
+        }
+    }
+    let sorted = take_record_batch(batch, &UInt32Array::from(order))?;
+    let mut parts = Vec::new();
+    let mut at = 0usize;
+    for (k, &c) in counts.iter().enumerate() {
+        if c > 0 {
+            parts.push((min + k as i32, sorted.slice(at, c as usize)));
+            at += c as usize;
+        }
+    }
+    Ok(parts)
+}
+
+/// One day writer: the parts it is sent into one file per day under `dir`;
+/// returns its days.
+fn write_day_files(
+    parts: std::sync::mpsc::Receiver<(i32, RecordBatch)>,
+    schema: SchemaRef,
+    props: WriterProperties,
+    dir: &Path,
+) -> Result<Vec<i32>> {
     struct Day {
         writer: ArrowWriter<std::fs::File>,
         path: PathBuf,
@@ -182,8 +297,8 @@ pub(super) fn write_days(
     let failed = |path: &Path, e: &dyn std::fmt::Display| {
         Error::io(path, std::io::Error::other(e.to_string()))
     };
-    let mut open: BTreeMap<i32, Day> = BTreeMap::new();
-    let mut rows = 0u64;
+    // (parts are gathered into batches of WRITE_ROWS: a part is a day's
+    // share of one batch, often a few rows)
     let flush = |d: &mut Day| -> Result<()> {
         if d.rows > 0 {
             let batch = concat_batches(&schema, &d.pending)?;
@@ -193,46 +308,29 @@ pub(super) fn write_days(
         }
         Ok(())
     };
-    while let Some(batch) = rx.blocking_recv() {
-        let date = batch
-            .column_by_name("date")
-            .expect("the contacts table has a date")
-            .as_primitive::<Date32Type>();
-        // each day's rows of the batch, in order
-        let mut rows_of: BTreeMap<i32, Vec<u32>> = BTreeMap::new();
-        for i in 0..date.len() {
-            if date.is_valid(i) {
-                rows_of.entry(date.value(i)).or_default().push(i as u32);
+    let mut open: BTreeMap<i32, Day> = BTreeMap::new();
+    for (day, part) in parts {
+        let d = match open.entry(day) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let folder = dir.join(day_dir(day));
+                std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
+                let path = folder.join(PART);
+                let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
+                let writer = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
+                    .map_err(|e| failed(&path, &e))?;
+                v.insert(Day {
+                    writer,
+                    path,
+                    pending: Vec::new(),
+                    rows: 0,
+                })
             }
-        }
-        for (day, idx) in rows_of {
-            if !open.contains_key(&day) && !days.writes(day) {
-                continue;
-            }
-            let part = take_record_batch(&batch, &UInt32Array::from(idx))?;
-            rows += part.num_rows() as u64;
-            let d = match open.entry(day) {
-                std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-                std::collections::btree_map::Entry::Vacant(v) => {
-                    let folder = dir.join(day_dir(day));
-                    std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
-                    let path = folder.join(PART);
-                    let file = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
-                    let writer = ArrowWriter::try_new(file, schema.clone(), Some(props.clone()))
-                        .map_err(|e| failed(&path, &e))?;
-                    v.insert(Day {
-                        writer,
-                        path,
-                        pending: Vec::new(),
-                        rows: 0,
-                    })
-                }
-            };
-            d.rows += part.num_rows();
-            d.pending.push(part);
-            if d.rows >= WRITE_ROWS {
-                flush(d)?;
-            }
+        };
+        d.rows += part.num_rows();
+        d.pending.push(part);
+        if d.rows >= WRITE_ROWS {
+            flush(d)?;
         }
     }
     let written: Vec<i32> = open.keys().copied().collect();
@@ -240,7 +338,7 @@ pub(super) fn write_days(
         flush(&mut d)?;
         d.writer.close().map_err(|e| failed(&d.path, &e))?;
     }
-    Ok((rows, written))
+    Ok(written)
 }
 
 /// Moves the day files a run wrote into `<run_dir>/contacts/` to
@@ -294,6 +392,46 @@ pub fn date_of(day: i32) -> NaiveDate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_batch_splits_by_day_keeping_each_days_order() {
+        use datafusion::arrow::array::{Date32Array, Int64Array};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        let schema = std::sync::Arc::new(Schema::new(vec![
+            Field::new("row", DataType::Int64, false),
+            Field::new("date", DataType::Date32, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                std::sync::Arc::new(Int64Array::from_iter_values(0..7)),
+                std::sync::Arc::new(Date32Array::from(vec![
+                    Some(12),
+                    Some(10),
+                    Some(12),
+                    None,
+                    Some(10),
+                    Some(12),
+                    Some(14),
+                ])),
+            ],
+        )
+        .unwrap();
+        let parts: Vec<(i32, Vec<i64>)> = split_by_day(&batch)
+            .unwrap()
+            .into_iter()
+            .map(|(d, b)| {
+                let rows = b
+                    .column(0)
+                    .as_primitive::<datafusion::arrow::datatypes::Int64Type>();
+                (d, rows.values().to_vec())
+            })
+            .collect();
+        assert_eq!(
+            parts,
+            vec![(10, vec![1, 4]), (12, vec![0, 2, 5]), (14, vec![6])]
+        );
+    }
 
     #[test]
     fn a_day_is_written_until_its_rows_are_final() {

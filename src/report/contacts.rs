@@ -162,6 +162,10 @@ pub fn contacts_order() -> Vec<datafusion::logical_expr::SortExpr> {
         .collect()
 }
 
+/// What the contacts write did: rows written, and the days (one file each,
+/// days since the epoch) in day mode.
+type Written = (u64, Vec<i32>);
+
 /// The `contacts` table, written while the run goes through its buckets:
 /// DataFusion's Parquet write (zstd level 1, its parallel encoding) over one
 /// stream that [`ContactsWriter::write`] feeds a bucket at a time. Buckets
@@ -170,11 +174,13 @@ pub fn contacts_order() -> Vec<datafusion::logical_expr::SortExpr> {
 ///
 /// The file is written as `<out>/contacts.parquet.partial` and only renamed
 /// to `contacts.parquet` by [`ContactsWriter::finish`]; a run that fails
-/// removes the partial file (when the writer is dropped).
+/// removes the partial file (when the writer is dropped). In day mode (a
+/// run into an output folder of many runs) the same stream goes instead to
+/// one file per contact day the run writes ([`super::contact_days`]).
 pub struct ContactsWriter {
     tx: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
-    /// The write: rows written, and the days (one file each) in day mode.
-    task: Option<tokio::task::JoinHandle<Result<(u64, Vec<i32>)>>>,
+    /// The write.
+    task: Option<tokio::task::JoinHandle<Result<Written>>>,
     /// In day mode ([`super::contact_days`]), the folder of the day files.
     days_dir: Option<std::path::PathBuf>,
     /// The merge feeding the last bucket's part into the stream.
@@ -277,8 +283,9 @@ impl ContactsWriter {
                     .build();
             let dir = out.join(super::contact_days::CONTACTS_DIR);
             let task_dir = dir.clone();
+            let writers = ctx.state().config().target_partitions();
             let task = tokio::task::spawn_blocking(move || {
-                super::contact_days::write_days(rx, schema, props, &task_dir, &days)
+                super::contact_days::write_days(rx, schema, props, &task_dir, &days, writers)
             });
             return Ok(ContactsWriter {
                 tx: Some(tx),
