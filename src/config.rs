@@ -118,8 +118,12 @@ pub struct RunOptions {
     #[arg(long)]
     pub cluster_window: Option<String>,
     /// False-discovery rate: clusters with a higher q-value are not written [default: 0.05].
+    /// Also that of the surge days.
     #[arg(long)]
     pub alpha: Option<f64>,
+    /// Fewest first contacts above the expected that make a surge day [default: 10].
+    #[arg(long)]
+    pub surge_min_contacts: Option<u64>,
     /// Share of follow-ups a proactive contact prevents [default: 0.16].
     #[arg(long)]
     pub effectiveness: Option<f64>,
@@ -280,6 +284,8 @@ pub struct PipelineConfig {
     pub cluster_windows_us: Vec<i64>,
     /// False-discovery rate.
     pub alpha: f64,
+    /// Fewest first contacts above the expected for a surge day.
+    pub surge_min_contacts: u64,
     /// Share of follow-ups a proactive contact prevents.
     pub effectiveness: f64,
     /// Relative cost of a contact per channel.
@@ -544,6 +550,9 @@ impl PipelineConfig {
             require_data: raw.require_data.unwrap_or(false),
             allow_empty: raw.allow_empty.unwrap_or(false),
             keep: raw.keep,
+            surge_min_contacts: raw
+                .surge_min_contacts
+                .unwrap_or(crate::surges::DEFAULT_MIN_CONTACTS),
             contacted: raw.contacted,
             control_share,
             log_json,

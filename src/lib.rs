@@ -59,6 +59,7 @@ pub mod runs;
 pub mod session;
 pub mod significance;
 pub mod stages;
+pub mod surges;
 pub mod time;
 pub mod timeline;
 pub mod udf;

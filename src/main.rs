@@ -376,6 +376,17 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
         )
         .ok();
     }
+    if !s.surges.is_empty() {
+        writeln!(
+            t,
+            "{} surges (a reason far above its usual share of the day); largest first:",
+            s.surges.len()
+        )
+        .ok();
+        for (i, line) in s.surges.iter().take(5).enumerate() {
+            writeln!(t, "{:>3}. {line}", i + 1).ok();
+        }
+    }
     if let Some(n) = &m.null_check {
         let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
         writeln!(

@@ -53,6 +53,8 @@ pub struct RunSummary {
     pub clusters: u64,
     /// Sequences reported, best first.
     pub sequences: Vec<report::SequenceRow>,
+    /// The surges, one line each in plain words, largest first.
+    pub surges: Vec<String>,
     /// The run's manifest as written.
     pub manifest: Manifest,
     /// The folder the run's tables are in.
@@ -166,6 +168,26 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     };
     s.register("repeat_counts", counted.repeat_counts.table()?)?;
     let t = Instant::now();
+    let surges = crate::surges::detect(
+        &crate::surges::day_counts(counted.reason_days.parts.iter().flatten())?,
+        &crate::surges::SurgeParams::of(cfg, stats.min_ts_us),
+    );
+    for (name, schema, batch) in [
+        (
+            "surges",
+            crate::surges::surges_schema(),
+            surges.surges_batch()?,
+        ),
+        (
+            "reason_days",
+            crate::surges::reason_days_schema(),
+            surges.reason_days_batch()?,
+        ),
+    ] {
+        report::write_batches(schema, &[batch], &cfg.out, name, &mut tables)?;
+    }
+    s.add_seconds("surges", t);
+    let t = Instant::now();
     // (the exposures let go once their expectations are made)
     let expectations = std::mem::take(&mut counted.exposures)
         .pair_expectations(counted.pair_counts.parts.iter().flatten())?;
@@ -228,6 +250,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
 
     let mut manifest = Manifest::new(cfg, &stats, tables, s.seconds, started);
     manifest.outreach_list = written.list;
+    manifest.surges = surges.summary();
     manifest.contact_days_written = days_written.iter().map(|d| d.to_string()).collect();
     manifest.caps = counted.caps;
     manifest.add_frequent_contacters(frequent);
@@ -255,6 +278,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         clusters: ranked.rows.len() as u64,
         top_clusters: ranked.rows.into_iter().take(10).collect(),
         sequences: report::sequence_rows(&written.sequences),
+        surges: surges.lines(),
         manifest,
         run_dir: cfg.out.clone(),
         removed_runs: Vec::new(),

@@ -14,6 +14,8 @@ macro_rules! query {
 pub const REPEAT_GROUPS: &str = query!("repeat_groups.sql");
 /// repeat_groups → repeat_counts (per bucket).
 pub const REPEAT_COUNTS: &str = query!("repeat_counts.sql");
+/// repeat_groups → reason_days (per bucket), for the surge test.
+pub const REASON_DAYS: &str = query!("reason_days.sql");
 /// repeat_counts → repeat_summary.
 pub const REPEAT_SUMMARY: &str = query!("repeat_summary.sql");
 /// pair_counts, pair_expectations → cluster_candidates.

@@ -300,6 +300,8 @@ pub struct Manifest {
     pub contact_days_written: Vec<String>,
     /// Today's outreach list: rows listed, new, control, left out as reached.
     pub outreach_list: crate::daily_list::ListSummary,
+    /// The surge test: reason-days tested, significant, surges.
+    pub surges: crate::surges::SurgeSummary,
     /// Memory: the limit, what recur held in its in-memory tables at most, and
     /// what the sort spilled to disk.
     pub memory: MemoryUse,
@@ -370,6 +372,7 @@ impl Manifest {
             caps: BTreeMap::new(),
             contact_days_written: Vec::new(),
             outreach_list: Default::default(),
+            surges: Default::default(),
             memory: MemoryUse::default(),
             frequent_contacters: Default::default(),
             null_check: None,

@@ -61,6 +61,7 @@ async fn reported(cfg: &recur::config::PipelineConfig) -> Vec<String> {
             q.customers
         )
     }));
+    out.extend(s.surges.iter().map(|l| format!("surge {l}")));
     assert!(s.clusters as usize <= s.top_clusters.len().max(10));
     if s.clusters > 10 {
         out.push(format!("... {} clusters in all", s.clusters));
@@ -78,7 +79,7 @@ fn servicenow(c: &mut recur::config::RunOptions) {
 
 /// Calibration on null logs nobody here wrote or that are harder than
 /// `recur generate`'s default: with the reasons permuted across rows, the
-/// default settings report at most one cluster or sequence per log. Six
+/// default settings report at most one cluster, sequence or surge per log. Six
 /// null logs: the real ServiceNow log (three permutations), generated logs
 /// with heavy-tailed customers (log-normal activity, sigma 1) and bursts of
 /// same-reason repeats within hours (two seeds), and a log with ten

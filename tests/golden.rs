@@ -191,6 +191,29 @@ async fn sample_data_golden() {
             fitting.len()
         );
     }
+    // The planted policy-change surge is named from its start day, with its
+    // share of the peak day's contacts; it is the largest surge.
+    let starts = chrono::DateTime::parse_from_rfc3339(&truth.surge.starts_at)
+        .unwrap()
+        .date_naive();
+    let surges = read_parquet(&out.join("surges.parquet"));
+    let reasons = column_text(&surges, "reason");
+    assert_eq!(reasons.first(), Some(&truth.surge.reason), "{reasons:?}");
+    let start =
+        chrono::NaiveDate::parse_from_str(&column_text(&surges, "start_date")[0], "%Y-%m-%d")
+            .unwrap();
+    assert!(
+        (start - starts).num_days().abs() <= 1,
+        "surge from {start}, planted from {starts}"
+    );
+    let share: f64 = column_text(&surges, "peak_share")[0].parse().unwrap();
+    assert!(share > 0.05, "peak share {share}");
+    let line = &summary.surges[0];
+    assert!(
+        line.starts_with(&format!("{} surged from {start}", truth.surge.reason))
+            && line.contains("% of the day's contacts"),
+        "{line}"
+    );
     // Placeholder ids were excluded, as the truth says they were planted.
     assert_eq!(
         summary.manifest.rows.excluded["placeholder_customer_id"].rows,
@@ -236,6 +259,8 @@ fn render_all(out: &std::path::Path) -> String {
             "cluster_members",
             "prompts",
             "outreach",
+            "surges",
+            "reason_days",
         ],
     )
 }

@@ -954,3 +954,195 @@ async fn min_support_filters_exactly() {
     assert_eq!(got, want.keys().cloned().collect::<BTreeSet<_>>());
     assert!(!got.is_empty() || want.is_empty());
 }
+
+/// P(X ≥ x) for X binomial(n, p), summed term by term in logs.
+fn binomial_tail(x: u64, n: u64, p: f64) -> f64 {
+    let ln_fact = |k: u64| (1..=k).map(|i| (i as f64).ln()).sum::<f64>();
+    (x..=n)
+        .map(|k| {
+            (ln_fact(n) - ln_fact(k) - ln_fact(n - k)
+                + k as f64 * p.ln()
+                + (n - k) as f64 * (1.0 - p).ln())
+            .exp()
+        })
+        .sum::<f64>()
+        .min(1.0)
+}
+
+/// The surge test's daily counts, baselines, p- and q-values against a
+/// plain computation from the definitions (README, "Surges"), on random
+/// logs of seven weeks with ties, null reasons and repeats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reason_days_match_a_plain_computation() {
+    for seed in 0..4u64 {
+        let mut rng = StdRng::seed_from_u64(1000 + seed);
+        let mut rows = Vec::new();
+        for c in 0..300 {
+            for _ in 0..rng.random_range(1..12) {
+                let reason = match rng.random_range(0..10) {
+                    0 => None,
+                    1..=5 => Some("a"),
+                    6..=8 => Some("b"),
+                    _ => Some("c"),
+                };
+                rows.push(LogRow {
+                    contact_id: rows.len() as i64 + 1,
+                    customer: Some(format!("c{c}")),
+                    ts: Some(BASE + rng.random_range(0..49 * 4i64) * 6 * H),
+                    channel: Some("phone".into()),
+                    reason: reason.map(String::from),
+                    agent: None,
+                });
+            }
+        }
+        // a surge of reason c in week six
+        for k in 0..40 {
+            rows.push(LogRow {
+                contact_id: rows.len() as i64 + 1,
+                customer: Some(format!("s{k}")),
+                ts: Some(BASE + (37 * 4 + k % 4) * 6 * H),
+                channel: Some("chat".into()),
+                reason: Some("c".into()),
+                agent: None,
+            });
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("log.parquet");
+        write_log(&log, &rows);
+        let out = dir.path().join("out");
+        let cfg = config(&[&log], &out, |_| {});
+        recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+            .await
+            .unwrap();
+
+        // plain: per date and reason, contacts and first contacts
+        let expected = oracle_contacts(&rows);
+        let date = |ts: i64| {
+            chrono::DateTime::from_timestamp_micros(ts)
+                .unwrap()
+                .date_naive()
+        };
+        let mut day_first: BTreeMap<chrono::NaiveDate, u64> = BTreeMap::new();
+        let mut cells: BTreeMap<(String, chrono::NaiveDate), (u64, u64)> = BTreeMap::new();
+        for r in &rows {
+            let first = !expected[&r.contact_id].same_reason as u64;
+            let d = date(r.ts.unwrap());
+            *day_first.entry(d).or_default() += first;
+            if let Some(reason) = &r.reason {
+                let cell = cells.entry((reason.clone(), d)).or_default();
+                cell.0 += 1;
+                cell.1 += first;
+            }
+        }
+        let first_day = *day_first.keys().next().unwrap();
+        let last_day = *day_first.keys().last().unwrap();
+        let n_of = |d: &chrono::NaiveDate| day_first.get(d).copied().unwrap_or(0);
+        let reasons: BTreeSet<String> = cells.keys().map(|k| k.0.clone()).collect();
+        // (reason, date) → contacts, first, N, baseline days, S, M, p
+        let mut want = Vec::new();
+        for reason in &reasons {
+            let mut unusual = Vec::new();
+            let mut d = first_day;
+            while d <= last_day {
+                let cands: Vec<chrono::NaiveDate> = (1..=4)
+                    .map(|k| d - chrono::Duration::days(7 * k))
+                    .filter(|b| *b >= first_day && n_of(b) > 0)
+                    .collect();
+                let usual: Vec<chrono::NaiveDate> = cands
+                    .iter()
+                    .copied()
+                    .filter(|b| !unusual.contains(b))
+                    .collect();
+                let base = if usual.len() >= 2 { usual } else { cands };
+                if n_of(&d) > 0 && base.len() >= 2 {
+                    let cell = |d: &chrono::NaiveDate| {
+                        cells.get(&(reason.clone(), *d)).copied().unwrap_or((0, 0))
+                    };
+                    let (contacts, x) = cell(&d);
+                    let s: u64 = base.iter().map(|b| cell(b).1).sum();
+                    let m: u64 = base.iter().map(n_of).sum();
+                    let n = n_of(&d);
+                    let p = if x == 0 {
+                        1.0
+                    } else {
+                        binomial_tail(x, x + s, n as f64 / (n + m) as f64)
+                    };
+                    if p < 1e-3 {
+                        unusual.push(d);
+                    }
+                    want.push((
+                        reason.clone(),
+                        d,
+                        contacts,
+                        x,
+                        n,
+                        base.len() as u64,
+                        s,
+                        m,
+                        p,
+                    ));
+                }
+                d = d.succ_opt().unwrap();
+            }
+        }
+        let qs = bh(&want.iter().map(|w| w.8).collect::<Vec<_>>());
+
+        let b = read_parquet(&out.join("reason_days.parquet"));
+        let col = |name: &str| column_text(&b, name);
+        let ints =
+            |name: &str| -> Vec<u64> { col(name).iter().map(|v| v.parse().unwrap()).collect() };
+        let floats =
+            |name: &str| -> Vec<f64> { col(name).iter().map(|v| v.parse().unwrap()).collect() };
+        let (reason, dates) = (col("reason"), col("date"));
+        let (contacts, first, n) = (
+            ints("contacts"),
+            ints("first_contacts"),
+            ints("day_first_contacts"),
+        );
+        let (days, s, m) = (
+            ints("baseline_days"),
+            ints("baseline_first_contacts"),
+            ints("baseline_day_first_contacts"),
+        );
+        let (p, q) = (floats("p_value"), floats("q_value"));
+        assert_eq!(reason.len(), want.len(), "seed {seed}: reason-days tested");
+        for (i, w) in want.iter().enumerate() {
+            let got = (
+                reason[i].clone(),
+                dates[i].clone(),
+                contacts[i],
+                first[i],
+                n[i],
+                days[i],
+                s[i],
+                m[i],
+            );
+            assert_eq!(
+                got,
+                (w.0.clone(), w.1.to_string(), w.2, w.3, w.4, w.5, w.6, w.7),
+                "seed {seed}"
+            );
+            let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.max(1e-300) + 1e-12;
+            assert!(
+                close(p[i], w.8),
+                "seed {seed} {:?}: p {} vs {}",
+                got,
+                p[i],
+                w.8
+            );
+            assert!(
+                close(q[i], qs[i]),
+                "seed {seed} {:?}: q {} vs {}",
+                got,
+                q[i],
+                qs[i]
+            );
+        }
+        // the planted surge of c is one of the surges found
+        let surges = read_parquet(&out.join("surges.parquet"));
+        assert!(
+            column_text(&surges, "reason").contains(&"c".to_string()),
+            "seed {seed}"
+        );
+    }
+}

@@ -61,6 +61,8 @@ pub(crate) struct FirstPass {
 pub(crate) struct Counted {
     /// repeat_counts.sql over each bucket.
     pub repeat_counts: Collected,
+    /// reason_days.sql over each bucket.
+    pub reason_days: Collected,
     /// What the per-customer caps left out (queries/caps.sql).
     pub caps: BTreeMap<String, u64>,
     /// The pair-count pass's rows.
@@ -271,6 +273,9 @@ async fn per_customer_sql(
     counted
         .repeat_counts
         .add(query_batches(&s.ctx, queries::REPEAT_COUNTS).await?);
+    counted
+        .reason_days
+        .add(query_batches(&s.ctx, queries::REASON_DAYS).await?);
     s.add_seconds("query.repeat_counts", t);
     for (name, n) in caps(s).await? {
         *counted.caps.entry(name).or_default() += n;
