@@ -70,6 +70,14 @@ pub struct GenerateParams {
     /// Background reasons beyond the 25 built in ('topic_01', …).
     #[serde(default)]
     pub extra_reasons: u32,
+    /// A weekly rhythm in the volume: episodes start on Mondays most, on
+    /// Sundays least ([`WEEKDAY_WEIGHT`]).
+    #[serde(default)]
+    pub weekly_rhythm: bool,
+    /// Surges planted on background reasons beyond the policy-change one
+    /// ([`Truth::surges`]).
+    #[serde(default)]
+    pub surges: u32,
 }
 
 impl Default for GenerateParams {
@@ -83,6 +91,8 @@ impl Default for GenerateParams {
             heavy_customers: 0,
             heavy_contacts: 0,
             extra_reasons: 0,
+            weekly_rhythm: false,
+            surges: 0,
         }
     }
 }
@@ -136,6 +146,22 @@ pub struct Surge {
     pub contacts: u64,
 }
 
+/// A surge planted on a background reason: `per_day` more contacts of it,
+/// from customers picked at random, on each of `days` days.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PlantedSurge {
+    /// The reason.
+    pub reason: String,
+    /// Its first day (UTC), YYYY-MM-DD.
+    pub start_date: String,
+    /// Days it lasts.
+    pub days: u32,
+    /// Contacts added each day.
+    pub per_day: u64,
+    /// The reason's mean contacts a day without it.
+    pub usual_per_day: f64,
+}
+
 /// What was planted in a generated log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Truth {
@@ -149,6 +175,9 @@ pub struct Truth {
     pub sequences: Vec<PlantedSequence>,
     /// The policy-change surge.
     pub surge: Surge,
+    /// The surges planted on background reasons (`--surges`).
+    #[serde(default)]
+    pub surges: Vec<PlantedSurge>,
     /// Placeholder ids used, to pass as `--exclude-customer`.
     pub placeholder_ids: Vec<String>,
     /// Rows with a placeholder id.
@@ -316,6 +345,14 @@ const SEQ_PROB: [f64; 2] = [0.7, 0.6];
 const SEQ_MEDIAN_H: [f64; 2] = [72.0, 96.0];
 const SEQ_SIGMA: f64 = 0.5;
 const SURGE_REASON: &str = "policy_change_question";
+/// Relative volume of episodes by weekday, Monday first, with
+/// `--weekly-rhythm`.
+pub const WEEKDAY_WEIGHT: [f64; 7] = [1.0, 0.85, 0.8, 0.8, 0.75, 0.45, 0.3];
+/// The planted background surges' lengths (days) and heights (times the
+/// reason's usual daily volume, at least [`MIN_SURGE_PER_DAY`]), in turn.
+const SURGE_SHAPES: [(u32, f64); 5] = [(3, 1.0), (7, 0.6), (1, 1.5), (5, 0.8), (10, 0.5)];
+/// Fewest contacts a planted background surge adds a day.
+const MIN_SURGE_PER_DAY: u64 = 25;
 const SURGE_DAYS: u32 = 14;
 
 /// Generates a log and its truth; writes `out` and `<out>.truth.json`.
@@ -405,7 +442,14 @@ fn make(params: &GenerateParams) -> Result<(Vec<Row>, Truth)> {
 
     // A time on a random day following the daily rhythm.
     let random_time = |rng: &mut StdRng| -> i64 {
-        let day = rng.random_range(0..params.days as i64);
+        let day = loop {
+            let day = rng.random_range(0..params.days as i64);
+            // (START_US is a Saturday: weekday 5 counted from Monday)
+            if !params.weekly_rhythm || rng.random::<f64>() < WEEKDAY_WEIGHT[(day as usize + 5) % 7]
+            {
+                break day;
+            }
+        };
         let hour = *hour_pick.sample(rng) as i64;
         START_US + day * DAY_US + hour * HOUR_US + rng.random_range(0..3600) * 1_000_000
     };
@@ -613,6 +657,12 @@ fn make(params: &GenerateParams) -> Result<(Vec<Row>, Truth)> {
             null_ts_rows += 1;
         }
     }
+    let surges = plant_surges(&mut rows, &mut rng, params, &background, |rng| {
+        (
+            channels.sample(rng).0,
+            *hour_pick.sample(rng) as i64 * HOUR_US + rng.random_range(0..3600) * 1_000_000,
+        )
+    });
     rows.sort_by_key(|r| r.ts.unwrap_or(i64::MAX));
     for (k, (a, b)) in [(0, (0, 1)), (1, (1, 2)), (2, (0, 2))] {
         planted.push(PlantedCluster {
@@ -647,12 +697,70 @@ fn make(params: &GenerateParams) -> Result<(Vec<Row>, Truth)> {
             days: SURGE_DAYS,
             contacts: surge_contacts,
         },
+        surges,
         placeholder_ids: vec!["UNKNOWN".into(), "0".into()],
         placeholder_rows,
         null_customer_rows,
         null_ts_rows,
     };
     Ok((rows, truth))
+}
+
+/// Plants `params.surges` surges on background reasons into `rows`: the
+/// first on the rarest, the others spread over the common ones; starting
+/// between 35% and 85% of the log (after two weeks at least, so that a
+/// baseline exists), with the lengths and heights of [`SURGE_SHAPES`] in
+/// turn. `at(rng)` gives a contact's channel and time of day.
+fn plant_surges(
+    rows: &mut Vec<Row>,
+    rng: &mut StdRng,
+    params: &GenerateParams,
+    background: &[&'static str],
+    at: impl Fn(&mut StdRng) -> (&'static str, i64),
+) -> Vec<PlantedSurge> {
+    let n = params.surges as usize;
+    if n == 0 || params.days < 21 {
+        return Vec::new();
+    }
+    let mut planted = Vec::with_capacity(n);
+    for k in 0..n {
+        let reason = if k == 0 {
+            background[background.len() - 1]
+        } else {
+            background[(1 + 3 * (k - 1)) % (background.len() - 1)]
+        };
+        let usual = rows.iter().filter(|r| r.reason == reason).count() as f64 / params.days as f64;
+        let (days, height) = SURGE_SHAPES[k % SURGE_SHAPES.len()];
+        let per_day = ((usual * height).round() as u64).max(MIN_SURGE_PER_DAY);
+        let span = params.days as f64 * 0.5;
+        let start_day = ((params.days as f64 * 0.35 + span * k as f64 / n as f64) as i64)
+            .clamp(15, params.days as i64 - 1);
+        let days = days.min((params.days as i64 - start_day) as u32);
+        for d in 0..days as i64 {
+            for _ in 0..per_day {
+                let (channel, time) = at(rng);
+                let c = rng.random_range(1..=params.customers);
+                rows.push(Row {
+                    customer: Some(format!("C{c:07}")),
+                    ts: Some(START_US + (start_day + d) * DAY_US + time),
+                    channel,
+                    reason,
+                    agent: format!("A{:03}", rng.random_range(1..=5)),
+                });
+            }
+        }
+        planted.push(PlantedSurge {
+            reason: reason.into(),
+            start_date: chrono::DateTime::from_timestamp_micros(START_US + start_day * DAY_US)
+                .expect("a day of the log")
+                .date_naive()
+                .to_string(),
+            days,
+            per_day,
+            usual_per_day: usual,
+        });
+    }
+    planted
 }
 
 fn write_log(out: &Path, rows: &[Row], first_id: i64) -> Result<()> {

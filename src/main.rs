@@ -94,6 +94,13 @@ enum Command {
         /// Background reasons beyond the 25 built in.
         #[arg(long, default_value_t = 0)]
         extra_reasons: u32,
+        /// A weekly rhythm in the volume: Mondays heaviest, Sundays lightest.
+        #[arg(long)]
+        weekly_rhythm: bool,
+        /// Surges planted on background reasons beyond the policy-change one
+        /// (lengths and heights differ; the first is on the rarest reason).
+        #[arg(long, default_value_t = 0)]
+        surges: u32,
         /// Write a hive-partitioned log instead: OUT/date=YYYY-MM-DD/part-0.parquet,
         /// one folder per day.
         #[arg(long)]
@@ -444,6 +451,8 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
             heavy_customers,
             heavy_contacts,
             extra_reasons,
+            weekly_rhythm,
+            surges,
             daily,
         } => {
             let params = recur::generate::GenerateParams {
@@ -455,6 +464,8 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
                 heavy_customers,
                 heavy_contacts,
                 extra_reasons,
+                weekly_rhythm,
+                surges,
             };
             if daily {
                 let truth = recur::generate::generate_daily(&out, &params)?;

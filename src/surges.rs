@@ -26,7 +26,12 @@
 //!   next weeks;
 //! - one customer chasing one problem: first contacts count a customer once
 //!   per reason within the repeat window, so a burst of calls about one
-//!   problem is one contact, not a surge.
+//!   problem is one contact, not a surge;
+//! - a surge of one reason lowers every other reason's share that day, and
+//!   would raise theirs on the same weekday weeks later: a first pass finds
+//!   the unusual reason-days (p below [`UNUSUAL_P`]), and in the second each
+//!   reason's day totals leave out what the other reasons' unusual days
+//!   brought beyond their baseline share (the surplus, rounded down).
 //!
 //! Benjamini–Hochberg q-values over every reason-day tested; a day is
 //! significant when q ≤ alpha and its excess over the expected first
@@ -303,13 +308,54 @@ fn series(rows: &[DayCount]) -> Series {
 /// Tests every reason-day of `params`' range and groups the surges.
 pub fn detect(rows: &[DayCount], params: &SurgeParams) -> Surges {
     let s = series(rows);
+    // first pass: the days' totals as they are
+    let (first, _) = test_reasons(&s, params, &BTreeMap::new());
+    // what each unusual reason-day brought beyond its baseline share
+    let mut surplus: BTreeMap<(String, NaiveDate), u64> = BTreeMap::new();
+    for r in first.iter().filter(|r| r.p_value < UNUSUAL_P) {
+        let beyond = (r.first_contacts as f64 - r.expected).floor().max(0.0) as u64;
+        surplus.insert((r.reason.clone(), r.date), beyond);
+    }
+    // second pass: each reason against totals without the others' surplus
+    let (days, untested) = test_reasons(&s, params, &surplus);
+    let mut out = Surges {
+        days,
+        surges: Vec::new(),
+        untested,
+    };
+    let q = bh_q_values(&out.days.iter().map(|r| r.p_value).collect::<Vec<_>>());
+    for (r, q) in out.days.iter_mut().zip(q) {
+        r.q_value = q;
+        r.significant =
+            q <= params.alpha && r.first_contacts as f64 - r.expected >= params.min_contacts as f64;
+    }
+    out.surges = group(&out.days, &s, params);
+    out
+}
+
+/// Tests every reason-day of `params`' range, each day's total less the
+/// `surplus` of the other reasons that day; returns the reason-days tested
+/// (by reason and date) and how many had too few baseline days.
+fn test_reasons(
+    s: &Series,
+    params: &SurgeParams,
+    surplus: &BTreeMap<(String, NaiveDate), u64>,
+) -> (Vec<ReasonDay>, u64) {
     let day_first = |d: &NaiveDate| s.totals.get(d).map_or(0, |t| t.0);
-    let mut out = Surges::default();
+    let mut others: BTreeMap<NaiveDate, u64> = BTreeMap::new();
+    for ((_, d), n) in surplus {
+        *others.entry(*d).or_default() += n;
+    }
+    // the day's total for `reason`: without the other reasons' surplus
+    let total = |reason: &String, d: &NaiveDate| {
+        let own = surplus.get(&(reason.clone(), *d)).copied().unwrap_or(0);
+        day_first(d) - (others.get(d).copied().unwrap_or(0) - own)
+    };
+    let (mut days, mut untested) = (Vec::new(), 0u64);
     for (reason, by_day) in &s.reasons {
         let mut unusual: Vec<NaiveDate> = Vec::new();
         let mut d = params.first_day;
         while d <= params.last_day {
-            let n = day_first(&d);
             let candidates: Vec<NaiveDate> = (1..=BASELINE_WEEKS)
                 .map(|k| d - chrono::Duration::days(7 * k))
                 .filter(|b| *b >= params.first_day && day_first(b) > 0)
@@ -324,24 +370,25 @@ pub fn detect(rows: &[DayCount], params: &SurgeParams) -> Surges {
             } else {
                 candidates
             };
-            if n == 0 || baseline.len() < MIN_BASELINE_DAYS {
-                if n > 0 {
-                    out.untested += 1;
+            if day_first(&d) == 0 || baseline.len() < MIN_BASELINE_DAYS {
+                if day_first(&d) > 0 {
+                    untested += 1;
                 }
                 d = d.succ_opt().expect("a date");
                 continue;
             }
+            let n = total(reason, &d);
             let (contacts, x) = by_day.get(&d).copied().unwrap_or((0, 0));
             let sum_x: u64 = baseline
                 .iter()
                 .map(|b| by_day.get(b).map_or(0, |v| v.1))
                 .sum();
-            let sum_n: u64 = baseline.iter().map(day_first).sum();
+            let sum_n: u64 = baseline.iter().map(|b| total(reason, b)).sum();
             let p = binomial_sf(x, x + sum_x, n as f64 / (n + sum_n) as f64);
             if p < UNUSUAL_P {
                 unusual.push(d);
             }
-            out.days.push(ReasonDay {
+            days.push(ReasonDay {
                 date: d,
                 reason: reason.clone(),
                 contacts,
@@ -358,14 +405,7 @@ pub fn detect(rows: &[DayCount], params: &SurgeParams) -> Surges {
             d = d.succ_opt().expect("a date");
         }
     }
-    let q = bh_q_values(&out.days.iter().map(|r| r.p_value).collect::<Vec<_>>());
-    for (r, q) in out.days.iter_mut().zip(q) {
-        r.q_value = q;
-        r.significant =
-            q <= params.alpha && r.first_contacts as f64 - r.expected >= params.min_contacts as f64;
-    }
-    out.surges = group(&out.days, &s, params);
-    out
+    (days, untested)
 }
 
 /// Runs of consecutive significant days of one reason (`days` is ordered by

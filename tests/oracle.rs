@@ -1038,53 +1038,74 @@ async fn reason_days_match_a_plain_computation() {
         let last_day = *day_first.keys().last().unwrap();
         let n_of = |d: &chrono::NaiveDate| day_first.get(d).copied().unwrap_or(0);
         let reasons: BTreeSet<String> = cells.keys().map(|k| k.0.clone()).collect();
-        // (reason, date) → contacts, first, N, baseline days, S, M, p
-        let mut want = Vec::new();
-        for reason in &reasons {
-            let mut unusual = Vec::new();
-            let mut d = first_day;
-            while d <= last_day {
-                let cands: Vec<chrono::NaiveDate> = (1..=4)
-                    .map(|k| d - chrono::Duration::days(7 * k))
-                    .filter(|b| *b >= first_day && n_of(b) > 0)
-                    .collect();
-                let usual: Vec<chrono::NaiveDate> = cands
+        type Day = chrono::NaiveDate;
+        // one pass: every reason-day against day totals less the other
+        // reasons' surplus; (reason, date, contacts, x, N, baseline days, S,
+        // M, p, expected)
+        let pass = |surplus: &BTreeMap<(String, Day), u64>| {
+            let total = |reason: &String, d: &Day| {
+                let others: u64 = surplus
                     .iter()
-                    .copied()
-                    .filter(|b| !unusual.contains(b))
-                    .collect();
-                let base = if usual.len() >= 2 { usual } else { cands };
-                if n_of(&d) > 0 && base.len() >= 2 {
-                    let cell = |d: &chrono::NaiveDate| {
-                        cells.get(&(reason.clone(), *d)).copied().unwrap_or((0, 0))
-                    };
-                    let (contacts, x) = cell(&d);
-                    let s: u64 = base.iter().map(|b| cell(b).1).sum();
-                    let m: u64 = base.iter().map(n_of).sum();
-                    let n = n_of(&d);
-                    let p = if x == 0 {
-                        1.0
-                    } else {
-                        binomial_tail(x, x + s, n as f64 / (n + m) as f64)
-                    };
-                    if p < 1e-3 {
-                        unusual.push(d);
+                    .filter(|((r, sd), _)| sd == d && r != reason)
+                    .map(|(_, n)| n)
+                    .sum();
+                n_of(d) - others
+            };
+            let mut want = Vec::new();
+            for reason in &reasons {
+                let mut unusual = Vec::new();
+                let mut d = first_day;
+                while d <= last_day {
+                    let cands: Vec<Day> = (1..=4)
+                        .map(|k| d - chrono::Duration::days(7 * k))
+                        .filter(|b| *b >= first_day && n_of(b) > 0)
+                        .collect();
+                    let usual: Vec<Day> = cands
+                        .iter()
+                        .copied()
+                        .filter(|b| !unusual.contains(b))
+                        .collect();
+                    let base = if usual.len() >= 2 { usual } else { cands };
+                    if n_of(&d) > 0 && base.len() >= 2 {
+                        let cell =
+                            |d: &Day| cells.get(&(reason.clone(), *d)).copied().unwrap_or((0, 0));
+                        let (contacts, x) = cell(&d);
+                        let s: u64 = base.iter().map(|b| cell(b).1).sum();
+                        let m: u64 = base.iter().map(|b| total(reason, b)).sum();
+                        let n = total(reason, &d);
+                        let p = if x == 0 {
+                            1.0
+                        } else {
+                            binomial_tail(x, x + s, n as f64 / (n + m) as f64)
+                        };
+                        if p < 1e-3 {
+                            unusual.push(d);
+                        }
+                        let e = n as f64 * s as f64 / m as f64;
+                        want.push((
+                            reason.clone(),
+                            d,
+                            contacts,
+                            x,
+                            n,
+                            base.len() as u64,
+                            s,
+                            m,
+                            p,
+                            e,
+                        ));
                     }
-                    want.push((
-                        reason.clone(),
-                        d,
-                        contacts,
-                        x,
-                        n,
-                        base.len() as u64,
-                        s,
-                        m,
-                        p,
-                    ));
+                    d = d.succ_opt().unwrap();
                 }
-                d = d.succ_opt().unwrap();
             }
-        }
+            want
+        };
+        let surplus: BTreeMap<(String, Day), u64> = pass(&BTreeMap::new())
+            .into_iter()
+            .filter(|w| w.8 < 1e-3)
+            .map(|w| ((w.0, w.1), (w.3 as f64 - w.9).floor().max(0.0) as u64))
+            .collect();
+        let want = pass(&surplus);
         let qs = bh(&want.iter().map(|w| w.8).collect::<Vec<_>>());
 
         let b = read_parquet(&out.join("reason_days.parquet"));
