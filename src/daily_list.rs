@@ -21,6 +21,10 @@
 //! xxHash64 of (customer_id, expected_reason) falls in the lowest
 //! `--control-share` of its range: the same customer–follow-up is in the
 //! same group on every run, whatever else the log holds.
+//!
+//! The clusters table gets one more column the same way ([`with_first_seen`]):
+//! `first_seen`, the as-of date a cluster (by its cluster_id) was first
+//! reported on, carried from the previous run's clusters table.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -350,6 +354,93 @@ fn read_first_listed(path: &Path) -> Result<HashMap<(String, String, String), i3
                 ),
                 first.value(i),
             );
+        }
+    }
+    Ok(out)
+}
+
+/// The clusters table's rows with `first_seen` (Date32) added: from the
+/// clusters table of `previous_run` for the cluster ids it holds (and has
+/// the column), else `today`.
+pub fn with_first_seen(
+    clusters: &[RecordBatch],
+    previous_run: Option<&Path>,
+    today: NaiveDate,
+) -> Result<Vec<RecordBatch>> {
+    let earlier = match previous_run {
+        Some(run) => read_first_seen(&run.join("clusters.parquet"))?,
+        None => HashMap::new(),
+    };
+    let today = days_since_epoch(today);
+    clusters
+        .iter()
+        .map(|b| {
+            let ids = cast(
+                b.column_by_name("cluster_id")
+                    .expect("the clusters table has cluster_id"),
+                &DataType::Utf8,
+            )?;
+            let ids = ids.as_string::<i32>();
+            let first: Date32Array = (0..b.num_rows())
+                .map(|i| {
+                    Some(
+                        earlier
+                            .get(ids.value(i))
+                            .copied()
+                            .unwrap_or(today)
+                            .min(today),
+                    )
+                })
+                .collect();
+            let mut fields: Vec<Field> = b
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.push(Field::new("first_seen", DataType::Date32, false));
+            let mut columns = b.columns().to_vec();
+            columns.push(Arc::new(first));
+            Ok(RecordBatch::try_new(
+                Arc::new(Schema::new(fields)),
+                columns,
+            )?)
+        })
+        .collect()
+}
+
+/// cluster_id → first_seen (days since the epoch) of a clusters table;
+/// empty when there is none or it has no first_seen.
+fn read_first_seen(path: &Path) -> Result<HashMap<String, i32>> {
+    let mut out = HashMap::new();
+    if !path.is_file() {
+        return Ok(out);
+    }
+    let unreadable = |e: &dyn std::fmt::Display| Error::UnreadableFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(|e| unreadable(&e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
+    let has = |name: &str| builder.schema().field_with_name(name).is_ok();
+    if !has("cluster_id") || !has("first_seen") {
+        return Ok(out);
+    }
+    for batch in builder.build().map_err(|e| unreadable(&e))? {
+        let batch = batch.map_err(|e| unreadable(&e))?;
+        let ids = cast(
+            batch.column_by_name("cluster_id").expect("checked above"),
+            &DataType::Utf8,
+        )?;
+        let first = cast(
+            batch.column_by_name("first_seen").expect("checked above"),
+            &DataType::Date32,
+        )?;
+        let first = first.as_primitive::<datafusion::arrow::datatypes::Date32Type>();
+        for (i, id) in ids.as_string::<i32>().iter().enumerate() {
+            if let Some(id) = id {
+                out.insert(id.to_string(), first.value(i));
+            }
         }
     }
     Ok(out)

@@ -11,16 +11,53 @@
 //! min(K, rows); recall@K = findable planted pairs in the top K / findable.
 //! Precision = planted pairs among all reported rows / rows, and the rows
 //! that are neither planted nor implied by the planted sequence are listed.
+//!
+//! Surges (`surges.parquet`): a planted surge is found when a reported
+//! surge of its reason starts within [`SURGE_START_SLACK_DAYS`] of its
+//! first day; the start error is that surge's start − the planted start.
+//! A reported surge of a reason with no planted surge is a false surge.
 
 use std::path::Path;
 
 use datafusion::arrow::array::AsArray;
-use datafusion::arrow::datatypes::Int64Type;
+use datafusion::arrow::datatypes::{Date32Type, Int64Type};
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
 use crate::generate::Truth;
+
+/// Days a found surge's start may be off its planted start.
+pub const SURGE_START_SLACK_DAYS: i64 = 1;
+
+/// One planted surge, and the reported surge that found it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlantedSurgeFound {
+    /// The planted reason.
+    pub reason: String,
+    /// Its planted first day.
+    pub start_date: String,
+    /// Whether a reported surge of the reason starts within the slack.
+    pub found: bool,
+    /// That surge's start − the planted start, days.
+    pub start_error_days: Option<i64>,
+}
+
+/// The surges against the planted ones.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SurgeScore {
+    /// Per planted surge (the policy-change one first).
+    pub planted: Vec<PlantedSurgeFound>,
+    /// Planted surges found.
+    pub found: usize,
+    /// Surges reported.
+    pub reported: usize,
+    /// The reported surges of reasons with no planted surge, `reason from
+    /// date`.
+    pub false_surges: Vec<String>,
+    /// Reason-days the run tested (manifest).
+    pub reason_days_tested: u64,
+}
 
 /// The K values evaluated.
 pub const TOP_K: [usize; 3] = [5, 10, 20];
@@ -65,6 +102,96 @@ pub struct Evaluation {
     pub clusters: Vec<AtK>,
     /// Per planted cluster.
     pub planted: Vec<PlantedRank>,
+    /// The surges (none when the run wrote no surges table).
+    pub surges: SurgeScore,
+}
+
+/// The reported surges: (reason, start date), largest first.
+fn read_surges(path: &Path) -> Result<Vec<(String, chrono::NaiveDate)>> {
+    if !path.exists() {
+        return Ok(Vec::new());
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::UnreadableFile {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?
+        .build()?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
+    let mut rows = Vec::new();
+    for b in reader {
+        let b = b?;
+        let (Some(reason), Some(start)) =
+            (b.column_by_name("reason"), b.column_by_name("start_date"))
+        else {
+            return Err(Error::MissingColumn {
+                path: path.to_path_buf(),
+                column: "reason, start_date".into(),
+                role: "surges",
+                available: String::new(),
+            });
+        };
+        let reason = crate::report::utf8(reason);
+        let start = start.as_primitive::<Date32Type>();
+        for i in 0..b.num_rows() {
+            rows.push((
+                reason.value(i).to_string(),
+                epoch + chrono::Duration::days(start.value(i) as i64),
+            ));
+        }
+    }
+    Ok(rows)
+}
+
+/// Scores the surges of `out_dir` against the planted ones.
+fn score_surges(truth: &Truth, out_dir: &Path, manifest: &serde_json::Value) -> Result<SurgeScore> {
+    let reported = read_surges(&out_dir.join("surges.parquet"))?;
+    let policy_start = chrono::DateTime::parse_from_rfc3339(&truth.surge.starts_at)
+        .map(|d| d.date_naive())
+        .ok();
+    let planted: Vec<(String, Option<chrono::NaiveDate>)> = policy_start
+        .map(|d| (truth.surge.reason.clone(), Some(d)))
+        .into_iter()
+        .chain(truth.surges.iter().map(|s| {
+            (
+                s.reason.clone(),
+                chrono::NaiveDate::parse_from_str(&s.start_date, "%Y-%m-%d").ok(),
+            )
+        }))
+        .collect();
+    let planted_found: Vec<PlantedSurgeFound> = planted
+        .iter()
+        .map(|(reason, start)| {
+            let error = start.and_then(|start| {
+                reported
+                    .iter()
+                    .filter(|(r, _)| r == reason)
+                    .map(|(_, d)| (*d - start).num_days())
+                    .filter(|e| e.abs() <= SURGE_START_SLACK_DAYS)
+                    .min_by_key(|e| e.abs())
+            });
+            PlantedSurgeFound {
+                reason: reason.clone(),
+                start_date: start.map(|d| d.to_string()).unwrap_or_default(),
+                found: error.is_some(),
+                start_error_days: error,
+            }
+        })
+        .collect();
+    Ok(SurgeScore {
+        found: planted_found.iter().filter(|p| p.found).count(),
+        reported: reported.len(),
+        false_surges: reported
+            .iter()
+            .filter(|(r, _)| !planted.iter().any(|(p, _)| p == r))
+            .map(|(r, d)| format!("{r} from {d}"))
+            .collect(),
+        planted: planted_found,
+        reason_days_tested: manifest["surges"]["reason_days_tested"]
+            .as_u64()
+            .unwrap_or(0),
+    })
 }
 
 fn read_clusters(path: &Path) -> Result<Vec<(u64, String, String, i64)>> {
@@ -190,6 +317,7 @@ pub fn evaluate(truth_path: &Path, out_dir: &Path) -> Result<Evaluation> {
         reported: rows.len(),
         clusters,
         planted,
+        surges: score_surges(&truth, out_dir, &manifest)?,
     };
     crate::report::write_json(&out_dir.join("evaluation.json"), &eval)?;
     Ok(eval)

@@ -518,6 +518,33 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
                     },
                 );
             }
+            let s = &e.surges;
+            t += &format!(
+                "surges: {} of {} planted found (start within {} day), {} reported, {} false \
+                 in {} reason-days tested{}\n",
+                s.found,
+                s.planted.len(),
+                recur::evaluate::SURGE_START_SLACK_DAYS,
+                s.reported,
+                s.false_surges.len(),
+                s.reason_days_tested,
+                if s.false_surges.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", s.false_surges.join(", "))
+                }
+            );
+            for p in &s.planted {
+                t += &format!(
+                    "  {:<44} from {}  {}\n",
+                    p.reason,
+                    p.start_date,
+                    match p.start_error_days {
+                        Some(e) => format!("found, start {e:+} days"),
+                        None => "not found".into(),
+                    }
+                );
+            }
             t += &format!("written to {}\n", outdir.join("evaluation.json").display());
             std::io::stdout().write_all(t.as_bytes()).ok();
             Ok(())

@@ -286,6 +286,12 @@ async fn planted_surges_are_found_from_their_start_day() {
             .collect();
         assert!(others.len() <= 2, "seed {seed}: {others:?}");
         unplanted.extend(others.into_iter().cloned());
+        // recur evaluate scores the same
+        let e = recur::evaluate::evaluate(&recur::generate::truth_path(&log), &out).unwrap();
+        assert_eq!(e.surges.found, planted.len(), "seed {seed}: {:?}", e.surges);
+        assert_eq!(e.surges.planted.len(), planted.len());
+        assert_eq!(e.surges.reported, found.len());
+        assert!(e.surges.reason_days_tested > 1000, "{:?}", e.surges);
     }
     eprintln!("surges nobody planted: {unplanted:?}");
 }

@@ -92,6 +92,7 @@ async fn ten_nightly_runs_equal_one_shot_runs_and_carry_the_list() {
     let dir = tempfile::tempdir().unwrap();
     let nightly = dir.path().join("nightly");
     let mut previous: Option<RecordBatch> = None;
+    let mut previous_seen: BTreeMap<String, chrono::NaiveDate> = BTreeMap::new();
     for night in 0..10u64 {
         let as_of = day(45 + night);
         let s = run(&nightly_config(log, &nightly, &as_of, "30d")).await;
@@ -99,12 +100,32 @@ async fn ten_nightly_runs_equal_one_shot_runs_and_carry_the_list() {
         let alone = dir.path().join(format!("alone-{night}"));
         let a = run(&nightly_config(log, &alone, &as_of, "30d")).await;
         for name in TABLES {
+            // (first_seen is carried from night to night)
             assert_eq!(
-                table(&s.run_dir, name, &[]),
-                table(&a.run_dir, name, &[]),
+                table(&s.run_dir, name, &["first_seen"]),
+                table(&a.run_dir, name, &["first_seen"]),
                 "{name} as of {as_of}"
             );
         }
+        // a cluster reported yesterday keeps its first_seen; any other is new
+        let clusters = table(&s.run_dir, "clusters", &[]);
+        let seen: BTreeMap<String, chrono::NaiveDate> =
+            column_text(std::slice::from_ref(&clusters), "cluster_id")
+                .into_iter()
+                .zip(dates(&clusters, "first_seen"))
+                .collect();
+        let today = chrono::NaiveDate::parse_from_str(&as_of, "%Y-%m-%d").unwrap();
+        for (id, first) in &seen {
+            let want = previous_seen.get(id).copied().unwrap_or(today);
+            assert_eq!(*first, want, "{id} as of {as_of}");
+        }
+        if night > 0 {
+            assert!(
+                seen.values().any(|d| *d < today),
+                "clusters carried over as of {as_of}"
+            );
+        }
+        previous_seen = seen;
         // the contact days a night writes are what a run of its own computes
         let days = &s.manifest.contact_days_written;
         assert_eq!(days.len(), if night == 0 { 30 } else { 2 }, "{days:?}");

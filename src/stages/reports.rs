@@ -56,11 +56,30 @@ pub(crate) async fn write(
     let summary = s
         .register_query("repeat_summary", queries::REPEAT_SUMMARY)
         .await?;
-    for (name, batches) in [
-        ("repeat_summary", &summary),
-        ("clusters", &ranked.batches),
-        ("sequences", &sequences),
-    ] {
+    let as_of_date = crate::time::local_date(
+        cfg.tz(),
+        cfg.as_of_us.expect("the run's as-of is set after ingest"),
+    );
+    let clusters = crate::daily_list::with_first_seen(
+        &ranked.batches,
+        previous_run(cfg)?.as_deref(),
+        as_of_date,
+    )?;
+    let clusters_schema = match clusters.first() {
+        Some(b) => b.schema(),
+        None => {
+            let s = table_schema(&s.ctx, "clusters").await?;
+            let mut fields: Vec<_> = s.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields.push(datafusion::arrow::datatypes::Field::new(
+                "first_seen",
+                DataType::Date32,
+                false,
+            ));
+            Arc::new(datafusion::arrow::datatypes::Schema::new(fields))
+        }
+    };
+    report::write_batches(clusters_schema, &clusters, &cfg.out, "clusters", tables)?;
+    for (name, batches) in [("repeat_summary", &summary), ("sequences", &sequences)] {
         report::write_batches(
             table_schema(&s.ctx, name).await?,
             batches,
@@ -118,10 +137,7 @@ fn daily_list(
 ) -> Result<(RecordBatch, crate::daily_list::ListSummary)> {
     let as_of_us = cfg.as_of_us.expect("the run's as-of is set after ingest");
     let as_of_date = crate::time::local_date(cfg.tz(), as_of_us);
-    let previous = match &cfg.history {
-        Some(root) => crate::runs::previous_run(root, as_of_date)?,
-        None => None,
-    };
+    let previous = previous_run(cfg)?;
     let inputs = crate::daily_list::ListInputs {
         as_of_us,
         as_of_date,
@@ -135,11 +151,25 @@ fn daily_list(
                 )
             })
             .collect(),
-        previous_run: previous.as_ref().map(|(_, p)| p.as_path()),
+        previous_run: previous.as_deref(),
         contacted: cfg.contacted.as_deref(),
         control_share: cfg.control_share,
     };
     crate::daily_list::make(outreach, &inputs)
+}
+
+/// The folder of the previous run in the output folder (the latest earlier
+/// as-of), if the run goes into an output folder of many runs and one is
+/// there.
+fn previous_run(cfg: &PipelineConfig) -> Result<Option<std::path::PathBuf>> {
+    let Some(root) = &cfg.history else {
+        return Ok(None);
+    };
+    let as_of_date = crate::time::local_date(
+        cfg.tz(),
+        cfg.as_of_us.expect("the run's as-of is set after ingest"),
+    );
+    Ok(crate::runs::previous_run(root, as_of_date)?.map(|(_, p)| p))
 }
 
 /// Writes the frequent contacters; returns their figures for the manifest.
