@@ -53,6 +53,7 @@ pub const OUTREACH_CANDIDATES: &str = query!("outreach_candidates.sql");
 pub const ALL: &[(&str, &str)] = &[
     ("repeat_groups", REPEAT_GROUPS),
     ("repeat_counts", REPEAT_COUNTS),
+    ("reason_days", REASON_DAYS),
     ("repeat_summary", REPEAT_SUMMARY),
     ("caps", CAPS),
     ("cluster_candidates", CLUSTER_CANDIDATES),
