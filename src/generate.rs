@@ -78,6 +78,10 @@ pub struct GenerateParams {
     /// ([`Truth::surges`]).
     #[serde(default)]
     pub surges: u32,
+    /// Plant a cluster that begins halfway through the log and one that
+    /// stops there ([`Truth::changing`]).
+    #[serde(default)]
+    pub changing_clusters: bool,
 }
 
 impl Default for GenerateParams {
@@ -93,6 +97,7 @@ impl Default for GenerateParams {
             extra_reasons: 0,
             weekly_rhythm: false,
             surges: 0,
+            changing_clusters: false,
         }
     }
 }
@@ -162,6 +167,29 @@ pub struct PlantedSurge {
     pub usual_per_day: f64,
 }
 
+/// A planted A→B cluster that begins or stops partway through the log: a
+/// trigger is followed (with `probability`, after a log-normal lag of
+/// median `lag_median_s`) only after `at` (begins) or only before it (stops).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangingCluster {
+    /// Trigger reason.
+    pub antecedent: String,
+    /// Follow-up reason.
+    pub consequent: String,
+    /// "begins" or "stops".
+    pub change: String,
+    /// The day of the change (UTC), YYYY-MM-DD.
+    pub at: String,
+    /// Probability that a trigger on the followed side is followed.
+    pub probability: f64,
+    /// Median lag of the follow-up, seconds.
+    pub lag_median_s: f64,
+    /// Triggers before and after the change.
+    pub triggers: [u64; 2],
+    /// Follow-ups of triggers before and after the change.
+    pub followups: [u64; 2],
+}
+
 /// What was planted in a generated log.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Truth {
@@ -178,6 +206,9 @@ pub struct Truth {
     /// The surges planted on background reasons (`--surges`).
     #[serde(default)]
     pub surges: Vec<PlantedSurge>,
+    /// The clusters that begin or stop partway (`--changing-clusters`).
+    #[serde(default)]
+    pub changing: Vec<ChangingCluster>,
     /// Placeholder ids used, to pass as `--exclude-customer`.
     pub placeholder_ids: Vec<String>,
     /// Rows with a placeholder id.
@@ -663,6 +694,16 @@ fn make(params: &GenerateParams) -> Result<(Vec<Row>, Truth)> {
             *hour_pick.sample(rng) as i64 * HOUR_US + rng.random_range(0..3600) * 1_000_000,
         )
     });
+    let changing = if params.changing_clusters {
+        plant_changing_clusters(&mut rows, &mut rng, params, |rng| {
+            (
+                channels.sample(rng).0,
+                *hour_pick.sample(rng) as i64 * HOUR_US + rng.random_range(0..3600) * 1_000_000,
+            )
+        })
+    } else {
+        Vec::new()
+    };
     rows.sort_by_key(|r| r.ts.unwrap_or(i64::MAX));
     for (k, (a, b)) in [(0, (0, 1)), (1, (1, 2)), (2, (0, 2))] {
         planted.push(PlantedCluster {
@@ -698,6 +739,7 @@ fn make(params: &GenerateParams) -> Result<(Vec<Row>, Truth)> {
             contacts: surge_contacts,
         },
         surges,
+        changing,
         placeholder_ids: vec!["UNKNOWN".into(), "0".into()],
         placeholder_rows,
         null_customer_rows,
@@ -761,6 +803,83 @@ fn plant_surges(
         });
     }
     planted
+}
+
+/// The clusters that change: (antecedent, consequent, begins).
+const CHANGING: [(&str, &str, bool); 2] = [
+    ("app_release_update", "app_login_error", true),
+    ("paper_bill_request", "paper_bill_missing", false),
+];
+/// Share of customers with a trigger of each changing cluster.
+const CHANGING_RATE: f64 = 0.05;
+/// Probability that a trigger on the followed side is followed.
+const CHANGING_PROB: f64 = 0.5;
+/// Median lag of their follow-ups, hours (log-normal, sigma 0.5).
+const CHANGING_MEDIAN_H: f64 = 24.0;
+
+/// Plants [`CHANGING`] into `rows`: each customer has a trigger with chance
+/// [`CHANGING_RATE`], at a random time; it is followed only after the
+/// log's middle day (a cluster that begins) or only before it (one that
+/// stops). `at(rng)` gives a contact's channel and time of day.
+fn plant_changing_clusters(
+    rows: &mut Vec<Row>,
+    rng: &mut StdRng,
+    params: &GenerateParams,
+    at: impl Fn(&mut StdRng) -> (&'static str, i64),
+) -> Vec<ChangingCluster> {
+    let end_us = START_US + params.days as i64 * DAY_US;
+    let change_us = START_US + (params.days as i64 / 2) * DAY_US;
+    let lag = LogNormal::new((CHANGING_MEDIAN_H * 3600.0).ln(), 0.5).expect("valid");
+    CHANGING
+        .iter()
+        .map(|&(a, b, begins)| {
+            let mut planted = ChangingCluster {
+                antecedent: a.into(),
+                consequent: b.into(),
+                change: if begins { "begins" } else { "stops" }.into(),
+                at: chrono::DateTime::from_timestamp_micros(change_us)
+                    .expect("a day of the log")
+                    .date_naive()
+                    .to_string(),
+                probability: CHANGING_PROB,
+                lag_median_s: CHANGING_MEDIAN_H * 3600.0,
+                triggers: [0, 0],
+                followups: [0, 0],
+            };
+            for c in 1..=params.customers {
+                if rng.random::<f64>() >= CHANGING_RATE {
+                    continue;
+                }
+                let (channel, time) = at(rng);
+                let t = START_US + rng.random_range(0..params.days as i64) * DAY_US + time;
+                let customer = format!("C{c:07}");
+                let agent = format!("A{:03}", rng.random_range(1..=5));
+                rows.push(Row {
+                    customer: Some(customer.clone()),
+                    ts: Some(t),
+                    channel,
+                    reason: a,
+                    agent: agent.clone(),
+                });
+                let side = usize::from(t >= change_us);
+                planted.triggers[side] += 1;
+                if side == usize::from(begins) && rng.random::<f64>() < CHANGING_PROB {
+                    let tb = t + (lag.sample(rng) * 1e6) as i64;
+                    if tb < end_us {
+                        rows.push(Row {
+                            customer: Some(customer),
+                            ts: Some(tb),
+                            channel: "phone",
+                            reason: b,
+                            agent,
+                        });
+                        planted.followups[side] += 1;
+                    }
+                }
+            }
+            planted
+        })
+        .collect()
 }
 
 fn write_log(out: &Path, rows: &[Row], first_id: i64) -> Result<()> {

@@ -101,6 +101,10 @@ enum Command {
         /// (lengths and heights differ; the first is on the rarest reason).
         #[arg(long, default_value_t = 0)]
         surges: u32,
+        /// Plant a cluster that begins halfway through the log and one that
+        /// stops there.
+        #[arg(long)]
+        changing_clusters: bool,
         /// Write a hive-partitioned log instead: OUT/date=YYYY-MM-DD/part-0.parquet,
         /// one folder per day.
         #[arg(long)]
@@ -453,6 +457,7 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
             extra_reasons,
             weekly_rhythm,
             surges,
+            changing_clusters,
             daily,
         } => {
             let params = recur::generate::GenerateParams {
@@ -466,6 +471,7 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
                 extra_reasons,
                 weekly_rhythm,
                 surges,
+                changing_clusters,
             };
             if daily {
                 let truth = recur::generate::generate_daily(&out, &params)?;

@@ -296,6 +296,64 @@ async fn planted_surges_are_found_from_their_start_day() {
     eprintln!("surges nobody planted: {unplanted:?}");
 }
 
+/// The generator's changing clusters: as of the day before the change
+/// (a window of the first half), the cluster that stops is reported and the
+/// one that begins is not; over the second half, the reverse.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_clusters_change_halfway() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("changing.parquet");
+    let truth = generate(
+        &log,
+        &GenerateParams {
+            customers: 20_000,
+            seed: 61,
+            changing_clusters: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let [begins, stops] = [&truth.changing[0], &truth.changing[1]];
+    assert_eq!(
+        (begins.change.as_str(), stops.change.as_str()),
+        ("begins", "stops")
+    );
+    assert!(
+        begins.followups[0] == 0 && begins.followups[1] > 100,
+        "{begins:?}"
+    );
+    assert!(
+        stops.followups[1] == 0 && stops.followups[0] > 100,
+        "{stops:?}"
+    );
+    let change = chrono::NaiveDate::parse_from_str(&begins.at, "%Y-%m-%d").unwrap();
+    let reported = |as_of: chrono::NaiveDate, name: &str| {
+        let out = dir.path().join(name);
+        let cfg = config(&[&log], &out, |c| {
+            placeholders(c);
+            c.as_of = Some(as_of.to_string());
+            c.lookback = Some("44d".into());
+        });
+        async move {
+            recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+                .await
+                .unwrap();
+            column_text(&read_parquet(&out.join("clusters.parquet")), "cluster_id")
+        }
+    };
+    let id = |c: &recur::generate::ChangingCluster| format!("{} -> {}", c.antecedent, c.consequent);
+    let before = reported(change.pred_opt().unwrap(), "before").await;
+    assert!(
+        before.contains(&id(stops)) && !before.contains(&id(begins)),
+        "{before:?}"
+    );
+    let after = reported(change + chrono::Duration::days(44), "after").await;
+    assert!(
+        after.contains(&id(begins)) && !after.contains(&id(stops)),
+        "{after:?}"
+    );
+}
+
 /// On generated logs with different seeds, every planted cluster whose lag
 /// fits a window is in the top 10 (recall@10 = 1), and the month-lag
 /// cluster at the 30-day window.
