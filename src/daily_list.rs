@@ -37,7 +37,6 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit, TimestampMicrosecondType};
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -74,10 +73,6 @@ pub struct ListInputs<'a> {
     pub contacted: Option<&'a Path>,
     /// `--control-share`.
     pub control_share: f64,
-}
-
-fn days_since_epoch(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date")).num_days() as i32
 }
 
 /// Whether customer–follow-up (`customer`, `reason`) is in the control
@@ -153,7 +148,7 @@ pub fn make(outreach: &RecordBatch, inputs: &ListInputs) -> Result<(RecordBatch,
         Some(run) => read_first_listed(&run.join("outreach.parquet"))?,
         None => HashMap::new(),
     };
-    let today = days_since_epoch(inputs.as_of_date);
+    let today = crate::time::epoch_day(inputs.as_of_date);
     let mut first = Vec::with_capacity(outreach.num_rows());
     let mut control = Vec::with_capacity(outreach.num_rows());
     for i in 0..outreach.num_rows() {
@@ -228,8 +223,7 @@ fn read_contacted(path: &Path) -> Result<Vec<Contacted>> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let file = std::fs::File::open(path).map_err(|e| unreadable(&e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
+    let builder = crate::report::open_parquet(path)?;
     let schema = builder.schema().clone();
     let available = || {
         schema
@@ -310,8 +304,7 @@ fn read_first_listed(path: &Path) -> Result<HashMap<(String, String, String), i3
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let file = std::fs::File::open(path).map_err(|e| unreadable(&e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
+    let builder = crate::report::open_parquet(path)?;
     let wanted: HashSet<&str> = [
         "customer_id",
         "expected_reason",
@@ -371,7 +364,7 @@ pub fn with_first_seen(
         Some(run) => read_first_seen(&run.join("clusters.parquet"))?,
         None => HashMap::new(),
     };
-    let today = days_since_epoch(today);
+    let today = crate::time::epoch_day(today);
     clusters
         .iter()
         .map(|b| {
@@ -420,8 +413,7 @@ fn read_first_seen(path: &Path) -> Result<HashMap<String, i32>> {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    let file = std::fs::File::open(path).map_err(|e| unreadable(&e))?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| unreadable(&e))?;
+    let builder = crate::report::open_parquet(path)?;
     let has = |name: &str| builder.schema().field_with_name(name).is_ok();
     if !has("cluster_id") || !has("first_seen") {
         return Ok(out);

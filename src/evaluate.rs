@@ -21,7 +21,6 @@ use std::path::Path;
 
 use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Date32Type, Int64Type};
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
@@ -111,14 +110,7 @@ fn read_surges(path: &Path) -> Result<Vec<(String, chrono::NaiveDate)>> {
     if !path.exists() {
         return Ok(Vec::new());
     }
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| Error::UnreadableFile {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?
-        .build()?;
-    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date");
+    let reader = crate::report::open_parquet(path)?.build()?;
     let mut rows = Vec::new();
     for b in reader {
         let b = b?;
@@ -137,7 +129,7 @@ fn read_surges(path: &Path) -> Result<Vec<(String, chrono::NaiveDate)>> {
         for i in 0..b.num_rows() {
             rows.push((
                 reason.value(i).to_string(),
-                epoch + chrono::Duration::days(start.value(i) as i64),
+                crate::time::from_epoch_day(start.value(i)),
             ));
         }
     }
@@ -195,13 +187,7 @@ fn score_surges(truth: &Truth, out_dir: &Path, manifest: &serde_json::Value) -> 
 }
 
 fn read_clusters(path: &Path) -> Result<Vec<(u64, String, String, i64)>> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| Error::UnreadableFile {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?
-        .build()?;
+    let reader = crate::report::open_parquet(path)?.build()?;
     let mut rows = Vec::new();
     for b in reader {
         let b = b?;

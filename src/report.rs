@@ -440,6 +440,21 @@ pub fn member_lags(batches: &[RecordBatch]) -> std::collections::HashMap<String,
     out
 }
 
+/// A Parquet file opened for reading; a file that cannot be opened or is
+/// not Parquet is [`Error::UnreadableFile`], naming it.
+pub fn open_parquet(
+    path: &Path,
+) -> Result<datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder<std::fs::File>>
+{
+    let unreadable = |e: &dyn std::fmt::Display| Error::UnreadableFile {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(|e| unreadable(&e))?;
+    datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| unreadable(&e))
+}
+
 /// A string column of any string type (Utf8, Utf8View, LargeUtf8,
 /// dictionary) as a plain `StringArray`.
 pub fn utf8(array: &datafusion::arrow::array::ArrayRef) -> datafusion::arrow::array::StringArray {

@@ -51,6 +51,7 @@ use datafusion::arrow::datatypes::{DataType, Date32Type, Field, Int64Type, Schem
 
 use crate::config::PipelineConfig;
 use crate::error::Result;
+use crate::time::{epoch_day, from_epoch_day};
 
 /// Weeks of the same weekday a day is compared with.
 pub const BASELINE_WEEKS: i64 = 4;
@@ -119,7 +120,7 @@ pub fn day_counts<'a>(batches: impl IntoIterator<Item = &'a RecordBatch>) -> Res
         for i in 0..b.num_rows() {
             let text = |a: &StringArray| a.is_valid(i).then(|| a.value(i).to_string());
             rows.push(DayCount {
-                date: date_of(date.value(i)),
+                date: from_epoch_day(date.value(i)),
                 reason: text(reason),
                 channel: text(channel),
                 contacts: contacts.value(i) as u64,
@@ -484,18 +485,6 @@ fn group(days: &[ReasonDay], s: &Series, params: &SurgeParams) -> Vec<Surge> {
     surges
 }
 
-fn epoch() -> NaiveDate {
-    NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date")
-}
-
-fn epoch_days(d: NaiveDate) -> i32 {
-    (d - epoch()).num_days() as i32
-}
-
-fn date_of(days: i32) -> NaiveDate {
-    epoch() + chrono::Duration::days(days as i64)
-}
-
 /// Schema of the `surges` table.
 pub fn surges_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
@@ -566,7 +555,7 @@ impl Surges {
         };
         let dates = |f: &dyn Fn(&Surge) -> NaiveDate| -> ArrayRef {
             Arc::new(Date32Array::from_iter_values(
-                s.iter().map(|x| epoch_days(f(x))),
+                s.iter().map(|x| epoch_day(f(x))),
             ))
         };
         let columns: Vec<ArrayRef> = vec![
@@ -602,7 +591,7 @@ impl Surges {
         };
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Date32Array::from_iter_values(
-                d.iter().map(|x| epoch_days(x.date)),
+                d.iter().map(|x| epoch_day(x.date)),
             )),
             Arc::new(StringArray::from_iter_values(d.iter().map(|x| &x.reason))),
             i64s(&|x| x.contacts as i64),

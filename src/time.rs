@@ -9,6 +9,16 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 
+/// A date as days since the Unix epoch (Arrow's `Date32`).
+pub fn epoch_day(d: NaiveDate) -> i32 {
+    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date")).num_days() as i32
+}
+
+/// Days since the Unix epoch (Arrow's `Date32`) as a date.
+pub fn from_epoch_day(day: i32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date") + chrono::Duration::days(day as i64)
+}
+
 /// Converts an integer epoch to microseconds, telling the unit by magnitude:
 /// |v| < 10^11 seconds, < 10^14 milliseconds, < 10^17 microseconds, else
 /// nanoseconds (unambiguous for every instant between 1973 and 5138).

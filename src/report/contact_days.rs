@@ -37,6 +37,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 
 use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
+use crate::time::{epoch_day, from_epoch_day};
 
 /// The folder of the day files, in a run's folder and under ROOT.
 pub const CONTACTS_DIR: &str = "contacts";
@@ -87,17 +88,9 @@ pub struct ContactDays {
     tz: Tz,
 }
 
-fn epoch_day(d: NaiveDate) -> i32 {
-    (d - NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date")).num_days() as i32
-}
-
-fn day_date(day: i32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(1970, 1, 1).expect("a date") + chrono::Duration::days(day as i64)
-}
-
 /// The folder name of a day.
 fn day_dir(day: i32) -> String {
-    format!("date={}", day_date(day))
+    format!("date={}", from_epoch_day(day))
 }
 
 fn read_index(root: &Path) -> Result<BTreeMap<i32, Stored>> {
@@ -141,7 +134,7 @@ impl ContactDays {
 
     /// Whether the run writes day `day` (days since the epoch, local).
     pub fn writes(&self, day: i32) -> bool {
-        let date = day_date(day);
+        let date = from_epoch_day(day);
         let start = crate::time::day_start_us(self.tz, date);
         let end = date
             .succ_opt()
@@ -371,7 +364,7 @@ pub fn publish(
     }
     let by_date: BTreeMap<String, Stored> = index
         .into_iter()
-        .map(|(d, a)| (day_date(d).to_string(), a))
+        .map(|(d, a)| (from_epoch_day(d).to_string(), a))
         .collect();
     let text = serde_json::to_string_pretty(&by_date)
         .map_err(|e| Error::io(store.join(INDEX), std::io::Error::other(e.to_string())))?;
@@ -382,11 +375,6 @@ pub fn publish(
         std::fs::remove_dir_all(&staged).map_err(|e| Error::io(&staged, e))?;
     }
     Ok(())
-}
-
-/// A day (days since the epoch) as a date.
-pub fn date_of(day: i32) -> NaiveDate {
-    day_date(day)
 }
 
 #[cfg(test)]

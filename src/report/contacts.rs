@@ -402,7 +402,7 @@ impl ContactsWriter {
                 seconds: self.started.elapsed().as_secs_f64(),
             },
         );
-        Ok(days.into_iter().map(super::contact_days::date_of).collect())
+        Ok(days.into_iter().map(crate::time::from_epoch_day).collect())
     }
 }
 
