@@ -69,6 +69,7 @@ fn timeline(c: &mut Criterion) {
         pair_filter: Arc::new(Vec::new()),
         customer_cap: 3,
         sequence_steps: None,
+        trigger_period: None,
     };
     let mut g = c.benchmark_group("timeline");
     g.throughput(Throughput::Elements(rows as u64));

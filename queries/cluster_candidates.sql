@@ -22,7 +22,8 @@
 --                            src/significance.rs)
 -- Output: key, window_s, antecedent, consequent, n_antecedent, n_support,
 --         customers, confidence, n_counted, expected, baseline, lift, score,
---         avoidable_contacts, value, p_value
+--         avoidable_contacts, value, p_value, counted_triggers, sum_sq (the
+--         cluster trends compare periods with them)
 --
 -- Parameters: ${windows} (a VALUES list of windows in seconds), ${min_lift},
 -- ${effectiveness}.
@@ -48,11 +49,12 @@
 WITH windows AS (
     SELECT CAST(column1 AS DOUBLE) AS window_s FROM (VALUES ${windows}) AS w
 ),
+-- (window_s = 0: at every window; a trend's period counts each window's)
 antecedents AS (
-    SELECT antecedent, SUM(n_support) AS n_antecedent
+    SELECT window_s, antecedent, SUM(n_support) AS n_antecedent
     FROM pair_counts
     WHERE consequent IS NULL
-    GROUP BY antecedent
+    GROUP BY window_s, antecedent
 ),
 pairs AS (
     SELECT p.window_s, p.antecedent, p.consequent,
@@ -77,6 +79,7 @@ counted AS (
         CAST(p.n_support AS DOUBLE) / a.n_antecedent AS confidence,
         p.n_counted,
         e.expected,
+        e.counted_triggers,
         e.expected / e.counted_triggers AS baseline,
         CAST(p.n_counted AS DOUBLE) - e.expected AS score,
         p.followup_cost / p.n_support AS mean_cost,
@@ -84,7 +87,8 @@ counted AS (
         e.expected_sq,
         p.sum_sq
     FROM pairs p
-    JOIN antecedents a ON a.antecedent = p.antecedent
+    JOIN antecedents a
+      ON a.antecedent = p.antecedent AND (a.window_s = 0 OR a.window_s = p.window_s)
     JOIN pair_expectations e
       ON e.window_s = p.window_s AND e.antecedent = p.antecedent
      AND e.consequent = p.consequent
@@ -97,7 +101,8 @@ SELECT
     score,
     ${effectiveness} * GREATEST(score, 0.0) AS avoidable_contacts,
     ${effectiveness} * GREATEST(score, 0.0) * mean_cost AS value,
-    excess_p_value(n_counted, expected, variance, ${min_lift}) AS p_value
+    excess_p_value(n_counted, expected, variance, ${min_lift}) AS p_value,
+    counted_triggers, sum_sq
 FROM (
     SELECT *,
            CAST(sum_sq AS DOUBLE) - 2.0 * fitted * cross + fitted * fitted * expected_sq AS variance

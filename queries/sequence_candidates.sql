@@ -15,7 +15,8 @@
 --                         PatternSums::finish in src/timeline/sequences.rs)
 -- Output: key, pattern, length, prefix, n_prefix, n_support, customers,
 --         confidence, n_counted, expected, baseline, lift, score,
---         avoidable_contacts, value, p_value, reason_1 .. reason_4 (step lags
+--         avoidable_contacts, value, p_value, prefix_counted, sum_sq (the
+--         cluster trends compare periods with them), reason_1 .. reason_4 (step lags
 --         are taken in sequences.sql, for the significant patterns only)
 --
 -- Parameters: ${min_lift}, ${effectiveness}, ${max_gap_s}.
@@ -52,5 +53,6 @@ SELECT
     ${effectiveness} * GREATEST(score, 0.0) AS avoidable_contacts,
     ${effectiveness} * GREATEST(score, 0.0) * followup_cost / n_support AS value,
     excess_p_value(n_counted, expected, sum_sq, ${min_lift}) AS p_value,
+    prefix_counted, sum_sq,
     reason_1, reason_2, reason_3, reason_4
 FROM counted

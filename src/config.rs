@@ -68,6 +68,11 @@ pub const DEFAULT_MIN_CUSTOMERS: u64 = 20;
 /// sequence prefix) a customer counts with in the tests, the score and the
 /// value: its first three, so that no customer carries a finding alone.
 pub const DEFAULT_CUSTOMER_CAP: u32 = 3;
+/// Default recent period of the cluster trends, in days: four weeks, so that
+/// it holds every weekday four times and a cluster's follow-ups within the
+/// default windows.
+pub const DEFAULT_RECENT_DAYS: i64 = 28;
+
 /// Default lookback of a run with `--as-of`, in days (at least three of the
 /// longest cluster windows).
 pub const DEFAULT_LOOKBACK_DAYS: i64 = 90;
@@ -144,6 +149,10 @@ pub struct RunOptions {
     /// window; without, the whole log].
     #[arg(long)]
     pub lookback: Option<String>,
+    /// The recent period of the cluster trends: the clusters and sequences
+    /// of its last DUR against those of the window before it [default: 28d].
+    #[arg(long)]
+    pub recent: Option<String>,
     /// Folder-name partition holding each file's day, as in `date=2026-11-01/`:
     /// files whose day is outside the window are not opened [default: date].
     #[arg(long)]
@@ -286,6 +295,8 @@ pub struct PipelineConfig {
     pub alpha: f64,
     /// Fewest first contacts above the expected for a surge day.
     pub surge_min_contacts: u64,
+    /// The trends' recent period, µs.
+    pub recent_us: i64,
     /// Share of follow-ups a proactive contact prevents.
     pub effectiveness: f64,
     /// Relative cost of a contact per channel.
@@ -465,6 +476,10 @@ impl PipelineConfig {
                 )?,
             ),
         };
+        let recent_us = match &raw.recent {
+            Some(r) => parse_duration_us(r).map_err(|e| Error::param("--recent", e))?,
+            None => DEFAULT_RECENT_DAYS * 86_400_000_000,
+        };
         let lookback_us = match (&raw.lookback, as_of_us) {
             (Some(l), Some(_)) => {
                 Some(parse_duration_us(l).map_err(|e| Error::param("--lookback", e))?)
@@ -550,6 +565,7 @@ impl PipelineConfig {
             require_data: raw.require_data.unwrap_or(false),
             allow_empty: raw.allow_empty.unwrap_or(false),
             keep: raw.keep,
+            recent_us,
             surge_min_contacts: raw
                 .surge_min_contacts
                 .unwrap_or(crate::surges::DEFAULT_MIN_CONTACTS),

@@ -16,6 +16,11 @@
 //! surge of its reason starts within [`SURGE_START_SLACK_DAYS`] of its
 //! first day; the start error is that surge's start − the planted start.
 //! A reported surge of a reason with no planted surge is a false surge.
+//!
+//! Trends (`cluster_trends.parquet`): a planted cluster that begins partway
+//! through the log is right when its status is new or growing, one that
+//! stops when it is fading or gone; any other pattern with a status other
+//! than stable is an unplanted change.
 
 use std::path::Path;
 
@@ -56,6 +61,89 @@ pub struct SurgeScore {
     pub false_surges: Vec<String>,
     /// Reason-days the run tested (manifest).
     pub reason_days_tested: u64,
+}
+
+/// One planted changing cluster, and the status the run gave it.
+#[derive(Debug, Clone, Serialize)]
+pub struct PlantedChange {
+    /// `A -> B`.
+    pub item: String,
+    /// `begins` or `stops`, as planted.
+    pub change: String,
+    /// Its status in cluster_trends (None: not listed).
+    pub status: Option<String>,
+    /// Whether that status is what the change should give: new or growing
+    /// for one that begins, fading or gone for one that stops.
+    pub right: bool,
+}
+
+/// The cluster trends against the planted changes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TrendScore {
+    /// Per planted changing cluster.
+    pub planted: Vec<PlantedChange>,
+    /// Planted changes given the right status.
+    pub right: usize,
+    /// The other patterns whose status is not stable, `status pattern`.
+    pub unplanted_changes: Vec<String>,
+}
+
+/// The statuses that are right for a planted change.
+fn right_statuses(change: &str) -> &'static [&'static str] {
+    match change {
+        "begins" => &["new", "growing"],
+        _ => &["fading", "gone"],
+    }
+}
+
+/// Scores the trends of `out_dir` against the planted changes.
+fn score_trends(truth: &Truth, out_dir: &Path) -> Result<TrendScore> {
+    let path = out_dir.join("cluster_trends.parquet");
+    let mut rows: Vec<(String, String)> = Vec::new();
+    if path.exists() {
+        for b in crate::report::open_parquet(&path)?.build()? {
+            let b = b?;
+            let (Some(id), Some(status)) =
+                (b.column_by_name("pattern_id"), b.column_by_name("status"))
+            else {
+                return Err(Error::MissingColumn {
+                    path: path.clone(),
+                    column: "pattern_id, status".into(),
+                    role: "cluster_trends",
+                    available: String::new(),
+                });
+            };
+            let (id, status) = (crate::report::utf8(id), crate::report::utf8(status));
+            for i in 0..b.num_rows() {
+                rows.push((id.value(i).to_string(), status.value(i).to_string()));
+            }
+        }
+    }
+    let planted: Vec<PlantedChange> = truth
+        .changing
+        .iter()
+        .map(|c| {
+            let item = format!("{} -> {}", c.antecedent, c.consequent);
+            let status = rows.iter().find(|r| r.0 == item).map(|r| r.1.clone());
+            PlantedChange {
+                right: status
+                    .as_deref()
+                    .is_some_and(|s| right_statuses(&c.change).contains(&s)),
+                item,
+                change: c.change.clone(),
+                status,
+            }
+        })
+        .collect();
+    Ok(TrendScore {
+        right: planted.iter().filter(|p| p.right).count(),
+        unplanted_changes: rows
+            .iter()
+            .filter(|r| r.1 != "stable" && !planted.iter().any(|p| p.item == r.0))
+            .map(|r| format!("{} {}", r.1, r.0))
+            .collect(),
+        planted,
+    })
 }
 
 /// The K values evaluated.
@@ -103,6 +191,8 @@ pub struct Evaluation {
     pub planted: Vec<PlantedRank>,
     /// The surges (none when the run wrote no surges table).
     pub surges: SurgeScore,
+    /// The cluster trends (none when the run wrote no cluster_trends table).
+    pub trends: TrendScore,
 }
 
 /// The reported surges: (reason, start date), largest first.
@@ -261,11 +351,16 @@ pub fn evaluate(truth_path: &Path, out_dir: &Path) -> Result<Evaluation> {
             }
         })
         .collect();
+    // (a changing cluster is planted too, over the part of the log it holds)
     let is_planted = |a: &str, c: &str| {
         truth
             .clusters
             .iter()
             .any(|p| p.antecedent == a && p.consequent == c)
+            || truth
+                .changing
+                .iter()
+                .any(|p| p.antecedent == a && p.consequent == c)
     };
     let findable = planted.iter().filter(|p| p.findable).count().max(1);
     let clusters = TOP_K
@@ -304,6 +399,7 @@ pub fn evaluate(truth_path: &Path, out_dir: &Path) -> Result<Evaluation> {
         clusters,
         planted,
         surges: score_surges(&truth, out_dir, &manifest)?,
+        trends: score_trends(&truth, out_dir)?,
     };
     crate::report::write_json(&out_dir.join("evaluation.json"), &eval)?;
     Ok(eval)

@@ -398,6 +398,18 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
             writeln!(t, "{:>3}. {line}", i + 1).ok();
         }
     }
+    if !s.trends.is_empty() {
+        writeln!(
+            t,
+            "{} clusters and sequences changed since before {} (see cluster_trends); new and growing first:",
+            s.trends.len(),
+            m.trends.recent_from.get(..10).unwrap_or_default(),
+        )
+        .ok();
+        for (i, line) in s.trends.iter().take(7).enumerate() {
+            writeln!(t, "{:>3}. {line}", i + 1).ok();
+        }
+    }
     if let Some(n) = &m.null_check {
         let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
         writeln!(
@@ -550,6 +562,28 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
                         None => "not found".into(),
                     }
                 );
+            }
+            let tr = &e.trends;
+            if !tr.planted.is_empty() || !tr.unplanted_changes.is_empty() {
+                t += &format!(
+                    "trends: {} of {} planted changes given the right status, {} other changes{}\n",
+                    tr.right,
+                    tr.planted.len(),
+                    tr.unplanted_changes.len(),
+                    if tr.unplanted_changes.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", tr.unplanted_changes.join(", "))
+                    }
+                );
+                for p in &tr.planted {
+                    t += &format!(
+                        "  {:<44} {:<7} {}\n",
+                        p.item,
+                        p.change,
+                        p.status.as_deref().unwrap_or("not listed"),
+                    );
+                }
             }
             t += &format!("written to {}\n", outdir.join("evaluation.json").display());
             std::io::stdout().write_all(t.as_bytes()).ok();

@@ -29,7 +29,7 @@ use crate::ingest::{self, IngestStats};
 use crate::report::{self, ClusterRow, Manifest};
 use crate::session::{RunSession, register_pair_tables};
 use crate::stages::nullcheck::NullCheck;
-use crate::stages::{first_pass, rank, reports, second_pass};
+use crate::stages::{Beside, first_pass, rank, reports, second_pass};
 use crate::timeline::TimelineParams;
 
 pub use crate::session::{NoProgress, Progress};
@@ -55,6 +55,9 @@ pub struct RunSummary {
     pub sequences: Vec<report::SequenceRow>,
     /// The surges, one line each in plain words, largest first.
     pub surges: Vec<String>,
+    /// The cluster trends that changed, one line each in plain words: new
+    /// and growing first.
+    pub trends: Vec<String>,
     /// The run's manifest as written.
     pub manifest: Manifest,
     /// The folder the run's tables are in.
@@ -127,8 +130,14 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let spill_dir = ingested.buckets.dir();
     let n_buckets = ingested.buckets.len();
     let params = timeline_params(cfg, &stats);
-    let mut null_check =
-        (cfg.null_check > 0).then(|| NullCheck::new(cfg.null_check, NULL_CHECK_SEED));
+    let (trends, no_trends) = match crate::stages::trends::Trends::new(cfg, stats.min_ts_us) {
+        Ok(t) => (Some(t), None),
+        Err(why) => (None, Some(why)),
+    };
+    let mut beside = Beside {
+        null_check: (cfg.null_check > 0).then(|| NullCheck::new(cfg.null_check, NULL_CHECK_SEED)),
+        trends,
+    };
 
     // (the output folder only once the input has been read without error)
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
@@ -142,7 +151,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         cfg,
         ingested.buckets,
         &params,
-        null_check.as_mut(),
+        &mut beside,
         contact_days,
         progress,
     )
@@ -197,11 +206,17 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     progress.stage("ranking clusters");
     let t_rank = Instant::now();
     let ranked = rank::clusters(&s.ctx, cfg, &mut s.seconds).await?;
-    if let Some(check) = null_check.as_mut() {
+    if let Some(check) = beside.null_check.as_mut() {
         progress.stage("ranking the permuted logs");
         let t = Instant::now();
         check.rank_clusters(cfg).await?;
         s.add_seconds("null_check", t);
+    }
+    if let Some(trends) = beside.trends.as_mut() {
+        progress.stage("ranking each period's clusters");
+        let t = Instant::now();
+        trends.rank_clusters(cfg).await?;
+        s.add_seconds("trends", t);
     }
     let second = second_pass::run(
         &mut s,
@@ -211,7 +226,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         spill_dir,
         &ranked,
         &params,
-        null_check.as_mut(),
+        &mut beside,
         progress,
     )
     .await?;
@@ -236,7 +251,24 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         days_written = contacts.finish(&mut tables).await?;
         s.add_seconds("write.contacts", t);
     }
-    let null_check = match null_check {
+    progress.stage("comparing the periods");
+    let t = Instant::now();
+    let (trend_rows, mut trend_summary) = match beside.trends {
+        Some(trends) => trends.finish(cfg).await?,
+        None => crate::stages::trends::compare(cfg, Vec::new(), Vec::new(), None).await?,
+    };
+    if let Some(why) = no_trends {
+        trend_summary.recent_from = why;
+    }
+    report::write_batches(
+        crate::stages::trends::cluster_trends_schema(),
+        &trend_rows,
+        &cfg.out,
+        "cluster_trends",
+        &mut tables,
+    )?;
+    s.add_seconds("trends", t);
+    let null_check = match beside.null_check {
         Some(check) => {
             progress.stage("ranking the permuted logs' sequences");
             let t = Instant::now();
@@ -251,6 +283,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let mut manifest = Manifest::new(cfg, &stats, tables, s.seconds, started);
     manifest.outreach_list = written.list;
     manifest.surges = surges.summary();
+    manifest.trends = trend_summary;
     manifest.contact_days_written = days_written.iter().map(|d| d.to_string()).collect();
     manifest.caps = counted.caps;
     manifest.add_frequent_contacters(frequent);
@@ -279,6 +312,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         top_clusters: ranked.rows.into_iter().take(10).collect(),
         sequences: report::sequence_rows(&written.sequences),
         surges: surges.lines(),
+        trends: crate::stages::trends::lines(&trend_rows),
         manifest,
         run_dir: cfg.out.clone(),
         removed_runs: Vec::new(),
@@ -313,6 +347,7 @@ fn timeline_params(cfg: &PipelineConfig, stats: &IngestStats) -> TimelineParams 
         pair_filter: Arc::new(Vec::new()),
         customer_cap: cfg.customer_cap,
         sequence_steps: None,
+        trigger_period: None,
     }
 }
 

@@ -44,6 +44,17 @@ pub const CLUSTERS: &str = query!("clusters.sql");
 pub const CLUSTER_MEMBERS: &str = query!("cluster_members.sql");
 /// clusters → prompts.
 pub const PROMPTS: &str = query!("prompts.sql");
+/// pair_expectations, pair_counts, cluster_candidates, fdr → period_clusters
+/// (the trends, per period).
+pub const PERIOD_CLUSTERS: &str = query!("period_clusters.sql");
+/// sequence_candidates, fdr → period_sequences (the trends, per period).
+pub const PERIOD_SEQUENCES: &str = query!("period_sequences.sql");
+/// trend_before, trend_recent → trend_changes.
+pub const TREND_CHANGES: &str = query!("trend_changes.sql");
+/// trend_changes → tested (the trends' changes).
+pub const TESTED_TRENDS: &str = query!("tested_trends.sql");
+/// trend_changes, fdr → cluster_trends.
+pub const CLUSTER_TRENDS: &str = query!("cluster_trends.sql");
 /// clusters, contacts → outreach_triggers.
 pub const OUTREACH_TRIGGERS: &str = query!("outreach_triggers.sql");
 /// clusters, outreach_cutoffs, outreach_triggers, followups → outreach_candidates.
@@ -69,6 +80,11 @@ pub const ALL: &[(&str, &str)] = &[
     ("prompts", PROMPTS),
     ("outreach_triggers", OUTREACH_TRIGGERS),
     ("outreach_candidates", OUTREACH_CANDIDATES),
+    ("period_clusters", PERIOD_CLUSTERS),
+    ("period_sequences", PERIOD_SEQUENCES),
+    ("trend_changes", TREND_CHANGES),
+    ("tested_trends", TESTED_TRENDS),
+    ("cluster_trends", CLUSTER_TRENDS),
 ];
 
 /// Replaces each `${key}` in `sql` with its value.
@@ -151,6 +167,19 @@ mod tests {
             if *name == "sequence_candidates" {
                 let df = ctx.sql(tested).await.unwrap();
                 empty(&ctx, "tested", df.schema().inner().clone());
+            }
+            // the trends read both periods' lists, and test their changes
+            if *name == "period_sequences" {
+                for period in ["trend_before", "trend_recent"] {
+                    empty(&ctx, period, crate::stages::trends::period_schema());
+                }
+            }
+            if *name == "tested_trends" {
+                ctx.deregister_table("tested").unwrap();
+                empty(&ctx, "tested", df.schema().inner().clone());
+                ctx.deregister_table("fdr").unwrap();
+                let df = ctx.sql(FDR).await.unwrap();
+                empty(&ctx, "fdr", df.schema().inner().clone());
             }
         }
     }

@@ -302,6 +302,9 @@ pub struct Manifest {
     pub outreach_list: crate::daily_list::ListSummary,
     /// The surge test: reason-days tested, significant, surges.
     pub surges: crate::surges::SurgeSummary,
+    /// The cluster trends: the first instant of the recent period (or why
+    /// there are none), changes tested, patterns by status.
+    pub trends: crate::stages::trends::TrendSummary,
     /// Memory: the limit, what recur held in its in-memory tables at most, and
     /// what the sort spilled to disk.
     pub memory: MemoryUse,
@@ -345,11 +348,7 @@ impl Manifest {
         stage_seconds: BTreeMap<String, f64>,
         started: chrono::DateTime<chrono::Utc>,
     ) -> Self {
-        let fmt = |us: i64| {
-            chrono::DateTime::from_timestamp_micros(us)
-                .map(|d| d.to_rfc3339())
-                .unwrap_or_default()
-        };
+        let fmt = crate::time::format_utc;
         Manifest {
             recur_version: env!("CARGO_PKG_VERSION").to_string(),
             started_at: started.to_rfc3339(),
@@ -373,6 +372,7 @@ impl Manifest {
             contact_days_written: Vec::new(),
             outreach_list: Default::default(),
             surges: Default::default(),
+            trends: Default::default(),
             memory: MemoryUse::default(),
             frequent_contacters: Default::default(),
             null_check: None,

@@ -365,7 +365,11 @@ pub(crate) fn register_sequence_counts(
 }
 
 /// Registers `table` as `name`, in place of an earlier table of that name.
-fn replace_table(ctx: &SessionContext, name: &str, table: Arc<dyn TableProvider>) -> Result<()> {
+pub(crate) fn replace_table(
+    ctx: &SessionContext,
+    name: &str,
+    table: Arc<dyn TableProvider>,
+) -> Result<()> {
     ctx.deregister_table(name)?;
     ctx.register_table(name, table)?;
     Ok(())

@@ -160,8 +160,25 @@ impl Exposures {
         &self,
         pair_counts: impl IntoIterator<Item = &'a RecordBatch>,
     ) -> Result<RecordBatch> {
+        self.pair_expectations_with(pair_counts, std::iter::empty())
+    }
+
+    /// [`Self::pair_expectations`], with rows for the (window in seconds,
+    /// antecedent, consequent) pairs of `also` too, seen or not (a pair
+    /// never seen has no cross term); pairs of a reason without contacts
+    /// are left out.
+    pub fn pair_expectations_with<'a, 'b>(
+        &self,
+        pair_counts: impl IntoIterator<Item = &'a RecordBatch>,
+        also: impl IntoIterator<Item = (f64, &'b str, &'b str)>,
+    ) -> Result<RecordBatch> {
         // the pairs' cross-term bins, summed over partitions
         let mut g: HashMap<(u64, usize, usize), Vec<i64>> = HashMap::new();
+        for (w, a, c) in also {
+            if let (Some(a), Some(c)) = (self.reasons.get(a), self.reasons.get(c)) {
+                g.entry((w.to_bits(), *a, *c)).or_default();
+            }
+        }
         for b in pair_counts {
             let window = b.column_by_name("window_s").expect("window_s");
             let window = window.as_primitive::<Float64Type>();
@@ -375,19 +392,47 @@ pub fn excess_p_value(observed: f64, expected: f64, variance: f64, min_lift: f64
         .clamp(0.0, 1.0)
 }
 
-/// `excess_p_value` over columns, for the SQL (`excess_p_value(observed,
-/// expected, variance, min_lift)`, see [`crate::udf`]).
-pub fn excess_p_values(args: [&dyn Array; 4]) -> Float64Array {
-    let [o, e, v, l] = args.map(|a| {
-        a.as_primitive_opt::<Float64Type>()
-            .expect("the UDF casts to Float64")
-    });
-    (0..o.len())
-        .map(|i| {
-            (o.is_valid(i) && e.is_valid(i) && v.is_valid(i) && l.is_valid(i))
-                .then(|| excess_p_value(o.value(i), e.value(i), v.value(i), l.value(i)))
-        })
-        .collect()
+/// The two-sided p-value that a pattern's rate differs between two periods:
+/// in each, `observed` followed triggers out of an `exposure` (its counted
+/// triggers), with the customer-level `variance` of the observed count,
+/// `(o1, e1, v1)` before and `(o2, e2, v2)` after.
+///
+/// If the rate per unit of exposure were the same in both, then given the
+/// o1 + o2 observed, the number in the second period would be binomial with
+/// the second period's share of the exposure, e2 / (e1 + e2): the
+/// two-proportion test in its conditional form, which needs no estimate of
+/// the common rate. As in [`excess_p_value`], the counts are divided by the
+/// dispersion φ = max(1, (v1 + v2) / (o1 + o2)), so that customers, not
+/// contacts, are the units; the binomial tails are taken in their continuous
+/// form (regularized incomplete beta). 1 when either period has no exposure
+/// (nothing to compare) or nothing was observed.
+pub fn change_p_value(before: (f64, f64, f64), after: (f64, f64, f64)) -> f64 {
+    let ((o1, e1, v1), (o2, e2, v2)) = (before, after);
+    let n = o1 + o2;
+    if !(n > 0.0 && e1 > 0.0 && e2 > 0.0 && o1 >= 0.0 && o2 >= 0.0) {
+        return 1.0;
+    }
+    let share = e2 / (e1 + e2);
+    let variance = v1.max(0.0) + v2.max(0.0);
+    let phi = if variance.is_finite() {
+        (variance / n).max(1.0)
+    } else {
+        1.0
+    };
+    let (x, n) = (o2 / phi, n / phi);
+    let beta = |a: f64, b: f64| {
+        statrs::function::beta::checked_beta_reg(a, b, share)
+            .unwrap_or(1.0)
+            .clamp(0.0, 1.0)
+    };
+    // P(X ≥ x) = I_share(x, n − x + 1); P(X ≤ x) = 1 − I_share(x + 1, n − x)
+    let upper = if x <= 0.0 { 1.0 } else { beta(x, n - x + 1.0) };
+    let lower = if x >= n {
+        1.0
+    } else {
+        1.0 - beta(x + 1.0, n - x)
+    };
+    (2.0 * upper.min(lower)).min(1.0)
 }
 
 #[cfg(test)]
@@ -419,6 +464,48 @@ mod tests {
         assert!((followed_chance(0.1, 1.0) - 0.1).abs() < 1e-15);
         assert!((followed_chance(0.1, 2.0) - 0.19).abs() < 1e-15);
         assert_eq!(followed_chance(1.0, 3.0), 1.0);
+    }
+
+    #[test]
+    fn change_p_values() {
+        // the same rate in both periods, however many triggers each had
+        assert!(change_p_value((20.0, 10.0, 20.0), (60.0, 30.0, 60.0)) > 0.5);
+        // the rate doubled: 4 per trigger where it was 2
+        let doubled = change_p_value((40.0, 20.0, 40.0), (160.0, 40.0, 160.0));
+        assert!(doubled < 1e-3, "{doubled}");
+        // and halved: symmetric in the periods
+        let halved = change_p_value((160.0, 40.0, 160.0), (40.0, 20.0, 40.0));
+        assert!((halved - doubled).abs() < 1e-12, "{halved} {doubled}");
+        // a few customers with many follow-ups each: less evidence
+        assert!(change_p_value((40.0, 20.0, 1600.0), (160.0, 40.0, 6400.0)) > 0.1);
+        // nothing expected in a period: nothing to compare
+        assert_eq!(change_p_value((0.0, 0.0, 0.0), (30.0, 10.0, 30.0)), 1.0);
+        assert_eq!(change_p_value((0.0, 5.0, 0.0), (0.0, 10.0, 0.0)), 1.0);
+        // gone: 40 follow-ups before, none after where 10 were expected
+        assert!(change_p_value((40.0, 10.0, 40.0), (0.0, 10.0, 0.0)) < 1e-6);
+    }
+
+    /// Under the null (one lift in both periods), the change p-value is
+    /// uniform enough: at most its level of rejections.
+    #[test]
+    fn change_p_value_is_calibrated() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (mut at_5, mut at_1, trials) = (0, 0, 4000);
+        for _ in 0..trials {
+            let (e1, e2) = (rng.random_range(2.0..40.0), rng.random_range(2.0..40.0));
+            let lift = rng.random_range(1.0..3.0);
+            let draw = |rng: &mut rand::rngs::StdRng, mean: f64| -> f64 {
+                use rand_distr::Distribution;
+                rand_distr::Poisson::new(mean).expect("a mean").sample(rng)
+            };
+            let (o1, o2) = (draw(&mut rng, lift * e1), draw(&mut rng, lift * e2));
+            let p = change_p_value((o1, e1, o1), (o2, e2, o2));
+            at_5 += (p <= 0.05) as u32;
+            at_1 += (p <= 0.01) as u32;
+        }
+        assert!(at_5 as f64 <= 0.05 * trials as f64 * 1.15, "{at_5}");
+        assert!(at_1 as f64 <= 0.01 * trials as f64 * 1.3, "{at_1}");
     }
 
     #[test]

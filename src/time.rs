@@ -159,6 +159,13 @@ pub fn parse_duration_us(s: &str) -> Result<i64, String> {
     Ok(us as i64)
 }
 
+/// A UTC instant in µs as RFC 3339 (empty when out of chrono's range).
+pub fn format_utc(us: i64) -> String {
+    DateTime::from_timestamp_micros(us)
+        .map(|d| d.to_rfc3339())
+        .unwrap_or_default()
+}
+
 /// Renders microseconds as a readable exact duration: days from two days
 /// up (`7d`), else hours (`24h`), minutes (`15m`) or seconds (`90s`).
 pub fn format_duration_us(us: i64) -> String {

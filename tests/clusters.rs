@@ -62,6 +62,7 @@ async fn reported(cfg: &recur::config::PipelineConfig) -> Vec<String> {
         )
     }));
     out.extend(s.surges.iter().map(|l| format!("surge {l}")));
+    out.extend(s.trends.iter().map(|l| format!("trend {l}")));
     assert!(s.clusters as usize <= s.top_clusters.len().max(10));
     if s.clusters > 10 {
         out.push(format!("... {} clusters in all", s.clusters));
@@ -352,6 +353,56 @@ async fn changing_clusters_change_halfway() {
         after.contains(&id(begins)) && !after.contains(&id(stops)),
         "{after:?}"
     );
+}
+
+/// The cluster trends over one run of the whole log (90 days, the change at
+/// day 45, the default recent period of 28 days): over three seeds the
+/// cluster that begins is new or growing, the one that stops fading or
+/// gone, and at most one other pattern per log changes; evaluate agrees.
+/// With the cut at the change (--recent 45d), they are exactly new and gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn planted_changes_are_new_or_growing_and_gone_or_fading() {
+    let dir = tempfile::tempdir().unwrap();
+    for seed in [61u64, 62, 63] {
+        let log = dir.path().join(format!("changing{seed}.parquet"));
+        let truth = generate(
+            &log,
+            &GenerateParams {
+                customers: 20_000,
+                seed,
+                changing_clusters: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(truth.changing.len(), 2);
+        for recent in [None, Some("45d")] {
+            let out = dir.path().join(format!("out{seed}-{recent:?}"));
+            let cfg = config(&[&log], &out, |c| {
+                placeholders(c);
+                c.recent = recent.map(String::from);
+            });
+            let s = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+                .await
+                .unwrap();
+            let e = recur::evaluate::evaluate(&recur::generate::truth_path(&log), &out).unwrap();
+            let ctx = format!(
+                "seed {seed} recent {recent:?}: {:#?} {:#?}",
+                e.trends, s.trends
+            );
+            assert_eq!(e.trends.right, 2, "{ctx}");
+            assert!(e.trends.unplanted_changes.len() <= 1, "{ctx}");
+            if recent.is_some() {
+                let statuses: Vec<_> = e.trends.planted.iter().map(|p| p.status.clone()).collect();
+                assert_eq!(statuses, [Some("new".into()), Some("gone".into())], "{ctx}");
+            }
+            // the summary names the changes, new and growing first
+            assert!(
+                s.trends[0].starts_with("new ") || s.trends[0].starts_with("growing "),
+                "{ctx}"
+            );
+        }
+    }
 }
 
 /// On generated logs with different seeds, every planted cluster whose lag

@@ -128,6 +128,32 @@ fn render(out: &std::path::Path, manifest: &recur::report::Manifest) -> String {
         )
         .unwrap();
     }
+    writeln!(s, "# cluster_trends (by rank)").unwrap();
+    let t = read_parquet(&out.join("cluster_trends.parquet"));
+    let f = |n: &str| column_text(&t, n);
+    let cols = [
+        "rank",
+        "kind",
+        "pattern_id",
+        "status",
+        "window_s",
+        "before_n_support",
+        "before_rate",
+        "recent_n_support",
+        "recent_rate",
+    ]
+    .map(|n| (n, f(n)));
+    for k in 0..cols[0].1.len() {
+        let line = cols
+            .iter()
+            .map(|(n, col)| match col[k].parse::<f64>() {
+                Ok(x) if n.ends_with("_rate") => format!("{n}={x:.6}"),
+                _ => format!("{n}={}", col[k]),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        writeln!(s, "{line}").unwrap();
+    }
     writeln!(s, "# prompts (sorted)").unwrap();
     let p = read_parquet(&out.join("prompts.parquet"));
     let mut lines: Vec<String> = column_text(&p, "reason")

@@ -610,6 +610,7 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
         c.max_span = Some("96h".into());
         c.exclude_customer = Some(vec!["0".into()]);
         c.agent_col = Some("agent".into());
+        c.recent = Some(format!("{RECENT_H}h"));
     });
     cfg.target_partitions = threads;
     let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
@@ -903,7 +904,137 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
         ids.len() as i64,
         want.values().map(|e| e.n_support).sum::<i64>()
     );
+    check_trends(seed, &used, &out);
     want_seqs.len()
+}
+
+/// The trends' recent period in the oracle's runs, hours: it cuts the
+/// 15-day random logs at 5 days before their end, and both windows (24h,
+/// 72h) are shorter.
+const RECENT_H: i64 = 120;
+
+/// One period's counts of one pair at one window, by brute force.
+#[derive(Debug, Default, PartialEq)]
+struct PeriodCounts {
+    /// A-contacts in the period whose window has ended by the as-of.
+    n_antecedent: i64,
+    /// Those followed by a B within the window, and their customers.
+    n_support: i64,
+    customers: i64,
+    /// Counted triggers (each customer's first CAP A-contacts in the
+    /// period) whose window has ended, those followed, Σ per customer of
+    /// the followed squared.
+    triggers: f64,
+    observed: f64,
+    sum_sq: f64,
+}
+
+/// The cluster rows of cluster_trends against a brute-force count of each
+/// period: a trigger belongs to the period it falls in, counts at a window
+/// only when the window has ended by the as-of (the last timestamp), and is
+/// followed by a B from any time; every pair followed in either period is
+/// listed (alpha 1, minimum support 1), at one of its windows, whose counts
+/// and change p-value match.
+fn check_trends(seed: u64, used: &[LogRow], out: &std::path::Path) {
+    let as_of = used.iter().map(|r| r.ts.unwrap()).max().unwrap();
+    let cut = as_of - RECENT_H * H;
+    let customers = by_customer(used);
+    let reasons: BTreeSet<String> = used.iter().filter_map(|r| r.reason.clone()).collect();
+    let count = |a: &str, b: &str, w: i64, recent: bool| -> PeriodCounts {
+        let in_period = |r: &LogRow| (r.ts.unwrap() >= cut) == recent;
+        let mut c = PeriodCounts::default();
+        for v in customers.values() {
+            let mine: Vec<&LogRow> = v
+                .iter()
+                .copied()
+                .filter(|r| r.reason.as_deref() == Some(a) && in_period(r))
+                .collect();
+            let (mut followed_here, mut s) = (false, 0.0);
+            for (k, r) in mine.iter().enumerate() {
+                let t = r.ts.unwrap();
+                if t + w > as_of {
+                    continue;
+                }
+                c.n_antecedent += 1;
+                let followed = v.iter().any(|j| {
+                    j.reason.as_deref() == Some(b) && j.ts.unwrap() > t && j.ts.unwrap() - t <= w
+                });
+                if followed {
+                    c.n_support += 1;
+                    followed_here = true;
+                }
+                if k < CAP {
+                    c.triggers += 1.0;
+                    s += f64::from(u8::from(followed));
+                }
+            }
+            c.customers += i64::from(followed_here);
+            c.observed += s;
+            c.sum_sq += s * s;
+        }
+        c
+    };
+    let b = read_parquet(&out.join("cluster_trends.parquet"));
+    let col = |name: &str| column_text(&b, name);
+    let (kind, id, window) = (col("kind"), col("pattern_id"), col("window_s"));
+    let mut listed = BTreeSet::new();
+    for i in 0..kind.len() {
+        if kind[i] != "cluster" {
+            continue;
+        }
+        let (a, bb) = id[i].split_once(" -> ").unwrap();
+        let w: i64 = window[i].parse::<i64>().unwrap() * 1_000_000;
+        let ctx = format!("seed {seed}: trend {} @{w}", id[i]);
+        listed.insert(id[i].clone());
+        let periods = [
+            ("before", count(a, bb, w, false)),
+            ("recent", count(a, bb, w, true)),
+        ];
+        for (name, want) in &periods {
+            let get = |c: &str| col(&format!("{name}_{c}"))[i].clone();
+            // (a period without any A-trigger has no row: nulls)
+            let n_ante = opt_f64(&get("n_antecedent")).unwrap_or(0.0) as i64;
+            assert_eq!(n_ante, want.n_antecedent, "{ctx} {name} n_antecedent");
+            let n_support = opt_f64(&get("n_support")).unwrap_or(0.0) as i64;
+            assert_eq!(n_support, want.n_support, "{ctx} {name} n_support");
+            let custs = opt_f64(&get("customers")).unwrap_or(0.0) as i64;
+            assert_eq!(custs, want.customers, "{ctx} {name} customers");
+            match opt_f64(&get("rate")) {
+                Some(rate) => assert!(
+                    close(rate, want.observed / want.triggers),
+                    "{ctx} {name} rate"
+                ),
+                None => assert_eq!(want.triggers, 0.0, "{ctx} {name} rate"),
+            }
+        }
+        let [(_, before), (_, recent)] = &periods;
+        let want_p = (before.triggers > 0.0 && recent.triggers > 0.0).then(|| {
+            recur::significance::change_p_value(
+                (before.observed, before.triggers, before.sum_sq),
+                (recent.observed, recent.triggers, recent.sum_sq),
+            )
+        });
+        match (opt_f64(&col("change_p_value")[i]), want_p) {
+            (Some(got), Some(want)) => assert!(close(got, want), "{ctx} p {got} {want}"),
+            (got, want) => assert_eq!(got, want, "{ctx} p"),
+        }
+    }
+    // every pair followed in a period at a window is listed
+    for a in &reasons {
+        for bb in &reasons {
+            if a == bb {
+                continue;
+            }
+            let seen = [24 * H, 72 * H].iter().any(|w| {
+                count(a, bb, *w, false).n_support > 0 || count(a, bb, *w, true).n_support > 0
+            });
+            assert_eq!(
+                listed.contains(&format!("{a} -> {bb}")),
+                seen,
+                "seed {seed}: {a} -> {bb} listed"
+            );
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,7 +5,8 @@
 //! and sorted once; the contacts pass ([`Mode::Contacts`]), whose rows are
 //! written to the contacts table and feed the per-bucket SQL (repeat
 //! counts, the caps) and the frequent contacters; the pair-count and
-//! exposure passes; the null check's permuted passes.
+//! exposure passes; the passes beside them ([`Beside`]: the null check's
+//! permuted passes, the trends' passes by period).
 //!
 //! Output ([`FirstPass`]): what the buckets counted, summed or gathered over
 //! buckets (a bucket holds whole customers, so counts add up), the contacts
@@ -23,7 +24,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{MemTable, TableProvider};
 use datafusion::physical_plan::collect_partitioned;
 
-use super::nullcheck::NullCheck;
+use super::Beside;
 use super::spill::{self, Kept};
 use crate::buckets::Buckets;
 use crate::codes::TextDictionaries;
@@ -83,7 +84,7 @@ pub(crate) async fn run(
     cfg: &PipelineConfig,
     mut buckets: Buckets,
     params: &TimelineParams,
-    mut null_check: Option<&mut NullCheck>,
+    beside: &mut Beside,
     mut contact_days: Option<report::contact_days::ContactDays>,
     progress: &dyn Progress,
 ) -> Result<FirstPass> {
@@ -135,11 +136,17 @@ pub(crate) async fn run(
             counted.exposures.add(batch)?;
         }
         s.add_seconds("exposure", t);
-        if let Some(check) = null_check.as_deref_mut() {
+        if let Some(check) = beside.null_check.as_mut() {
             progress.stage(&format!("permuting reasons{label}"));
             let t = Instant::now();
             check.add_bucket(&s.ctx, &annotated, b, params).await?;
             s.add_seconds("null_check", t);
+        }
+        if let Some(trends) = beside.trends.as_mut() {
+            progress.stage(&format!("counting follow-ups by period{label}"));
+            let t = Instant::now();
+            trends.add_bucket(&s.ctx, &annotated, params).await?;
+            s.add_seconds("trends", t);
         }
 
         // Only what the later passes and queries read is kept (the columns

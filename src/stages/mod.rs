@@ -8,3 +8,12 @@ pub mod rank;
 pub mod reports;
 pub mod second_pass;
 mod spill;
+pub mod trends;
+
+/// The passes that run beside the run's own over each bucket's annotated
+/// contacts, when asked for: the null check and the cluster trends.
+#[derive(Default)]
+pub(crate) struct Beside {
+    pub null_check: Option<nullcheck::NullCheck>,
+    pub trends: Option<trends::Trends>,
+}

@@ -145,7 +145,7 @@ pub(crate) async fn rank_sequences(
 }
 
 /// The parameters of what a reported cluster or sequence needs.
-fn evidence(cfg: &PipelineConfig) -> [(&'static str, String); 4] {
+pub(crate) fn evidence(cfg: &PipelineConfig) -> [(&'static str, String); 4] {
     [
         ("alpha", format!("{:?}", cfg.alpha)),
         ("min_support", cfg.min_support.to_string()),

@@ -21,7 +21,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::TableProvider;
 
-use super::nullcheck::NullCheck;
+use super::Beside;
 use super::rank::Ranked;
 use super::spill::{self, Kept, ReadAhead};
 use crate::config::PipelineConfig;
@@ -83,7 +83,7 @@ pub(crate) async fn run(
     spill_dir: Option<Arc<tempfile::TempDir>>,
     ranked: &Ranked,
     params: &TimelineParams,
-    mut null_check: Option<&mut NullCheck>,
+    beside: &mut Beside,
     progress: &dyn Progress,
 ) -> Result<SecondPass> {
     let started = Instant::now();
@@ -164,10 +164,15 @@ pub(crate) async fn run(
         let occurrences = s
             .timeline(&annotated, Mode::Sequences, occ_params.clone())
             .await?;
-        if let Some(check) = null_check.as_deref_mut() {
+        if let Some(check) = beside.null_check.as_mut() {
             let t = Instant::now();
             check.add_sequences(&s.ctx, &annotated, b, params).await?;
             s.add_seconds("null_check", t);
+        }
+        if let Some(trends) = beside.trends.as_mut() {
+            let t = Instant::now();
+            trends.add_sequences(&s.ctx, &annotated, params).await?;
+            s.add_seconds("trends", t);
         }
         let t = Instant::now();
         let followups = s

@@ -61,6 +61,8 @@ pub(super) struct Encoded {
     pair_filter: Vec<(String, String)>,
     customer_cap: u32,
     sequence_steps: Option<Vec<(String, String)>>,
+    #[serde(default)]
+    trigger_period: Option<super::TriggerPeriod>,
 }
 
 pub(crate) const MODES: [(Mode, &str); 6] = [
@@ -96,6 +98,7 @@ impl Encoded {
             pair_filter: p.pair_filter.as_ref().clone(),
             customer_cap: p.customer_cap,
             sequence_steps: p.sequence_steps.as_ref().map(|s| s.as_ref().clone()),
+            trigger_period: p.trigger_period,
         }
     }
 
@@ -131,6 +134,7 @@ impl Encoded {
                 pair_filter: Arc::new(self.pair_filter),
                 customer_cap: self.customer_cap,
                 sequence_steps: self.sequence_steps.map(Arc::new),
+                trigger_period: self.trigger_period,
             },
         ))
     }
@@ -282,6 +286,7 @@ pub(crate) mod tests {
             ]),
             customer_cap: 3,
             sequence_steps: Some(Arc::new(vec![("bill".into(), "move".into())])),
+            trigger_period: None,
         }
     }
 

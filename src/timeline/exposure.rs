@@ -149,16 +149,20 @@ pub fn exposure(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> 
                 volume.add((a, utc_day(cols.ts[i])), 1, 0);
             }
         }
-        triggers.fill(&cols, (run, start, end), windows, p.customer_cap);
+        triggers.fill(&cols, (run, start, end), p);
         let mut from = 0;
         while from < triggers.triggers.len() {
             let a = triggers.triggers[from].0;
             let of_a = triggers.of_reason(a);
-            for w in 0..windows.len() {
+            for (w, window) in windows.iter().enumerate() {
                 bins.clear();
                 for t in of_a.clone() {
+                    let at = cols.ts[triggers.triggers[t].1 as usize];
+                    if !p.complete(at.saturating_add(*window)) {
+                        continue;
+                    }
                     let k = triggers.k(t, w);
-                    let day = utc_day(cols.ts[triggers.triggers[t].1 as usize]);
+                    let day = utc_day(at);
                     cells.add((a, w as u8, day, k_bin(k)), 1, i64::from(k));
                     if k > 0 {
                         bins.push(k_bin(k));

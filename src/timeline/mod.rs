@@ -149,6 +149,60 @@ pub struct TimelineParams {
     /// the pipeline mines only those steps; with them, [`Mode::Sequences`]
     /// and an empty `sequence_filter` lists every pattern of 3–4 items.
     pub sequence_steps: Option<Arc<Vec<(String, String)>>>,
+    /// Counts one period's triggers only ([`TriggerPeriod`]); None: all.
+    pub trigger_period: Option<TriggerPeriod>,
+}
+
+/// The triggers of one period, as the trends of `crate::stages::trends`
+/// count them: only contacts at or after `from_us` and before `until_us`
+/// are triggers (the antecedents of [`Mode::PairCounts`] and their totals,
+/// the counted triggers of [`Mode::Exposure`], the first items of
+/// [`Mode::SequenceCounts`]); every contact still follows. And a trigger
+/// counts at a window only when the window has ended by `complete_by_us`
+/// (the data's end): a recent trigger whose window is still open has not
+/// had its chance to be followed, and would read as unfollowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct TriggerPeriod {
+    /// The first instant of the period, µs.
+    pub from_us: i64,
+    /// The end of the period, µs (exclusive).
+    pub until_us: i64,
+    /// The end of the data, µs: a window must end by it to count.
+    pub complete_by_us: i64,
+}
+
+impl TimelineParams {
+    /// Whether a contact at `ts_us` is a trigger ([`Self::trigger_period`]).
+    #[inline]
+    pub fn triggers_at(&self, ts_us: i64) -> bool {
+        match self.trigger_period {
+            None => true,
+            Some(p) => p.from_us <= ts_us && ts_us < p.until_us,
+        }
+    }
+
+    /// Whether a trigger's window (or a sequence's reach) ending at
+    /// `end_us` has ended within the data ([`Self::trigger_period`]; always
+    /// without one).
+    #[inline]
+    pub fn complete(&self, end_us: i64) -> bool {
+        match self.trigger_period {
+            None => true,
+            Some(p) => end_us <= p.complete_by_us,
+        }
+    }
+
+    /// How many of the pair windows (a prefix of them, ascending) a
+    /// trigger at `ts_us` counts at.
+    #[inline]
+    pub fn complete_windows(&self, ts_us: i64) -> usize {
+        match self.trigger_period {
+            None => self.pair_windows_us.len(),
+            Some(_) => self
+                .pair_windows_us
+                .partition_point(|w| self.complete(ts_us.saturating_add(*w))),
+        }
+    }
 }
 
 /// Longest sequence mined.
@@ -626,6 +680,7 @@ mod tests {
             pair_filter: Arc::new(vec![("x".into(), "y".into()), ("y".into(), "y".into())]),
             customer_cap: 3,
             sequence_steps: None,
+            trigger_period: None,
         }
     }
 

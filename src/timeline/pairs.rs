@@ -24,7 +24,12 @@
 //!
 //! One more row per reason a carries its totals: `window_s` = 0, `consequent`
 //! null, `n_support` = the a-contacts and `customers` = their distinct
-//! customers.
+//! customers (in a trigger period, one per window, `window_s` = W, of the
+//! a-contacts whose window W is complete).
+//!
+//! With a trigger period ([`TimelineParams::trigger_period`]) only the
+//! contacts in it are A-contacts, each counted at the windows complete
+//! within the data only; B follow-ups come from any time.
 //!
 //! Customers with more than [`MAX_PAIR_CONTACTS_PER_CUSTOMER`] contacts are
 //! left out of every count here, totals included.
@@ -215,15 +220,18 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
     let mut counted_at: Vec<u32> = Vec::new();
     // the pairs this customer's counted triggers were followed in
     let mut touched: Vec<u32> = Vec::new();
-    // per reason: contacts, distinct customers, 1 + the run last counted
-    let mut totals: Vec<(i64, i64, usize)> = vec![(0, 0, 0); n_r];
+    // per reason (and, counting a trigger period, per window it is complete
+    // at: slot a * n_tot + w): contacts, distinct customers, 1 + the run
+    // last counted
+    let n_tot = if p.trigger_period.is_some() { k } else { 1 };
+    let mut totals: Vec<(i64, i64, usize)> = vec![(0, 0, 0); n_r * n_tot];
     let runs = cols.customer_runs();
     for (run, bounds) in runs.windows(2).enumerate() {
         let (start, end) = (bounds[0], bounds[1]);
         if end - start > MAX_PAIR_CONTACTS_PER_CUSTOMER {
             continue;
         }
-        triggers.fill(&cols, (run, start, end), windows, p.customer_cap);
+        triggers.fill(&cols, (run, start, end), p);
         counted_at.clear();
         counted_at.resize(end - start, u32::MAX);
         for (t, (_, row)) in triggers.triggers.iter().enumerate() {
@@ -240,14 +248,19 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
             }
             for i in lo..hi {
                 let a = cols.reason_codes[i];
-                if a == NULL_CODE {
+                if a == NULL_CODE || !p.triggers_at(t) {
                     continue;
                 }
-                let tot = &mut totals[a as usize];
-                tot.0 += 1;
-                if tot.2 != run + 1 {
-                    tot.2 = run + 1;
-                    tot.1 += 1;
+                // the windows this trigger counts at (all but in a period)
+                let k_t = p.complete_windows(t);
+                let slots = if n_tot == 1 { 0..1 } else { 0..k_t };
+                for w in slots {
+                    let tot = &mut totals[a as usize * n_tot + w];
+                    tot.0 += 1;
+                    if tot.2 != run + 1 {
+                        tot.2 = run + 1;
+                        tot.1 += 1;
+                    }
                 }
                 let counted = counted_at[i - start] != u32::MAX;
                 let mut b = next.head;
@@ -276,10 +289,10 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
                     let acc = &mut accs[slot as usize];
                     acc.lags.push(lag);
                     let first = windows.partition_point(|w| *w < lag);
-                    if counted && first < k && acc.current.iter().all(|c| *c == 0) {
+                    if counted && first < k_t && acc.current.iter().all(|c| *c == 0) {
                         touched.push(slot);
                     }
-                    for w in first..k {
+                    for w in first..k_t {
                         acc.n[w] += 1;
                         acc.cost[w] += costs[j as usize];
                         if acc.last_run[w] != run + 1 {
@@ -305,7 +318,7 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
         for slot in touched.drain(..) {
             let acc = &mut accs[slot as usize];
             let mine = triggers.of_reason(acc.a);
-            for w in 0..k {
+            for (w, window) in windows.iter().enumerate() {
                 let s = std::mem::take(&mut acc.current[w]);
                 if s == 0 {
                     continue;
@@ -314,6 +327,10 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
                 acc.sum_sq[w] += s * s;
                 let g = &mut acc.g[w];
                 for t in mine.clone() {
+                    let at = cols.ts[triggers.triggers[t].1 as usize];
+                    if !p.complete(at.saturating_add(*window)) {
+                        continue;
+                    }
                     let bin = k_bin(triggers.k(t, w)) as usize;
                     if g.len() <= bin {
                         g.resize(bin + 1, 0);
@@ -360,11 +377,16 @@ pub fn counts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBatch> {
             g.append(true);
         }
     }
-    for (a, (n, c, _)) in totals.iter().enumerate() {
+    for (slot, (n, c, _)) in totals.iter().enumerate() {
         if *n == 0 {
             continue;
         }
-        window_s.push(0.0);
+        let (a, w) = (slot / n_tot, slot % n_tot);
+        window_s.push(if n_tot == 1 {
+            0.0
+        } else {
+            windows[w] as f64 / 1e6
+        });
         ante_rows.push(Some(cols.reason_first_row[a]));
         cons_rows.push(None);
         n_support.push(*n);

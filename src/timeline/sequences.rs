@@ -325,7 +325,7 @@ fn mine<S: Copy>(
             continue;
         }
         for i in start..end {
-            if items.code[i] == NULL_CODE {
+            if items.code[i] == NULL_CODE || !p.triggers_at(cols.ts[i]) {
                 continue;
             }
             path.clear();
@@ -627,7 +627,12 @@ pub(super) fn counts_with(
                     t.mine_counted += 1;
                 }
             }
-            Some((node, t.mine <= cap))
+            // (in a trigger period, an occurrence whose reach has not ended
+            // within the data is not counted as a prefix)
+            let reach = cols.ts[last]
+                .saturating_add(p.max_gap_us)
+                .min(cols.ts[path[0]].saturating_add(p.max_span_us));
+            Some((node, t.mine <= cap && p.complete(reach)))
         },
     );
     for t in &mut trie.nodes {

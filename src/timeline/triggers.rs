@@ -3,7 +3,8 @@
 //! Input: one customer's run of the sorted contacts (see `Columns` in the
 //! timeline module), the pair windows and the customer cap `m`.
 //! Output: `RunTriggers` — the customer's *counted* triggers, i.e. the first
-//! `m` contacts (in time order) of each non-null reason, and for each of them
+//! `m` contacts (in time order) of each non-null reason (among the contacts
+//! of the pass's trigger period, when it has one), and for each of them
 //! and each window W the number k of the customer's later contacts with a
 //! non-null reason at most W after it (strictly later: a contact at the same
 //! instant does not follow).
@@ -21,7 +22,7 @@
 //! in k, taking it at a mean overstates the expectation slightly (Jensen):
 //! the test errs to the conservative side, and only for k ≥ 16.
 
-use super::{Columns, NULL_CODE};
+use super::{Columns, NULL_CODE, TimelineParams};
 
 /// Number of k bins ([`k_bin`]); bin 0 is k = 0.
 pub const K_BINS: usize = 72;
@@ -69,9 +70,9 @@ impl RunTriggers {
         &mut self,
         cols: &Columns,
         (run, start, end): (usize, usize, usize),
-        windows_us: &[i64],
-        cap: u32,
+        p: &TimelineParams,
     ) {
+        let (windows_us, cap) = (p.pair_windows_us.as_slice(), p.customer_cap);
         self.triggers.clear();
         self.k.clear();
         self.windows = windows_us.len();
@@ -88,6 +89,9 @@ impl RunTriggers {
                 continue;
             }
             before += 1;
+            if !p.triggers_at(cols.ts[i]) {
+                continue;
+            }
             let a_idx = a as usize;
             if self.stamp[a_idx] != run + 1 {
                 self.stamp[a_idx] = run + 1;
