@@ -177,9 +177,14 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     };
     s.register("repeat_counts", counted.repeat_counts.table()?)?;
     let t = Instant::now();
-    let surges = crate::surges::detect(
-        &crate::surges::day_counts(counted.reason_days.parts.iter().flatten())?,
+    let day_counts = crate::surges::day_counts(counted.reason_days.parts.iter().flatten())?;
+    let mut surges = crate::surges::detect(
+        &day_counts,
         &crate::surges::SurgeParams::of(cfg, stats.min_ts_us),
+    );
+    surges.add_precedents(
+        &crate::surges::precedent_counts(counted.reason_precedents.parts.iter().flatten())?,
+        &day_counts,
     );
     for (name, schema, batch) in [
         (

@@ -16,6 +16,8 @@ pub const REPEAT_GROUPS: &str = query!("repeat_groups.sql");
 pub const REPEAT_COUNTS: &str = query!("repeat_counts.sql");
 /// repeat_groups → reason_days (per bucket), for the surge test.
 pub const REASON_DAYS: &str = query!("reason_days.sql");
+/// contacts, reason_codes → reason_precedents (per bucket), for the surges.
+pub const REASON_PRECEDENTS: &str = query!("reason_precedents.sql");
 /// repeat_counts → repeat_summary.
 pub const REPEAT_SUMMARY: &str = query!("repeat_summary.sql");
 /// pair_counts, pair_expectations → cluster_candidates.
@@ -65,6 +67,7 @@ pub const ALL: &[(&str, &str)] = &[
     ("repeat_groups", REPEAT_GROUPS),
     ("repeat_counts", REPEAT_COUNTS),
     ("reason_days", REASON_DAYS),
+    ("reason_precedents", REASON_PRECEDENTS),
     ("repeat_summary", REPEAT_SUMMARY),
     ("caps", CAPS),
     ("cluster_candidates", CLUSTER_CANDIDATES),

@@ -131,6 +131,75 @@ pub fn day_counts<'a>(batches: impl IntoIterator<Item = &'a RecordBatch>) -> Res
     Ok(rows)
 }
 
+/// The first contacts of one reason on one day whose customer's previous
+/// contact (at most the repeat window before) had another reason
+/// (`queries/reason_precedents.sql`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrecedentCount {
+    /// Local date.
+    pub date: NaiveDate,
+    /// The reason of the contacts.
+    pub reason: String,
+    /// The reason of the contact before each.
+    pub prev_reason: String,
+    /// Contacts.
+    pub contacts: u64,
+}
+
+/// The rows of reason_precedents.sql (of every bucket).
+pub fn precedent_counts<'a>(
+    batches: impl IntoIterator<Item = &'a RecordBatch>,
+) -> Result<Vec<PrecedentCount>> {
+    let mut rows = Vec::new();
+    for b in batches {
+        let column = |name: &str, to: &DataType| -> Result<ArrayRef> {
+            let c = b.column_by_name(name).expect("a reason_precedents column");
+            Ok(cast(c, to)?)
+        };
+        let date = column("date", &DataType::Date32)?;
+        let date = date.as_primitive::<Date32Type>();
+        let reason = column("reason", &DataType::Utf8)?;
+        let reason = reason.as_string::<i32>();
+        let prev = column("prev_reason", &DataType::Utf8)?;
+        let prev = prev.as_string::<i32>();
+        let contacts = column("contacts", &DataType::Int64)?;
+        let contacts = contacts.as_primitive::<Int64Type>();
+        for i in 0..b.num_rows() {
+            rows.push(PrecedentCount {
+                date: from_epoch_day(date.value(i)),
+                reason: reason.value(i).to_string(),
+                prev_reason: prev.value(i).to_string(),
+                contacts: contacts.value(i) as u64,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// What came before a surge's contacts: one reason of the customers'
+/// previous contacts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preceding {
+    /// The previous contact's reason.
+    pub reason: String,
+    /// The surge's first contacts it came before (within the repeat window).
+    pub contacts: u64,
+    /// Their share of the surge's first contacts.
+    pub share: f64,
+    /// The first contacts it came before over the
+    /// [`PRECEDING_BASELINE_DAYS`] before the surge.
+    pub contacts_before: u64,
+    /// Their share of the reason's first contacts on those days.
+    pub share_before: f64,
+}
+
+/// Days before a surge its precedents are compared with.
+pub const PRECEDING_BASELINE_DAYS: i64 = 28;
+/// Smallest share of a surge's first contacts a precedent is named with.
+pub const MIN_PRECEDING_SHARE: f64 = 0.05;
+/// Precedents named per surge.
+pub const MAX_PRECEDING: usize = 3;
+
 /// One row of the daily counts.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DayCount {
@@ -202,6 +271,10 @@ pub struct Surge {
     pub peak_share: f64,
     /// Contacts per channel on the surge's days, most first.
     pub channels: Vec<(String, u64)>,
+    /// The reasons that came before its first contacts (the customer's
+    /// previous contact, within the repeat window) more often than in the
+    /// weeks before it, by how many more; see [`Surges::add_precedents`].
+    pub preceded_by: Vec<Preceding>,
     /// The smallest p of its days.
     pub p_value: f64,
     /// The smallest q of its days.
@@ -461,6 +534,7 @@ fn group(days: &[ReasonDay], s: &Series, params: &SurgeParams) -> Vec<Surge> {
                 0.0
             },
             channels,
+            preceded_by: Vec::new(),
             p_value: run.iter().map(|r| r.p_value).fold(1.0, f64::min),
             q_value: run.iter().map(|r| r.q_value).fold(1.0, f64::min),
         });
@@ -501,6 +575,7 @@ pub fn surges_schema() -> SchemaRef {
         Field::new("excess", DataType::Float64, false),
         Field::new("peak_share", DataType::Float64, false),
         Field::new("channels", DataType::Utf8, false),
+        Field::new("preceded_by", DataType::Utf8, false),
         Field::new("p_value", DataType::Float64, false),
         Field::new("q_value", DataType::Float64, false),
     ]))
@@ -524,6 +599,24 @@ pub fn reason_days_schema() -> SchemaRef {
     ]))
 }
 
+/// What came before a surge as text: "bill_payment 120 (12%, before 3%);
+/// app_update 40 (4%, before 1%)".
+pub fn preceding_text(preceding: &[Preceding]) -> String {
+    preceding
+        .iter()
+        .map(|p| {
+            format!(
+                "{} {} ({:.0}%, before {:.0}%)",
+                p.reason,
+                p.contacts,
+                100.0 * p.share,
+                100.0 * p.share_before
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// A channel list as text: "phone 120, chat 40".
 pub fn channels_text(channels: &[(String, u64)]) -> String {
     channels
@@ -534,6 +627,72 @@ pub fn channels_text(channels: &[(String, u64)]) -> String {
 }
 
 impl Surges {
+    /// Names what came before each surge: of its first contacts whose
+    /// customer had contacted about another reason at most the repeat
+    /// window before, the reasons of those previous contacts, each with its
+    /// share of the surge's first contacts and its share of the reason's
+    /// first contacts over the [`PRECEDING_BASELINE_DAYS`] days before the
+    /// surge. Named: at most [`MAX_PRECEDING`], most beyond their earlier
+    /// share first, each of at least [`MIN_PRECEDING_SHARE`] of the surge's
+    /// first contacts and more than its earlier share allows: with n of the
+    /// surge's F first contacts and b of the F' before, under "the same
+    /// share" n given n + b is binomial with chance F / (F + F'), and
+    /// P(X ≥ n) must be below [`UNUSUAL_P`] (the surge test's own).
+    pub fn add_precedents(&mut self, precedents: &[PrecedentCount], rows: &[DayCount]) {
+        for surge in &mut self.surges {
+            let before_from = surge.start - chrono::Duration::days(PRECEDING_BASELINE_DAYS);
+            let during = |d: NaiveDate| surge.start <= d && d <= surge.end;
+            let before = |d: NaiveDate| before_from <= d && d < surge.start;
+            let first_before: u64 = rows
+                .iter()
+                .filter(|r| r.reason.as_deref() == Some(surge.reason.as_str()) && before(r.date))
+                .map(|r| r.first_contacts)
+                .sum();
+            let mut counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+            for p in precedents.iter().filter(|p| p.reason == surge.reason) {
+                let c = counts.entry(&p.prev_reason).or_default();
+                if during(p.date) {
+                    c.0 += p.contacts;
+                } else if before(p.date) {
+                    c.1 += p.contacts;
+                }
+            }
+            let share = |n: u64, of: u64| if of > 0 { n as f64 / of as f64 } else { 0.0 };
+            let mut found: Vec<(f64, Preceding)> = counts
+                .into_iter()
+                .filter(|(_, (n, _))| *n > 0)
+                .map(|(reason, (n, b))| {
+                    let share_before = share(b, first_before);
+                    let beyond = n as f64 - share_before * surge.first_contacts as f64;
+                    (
+                        beyond,
+                        Preceding {
+                            reason: reason.to_string(),
+                            contacts: n,
+                            share: share(n, surge.first_contacts),
+                            contacts_before: b,
+                            share_before,
+                        },
+                    )
+                })
+                .filter(|(beyond, p)| {
+                    let f = surge.first_contacts;
+                    let chance = f as f64 / (f + first_before) as f64;
+                    *beyond > 0.0
+                        && p.share >= MIN_PRECEDING_SHARE
+                        && binomial_sf(p.contacts, p.contacts + p.contacts_before, chance)
+                            < UNUSUAL_P
+                })
+                .collect();
+            found.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.reason.cmp(&b.1.reason)));
+            surge.preceded_by = found
+                .into_iter()
+                .take(MAX_PRECEDING)
+                .map(|(_, p)| p)
+                .collect();
+        }
+    }
+
     /// The manifest's figures.
     pub fn summary(&self) -> SurgeSummary {
         SurgeSummary {
@@ -573,6 +732,9 @@ impl Surges {
             f64s(&|x| x.peak_share),
             Arc::new(StringArray::from_iter_values(
                 s.iter().map(|x| channels_text(&x.channels)),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                s.iter().map(|x| preceding_text(&x.preceded_by)),
             )),
             f64s(&|x| x.p_value),
             f64s(&|x| x.q_value),
@@ -634,7 +796,16 @@ impl Surges {
                     s.peak,
                     100.0 * s.peak_share,
                     channels_text(&s.channels[..s.channels.len().min(3)]),
-                )
+                ) + &match s.preceded_by.first() {
+                    Some(p) => format!(
+                        "; {:.0}% came within the repeat window of a contact about {} \
+                         ({:.0}% before the surge)",
+                        100.0 * p.share,
+                        p.reason,
+                        100.0 * p.share_before
+                    ),
+                    None => String::new(),
+                }
             })
             .collect()
     }
@@ -644,6 +815,76 @@ impl Surges {
 mod tests {
     use super::*;
     use chrono::Datelike;
+
+    /// Precedents: shares of the surge's first contacts against the 28
+    /// days before it; only those above their earlier share, most beyond it
+    /// first; days outside both ranges ignored.
+    #[test]
+    fn precedents_against_the_weeks_before() {
+        let d = |k: i64| NaiveDate::from_ymd_opt(2026, 3, 1).unwrap() + chrono::Duration::days(k);
+        let mut s = Surges {
+            surges: vec![Surge {
+                reason: "fee".into(),
+                start: d(40),
+                peak: d(40),
+                end: d(41),
+                ongoing: false,
+                days: 2,
+                contacts: 100,
+                first_contacts: 100,
+                expected: 10.0,
+                excess: 90.0,
+                peak_share: 0.3,
+                channels: Vec::new(),
+                preceded_by: Vec::new(),
+                p_value: 0.0,
+                q_value: 0.0,
+            }],
+            ..Default::default()
+        };
+        let day = |k: i64, first| DayCount {
+            date: d(k),
+            reason: Some("fee".into()),
+            channel: None,
+            contacts: first,
+            first_contacts: first,
+        };
+        // 200 first contacts over the 28 days before, 50 long before
+        let rows = vec![
+            day(0, 50),
+            day(12, 100),
+            day(39, 100),
+            day(40, 60),
+            day(41, 40),
+        ];
+        let p = |k: i64, prev: &str, n| PrecedentCount {
+            date: d(k),
+            reason: "fee".into(),
+            prev_reason: prev.into(),
+            contacts: n,
+        };
+        let precedents = vec![
+            p(40, "app", 30),
+            p(41, "app", 10),
+            p(39, "app", 4),
+            p(40, "bill", 10),
+            p(12, "bill", 20),
+            p(40, "move", 5),
+            p(0, "move", 50),
+            p(42, "move", 50),
+        ];
+        s.add_precedents(&precedents, &rows);
+        let got = &s.surges[0].preceded_by;
+        // app: 40 of 100 against 4 of 200 (2%): 38 beyond, P(X >= 40) for
+        // X ~ Bin(44, 1/3) is far below 1e-3; bill: 10 against 10% gives
+        // 10: not beyond; move: 5 of 100 against none, but P(X >= 5) for
+        // X ~ Bin(5, 1/3) = 0.004: five contacts are not enough to name it
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!((got[0].reason.as_str(), got[0].contacts), ("app", 40));
+        assert!((got[0].share - 0.4).abs() < 1e-12 && (got[0].share_before - 0.02).abs() < 1e-12);
+        assert_eq!(got[0].contacts_before, 4);
+        assert_eq!(preceding_text(got), "app 40 (40%, before 2%)");
+    }
 
     #[test]
     fn binomial_tail_matches_a_sum() {

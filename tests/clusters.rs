@@ -548,6 +548,85 @@ fn row(id: &mut i64, customer: &str, ts: i64, reason: &str) -> LogRow {
     }
 }
 
+/// A surge whose cause is in the log: 60 days of ten background reasons and
+/// a few fee questions a day; on days 45–47, 80 more fee questions a day,
+/// half of them from customers who contacted about an app update 1–12 hours
+/// before. The surge names app_update first as what came before it (about
+/// half of its first contacts, against none in the weeks before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surge_names_what_came_before_it() {
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut id = 0;
+    let mut rows = Vec::new();
+    let customer = |rng: &mut StdRng| format!("c{}", rng.random_range(0..5_000));
+    for day in 0..60 {
+        let at = |rng: &mut StdRng| T0 + day * DAY + rng.random_range(0..DAY);
+        for _ in 0..200 {
+            let (c, t) = (customer(&mut rng), at(&mut rng));
+            let reason = format!("r{}", rng.random_range(0..10));
+            rows.push(row(&mut id, &c, t, &reason));
+        }
+        for (reason, n) in [("fee_question", 5), ("app_update", 3)] {
+            for _ in 0..n {
+                let (c, t) = (customer(&mut rng), at(&mut rng));
+                rows.push(row(&mut id, &c, t, reason));
+            }
+        }
+        if (45..48).contains(&day) {
+            for k in 0..80 {
+                let (c, t) = (format!("s{day}-{k}"), at(&mut rng));
+                if k % 2 == 0 {
+                    let before = t - rng.random_range(H..12 * H);
+                    rows.push(row(&mut id, &c, before, "app_update"));
+                }
+                rows.push(row(&mut id, &c, t, "fee_question"));
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log.parquet");
+    write_log(&log, &rows);
+    let out = dir.path().join("out");
+    let cfg = config(&[&log], &out, |_| {});
+    let s = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    let b = read_parquet(&out.join("surges.parquet"));
+    let (reasons, before) = (column_text(&b, "reason"), column_text(&b, "preceded_by"));
+    let k = reasons
+        .iter()
+        .position(|r| r == "fee_question")
+        .unwrap_or_else(|| panic!("no fee_question surge: {:?}", s.surges));
+    let first = before[k].split("; ").next().unwrap();
+    assert!(first.starts_with("app_update "), "{}", before[k]);
+    // "app_update N (S%, before B%)"
+    let share: f64 = first
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split('%')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let share_before: f64 = first
+        .split("before ")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("%)")
+        .parse()
+        .unwrap();
+    assert!((40.0..=50.0).contains(&share), "{first}");
+    assert!(share_before <= 5.0, "{first}");
+    assert!(
+        s.surges
+            .iter()
+            .any(|l| l.contains("a contact about app_update")),
+        "{:?}",
+        s.surges
+    );
+}
+
 /// 300 customers order a feature; 60% ask how to use it two to four days
 /// later. At the end, five customers ordered a day ago and have not asked
 /// yet: they, and only they, are on the outreach list.

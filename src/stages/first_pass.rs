@@ -64,6 +64,8 @@ pub(crate) struct Counted {
     pub repeat_counts: Collected,
     /// reason_days.sql over each bucket.
     pub reason_days: Collected,
+    /// reason_precedents.sql over each bucket.
+    pub reason_precedents: Collected,
     /// What the per-customer caps left out (queries/caps.sql).
     pub caps: BTreeMap<String, u64>,
     /// The pair-count pass's rows.
@@ -283,6 +285,9 @@ async fn per_customer_sql(
     counted
         .reason_days
         .add(query_batches(&s.ctx, queries::REASON_DAYS).await?);
+    counted
+        .reason_precedents
+        .add(query_batches(&s.ctx, queries::REASON_PRECEDENTS).await?);
     s.add_seconds("query.repeat_counts", t);
     for (name, n) in caps(s).await? {
         *counted.caps.entry(name).or_default() += n;

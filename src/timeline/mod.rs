@@ -20,7 +20,8 @@
 //!   customer's latest contact with that reason at or before as-of) and
 //!   `_row`, so that this output can feed the later passes; and, when the
 //!   input has them (the pipeline's does, see [`crate::codes::encode_texts`]),
-//!   `_channel_code`, `_reason_code` and `_prev_channel_code`. Every mode
+//!   `_channel_code`, `_reason_code`, `_prev_channel_code` and
+//!   `_prev_reason_code`. Every mode
 //!   reads reason and channel by those codes when the input has them,
 //!   instead of hashing the texts row by row.
 //! - [`Mode::PairCounts`] — per partition and window W, one row per (reason A
@@ -260,11 +261,13 @@ pub fn contacts_schema(input: &Schema) -> SchemaRef {
     ]);
     if input.field_with_name("_channel_code").is_ok() {
         // internal: the bucket's codes of channel and reason (see
-        // `crate::codes::encode_texts`), and the previous contact's channel code
+        // `crate::codes::encode_texts`), and the previous contact's channel
+        // and reason codes
         fields.extend([
             f("_channel_code"),
             f("_reason_code"),
             Field::new("_prev_channel_code", DataType::UInt32, true),
+            Field::new("_prev_reason_code", DataType::UInt32, true),
         ]);
     }
     Arc::new(Schema::new(fields))
@@ -534,6 +537,7 @@ fn annotate_contacts(batch: &RecordBatch, p: &TimelineParams) -> Result<RecordBa
         out.push(codes.clone());
         out.push(col("_reason_code"));
         out.push(take(codes.as_ref(), &prev_idx, None)?);
+        out.push(take(col("_reason_code").as_ref(), &prev_idx, None)?);
     }
     Ok(RecordBatch::try_new(schema, out)?)
 }
