@@ -140,6 +140,8 @@ pub struct PrecedentCount {
     pub date: NaiveDate,
     /// The reason of the contacts.
     pub reason: String,
+    /// Their channel.
+    pub channel: Option<String>,
     /// The reason of the contact before each.
     pub prev_reason: String,
     /// Contacts.
@@ -162,12 +164,15 @@ pub fn precedent_counts<'a>(
         let reason = reason.as_string::<i32>();
         let prev = column("prev_reason", &DataType::Utf8)?;
         let prev = prev.as_string::<i32>();
+        let channel = column("channel", &DataType::Utf8)?;
+        let channel = channel.as_string::<i32>();
         let contacts = column("contacts", &DataType::Int64)?;
         let contacts = contacts.as_primitive::<Int64Type>();
         for i in 0..b.num_rows() {
             rows.push(PrecedentCount {
                 date: from_epoch_day(date.value(i)),
                 reason: reason.value(i).to_string(),
+                channel: channel.is_valid(i).then(|| channel.value(i).to_string()),
                 prev_reason: prev.value(i).to_string(),
                 contacts: contacts.value(i) as u64,
             });
@@ -222,6 +227,8 @@ pub struct ReasonDay {
     pub date: NaiveDate,
     /// The reason tested.
     pub reason: String,
+    /// The channel it was tested on (None: all channels).
+    pub channel: Option<String>,
     /// Its contacts that day.
     pub contacts: u64,
     /// Its first contacts that day (x).
@@ -249,6 +256,8 @@ pub struct ReasonDay {
 pub struct Surge {
     /// The reason.
     pub reason: String,
+    /// The one channel it surged on (None: all channels together).
+    pub channel: Option<String>,
     /// Its first significant day.
     pub start: NaiveDate,
     /// The day of its largest excess.
@@ -381,9 +390,83 @@ fn series(rows: &[DayCount]) -> Series {
 
 /// Tests every reason-day of `params`' range and groups the surges.
 pub fn detect(rows: &[DayCount], params: &SurgeParams) -> Surges {
-    let s = series(rows);
+    // all channels together, then each channel on its own (a reason can
+    // surge on one channel, an app release on the app, and drown in the
+    // others' volume)
+    let mut scopes: Vec<(Option<String>, Series)> = vec![(None, series(rows))];
+    let channels: std::collections::BTreeSet<&String> =
+        rows.iter().filter_map(|r| r.channel.as_ref()).collect();
+    if channels.len() > 1 {
+        for c in channels {
+            let of_channel: Vec<DayCount> = rows
+                .iter()
+                .filter(|r| r.channel.as_ref() == Some(c))
+                .cloned()
+                .collect();
+            scopes.push((Some(c.clone()), series(&of_channel)));
+        }
+    }
+    let mut out = Surges::default();
+    let mut scope_of_day = Vec::new();
+    for (k, (channel, s)) in scopes.iter().enumerate() {
+        let (days, untested) = test_scope(s, params);
+        out.untested += untested;
+        scope_of_day.extend(std::iter::repeat_n(k, days.len()));
+        out.days.extend(days.into_iter().map(|d| ReasonDay {
+            channel: channel.clone(),
+            ..d
+        }));
+    }
+    let q = bh_q_values(&out.days.iter().map(|r| r.p_value).collect::<Vec<_>>());
+    for (r, q) in out.days.iter_mut().zip(q) {
+        r.q_value = q;
+        r.significant =
+            q <= params.alpha && r.first_contacts as f64 - r.expected >= params.min_contacts as f64;
+    }
+    let mut surges = Vec::new();
+    for (k, (channel, s)) in scopes.iter().enumerate() {
+        let days: Vec<ReasonDay> = out
+            .days
+            .iter()
+            .zip(&scope_of_day)
+            .filter(|(_, scope)| **scope == k)
+            .map(|(d, _)| d.clone())
+            .collect();
+        let found = group(&days, s, params);
+        surges.extend(found.into_iter().map(|g| Surge {
+            channel: channel.clone(),
+            ..g
+        }));
+    }
+    // a reason surging on every channel is one surge (its channels listed),
+    // not one per channel as well
+    let overall: Vec<(String, NaiveDate, NaiveDate)> = surges
+        .iter()
+        .filter(|s| s.channel.is_none())
+        .map(|s| (s.reason.clone(), s.start, s.end))
+        .collect();
+    surges.retain(|s| {
+        s.channel.is_none()
+            || !overall
+                .iter()
+                .any(|(r, a, b)| *r == s.reason && s.start <= *b && *a <= s.end)
+    });
+    surges.sort_by(|a, b| {
+        b.excess
+            .total_cmp(&a.excess)
+            .then(a.reason.cmp(&b.reason))
+            .then(a.start.cmp(&b.start))
+            .then(a.channel.cmp(&b.channel))
+    });
+    out.surges = surges;
+    out
+}
+
+/// The two passes of the test over one scope's series (all channels, or
+/// one): the reason-days tested and how many had too few baseline days.
+fn test_scope(s: &Series, params: &SurgeParams) -> (Vec<ReasonDay>, u64) {
     // first pass: the days' totals as they are
-    let (first, _) = test_reasons(&s, params, &BTreeMap::new());
+    let (first, _) = test_reasons(s, params, &BTreeMap::new());
     // what each unusual reason-day brought beyond its baseline share
     let mut surplus: BTreeMap<(String, NaiveDate), u64> = BTreeMap::new();
     for r in first.iter().filter(|r| r.p_value < UNUSUAL_P) {
@@ -391,20 +474,7 @@ pub fn detect(rows: &[DayCount], params: &SurgeParams) -> Surges {
         surplus.insert((r.reason.clone(), r.date), beyond);
     }
     // second pass: each reason against totals without the others' surplus
-    let (days, untested) = test_reasons(&s, params, &surplus);
-    let mut out = Surges {
-        days,
-        surges: Vec::new(),
-        untested,
-    };
-    let q = bh_q_values(&out.days.iter().map(|r| r.p_value).collect::<Vec<_>>());
-    for (r, q) in out.days.iter_mut().zip(q) {
-        r.q_value = q;
-        r.significant =
-            q <= params.alpha && r.first_contacts as f64 - r.expected >= params.min_contacts as f64;
-    }
-    out.surges = group(&out.days, &s, params);
-    out
+    test_reasons(s, params, &surplus)
 }
 
 /// Tests every reason-day of `params`' range, each day's total less the
@@ -465,6 +535,7 @@ fn test_reasons(
             days.push(ReasonDay {
                 date: d,
                 reason: reason.clone(),
+                channel: None,
                 contacts,
                 first_contacts: x,
                 day_first_contacts: n,
@@ -519,6 +590,7 @@ fn group(days: &[ReasonDay], s: &Series, params: &SurgeParams) -> Vec<Surge> {
         let end = run.last().expect("a day").date;
         surges.push(Surge {
             reason,
+            channel: None,
             start: run[0].date,
             peak: peak.date,
             end,
@@ -564,6 +636,7 @@ pub fn surges_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("rank", DataType::Int64, false),
         Field::new("reason", DataType::Utf8, false),
+        Field::new("channel", DataType::Utf8, true),
         Field::new("start_date", DataType::Date32, false),
         Field::new("peak_date", DataType::Date32, false),
         Field::new("end_date", DataType::Date32, false),
@@ -586,6 +659,7 @@ pub fn reason_days_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("date", DataType::Date32, false),
         Field::new("reason", DataType::Utf8, false),
+        Field::new("channel", DataType::Utf8, true),
         Field::new("contacts", DataType::Int64, false),
         Field::new("first_contacts", DataType::Int64, false),
         Field::new("day_first_contacts", DataType::Int64, false),
@@ -643,13 +717,21 @@ impl Surges {
             let before_from = surge.start - chrono::Duration::days(PRECEDING_BASELINE_DAYS);
             let during = |d: NaiveDate| surge.start <= d && d <= surge.end;
             let before = |d: NaiveDate| before_from <= d && d < surge.start;
+            // (a surge on one channel: that channel's contacts only)
+            let in_scope = |reason: Option<&str>, channel: &Option<String>| {
+                reason == Some(surge.reason.as_str())
+                    && (surge.channel.is_none() || *channel == surge.channel)
+            };
             let first_before: u64 = rows
                 .iter()
-                .filter(|r| r.reason.as_deref() == Some(surge.reason.as_str()) && before(r.date))
+                .filter(|r| in_scope(r.reason.as_deref(), &r.channel) && before(r.date))
                 .map(|r| r.first_contacts)
                 .sum();
             let mut counts: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-            for p in precedents.iter().filter(|p| p.reason == surge.reason) {
+            for p in precedents
+                .iter()
+                .filter(|p| in_scope(Some(p.reason.as_str()), &p.channel))
+            {
                 let c = counts.entry(&p.prev_reason).or_default();
                 if during(p.date) {
                     c.0 += p.contacts;
@@ -720,6 +802,9 @@ impl Surges {
         let columns: Vec<ArrayRef> = vec![
             Arc::new(Int64Array::from_iter_values(1..=s.len() as i64)),
             Arc::new(StringArray::from_iter_values(s.iter().map(|x| &x.reason))),
+            Arc::new(StringArray::from_iter(
+                s.iter().map(|x| x.channel.as_deref()),
+            )),
             dates(&|x| x.start),
             dates(&|x| x.peak),
             dates(&|x| x.end),
@@ -756,6 +841,9 @@ impl Surges {
                 d.iter().map(|x| epoch_day(x.date)),
             )),
             Arc::new(StringArray::from_iter_values(d.iter().map(|x| &x.reason))),
+            Arc::new(StringArray::from_iter(
+                d.iter().map(|x| x.channel.as_deref()),
+            )),
             i64s(&|x| x.contacts as i64),
             i64s(&|x| x.first_contacts as i64),
             i64s(&|x| x.day_first_contacts as i64),
@@ -782,10 +870,14 @@ impl Surges {
                 } else {
                     format!("to {}", s.end)
                 };
+                let on = match &s.channel {
+                    Some(c) => format!(" on {c}"),
+                    None => String::new(),
+                };
                 format!(
-                    "{} surged from {} ({until}, {} day{}): {} contacts, {} first contacts where its \
-                     usual share gives {:.0}; at its peak on {} it was {:.0}% of the day's contacts \
-                     (via {})",
+                    "{}{on} surged from {} ({until}, {} day{}): {} contacts, {} first contacts where \
+                     its usual share gives {:.0}; at its peak on {} it was {:.0}% of the day's \
+                     contacts{on} (via {})",
                     s.reason,
                     s.start,
                     s.days,
@@ -816,6 +908,62 @@ mod tests {
     use super::*;
     use chrono::Datelike;
 
+    /// A reason that surges on one channel only, drowned in the other
+    /// channels' volume of it, is found on that channel: 30 more a day on
+    /// the app, where it has 4, against 300 a day by phone.
+    #[test]
+    fn a_surge_on_one_channel() {
+        let first = NaiveDate::from_ymd_opt(2026, 1, 1).unwrap();
+        let mut rows = Vec::new();
+        for k in 0..56 {
+            let date = first + chrono::Duration::days(k);
+            let surge = if (49..52).contains(&k) { 30 } else { 0 };
+            for (channel, reason, n) in [
+                ("phone", "r", 300),
+                ("phone", "other", 700),
+                ("app", "r", 4 + surge),
+                ("app", "other", 196),
+            ] {
+                rows.push(DayCount {
+                    date,
+                    reason: Some(reason.into()),
+                    channel: Some(channel.into()),
+                    contacts: n,
+                    first_contacts: n,
+                });
+            }
+        }
+        let params = SurgeParams {
+            alpha: 0.05,
+            min_contacts: DEFAULT_MIN_CONTACTS,
+            first_day: first,
+            last_day: first + chrono::Duration::days(55),
+        };
+        let s = detect(&rows, &params);
+        assert_eq!(s.surges.len(), 1, "{:?}", s.surges);
+        let g = &s.surges[0];
+        assert_eq!(
+            (g.reason.as_str(), g.channel.as_deref()),
+            ("r", Some("app"))
+        );
+        assert_eq!((g.start, g.days), (first + chrono::Duration::days(49), 3));
+        // its share of the app's contacts that day
+        assert!(
+            (g.peak_share - 34.0 / 230.0).abs() < 1e-12,
+            "{}",
+            g.peak_share
+        );
+        assert!(
+            s.lines()[0].starts_with("r on app surged from"),
+            "{:?}",
+            s.lines()
+        );
+        // every scope is tested: all channels, phone and app
+        let scopes: std::collections::BTreeSet<_> =
+            s.days.iter().map(|d| d.channel.clone()).collect();
+        assert_eq!(scopes.len(), 3);
+    }
+
     /// Precedents: shares of the surge's first contacts against the 28
     /// days before it; only those above their earlier share, most beyond it
     /// first; days outside both ranges ignored.
@@ -825,6 +973,7 @@ mod tests {
         let mut s = Surges {
             surges: vec![Surge {
                 reason: "fee".into(),
+                channel: None,
                 start: d(40),
                 peak: d(40),
                 end: d(41),
@@ -860,6 +1009,7 @@ mod tests {
         let p = |k: i64, prev: &str, n| PrecedentCount {
             date: d(k),
             reason: "fee".into(),
+            channel: Some("phone".into()),
             prev_reason: prev.into(),
             contacts: n,
         };

@@ -1102,7 +1102,8 @@ fn binomial_tail(x: u64, n: u64, p: f64) -> f64 {
 
 /// The surge test's daily counts, baselines, p- and q-values against a
 /// plain computation from the definitions (README, "Surges"), on random
-/// logs of seven weeks with ties, null reasons and repeats.
+/// logs of seven weeks with ties, null reasons and repeats, over all
+/// channels and over each channel (phone and chat) on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reason_days_match_a_plain_computation() {
     for seed in 0..4u64 {
@@ -1153,90 +1154,105 @@ async fn reason_days_match_a_plain_computation() {
                 .unwrap()
                 .date_naive()
         };
-        let mut day_first: BTreeMap<chrono::NaiveDate, u64> = BTreeMap::new();
-        let mut cells: BTreeMap<(String, chrono::NaiveDate), (u64, u64)> = BTreeMap::new();
-        for r in &rows {
-            let first = !expected[&r.contact_id].same_reason as u64;
-            let d = date(r.ts.unwrap());
-            *day_first.entry(d).or_default() += first;
-            if let Some(reason) = &r.reason {
-                let cell = cells.entry((reason.clone(), d)).or_default();
-                cell.0 += 1;
-                cell.1 += first;
-            }
-        }
-        let first_day = *day_first.keys().next().unwrap();
-        let last_day = *day_first.keys().last().unwrap();
-        let n_of = |d: &chrono::NaiveDate| day_first.get(d).copied().unwrap_or(0);
-        let reasons: BTreeSet<String> = cells.keys().map(|k| k.0.clone()).collect();
-        type Day = chrono::NaiveDate;
-        // one pass: every reason-day against day totals less the other
-        // reasons' surplus; (reason, date, contacts, x, N, baseline days, S,
-        // M, p, expected)
-        let pass = |surplus: &BTreeMap<(String, Day), u64>| {
-            let total = |reason: &String, d: &Day| {
-                let others: u64 = surplus
-                    .iter()
-                    .filter(|((r, sd), _)| sd == d && r != reason)
-                    .map(|(_, n)| n)
-                    .sum();
-                n_of(d) - others
-            };
-            let mut want = Vec::new();
-            for reason in &reasons {
-                let mut unusual = Vec::new();
-                let mut d = first_day;
-                while d <= last_day {
-                    let cands: Vec<Day> = (1..=4)
-                        .map(|k| d - chrono::Duration::days(7 * k))
-                        .filter(|b| *b >= first_day && n_of(b) > 0)
-                        .collect();
-                    let usual: Vec<Day> = cands
-                        .iter()
-                        .copied()
-                        .filter(|b| !unusual.contains(b))
-                        .collect();
-                    let base = if usual.len() >= 2 { usual } else { cands };
-                    if n_of(&d) > 0 && base.len() >= 2 {
-                        let cell =
-                            |d: &Day| cells.get(&(reason.clone(), *d)).copied().unwrap_or((0, 0));
-                        let (contacts, x) = cell(&d);
-                        let s: u64 = base.iter().map(|b| cell(b).1).sum();
-                        let m: u64 = base.iter().map(|b| total(reason, b)).sum();
-                        let n = total(reason, &d);
-                        let p = if x == 0 {
-                            1.0
-                        } else {
-                            binomial_tail(x, x + s, n as f64 / (n + m) as f64)
-                        };
-                        if p < 1e-3 {
-                            unusual.push(d);
-                        }
-                        let e = n as f64 * s as f64 / m as f64;
-                        want.push((
-                            reason.clone(),
-                            d,
-                            contacts,
-                            x,
-                            n,
-                            base.len() as u64,
-                            s,
-                            m,
-                            p,
-                            e,
-                        ));
-                    }
-                    d = d.succ_opt().unwrap();
+        let first_day = rows.iter().map(|r| date(r.ts.unwrap())).min().unwrap();
+        let last_day = rows.iter().map(|r| date(r.ts.unwrap())).max().unwrap();
+        // every reason-day of one scope: all channels (None), or one
+        let scope = |channel: Option<&str>| {
+            let mut day_first: BTreeMap<chrono::NaiveDate, u64> = BTreeMap::new();
+            let mut cells: BTreeMap<(String, chrono::NaiveDate), (u64, u64)> = BTreeMap::new();
+            for r in rows
+                .iter()
+                .filter(|r| channel.is_none() || r.channel.as_deref() == channel)
+            {
+                let first = !expected[&r.contact_id].same_reason as u64;
+                let d = date(r.ts.unwrap());
+                *day_first.entry(d).or_default() += first;
+                if let Some(reason) = &r.reason {
+                    let cell = cells.entry((reason.clone(), d)).or_default();
+                    cell.0 += 1;
+                    cell.1 += first;
                 }
             }
-            want
+            let n_of = |d: &chrono::NaiveDate| day_first.get(d).copied().unwrap_or(0);
+            let reasons: BTreeSet<String> = cells.keys().map(|k| k.0.clone()).collect();
+            type Day = chrono::NaiveDate;
+            // one pass: every reason-day against day totals less the other
+            // reasons' surplus; (reason, date, contacts, x, N, baseline days, S,
+            // M, p, expected)
+            let pass = |surplus: &BTreeMap<(String, Day), u64>| {
+                let total = |reason: &String, d: &Day| {
+                    let others: u64 = surplus
+                        .iter()
+                        .filter(|((r, sd), _)| sd == d && r != reason)
+                        .map(|(_, n)| n)
+                        .sum();
+                    n_of(d) - others
+                };
+                let mut want = Vec::new();
+                for reason in &reasons {
+                    let mut unusual = Vec::new();
+                    let mut d = first_day;
+                    while d <= last_day {
+                        let cands: Vec<Day> = (1..=4)
+                            .map(|k| d - chrono::Duration::days(7 * k))
+                            .filter(|b| *b >= first_day && n_of(b) > 0)
+                            .collect();
+                        let usual: Vec<Day> = cands
+                            .iter()
+                            .copied()
+                            .filter(|b| !unusual.contains(b))
+                            .collect();
+                        let base = if usual.len() >= 2 { usual } else { cands };
+                        if n_of(&d) > 0 && base.len() >= 2 {
+                            let cell = |d: &Day| {
+                                cells.get(&(reason.clone(), *d)).copied().unwrap_or((0, 0))
+                            };
+                            let (contacts, x) = cell(&d);
+                            let s: u64 = base.iter().map(|b| cell(b).1).sum();
+                            let m: u64 = base.iter().map(|b| total(reason, b)).sum();
+                            let n = total(reason, &d);
+                            let p = if x == 0 {
+                                1.0
+                            } else {
+                                binomial_tail(x, x + s, n as f64 / (n + m) as f64)
+                            };
+                            if p < 1e-3 {
+                                unusual.push(d);
+                            }
+                            let e = n as f64 * s as f64 / m as f64;
+                            want.push((
+                                reason.clone(),
+                                d,
+                                contacts,
+                                x,
+                                n,
+                                base.len() as u64,
+                                s,
+                                m,
+                                p,
+                                e,
+                            ));
+                        }
+                        d = d.succ_opt().unwrap();
+                    }
+                }
+                want
+            };
+            let surplus: BTreeMap<(String, Day), u64> = pass(&BTreeMap::new())
+                .into_iter()
+                .filter(|w| w.8 < 1e-3)
+                .map(|w| ((w.0, w.1), (w.3 as f64 - w.9).floor().max(0.0) as u64))
+                .collect();
+            pass(&surplus)
         };
-        let surplus: BTreeMap<(String, Day), u64> = pass(&BTreeMap::new())
-            .into_iter()
-            .filter(|w| w.8 < 1e-3)
-            .map(|w| ((w.0, w.1), (w.3 as f64 - w.9).floor().max(0.0) as u64))
+        // the scopes in the engine's order: all channels, then each channel
+        let scopes = [None, Some("chat"), Some("phone")];
+        let want: Vec<_> = scopes
+            .iter()
+            .flat_map(|c| scope(*c).into_iter().map(move |w| (c.unwrap_or(""), w)))
             .collect();
-        let want = pass(&surplus);
+        let scope_of: Vec<&str> = want.iter().map(|w| w.0).collect();
+        let want: Vec<_> = want.into_iter().map(|w| w.1).collect();
         let qs = bh(&want.iter().map(|w| w.8).collect::<Vec<_>>());
 
         let b = read_parquet(&out.join("reason_days.parquet"));
@@ -1245,7 +1261,7 @@ async fn reason_days_match_a_plain_computation() {
             |name: &str| -> Vec<u64> { col(name).iter().map(|v| v.parse().unwrap()).collect() };
         let floats =
             |name: &str| -> Vec<f64> { col(name).iter().map(|v| v.parse().unwrap()).collect() };
-        let (reason, dates) = (col("reason"), col("date"));
+        let (reason, dates, channels) = (col("reason"), col("date"), col("channel"));
         let (contacts, first, n) = (
             ints("contacts"),
             ints("first_contacts"),
@@ -1259,6 +1275,12 @@ async fn reason_days_match_a_plain_computation() {
         let (p, q) = (floats("p_value"), floats("q_value"));
         assert_eq!(reason.len(), want.len(), "seed {seed}: reason-days tested");
         for (i, w) in want.iter().enumerate() {
+            let channel = if channels[i] == "null" {
+                ""
+            } else {
+                channels[i].as_str()
+            };
+            assert_eq!(channel, scope_of[i], "seed {seed}: scope of row {i}");
             let got = (
                 reason[i].clone(),
                 dates[i].clone(),
