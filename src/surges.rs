@@ -28,14 +28,26 @@
 //!   per reason within the repeat window, so a burst of calls about one
 //!   problem is one contact, not a surge;
 //! - a surge of one reason lowers every other reason's share that day, and
-//!   would raise theirs on the same weekday weeks later: a first pass finds
-//!   the unusual reason-days (p below [`UNUSUAL_P`]), and in the second each
-//!   reason's day totals leave out what the other reasons' unusual days
-//!   brought beyond their baseline share (the surplus, rounded down).
+//!   would raise theirs on the same weekday weeks later: the days are
+//!   tested in order, each twice (see `test_scope`): the first test finds the
+//!   day's unusual reasons (p below [`UNUSUAL_P`]), the second takes each
+//!   reason's day total without what the other reasons' unusual days
+//!   brought beyond their baseline share (the surplus, rounded down), and
+//!   so do the totals of every later day's baseline days. (Tested in two
+//!   passes over the whole range instead, the first pass's baselines would
+//!   still hold the surge, every other reason would look unusual in the
+//!   weeks after it, and their surplus would sink every total.)
+//! - per channel: every reason is also tested on each channel, against that
+//!   channel's day (an app release that sends the app's users to one
+//!   question, drowned in the phone's volume of it); a channel's surge that
+//!   overlaps a surge of the reason on all channels is not listed again.
 //!
 //! Benjamini–Hochberg q-values over every reason-day tested; a day is
-//! significant when q ≤ alpha and its excess over the expected first
-//! contacts is at least `min_contacts`. Consecutive significant days of a
+//! significant when q ≤ alpha and its first contacts exceed the expected by
+//! at least `min_contacts` and by a factor of at least `min_lift`
+//! (`--min-lift`, 1.2, as for the clusters): on a log of millions a 10% rise
+//! of a big reason is unlikely under the null and still no surge, and 3
+//! contacts where 1 is usual is no surge either. Consecutive significant days of a
 //! reason are one surge.
 
 use std::collections::BTreeMap;
@@ -70,6 +82,9 @@ pub struct SurgeParams {
     pub alpha: f64,
     /// Fewest first contacts over the expected for a significant day.
     pub min_contacts: u64,
+    /// Smallest ratio of first contacts to the expected for a significant
+    /// day (`--min-lift`, as for the clusters).
+    pub min_lift: f64,
     /// The first day tested (the window's first whole day, or the log's).
     pub first_day: NaiveDate,
     /// The last day tested (the as-of's day).
@@ -93,6 +108,7 @@ impl SurgeParams {
         SurgeParams {
             alpha: cfg.alpha,
             min_contacts: cfg.surge_min_contacts,
+            min_lift: cfg.min_lift,
             first_day,
             last_day: crate::time::local_date(tz, as_of),
         }
@@ -247,7 +263,8 @@ pub struct ReasonDay {
     pub p_value: f64,
     /// Benjamini–Hochberg over every reason-day tested.
     pub q_value: f64,
-    /// q ≤ alpha and x − expected ≥ the minimum excess.
+    /// q ≤ alpha, x − expected ≥ the minimum excess and x ≥ min_lift ·
+    /// expected.
     pub significant: bool,
 }
 
@@ -420,8 +437,10 @@ pub fn detect(rows: &[DayCount], params: &SurgeParams) -> Surges {
     let q = bh_q_values(&out.days.iter().map(|r| r.p_value).collect::<Vec<_>>());
     for (r, q) in out.days.iter_mut().zip(q) {
         r.q_value = q;
-        r.significant =
-            q <= params.alpha && r.first_contacts as f64 - r.expected >= params.min_contacts as f64;
+        let x = r.first_contacts as f64;
+        r.significant = q <= params.alpha
+            && x - r.expected >= params.min_contacts as f64
+            && x >= params.min_lift * r.expected;
     }
     let mut surges = Vec::new();
     for (k, (channel, s)) in scopes.iter().enumerate() {
@@ -462,94 +481,110 @@ pub fn detect(rows: &[DayCount], params: &SurgeParams) -> Surges {
     out
 }
 
-/// The two passes of the test over one scope's series (all channels, or
-/// one): the reason-days tested and how many had too few baseline days.
+/// The test over one scope's series (all channels, or one): the
+/// reason-days tested, by reason and date, and how many had too few
+/// baseline days.
+///
+/// Day by day, oldest first, so that a day's baselines (weeks before it)
+/// are final when the day is tested: each day is tested twice, first with
+/// its plain total, which finds the reasons unusual that day (raw p below
+/// [`UNUSUAL_P`]), then with each reason's total less the other reasons'
+/// surplus that day (what their unusual days brought beyond their baseline
+/// share, rounded down). The second test is the day's; its unusual reasons
+/// keep their surplus, which every later day's baseline totals leave out,
+/// and the day leaves their later baselines.
 fn test_scope(s: &Series, params: &SurgeParams) -> (Vec<ReasonDay>, u64) {
-    // first pass: the days' totals as they are
-    let (first, _) = test_reasons(s, params, &BTreeMap::new());
-    // what each unusual reason-day brought beyond its baseline share
-    let mut surplus: BTreeMap<(String, NaiveDate), u64> = BTreeMap::new();
-    for r in first.iter().filter(|r| r.p_value < UNUSUAL_P) {
-        let beyond = (r.first_contacts as f64 - r.expected).floor().max(0.0) as u64;
-        surplus.insert((r.reason.clone(), r.date), beyond);
-    }
-    // second pass: each reason against totals without the others' surplus
-    test_reasons(s, params, &surplus)
-}
-
-/// Tests every reason-day of `params`' range, each day's total less the
-/// `surplus` of the other reasons that day; returns the reason-days tested
-/// (by reason and date) and how many had too few baseline days.
-fn test_reasons(
-    s: &Series,
-    params: &SurgeParams,
-    surplus: &BTreeMap<(String, NaiveDate), u64>,
-) -> (Vec<ReasonDay>, u64) {
     let day_first = |d: &NaiveDate| s.totals.get(d).map_or(0, |t| t.0);
-    let mut others: BTreeMap<NaiveDate, u64> = BTreeMap::new();
-    for ((_, d), n) in surplus {
-        *others.entry(*d).or_default() += n;
+    // per day: each unusual reason's surplus, and their sum
+    let mut surplus: BTreeMap<NaiveDate, (BTreeMap<&str, u64>, u64)> = BTreeMap::new();
+    // a day's total for `reason`: without the other reasons' surplus
+    fn total(
+        s: &Series,
+        surplus: &BTreeMap<NaiveDate, (BTreeMap<&str, u64>, u64)>,
+        reason: &str,
+        d: NaiveDate,
+    ) -> u64 {
+        let (own, all) = surplus.get(&d).map_or((0, 0), |(by, all)| {
+            (by.get(reason).copied().unwrap_or(0), *all)
+        });
+        s.totals.get(&d).map_or(0, |t| t.0) - (all - own)
     }
-    // the day's total for `reason`: without the other reasons' surplus
-    let total = |reason: &String, d: &NaiveDate| {
-        let own = surplus.get(&(reason.clone(), *d)).copied().unwrap_or(0);
-        day_first(d) - (others.get(d).copied().unwrap_or(0) - own)
-    };
+    let mut unusual: BTreeMap<&str, Vec<NaiveDate>> = BTreeMap::new();
     let (mut days, mut untested) = (Vec::new(), 0u64);
-    for (reason, by_day) in &s.reasons {
-        let mut unusual: Vec<NaiveDate> = Vec::new();
-        let mut d = params.first_day;
-        while d <= params.last_day {
-            let candidates: Vec<NaiveDate> = (1..=BASELINE_WEEKS)
-                .map(|k| d - chrono::Duration::days(7 * k))
-                .filter(|b| *b >= params.first_day && day_first(b) > 0)
-                .collect();
-            let usual: Vec<NaiveDate> = candidates
-                .iter()
-                .copied()
-                .filter(|b| !unusual.contains(b))
-                .collect();
-            let baseline = if usual.len() >= MIN_BASELINE_DAYS {
-                usual
-            } else {
-                candidates
-            };
-            if day_first(&d) == 0 || baseline.len() < MIN_BASELINE_DAYS {
-                if day_first(&d) > 0 {
-                    untested += 1;
-                }
-                d = d.succ_opt().expect("a date");
-                continue;
-            }
-            let n = total(reason, &d);
-            let (contacts, x) = by_day.get(&d).copied().unwrap_or((0, 0));
-            let sum_x: u64 = baseline
-                .iter()
-                .map(|b| by_day.get(b).map_or(0, |v| v.1))
-                .sum();
-            let sum_n: u64 = baseline.iter().map(|b| total(reason, b)).sum();
-            let p = binomial_sf(x, x + sum_x, n as f64 / (n + sum_n) as f64);
-            if p < UNUSUAL_P {
-                unusual.push(d);
-            }
-            days.push(ReasonDay {
-                date: d,
-                reason: reason.clone(),
-                channel: None,
-                contacts,
-                first_contacts: x,
-                day_first_contacts: n,
-                baseline_days: baseline,
-                baseline_first: sum_x,
-                baseline_total: sum_n,
-                expected: n as f64 * sum_x as f64 / sum_n as f64,
-                p_value: p,
-                q_value: 1.0,
-                significant: false,
-            });
+    let mut d = params.first_day;
+    while d <= params.last_day {
+        if day_first(&d) == 0 {
             d = d.succ_opt().expect("a date");
+            continue;
         }
+        for pass in 0..2 {
+            let mut today = Vec::new();
+            for (reason, by_day) in &s.reasons {
+                let candidates: Vec<NaiveDate> = (1..=BASELINE_WEEKS)
+                    .map(|k| d - chrono::Duration::days(7 * k))
+                    .filter(|b| *b >= params.first_day && day_first(b) > 0)
+                    .collect();
+                let mine = unusual.get(reason.as_str());
+                let usual: Vec<NaiveDate> = candidates
+                    .iter()
+                    .copied()
+                    .filter(|b| !mine.is_some_and(|u| u.contains(b)))
+                    .collect();
+                let baseline = if usual.len() >= MIN_BASELINE_DAYS {
+                    usual
+                } else {
+                    candidates
+                };
+                if baseline.len() < MIN_BASELINE_DAYS {
+                    untested += u64::from(pass == 1);
+                    continue;
+                }
+                let n = total(s, &surplus, reason, d);
+                let (contacts, x) = by_day.get(&d).copied().unwrap_or((0, 0));
+                let sum_x: u64 = baseline
+                    .iter()
+                    .map(|b| by_day.get(b).map_or(0, |v| v.1))
+                    .sum();
+                let sum_n: u64 = baseline
+                    .iter()
+                    .map(|b| total(s, &surplus, reason, *b))
+                    .sum();
+                today.push(ReasonDay {
+                    date: d,
+                    reason: reason.clone(),
+                    channel: None,
+                    contacts,
+                    first_contacts: x,
+                    day_first_contacts: n,
+                    baseline_days: baseline,
+                    baseline_first: sum_x,
+                    baseline_total: sum_n,
+                    expected: n as f64 * sum_x as f64 / sum_n as f64,
+                    p_value: binomial_sf(x, x + sum_x, n as f64 / (n + sum_n) as f64),
+                    q_value: 1.0,
+                    significant: false,
+                });
+            }
+            // the surplus of the day's unusual reasons: provisional after the
+            // first test, the day's own after the second
+            let mut by: BTreeMap<&str, u64> = BTreeMap::new();
+            for r in today.iter().filter(|r| r.p_value < UNUSUAL_P) {
+                let beyond = (r.first_contacts as f64 - r.expected).floor().max(0.0) as u64;
+                let reason = s.reasons.get_key_value(&r.reason).expect("a reason").0;
+                by.insert(reason.as_str(), beyond);
+                if pass == 1 {
+                    unusual.entry(reason.as_str()).or_default().push(d);
+                }
+            }
+            let all = by.values().sum();
+            surplus.insert(d, (by, all));
+            if pass == 1 {
+                days.extend(today);
+            }
+        }
+        d = d.succ_opt().expect("a date");
     }
+    days.sort_by(|a, b| a.reason.cmp(&b.reason).then(a.date.cmp(&b.date)));
     (days, untested)
 }
 
@@ -936,6 +971,7 @@ mod tests {
         let params = SurgeParams {
             alpha: 0.05,
             min_contacts: DEFAULT_MIN_CONTACTS,
+            min_lift: 1.2,
             first_day: first,
             last_day: first + chrono::Duration::days(55),
         };
@@ -1095,6 +1131,7 @@ mod tests {
         SurgeParams {
             alpha: 0.05,
             min_contacts: DEFAULT_MIN_CONTACTS,
+            min_lift: 1.2,
             first_day: start,
             last_day: start + chrono::Duration::days(days - 1),
         }

@@ -1176,74 +1176,89 @@ async fn reason_days_match_a_plain_computation() {
             let n_of = |d: &chrono::NaiveDate| day_first.get(d).copied().unwrap_or(0);
             let reasons: BTreeSet<String> = cells.keys().map(|k| k.0.clone()).collect();
             type Day = chrono::NaiveDate;
-            // one pass: every reason-day against day totals less the other
-            // reasons' surplus; (reason, date, contacts, x, N, baseline days, S,
-            // M, p, expected)
-            let pass = |surplus: &BTreeMap<(String, Day), u64>| {
-                let total = |reason: &String, d: &Day| {
-                    let others: u64 = surplus
-                        .iter()
-                        .filter(|((r, sd), _)| sd == d && r != reason)
-                        .map(|(_, n)| n)
-                        .sum();
-                    n_of(d) - others
-                };
-                let mut want = Vec::new();
-                for reason in &reasons {
-                    let mut unusual = Vec::new();
-                    let mut d = first_day;
-                    while d <= last_day {
+            // day by day, oldest first; each day tested twice: against its
+            // plain total, then against its total less the other reasons'
+            // surplus of the first test (their unusual days' excess, rounded
+            // down); the second test's surplus is the day's, left out of the
+            // later baselines' totals. Rows: (reason, date, contacts, x, N,
+            // baseline days, S, M, p, expected)
+            let mut surplus: BTreeMap<(String, Day), u64> = BTreeMap::new();
+            let mut unusual: BTreeMap<String, Vec<Day>> = BTreeMap::new();
+            let mut want = Vec::new();
+            let mut d = first_day;
+            while d <= last_day {
+                if n_of(&d) == 0 {
+                    d = d.succ_opt().unwrap();
+                    continue;
+                }
+                for test in 0..2 {
+                    let total = |reason: &String, day: &Day| {
+                        let others: u64 = surplus
+                            .iter()
+                            .filter(|((r, sd), _)| sd == day && r != reason)
+                            .map(|(_, n)| n)
+                            .sum();
+                        n_of(day) - others
+                    };
+                    let mut today = Vec::new();
+                    for reason in &reasons {
                         let cands: Vec<Day> = (1..=4)
                             .map(|k| d - chrono::Duration::days(7 * k))
                             .filter(|b| *b >= first_day && n_of(b) > 0)
                             .collect();
+                        let mine = unusual.get(reason).cloned().unwrap_or_default();
                         let usual: Vec<Day> = cands
                             .iter()
                             .copied()
-                            .filter(|b| !unusual.contains(b))
+                            .filter(|b| !mine.contains(b))
                             .collect();
                         let base = if usual.len() >= 2 { usual } else { cands };
-                        if n_of(&d) > 0 && base.len() >= 2 {
-                            let cell = |d: &Day| {
-                                cells.get(&(reason.clone(), *d)).copied().unwrap_or((0, 0))
-                            };
-                            let (contacts, x) = cell(&d);
-                            let s: u64 = base.iter().map(|b| cell(b).1).sum();
-                            let m: u64 = base.iter().map(|b| total(reason, b)).sum();
-                            let n = total(reason, &d);
-                            let p = if x == 0 {
-                                1.0
-                            } else {
-                                binomial_tail(x, x + s, n as f64 / (n + m) as f64)
-                            };
-                            if p < 1e-3 {
-                                unusual.push(d);
-                            }
-                            let e = n as f64 * s as f64 / m as f64;
-                            want.push((
-                                reason.clone(),
-                                d,
-                                contacts,
-                                x,
-                                n,
-                                base.len() as u64,
-                                s,
-                                m,
-                                p,
-                                e,
-                            ));
+                        if base.len() < 2 {
+                            continue;
                         }
-                        d = d.succ_opt().unwrap();
+                        let cell =
+                            |d: &Day| cells.get(&(reason.clone(), *d)).copied().unwrap_or((0, 0));
+                        let (contacts, x) = cell(&d);
+                        let s: u64 = base.iter().map(|b| cell(b).1).sum();
+                        let m: u64 = base.iter().map(|b| total(reason, b)).sum();
+                        let n = total(reason, &d);
+                        let p = if x == 0 {
+                            1.0
+                        } else {
+                            binomial_tail(x, x + s, n as f64 / (n + m) as f64)
+                        };
+                        let e = n as f64 * s as f64 / m as f64;
+                        today.push((
+                            reason.clone(),
+                            d,
+                            contacts,
+                            x,
+                            n,
+                            base.len() as u64,
+                            s,
+                            m,
+                            p,
+                            e,
+                        ));
+                    }
+                    // (the first test's surplus of this day is replaced by the
+                    // second's)
+                    surplus.retain(|(_, sd), _| *sd != d);
+                    for w in today.iter().filter(|w| w.8 < 1e-3) {
+                        surplus
+                            .insert((w.0.clone(), d), (w.3 as f64 - w.9).floor().max(0.0) as u64);
+                        if test == 1 {
+                            unusual.entry(w.0.clone()).or_default().push(d);
+                        }
+                    }
+                    if test == 1 {
+                        want.extend(today);
                     }
                 }
-                want
-            };
-            let surplus: BTreeMap<(String, Day), u64> = pass(&BTreeMap::new())
-                .into_iter()
-                .filter(|w| w.8 < 1e-3)
-                .map(|w| ((w.0, w.1), (w.3 as f64 - w.9).floor().max(0.0) as u64))
-                .collect();
-            pass(&surplus)
+                d = d.succ_opt().unwrap();
+            }
+            want.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+            want
         };
         // the scopes in the engine's order: all channels, then each channel
         let scopes = [None, Some("chat"), Some("phone")];
