@@ -150,7 +150,8 @@ pub struct RunOptions {
     #[arg(long)]
     pub lookback: Option<String>,
     /// The recent period of the cluster trends: the clusters and sequences
-    /// of its last DUR against those of the window before it [default: 28d].
+    /// of its last DUR against those of the window before it; 0 or off: no
+    /// trends [default: 28d].
     #[arg(long)]
     pub recent: Option<String>,
     /// Folder-name partition holding each file's day, as in `date=2026-11-01/`:
@@ -295,7 +296,7 @@ pub struct PipelineConfig {
     pub alpha: f64,
     /// Fewest first contacts above the expected for a surge day.
     pub surge_min_contacts: u64,
-    /// The trends' recent period, µs.
+    /// The trends' recent period, µs; 0: no trends.
     pub recent_us: i64,
     /// Share of follow-ups a proactive contact prevents.
     pub effectiveness: f64,
@@ -476,7 +477,9 @@ impl PipelineConfig {
                 )?,
             ),
         };
-        let recent_us = match &raw.recent {
+        let recent_us = match raw.recent.as_deref().map(str::trim) {
+            // no trends
+            Some("0" | "off") => 0,
             Some(r) => parse_duration_us(r).map_err(|e| Error::param("--recent", e))?,
             None => DEFAULT_RECENT_DAYS * 86_400_000_000,
         };

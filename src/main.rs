@@ -398,17 +398,26 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
             writeln!(t, "{:>3}. {line}", i + 1).ok();
         }
     }
+    let since = m.trends.recent_from.get(..10).unwrap_or_default();
+    let listed: u64 = m.trends.statuses.values().sum();
     if !s.trends.is_empty() {
         writeln!(
             t,
-            "{} clusters and sequences changed since before {} (see cluster_trends); new and growing first:",
+            "{} clusters and sequences changed from before {since} to since (see cluster_trends); \
+             new and growing first:",
             s.trends.len(),
-            m.trends.recent_from.get(..10).unwrap_or_default(),
         )
         .ok();
         for (i, line) in s.trends.iter().take(7).enumerate() {
             writeln!(t, "{:>3}. {line}", i + 1).ok();
         }
+    } else if listed > 0 {
+        writeln!(
+            t,
+            "cluster trends: the {listed} clusters and sequences of the periods before and since \
+             {since} are stable (see cluster_trends)",
+        )
+        .ok();
     }
     if let Some(n) = &m.null_check {
         let list = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");

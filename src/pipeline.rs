@@ -221,7 +221,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         progress.stage("ranking each period's clusters");
         let t = Instant::now();
         trends.rank_clusters(cfg).await?;
-        s.add_seconds("trends", t);
+        s.add_seconds("trends.rank", t);
     }
     let second = second_pass::run(
         &mut s,
@@ -272,7 +272,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         "cluster_trends",
         &mut tables,
     )?;
-    s.add_seconds("trends", t);
+    s.add_seconds("trends.compare", t);
     let null_check = match beside.null_check {
         Some(check) => {
             progress.stage("ranking the permuted logs' sequences");

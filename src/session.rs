@@ -10,12 +10,13 @@
 //! module ([`RunSession::register`], [`register_query`],
 //! [`register_dictionaries`], [`register_pair_tables`],
 //! [`register_sequence_counts`]), by the stage named here and only then (the
-//! null check registers the same ranking tables in sessions of its own):
+//! null check and the trends register the same ranking tables in sessions
+//! of their own):
 //!
 //! | table | registered by | when | read by |
 //! |---|---|---|---|
-//! | `contacts` | first pass, then second pass | per bucket, dropped after it | repeat_groups, repeat_counts, the caps, outreach_triggers |
-//! | `channel_codes`, `reason_codes` | first pass | per bucket | repeat_groups |
+//! | `contacts` | first pass, then second pass | per bucket, dropped after it | repeat_groups, reason_precedents, the caps, outreach_triggers |
+//! | `channel_codes`, `reason_codes` | first pass | per bucket | repeat_groups, reason_precedents |
 //! | `repeat_groups` | first pass | per bucket | repeat_counts |
 //! | `repeat_counts`, `pair_counts`, `pair_expectations` | the run, from the first pass's counts | after the last bucket | the ranking |
 //! | `cluster_candidates`, `tested`, `fdr`, `clusters`, `sequence_steps` | ranking | once | the next query; `clusters` by the reports |

@@ -359,7 +359,8 @@ async fn changing_clusters_change_halfway() {
 /// day 45, the default recent period of 28 days): over three seeds the
 /// cluster that begins is new or growing, the one that stops fading or
 /// gone, and at most one other pattern per log changes; evaluate agrees.
-/// With the cut at the change (--recent 45d), they are exactly new and gone.
+/// With the cut at the change (--recent 45d), they are exactly new and gone;
+/// with --recent 0 there are no trends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn planted_changes_are_new_or_growing_and_gone_or_fading() {
     let dir = tempfile::tempdir().unwrap();
@@ -403,6 +404,24 @@ async fn planted_changes_are_new_or_growing_and_gone_or_fading() {
             );
         }
     }
+    // --recent 0: no trends, an empty table, and the manifest says why
+    let log = dir.path().join("changing61.parquet");
+    let out = dir.path().join("no-trends");
+    let cfg = config(&[&log], &out, |c| {
+        placeholders(c);
+        c.recent = Some("0".into());
+    });
+    let s = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    assert!(s.trends.is_empty());
+    assert_eq!(s.manifest.trends.recent_from, "none: --recent 0");
+    assert!(
+        read_parquet(&out.join("cluster_trends.parquet"))
+            .iter()
+            .all(|b| b.num_rows() == 0)
+    );
+    assert!(s.clusters >= 1, "the run's own clusters are unchanged");
 }
 
 /// On generated logs with different seeds, every planted cluster whose lag

@@ -148,7 +148,7 @@ pub(crate) async fn run(
             progress.stage(&format!("counting follow-ups by period{label}"));
             let t = Instant::now();
             trends.add_bucket(&s.ctx, &annotated, params).await?;
-            s.add_seconds("trends", t);
+            s.add_seconds("trends.count", t);
         }
 
         // Only what the later passes and queries read is kept (the columns

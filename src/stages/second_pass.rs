@@ -172,7 +172,7 @@ pub(crate) async fn run(
         if let Some(trends) = beside.trends.as_mut() {
             let t = Instant::now();
             trends.add_sequences(&s.ctx, &annotated, params).await?;
-            s.add_seconds("trends", t);
+            s.add_seconds("trends.sequences", t);
         }
         let t = Instant::now();
         let followups = s

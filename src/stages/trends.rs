@@ -98,6 +98,9 @@ impl Trends {
     /// `min_ts_us`; None (and why) when no contact falls before the recent
     /// period.
     pub fn new(cfg: &PipelineConfig, min_ts_us: Option<i64>) -> std::result::Result<Self, String> {
+        if cfg.recent_us == 0 {
+            return Err("none: --recent 0".into());
+        }
         let as_of = cfg.as_of_us.expect("the run's as-of is set");
         let cut = as_of.saturating_sub(cfg.recent_us);
         let windows: Vec<i64> = cfg
