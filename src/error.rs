@@ -83,6 +83,12 @@ pub enum Error {
         /// Why it is invalid.
         reason: String,
     },
+    /// A query of `recur query` does not plan (syntax, table or column).
+    #[error("the query does not run: {reason}")]
+    Query {
+        /// DataFusion's message.
+        reason: String,
+    },
     /// A configuration file could not be read or parsed.
     #[error("failed to read config {path}: {reason}")]
     Config {
@@ -174,6 +180,7 @@ impl Error {
                 | Error::BadColumnType { .. }
                 | Error::UnparseableTimeColumn { .. }
                 | Error::InvalidParameter { .. }
+                | Error::Query { .. }
                 | Error::MemoryLimit { .. }
                 | Error::Config { .. }
                 | Error::Json { .. }

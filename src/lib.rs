@@ -17,7 +17,9 @@
 //! under its as-of. [`session`] holds what the stages
 //! share; [`codes`] turns channel and reason texts into integers;
 //! [`config`] and [`time`] read the options. [`generate`] writes synthetic
-//! logs with planted truth, [`evaluate`] scores a run against them. With
+//! logs with planted truth, [`evaluate`] scores a run against them;
+//! [`query`] runs SQL over a run's outputs (`recur query`); [`surges`] and
+//! [`stages::trends`] say what changed. With
 //! the `ballista` cargo feature, `distributed` runs the per-customer pass on
 //! an Apache Ballista cluster. docs/architecture.md has the module tree.
 //!
@@ -54,6 +56,7 @@ pub mod ingest;
 pub mod outreach;
 pub mod pipeline;
 pub mod queries;
+pub mod query;
 pub mod report;
 pub mod runs;
 pub mod session;

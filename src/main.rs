@@ -65,6 +65,23 @@ enum Command {
         /// The run's output folder.
         outdir: PathBuf,
     },
+    /// Run SQL over the tables of a run (or a folder of runs: the latest as
+    /// NAME, every run as runs.NAME with its as_of).
+    Query {
+        /// The output folder (of one run, or of many).
+        outdir: PathBuf,
+        /// The query (or -f FILE).
+        sql: Option<String>,
+        /// A file holding the query, e.g. queries/analyst/top_clusters.sql.
+        #[arg(short = 'f', long = "file", conflicts_with = "sql")]
+        file: Option<PathBuf>,
+        /// How to give the result.
+        #[arg(long, value_enum, default_value = "table")]
+        format: recur::query::Format,
+        /// Write the result to FILE instead of the terminal.
+        #[arg(short = 'o', long)]
+        output: Option<PathBuf>,
+    },
     /// Write a synthetic log FILE and FILE.truth.json beside it.
     Generate {
         /// Output Parquet file.
@@ -512,6 +529,34 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
                 recur::generate::truth_path(&out).display()
             );
             Ok(())
+        }
+        Command::Query {
+            outdir,
+            sql,
+            file,
+            format,
+            output,
+        } => {
+            let sql = match (sql, file) {
+                (Some(sql), _) => sql,
+                (None, Some(f)) => {
+                    std::fs::read_to_string(&f).map_err(|e| recur::error::Error::io(&f, e))?
+                }
+                (None, None) => {
+                    return Err(recur::error::Error::InvalidParameter {
+                        name: "query".into(),
+                        reason: "give the SQL as an argument or with -f FILE".into(),
+                    });
+                }
+            };
+            let (schema, batches) = recur::query::run(&outdir, &sql).await?;
+            recur::query::write(
+                &schema,
+                &batches,
+                format,
+                output.as_deref(),
+                &mut std::io::stdout().lock(),
+            )
         }
         Command::Evaluate { truth, outdir } => {
             let outdir = recur::runs::resolve_run_dir(&outdir);

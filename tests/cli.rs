@@ -105,6 +105,74 @@ fn demo_runs_on_the_bundled_sample() {
         .sum();
     assert_eq!(read, used + excluded);
     assert_eq!(m["tables"]["contacts"]["rows"].as_u64().unwrap(), used);
+
+    // recur query: every analyst query runs on the sample output and
+    // returns rows (CSV: a header and at least one row)
+    let analyst = root().join("queries/analyst");
+    let mut files: Vec<_> = std::fs::read_dir(&analyst)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "sql"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 5, "{files:?}");
+    for f in &files {
+        let o = recur(
+            dir.path(),
+            &[
+                "query",
+                "recur-out",
+                "-f",
+                f.to_str().unwrap(),
+                "--format",
+                "csv",
+            ],
+        );
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{}: {err}", f.display());
+        assert!(out.lines().count() >= 2, "{}: no rows\n{out}", f.display());
+    }
+    // the latest run's tables, every run's with its as_of, the contact store
+    let o = recur(
+        dir.path(),
+        &[
+            "query",
+            "recur-out",
+            "SELECT (SELECT COUNT(*) FROM clusters) AS c, \
+                    (SELECT COUNT(*) FROM runs.clusters WHERE as_of = DATE '2026-10-29') AS r, \
+                    (SELECT COUNT(*) FROM contacts) AS n",
+            "--format",
+            "json",
+        ],
+    );
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    let row: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(row["c"], row["r"]);
+    assert!(row["c"].as_u64().unwrap() >= 7, "{row}");
+    assert_eq!(row["n"].as_u64(), Some(used));
+    // Parquet needs a file; a query that does not plan is exit 2, named
+    let o = recur(
+        dir.path(),
+        &[
+            "query",
+            "recur-out",
+            "SELECT * FROM surges",
+            "--format",
+            "parquet",
+            "-o",
+            "s.parquet",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let surges = crate::common::read_parquet(&dir.path().join("s.parquet"));
+    assert!(surges.iter().map(|b| b.num_rows()).sum::<usize>() >= 1);
+    let o = recur(
+        dir.path(),
+        &["query", "recur-out", "SELECT nope FROM clusters"],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("nope"), "{:?}", text(&o));
 }
 
 /// The evidence flags and `--null-check`, from the command line and the
