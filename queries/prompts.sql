@@ -24,9 +24,12 @@ SELECT
         || antecedent || ' are followed within '
         || CASE WHEN window_s % 86400 = 0 AND window_s >= 172800
                 THEN CAST(window_s / 86400 AS VARCHAR) || ' days'
+                WHEN window_s = 3600 THEN '1 hour'
                 ELSE CAST(window_s / 3600 AS VARCHAR) || ' hours' END
         || ' by a contact about ' || consequent || ', typically '
-        || CASE WHEN median_lag_s < 172800
+        || CASE WHEN median_lag_s < 5400
+                THEN 'less than 2 hours'
+                WHEN median_lag_s < 172800
                 THEN CAST(CAST(ROUND(median_lag_s / 3600) AS BIGINT) AS VARCHAR) || ' hours'
                 ELSE CAST(CAST(ROUND(median_lag_s / 86400) AS BIGINT) AS VARCHAR) || ' days'
            END

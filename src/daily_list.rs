@@ -47,8 +47,10 @@ const CONTROL_SEED: u64 = 0x00c0_de5e_ed00_0001;
 /// The list's counts, for the manifest.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ListSummary {
-    /// Rows listed.
+    /// Rows listed (a customer once per expected follow-up).
     pub listed: u64,
+    /// Distinct customers listed.
+    pub customers: u64,
     /// Rows first listed on this run.
     pub new_today: u64,
     /// Rows in the control group.
@@ -197,6 +199,10 @@ pub fn make(outreach: &RecordBatch, inputs: &ListInputs) -> Result<(RecordBatch,
     let all = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)?;
     let list = filter_record_batch(&all, &keep)?;
     summary.listed = list.num_rows() as u64;
+    summary.customers = {
+        let ids = crate::report::utf8(list.column_by_name("customer_id").expect("customer_id"));
+        ids.iter().flatten().collect::<HashSet<_>>().len() as u64
+    };
     let count_true = |name: &str| {
         list.column_by_name(name)
             .expect("a list column")

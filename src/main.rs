@@ -348,14 +348,19 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
         .iter()
         .map(|w| recur::time::format_duration_us(*w))
         .collect();
+    let by_value = matches!(m.parameters.rank_by, recur::config::RankBy::Value);
     writeln!(
         t,
-        "{} clusters significant at q <= {} (windows {}); top {} by {:?}:",
+        "{} clusters significant at q <= {} (windows {}); top {} by {}:",
         s.clusters,
         m.parameters.alpha,
         windows.join(", "),
         s.top_clusters.len(),
-        m.parameters.rank_by,
+        if by_value {
+            "value (avoidable follow-ups × the cost of the channels they came on)".to_string()
+        } else {
+            format!("{:?}", m.parameters.rank_by).to_lowercase()
+        },
     )
     .ok();
     for c in &s.top_clusters {
@@ -363,7 +368,7 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
         writeln!(
             t,
             "{:>3}. {} -> {}: {:.0}% of {} {} contacts are followed by {} within {window} \
-             ({:.1}x chance; median lag {}; {}; {:.0} avoidable)",
+             ({:.1}x chance; median lag {}; {}; {:.0} avoidable{})",
             c.rank,
             c.antecedent,
             c.consequent,
@@ -375,6 +380,12 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
             human_lag(c.median_lag_s),
             customers(c.customers),
             c.avoidable_contacts,
+            // the weighting, where it sets the order
+            if by_value {
+                format!(", value {:.0}", c.value)
+            } else {
+                String::new()
+            },
         )
         .ok();
     }
@@ -473,8 +484,12 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
     let list = &m.outreach_list;
     writeln!(
         t,
-        "outreach list: {} customers due ({} new today, {} control, {} already reached)",
-        list.listed, list.new_today, list.control, list.removed_contacted
+        "outreach list: {} due, {} rows ({} new today, {} control, {} already reached)",
+        customers(list.customers as i64),
+        list.listed,
+        list.new_today,
+        list.control,
+        list.removed_contacted
     )
     .ok();
     writeln!(t, "reports written to {}", out.display()).ok();

@@ -105,6 +105,24 @@ fn demo_runs_on_the_bundled_sample() {
         .sum();
     assert_eq!(read, used + excluded);
     assert_eq!(m["tables"]["contacts"]["rows"].as_u64().unwrap(), used);
+    // the summary names the ranking's weighting and the list's customers
+    assert!(
+        out.contains("top 7 by value (avoidable follow-ups"),
+        "{out}"
+    );
+    assert!(out.contains(" avoidable, value "), "{out}");
+    let list = crate::common::read_parquet(&outdir.join("outreach.parquet"));
+    let ids: std::collections::BTreeSet<String> = crate::common::column_text(&list, "customer_id")
+        .into_iter()
+        .collect();
+    assert_eq!(
+        m["outreach_list"]["customers"].as_u64(),
+        Some(ids.len() as u64)
+    );
+    assert!(
+        out.contains(&format!("outreach list: {} customers due, ", ids.len())),
+        "{out}"
+    );
 
     // recur query: every analyst query runs on the sample output and
     // returns rows (CSV: a header and at least one row)
