@@ -23,6 +23,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use datafusion::arrow::record_batch::RecordBatch;
+
 use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::ingest::{self, IngestStats};
@@ -177,29 +179,12 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     };
     s.register("repeat_counts", counted.repeat_counts.table()?)?;
     let t = Instant::now();
-    let day_counts = crate::surges::day_counts(counted.reason_days.parts.iter().flatten())?;
-    let mut surges = crate::surges::detect(
-        &day_counts,
-        &crate::surges::SurgeParams::of(cfg, stats.min_ts_us),
-    );
-    surges.add_precedents(
-        &crate::surges::precedent_counts(counted.reason_precedents.parts.iter().flatten())?,
-        &day_counts,
-    );
-    for (name, schema, batch) in [
-        (
-            "surges",
-            crate::surges::surges_schema(),
-            surges.surges_batch()?,
-        ),
-        (
-            "reason_days",
-            crate::surges::reason_days_schema(),
-            surges.reason_days_batch()?,
-        ),
-    ] {
-        report::write_batches(schema, &[batch], &cfg.out, name, &mut tables)?;
-    }
+    let surges = surges(
+        cfg,
+        &stats,
+        [&counted.reason_days.parts, &counted.reason_precedents.parts],
+        &mut tables,
+    )?;
     s.add_seconds("surges", t);
     let t = Instant::now();
     // (the exposures let go once their expectations are made)
@@ -258,20 +243,8 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     }
     progress.stage("comparing the periods");
     let t = Instant::now();
-    let (trend_rows, mut trend_summary) = match beside.trends {
-        Some(trends) => trends.finish(cfg).await?,
-        None => crate::stages::trends::compare(cfg, Vec::new(), Vec::new(), None).await?,
-    };
-    if let Some(why) = no_trends {
-        trend_summary.recent_from = why;
-    }
-    report::write_batches(
-        crate::stages::trends::cluster_trends_schema(),
-        &trend_rows,
-        &cfg.out,
-        "cluster_trends",
-        &mut tables,
-    )?;
+    let (trend_rows, trend_summary) =
+        crate::stages::trends::write(beside.trends, no_trends, cfg, &mut tables).await?;
     s.add_seconds("trends.compare", t);
     let null_check = match beside.null_check {
         Some(check) => {
@@ -322,6 +295,41 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         run_dir: cfg.out.clone(),
         removed_runs: Vec::new(),
     })
+}
+
+/// The surge test over the first passes' daily counts (reason_days.sql's
+/// rows), with what came before each surge (reason_precedents.sql's); writes
+/// the `surges` and `reason_days` tables.
+fn surges(
+    cfg: &PipelineConfig,
+    stats: &IngestStats,
+    [days, precedents]: [&[Vec<RecordBatch>]; 2],
+    tables: &mut std::collections::BTreeMap<String, report::TableInfo>,
+) -> Result<crate::surges::Surges> {
+    let day_counts = crate::surges::day_counts(days.iter().flatten())?;
+    let mut surges = crate::surges::detect(
+        &day_counts,
+        &crate::surges::SurgeParams::of(cfg, stats.min_ts_us),
+    );
+    surges.add_precedents(
+        &crate::surges::precedent_counts(precedents.iter().flatten())?,
+        &day_counts,
+    );
+    for (name, schema, batch) in [
+        (
+            "surges",
+            crate::surges::surges_schema(),
+            surges.surges_batch()?,
+        ),
+        (
+            "reason_days",
+            crate::surges::reason_days_schema(),
+            surges.reason_days_batch()?,
+        ),
+    ] {
+        report::write_batches(schema, &[batch], &cfg.out, name, tables)?;
+    }
+    Ok(surges)
 }
 
 /// The parameters of every timeline pass of a run over a log of `stats`.

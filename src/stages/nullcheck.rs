@@ -24,7 +24,6 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::take;
-use datafusion::catalog::MemTable;
 use datafusion::prelude::SessionContext;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -33,7 +32,7 @@ use rand::seq::SliceRandom;
 use crate::config::PipelineConfig;
 use crate::error::Result;
 use crate::report::NullCheckSummary;
-use crate::session::{register_pair_tables, register_sequence_counts};
+use crate::session::register_sequence_counts;
 use crate::significance::Exposures;
 use crate::timeline::sorted::SortedContactsExec;
 use crate::timeline::{Mode, PatternSums, TimelineParams};
@@ -92,23 +91,11 @@ impl NullCheck {
     /// Ranks the clusters of every permuted log, as the run ranks its own.
     pub async fn rank_clusters(&mut self, cfg: &PipelineConfig) -> Result<()> {
         for permuted in &mut self.permuted {
-            let ctx = crate::session::session(cfg)?;
-            crate::udf::register_all(&ctx);
             let pair_counts = std::mem::take(&mut permuted.pair_counts);
             let expectations =
                 std::mem::take(&mut permuted.exposures).pair_expectations(&pair_counts)?;
-            let schema = pair_counts
-                .first()
-                .map(|b| b.schema())
-                .unwrap_or_else(crate::timeline::pair_counts_schema);
-            register_pair_tables(
-                &ctx,
-                Arc::new(MemTable::try_new(schema, vec![pair_counts])?),
-                expectations,
-            )?;
-            let mut seconds = BTreeMap::new();
-            let (clusters, steps) =
-                crate::stages::rank::rank_clusters(&ctx, cfg, &mut seconds).await?;
+            let (ctx, clusters, steps) =
+                crate::stages::rank::rank_apart(cfg, pair_counts, expectations).await?;
             let n = clusters.iter().map(|b| b.num_rows() as u64).sum();
             permuted.ranked = Some((ctx, n, steps));
         }

@@ -112,6 +112,34 @@ pub(crate) async fn rank_clusters(
     Ok((clusters, steps))
 }
 
+/// Ranks clusters counted beside the run's own (a permuted log, a trends
+/// period) in a session of their own, with `pair_counts` and their
+/// `expectations` as its tables: the session (for the sequences' ranking
+/// after), the clusters and the steps sequences may take.
+pub(crate) async fn rank_apart(
+    cfg: &PipelineConfig,
+    pair_counts: Vec<RecordBatch>,
+    expectations: RecordBatch,
+) -> Result<(SessionContext, Vec<RecordBatch>, Vec<(String, String)>)> {
+    let ctx = crate::session::session(cfg)?;
+    crate::udf::register_all(&ctx);
+    let schema = pair_counts
+        .first()
+        .map(|b| b.schema())
+        .unwrap_or_else(crate::timeline::pair_counts_schema);
+    crate::session::register_pair_tables(
+        &ctx,
+        std::sync::Arc::new(datafusion::catalog::MemTable::try_new(
+            schema,
+            vec![pair_counts],
+        )?),
+        expectations,
+    )?;
+    let mut seconds = std::collections::BTreeMap::new();
+    let (clusters, steps) = rank_clusters(&ctx, cfg, &mut seconds).await?;
+    Ok((ctx, clusters, steps))
+}
+
 /// The sequences' ranking queries, over `sequence_counts` and the tables of
 /// [`rank_clusters`]: `pattern_totals`, `sequence_candidates`, then `tested`
 /// and `fdr` again with both kinds (Benjamini–Hochberg runs per kind, so the

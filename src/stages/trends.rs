@@ -48,7 +48,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::PipelineConfig;
 use crate::error::Result;
 use crate::queries;
-use crate::session::{register_pair_tables, register_query, register_sequence_counts};
+use crate::session::{register_query, register_sequence_counts};
 use crate::significance::Exposures;
 use crate::timeline::sorted::SortedContactsExec;
 use crate::timeline::{Mode, PatternSums, TimelineParams, TriggerPeriod};
@@ -65,8 +65,6 @@ struct Period {
     exposures: Exposures,
     /// After the clusters' ranking: its session.
     ctx: Option<SessionContext>,
-    /// The steps of its clusters.
-    steps: Vec<(String, String)>,
     patterns: PatternSums,
 }
 
@@ -130,7 +128,6 @@ impl Trends {
             pair_counts: Vec::new(),
             exposures: Exposures::new(),
             ctx: None,
-            steps: Vec::new(),
             patterns: PatternSums::new(),
         };
         Ok(Trends {
@@ -190,28 +187,15 @@ impl Trends {
         }
         let mut steps = BTreeSet::new();
         for period in &mut self.periods {
-            let ctx = crate::session::session(cfg)?;
-            crate::udf::register_all(&ctx);
             let pair_counts = std::mem::take(&mut period.pair_counts);
             let expectations = std::mem::take(&mut period.exposures).pair_expectations_with(
                 &pair_counts,
                 seen.iter()
                     .map(|(w, a, c)| (f64::from_bits(*w), a.as_str(), c.as_str())),
             )?;
-            let schema = pair_counts
-                .first()
-                .map(|b| b.schema())
-                .unwrap_or_else(crate::timeline::pair_counts_schema);
-            register_pair_tables(
-                &ctx,
-                Arc::new(MemTable::try_new(schema, vec![pair_counts])?),
-                expectations,
-            )?;
-            let mut seconds = BTreeMap::new();
-            let (_, period_steps) =
-                crate::stages::rank::rank_clusters(&ctx, cfg, &mut seconds).await?;
-            steps.extend(period_steps.iter().cloned());
-            period.steps = period_steps;
+            let (ctx, _, period_steps) =
+                crate::stages::rank::rank_apart(cfg, pair_counts, expectations).await?;
+            steps.extend(period_steps);
             period.ctx = Some(ctx);
         }
         self.steps = steps.into_iter().collect();
@@ -282,6 +266,32 @@ impl Trends {
         let [before, recent]: [Vec<RecordBatch>; 2] = listed.try_into().expect("two periods");
         compare(cfg, before, recent, Some(cut)).await
     }
+}
+
+/// Finishes the trends of a run (`None` when there are none, and `why_none`
+/// why) and writes the `cluster_trends` table (empty without trends): its
+/// rows and the manifest's summary.
+pub(crate) async fn write(
+    trends: Option<Trends>,
+    why_none: Option<String>,
+    cfg: &PipelineConfig,
+    tables: &mut BTreeMap<String, crate::report::TableInfo>,
+) -> Result<(Vec<RecordBatch>, TrendSummary)> {
+    let (rows, mut summary) = match trends {
+        Some(trends) => trends.finish(cfg).await?,
+        None => compare(cfg, Vec::new(), Vec::new(), None).await?,
+    };
+    if let Some(why) = why_none {
+        summary.recent_from = why;
+    }
+    crate::report::write_batches(
+        cluster_trends_schema(),
+        &rows,
+        &cfg.out,
+        "cluster_trends",
+        tables,
+    )?;
+    Ok((rows, summary))
 }
 
 /// The `cluster_trends` rows of the two periods' lists (in a session of its
