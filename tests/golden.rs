@@ -287,6 +287,7 @@ fn render_all(out: &std::path::Path) -> String {
             "outreach",
             "surges",
             "reason_days",
+            "cluster_trends",
         ],
     )
 }

@@ -82,6 +82,9 @@ const TABLES: &[&str] = &[
     "cluster_members",
     "prompts",
     "frequent_contacters",
+    "surges",
+    "reason_days",
+    "cluster_trends",
 ];
 
 /// Ten nights in a row into one folder, each equal to a run of its own
