@@ -51,6 +51,15 @@ fn replace_output(out: &Path, name: &str) -> Result<(String, std::path::PathBuf)
     Ok((file, path))
 }
 
+/// The version of the output tables' schemas (their columns, types and
+/// meanings): in the manifest and in every table's Parquet metadata under
+/// [`SCHEMA_VERSION_KEY`]. A change of any column bumps it
+/// (tests/golden/schema.txt holds the schemas of this version).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The Parquet key-value metadata key of [`SCHEMA_VERSION`].
+pub const SCHEMA_VERSION_KEY: &str = "recur.schema_version";
+
 /// Writes batches already in memory, in their order, as
 /// `<out>/<name>.parquet` (zstd level 1, as DataFusion's writer is set up
 /// in [`crate::session::session`]), replacing an earlier
@@ -70,6 +79,12 @@ pub fn write_batches(
     let f = std::fs::File::create(&path).map_err(|e| Error::io(&path, e))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(REPORT_ZSTD_LEVEL)?))
+        .set_key_value_metadata(Some(vec![
+            datafusion::parquet::file::metadata::KeyValue::new(
+                SCHEMA_VERSION_KEY.to_string(),
+                SCHEMA_VERSION.to_string(),
+            ),
+        ]))
         .build();
     // a failed write (a full disk) names the file
     let failed = |e: datafusion::parquet::errors::ParquetError| {
@@ -267,6 +282,8 @@ pub struct RowCounts {
 pub struct Manifest {
     /// recur's version.
     pub recur_version: String,
+    /// The version of the output tables' schemas ([`SCHEMA_VERSION`]).
+    pub schema_version: u32,
     /// When the run started (UTC, RFC 3339).
     pub started_at: String,
     /// The validated parameters.
@@ -351,6 +368,7 @@ impl Manifest {
         let fmt = crate::time::format_utc;
         Manifest {
             recur_version: env!("CARGO_PKG_VERSION").to_string(),
+            schema_version: SCHEMA_VERSION,
             started_at: started.to_rfc3339(),
             parameters: cfg.clone(),
             as_of: cfg.as_of_us.map(fmt),

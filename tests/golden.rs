@@ -775,3 +775,79 @@ async fn a_heavy_customer_is_capped_and_counted() {
     );
     assert_eq!(a.manifest.caps["pair_customers_skipped"], 0);
 }
+
+/// The schemas of the tables a run writes, as text: per table, each
+/// column's name, Arrow type and nullability.
+fn render_schemas(out: &std::path::Path) -> String {
+    use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let mut names: Vec<String> = std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".parquet"))
+        .collect();
+    names.sort();
+    let mut s = format!("schema_version {}\n", recur::report::SCHEMA_VERSION);
+    for name in names {
+        let file = std::fs::File::open(out.join(&name)).unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap();
+        // every table carries the version in its Parquet metadata
+        let kv = reader
+            .metadata()
+            .file_metadata()
+            .key_value_metadata()
+            .cloned()
+            .unwrap_or_default();
+        let version = kv
+            .iter()
+            .find(|k| k.key == recur::report::SCHEMA_VERSION_KEY)
+            .and_then(|k| k.value.clone());
+        assert_eq!(
+            version,
+            Some(recur::report::SCHEMA_VERSION.to_string()),
+            "{name}: the schema version in its metadata"
+        );
+        writeln!(s, "table {}", name.trim_end_matches(".parquet")).unwrap();
+        for f in reader.schema().fields() {
+            let null = if f.is_nullable() { " null" } else { "" };
+            writeln!(s, "  {} {}{null}", f.name(), f.data_type()).unwrap();
+        }
+    }
+    s
+}
+
+/// The tables' schemas are those of tests/golden/schema.txt, which holds
+/// the schema version they belong to: a change of a column fails here until
+/// the version (`recur::report::SCHEMA_VERSION`) is bumped and the file
+/// written again (UPDATE_GOLDEN=1); the manifest and every table's Parquet
+/// metadata carry the version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_schemas_hold_their_version() {
+    let sample = root().join("sample-data");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = sample_config(&[sample.join("contacts.parquet")], out.clone());
+    let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    assert_eq!(
+        summary.manifest.schema_version,
+        recur::report::SCHEMA_VERSION
+    );
+    let text = render_schemas(&out);
+    assert!(text.contains("table cluster_trends\n"), "{text}");
+    let golden = root().join("tests/golden/schema.txt");
+    let want = std::fs::read_to_string(&golden).unwrap_or_default();
+    let version_of = |t: &str| t.lines().next().unwrap_or_default().to_string();
+    if want != text {
+        if std::env::var_os("UPDATE_GOLDEN").is_some() && version_of(&want) != version_of(&text) {
+            std::fs::write(&golden, &text).unwrap();
+            return;
+        }
+        panic!(
+            "the output schemas changed: bump recur::report::SCHEMA_VERSION (the file holds {}), \
+             then UPDATE_GOLDEN=1 writes {}\n--- expected\n{want}\n--- actual\n{text}",
+            version_of(&want),
+            golden.display()
+        );
+    }
+}

@@ -226,6 +226,10 @@ const CONTACTS_NO_STATISTICS_COLUMNS: &[&str] = &["channel", "reason", "agent", 
 /// [`CONTACTS_NO_STATISTICS_COLUMNS`].
 fn contacts_parquet_options(ctx: &SessionContext, schema: &SchemaRef) -> TableParquetOptions {
     let mut options = ctx.state().default_table_options().parquet.clone();
+    options.key_value_metadata.insert(
+        super::SCHEMA_VERSION_KEY.to_string(),
+        Some(super::SCHEMA_VERSION.to_string()),
+    );
     for c in CONTACTS_PLAIN_COLUMNS {
         let encoding = schema
             .field_with_name(c)
