@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
@@ -55,10 +56,25 @@ fn replace_output(out: &Path, name: &str) -> Result<(String, std::path::PathBuf)
 /// meanings): in the manifest and in every table's Parquet metadata under
 /// [`SCHEMA_VERSION_KEY`]. A change of any column bumps it
 /// (tests/golden/schema.txt holds the schemas of this version).
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The Parquet key-value metadata key of [`SCHEMA_VERSION`].
 pub const SCHEMA_VERSION_KEY: &str = "recur.schema_version";
+
+/// `schema` with its string-view columns as Utf8.
+fn plain_text(schema: &SchemaRef) -> SchemaRef {
+    Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
+        schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+                _ => f.as_ref().clone(),
+            })
+            .collect::<Vec<_>>(),
+        schema.metadata().clone(),
+    ))
+}
 
 /// Writes batches already in memory, in their order, as
 /// `<out>/<name>.parquet` (zstd level 1, as DataFusion's writer is set up
@@ -90,9 +106,19 @@ pub fn write_batches(
     let failed = |e: datafusion::parquet::errors::ParquetError| {
         Error::io(&path, std::io::Error::other(e.to_string()))
     };
-    let mut w = ArrowWriter::try_new(f, schema, Some(props)).map_err(failed)?;
+    // text is written as Utf8 whatever the query made of it (a string view
+    // in some): one type per column for every reader
+    let schema = plain_text(&schema);
+    let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props)).map_err(failed)?;
     for b in batches {
-        w.write(b).map_err(failed)?;
+        let columns = schema
+            .fields()
+            .iter()
+            .zip(b.columns())
+            .map(|(f, c)| datafusion::arrow::compute::cast(c, f.data_type()))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        w.write(&RecordBatch::try_new(schema.clone(), columns)?)
+            .map_err(failed)?;
     }
     let written = w.close().map_err(failed)?;
     let rows = batches.iter().map(|b| b.num_rows() as u64).sum();
