@@ -851,3 +851,56 @@ async fn output_schemas_hold_their_version() {
         );
     }
 }
+
+/// Every table reads as written in pyarrow and DuckDB (the Python packages
+/// `.ci/run` installs from PyPI), with no conversion: each gives the rows
+/// the manifest counts, pyarrow sees the schema version in the file's
+/// metadata and no string-view column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_read_in_pyarrow_and_duckdb() {
+    let sample = root().join("sample-data");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = sample_config(&[sample.join("contacts.parquet")], out.clone());
+    let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    let script = r#"
+import glob, json, os, sys
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+rows = {}
+for path in sorted(glob.glob(os.path.join(sys.argv[1], "*.parquet"))):
+    name = os.path.basename(path)[: -len(".parquet")]
+    table = pq.read_table(path)
+    meta = pq.ParquetFile(path).metadata.metadata or {}
+    views = [f.name for f in table.schema if pa.types.is_string_view(f.type)]
+    duck = duckdb.sql(f"SELECT COUNT(*) FROM read_parquet('{path}')").fetchall()[0][0]
+    rows[name] = [table.num_rows, duck, meta.get(b"recur.schema_version", b"").decode(), views]
+print(json.dumps(rows))
+"#;
+    let o = std::process::Command::new("python3")
+        .args(["-c", script, out.to_str().unwrap()])
+        .output()
+        .expect("python3 runs (with duckdb and pyarrow: see .ci/run)");
+    assert!(
+        o.status.success(),
+        "python3 with duckdb and pyarrow (pip install duckdb pyarrow, as .ci/run does): {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let got: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got = got.as_object().unwrap();
+    assert_eq!(got.len(), summary.manifest.tables.len(), "{got:?}");
+    for (name, info) in &summary.manifest.tables {
+        let r = &got[name.as_str()];
+        assert_eq!(r[0].as_u64(), Some(info.rows), "{name} in pyarrow");
+        assert_eq!(r[1].as_u64(), Some(info.rows), "{name} in DuckDB");
+        assert_eq!(
+            r[2].as_str(),
+            Some(recur::report::SCHEMA_VERSION.to_string().as_str()),
+            "{name}: schema version"
+        );
+        assert_eq!(r[3], serde_json::json!([]), "{name}: string views");
+    }
+}
