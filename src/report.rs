@@ -56,7 +56,7 @@ fn replace_output(out: &Path, name: &str) -> Result<(String, std::path::PathBuf)
 /// meanings): in the manifest and in every table's Parquet metadata under
 /// [`SCHEMA_VERSION_KEY`]. A change of any column bumps it
 /// (tests/golden/schema.txt holds the schemas of this version).
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// The Parquet key-value metadata key of [`SCHEMA_VERSION`].
 pub const SCHEMA_VERSION_KEY: &str = "recur.schema_version";

@@ -434,6 +434,15 @@ async fn buckets_do_not_change_the_output() {
             let rows = summary.manifest.rows.read;
             let want = bucket_contacts.map_or(1, |b| rows.div_ceil(b) as usize);
             assert_eq!(summary.manifest.memory.buckets, want, "{name}");
+            if !agents {
+                // the contacts keep their agent column, null throughout
+                let c = read_parquet(&out.join("contacts.parquet"));
+                let agent: Vec<_> = c
+                    .iter()
+                    .map(|b| b.column_by_name("agent").unwrap())
+                    .collect();
+                assert!(agent.iter().all(|a| a.null_count() == a.len()), "{name}");
+            }
             rendered.push(render_all(&out));
         }
         assert!(rendered[0].len() > 1_000_000, "all tables rendered");

@@ -18,7 +18,9 @@ use datafusion::prelude::{SessionContext, col};
 use super::{TableInfo, replace_output};
 use crate::error::{Error, Result};
 
-/// Columns of the written `contacts` table, in order (`agent` only when mapped).
+/// Columns of the written `contacts` table, in order (`agent` null throughout
+/// when no agent column is mapped: the table has one schema whatever the
+/// input).
 pub const CONTACTS_COLUMNS: &[&str] = &[
     "contact_id",
     "customer_id",
@@ -38,13 +40,9 @@ pub const CONTACTS_COLUMNS: &[&str] = &[
 
 /// The written columns of the `contacts` table among the annotated
 /// contacts' (`schema`), and the schema they make.
-pub fn contacts_projection(
-    schema: &SchemaRef,
-    with_agent: bool,
-) -> Result<(Vec<usize>, SchemaRef)> {
+pub fn contacts_projection(schema: &SchemaRef) -> Result<(Vec<usize>, SchemaRef)> {
     let idx = CONTACTS_COLUMNS
         .iter()
-        .filter(|c| with_agent || **c != "agent")
         .map(|c| schema.index_of(c))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let projected = Arc::new(schema.project(&idx)?);

@@ -239,7 +239,7 @@ async fn write_contacts(
     parts: &[Vec<RecordBatch>],
 ) -> Result<()> {
     let t = Instant::now();
-    let (idx, written) = report::contacts_projection(schema, cfg.columns.agent.is_some())?;
+    let (idx, written) = report::contacts_projection(schema)?;
     if writer.is_none() {
         *writer = Some(ContactsWriter::start(
             &s.ctx,
