@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::array::{Array, AsArray, Int64Array, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type, SchemaRef};
 use serde::Serialize;
 
@@ -56,24 +56,59 @@ fn replace_output(out: &Path, name: &str) -> Result<(String, std::path::PathBuf)
 /// meanings): in the manifest and in every table's Parquet metadata under
 /// [`SCHEMA_VERSION_KEY`]. A change of any column bumps it
 /// (tests/golden/schema.txt holds the schemas of this version).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 /// The Parquet key-value metadata key of [`SCHEMA_VERSION`].
 pub const SCHEMA_VERSION_KEY: &str = "recur.schema_version";
 
-/// `schema` with its string-view columns as Utf8.
-fn plain_text(schema: &SchemaRef) -> SchemaRef {
+/// `schema` as written: string-view columns as Utf8, and lags (a column
+/// whose name ends in `lag_s`, or a list of them) in whole seconds, Int64.
+fn written_schema(schema: &SchemaRef) -> SchemaRef {
+    use datafusion::arrow::datatypes::Field;
     Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
         schema
             .fields()
             .iter()
             .map(|f| match f.data_type() {
                 DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+                DataType::Float64 if f.name().ends_with("lag_s") => {
+                    f.as_ref().clone().with_data_type(DataType::Int64)
+                }
+                DataType::List(item)
+                    if f.name().ends_with("lag_s") && item.data_type() == &DataType::Float64 =>
+                {
+                    f.as_ref().clone().with_data_type(DataType::List(Arc::new(
+                        Field::new_list_field(DataType::Int64, item.is_nullable()),
+                    )))
+                }
                 _ => f.as_ref().clone(),
             })
             .collect::<Vec<_>>(),
         schema.metadata().clone(),
     ))
+}
+
+/// A column in its written type (see [`written_schema`]): lags rounded to
+/// whole seconds, anything else cast.
+fn written_column(
+    column: &datafusion::arrow::array::ArrayRef,
+    to: &DataType,
+) -> Result<datafusion::arrow::array::ArrayRef> {
+    use datafusion::arrow::array::{Float64Array, ListArray};
+    let seconds = |a: &Float64Array| -> Int64Array { a.unary(|v| v.round() as i64) };
+    Ok(match (column.data_type(), to) {
+        (DataType::Float64, DataType::Int64) => Arc::new(seconds(column.as_primitive())),
+        (DataType::List(_), DataType::List(item)) if item.data_type() == &DataType::Int64 => {
+            let list: &ListArray = column.as_list();
+            Arc::new(ListArray::try_new(
+                item.clone(),
+                list.offsets().clone(),
+                Arc::new(seconds(list.values().as_primitive())),
+                list.nulls().cloned(),
+            )?)
+        }
+        _ => datafusion::arrow::compute::cast(column, to)?,
+    })
 }
 
 /// Writes batches already in memory, in their order, as
@@ -107,16 +142,16 @@ pub fn write_batches(
         Error::io(&path, std::io::Error::other(e.to_string()))
     };
     // text is written as Utf8 whatever the query made of it (a string view
-    // in some): one type per column for every reader
-    let schema = plain_text(&schema);
+    // in some), lags in whole seconds: one type per column for every reader
+    let schema = written_schema(&schema);
     let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props)).map_err(failed)?;
     for b in batches {
         let columns = schema
             .fields()
             .iter()
             .zip(b.columns())
-            .map(|(f, c)| datafusion::arrow::compute::cast(c, f.data_type()))
-            .collect::<std::result::Result<Vec<_>, _>>()?;
+            .map(|(f, c)| written_column(c, f.data_type()))
+            .collect::<Result<Vec<_>>>()?;
         w.write(&RecordBatch::try_new(schema.clone(), columns)?)
             .map_err(failed)?;
     }

@@ -10,7 +10,7 @@ SELECT
     m.followup_contact_id,
     f.ts AS followup_ts,
     f.channel AS followup_channel,
-    CAST(m.lag_s AS BIGINT) AS lag_s
+    m.lag_s
 FROM cluster_members m
 JOIN clusters c ON c.cluster_id = m.cluster_id AND c.rank = 1
 LEFT JOIN contacts t ON t.contact_id = m.trigger_contact_id
