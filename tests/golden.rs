@@ -292,6 +292,17 @@ fn render_all(out: &std::path::Path) -> String {
     )
 }
 
+/// The bundled sample run with its settings into `dir/out`: the folder and
+/// the run's summary.
+async fn sample_run(dir: &std::path::Path) -> (PathBuf, recur::pipeline::RunSummary) {
+    let out = dir.join("out");
+    let cfg = sample_config(&[root().join("sample-data/contacts.parquet")], out.clone());
+    let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
+        .await
+        .unwrap();
+    (out, summary)
+}
+
 /// A run over `inputs` with the bundled sample's settings (recur.toml).
 fn sample_config(inputs: &[PathBuf], out: PathBuf) -> recur::config::PipelineConfig {
     let file = RunOptions::load(&root().join("sample-data/recur.toml")).unwrap();
@@ -831,13 +842,8 @@ fn render_schemas(out: &std::path::Path) -> String {
 /// metadata carry the version.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_schemas_hold_their_version() {
-    let sample = root().join("sample-data");
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let cfg = sample_config(&[sample.join("contacts.parquet")], out.clone());
-    let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
-        .await
-        .unwrap();
+    let (out, summary) = sample_run(dir.path()).await;
     assert_eq!(
         summary.manifest.schema_version,
         recur::report::SCHEMA_VERSION
@@ -867,13 +873,8 @@ async fn output_schemas_hold_their_version() {
 /// metadata and no string-view column.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tables_read_in_pyarrow_and_duckdb() {
-    let sample = root().join("sample-data");
     let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("out");
-    let cfg = sample_config(&[sample.join("contacts.parquet")], out.clone());
-    let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
-        .await
-        .unwrap();
+    let (out, summary) = sample_run(dir.path()).await;
     let script = r#"
 import glob, json, os, sys
 import duckdb
