@@ -3,11 +3,12 @@
 --
 -- Input:  repeat_counts (see repeat_counts.sql; one set of rows per bucket).
 -- Output: dimension, key, contacts, repeats, repeat_rate, same_reason_repeats,
---         events, contacts_per_event, fcr_rate
+--         events, contacts_per_event, fcr_rate, pending
 --
 -- repeat_rate = repeats / contacts; contacts_per_event = contacts / events;
 -- fcr_rate is the share of contacts whose window has closed
--- (followed_within_window not null) that were not followed.
+-- (followed_within_window not null) that were not followed; pending counts
+-- the contacts whose window is still open at the as-of (not in fcr_rate).
 WITH totals AS (
     SELECT dimension, key,
            SUM(contacts) AS contacts,
@@ -28,7 +29,8 @@ SELECT
     same_reason_repeats,
     events,
     CAST(contacts AS DOUBLE) / NULLIF(events, 0) AS contacts_per_event,
-    CAST(unfollowed AS DOUBLE) / NULLIF(closed, 0) AS fcr_rate
+    CAST(unfollowed AS DOUBLE) / NULLIF(closed, 0) AS fcr_rate,
+    contacts - closed AS pending
 FROM totals
 ORDER BY
     CASE dimension

@@ -50,6 +50,8 @@ pub const DEFAULT_CHANNEL_COSTS: &[(&str, f64)] = &[
     ("social", 0.5),
     ("web", 0.1),
 ];
+/// Default self-service channels (failure demand).
+pub const DEFAULT_SELF_SERVICE_CHANNELS: &str = "app,web";
 /// Default maximum gap between two steps of a sequence.
 pub const DEFAULT_MAX_GAP: &str = "7d";
 /// Default maximum span of a whole sequence.
@@ -165,6 +167,13 @@ pub struct RunOptions {
     /// Accept an input with no rows (otherwise exit code 2).
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub allow_empty: Option<bool>,
+    /// Write no report.html.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub no_report: Option<bool>,
+    /// The self-service channels, comma separated: failure demand is their
+    /// contacts followed by one on any other channel [default: app,web].
+    #[arg(long)]
+    pub self_service_channels: Option<String>,
     /// Runs kept in the output folder: the N latest as-ofs [default: all].
     #[arg(long)]
     pub keep: Option<usize>,
@@ -315,6 +324,10 @@ pub struct PipelineConfig {
     pub require_data: bool,
     /// An input with no rows is not an error.
     pub allow_empty: bool,
+    /// Write report.html.
+    pub report: bool,
+    /// The self-service channels (failure demand), sorted, distinct.
+    pub self_service_channels: Vec<String>,
     /// Runs kept in the output folder (None: all).
     pub keep: Option<usize>,
     /// Outreach already made, to leave out of the list.
@@ -374,6 +387,25 @@ pub fn parse_memory_limit(text: &str) -> Result<u64> {
         ));
     }
     Ok(bytes)
+}
+
+/// Parses `--self-service-channels`: channel names, comma separated.
+fn self_service_channels(text: Option<&str>) -> Result<Vec<String>> {
+    let text = text.unwrap_or(DEFAULT_SELF_SERVICE_CHANNELS);
+    let mut channels: Vec<String> = text
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .filter(|c| !c.is_empty())
+        .collect();
+    if channels.is_empty() {
+        return Err(Error::param(
+            "--self-service-channels",
+            format!("'{text}' names no channel (give them comma separated, e.g. app,web)"),
+        ));
+    }
+    channels.sort();
+    channels.dedup();
+    Ok(channels)
 }
 
 impl PipelineConfig {
@@ -567,6 +599,8 @@ impl PipelineConfig {
                 .unwrap_or_else(|| DEFAULT_PARTITION_COL.into()),
             require_data: raw.require_data.unwrap_or(false),
             allow_empty: raw.allow_empty.unwrap_or(false),
+            report: !raw.no_report.unwrap_or(false),
+            self_service_channels: self_service_channels(raw.self_service_channels.as_deref())?,
             keep: raw.keep,
             recent_us,
             surge_min_contacts: raw

@@ -201,6 +201,12 @@ impl Contacters {
         (fence, (q1, q3))
     }
 
+    /// The customers counted (every bucket's, each once: a customer's
+    /// contacts are all in one bucket).
+    pub fn customers(&self) -> u64 {
+        self.counts.values().sum::<i64>() as u64
+    }
+
     /// The table, ranked by contacts (then id), and its summary.
     pub fn finish(mut self) -> Result<(RecordBatch, ContactersSummary)> {
         let (fence, quartiles) = self.threshold();

@@ -115,6 +115,12 @@ pub enum Error {
         /// What it needed.
         reason: String,
     },
+    /// report.html could not be made (a chart or the page template failed).
+    #[error("report.html: {reason}")]
+    Report {
+        /// What failed.
+        reason: String,
+    },
     /// A query engine failure.
     #[error(transparent)]
     DataFusion(#[from] datafusion::error::DataFusionError),

@@ -52,6 +52,7 @@ pub mod distributed;
 pub mod error;
 pub mod evaluate;
 pub mod generate;
+pub mod html;
 pub mod ingest;
 pub mod outreach;
 pub mod pipeline;

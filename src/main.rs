@@ -82,6 +82,12 @@ enum Command {
         #[arg(short = 'o', long)]
         output: Option<PathBuf>,
     },
+    /// Write report.html again for a run (or the latest of a folder of
+    /// runs) from its tables and manifest.
+    Report {
+        /// The output folder (of one run, or of many).
+        outdir: PathBuf,
+    },
     /// Write a synthetic log FILE and FILE.truth.json beside it.
     Generate {
         /// Output Parquet file.
@@ -542,6 +548,27 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
                 truth.rows,
                 out.display(),
                 recur::generate::truth_path(&out).display()
+            );
+            Ok(())
+        }
+        Command::Report { outdir } => {
+            let run = recur::runs::resolve_run_dir(&outdir);
+            let path = run.join("manifest.json");
+            let text =
+                std::fs::read_to_string(&path).map_err(|_| recur::error::Error::InputNotFound {
+                    path: path.display().to_string(),
+                })?;
+            let manifest: serde_json::Value =
+                serde_json::from_str(&text).map_err(|source| recur::error::Error::Json {
+                    path: path.clone(),
+                    source,
+                })?;
+            let written = recur::html::write(&run, &manifest).await?;
+            println!(
+                "{} written ({}, {:.2} s)",
+                run.join(&written.path).display(),
+                bytesize::ByteSize(written.bytes),
+                written.seconds
             );
             Ok(())
         }

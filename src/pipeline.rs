@@ -178,6 +178,10 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         None
     };
     s.register("repeat_counts", counted.repeat_counts.table()?)?;
+    s.register(
+        "failure_counts",
+        std::mem::take(&mut counted.failure_counts).table()?,
+    )?;
     let t = Instant::now();
     let surges = surges(
         cfg,
@@ -256,9 +260,11 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         }
         None => None,
     };
+    let customers = counted.contacters.customers();
     let frequent = reports::frequent_contacters(cfg, counted.contacters, &mut tables)?;
 
     let mut manifest = Manifest::new(cfg, &stats, tables, s.seconds, started);
+    manifest.rows.customers = customers;
     manifest.outreach_list = written.list;
     manifest.surges = surges.summary();
     manifest.trends = trend_summary;
@@ -278,6 +284,19 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         ),
         bucket_spilled_bytes: spilled_bytes,
     };
+    if cfg.report {
+        // the page shows the manifest as it is without the page itself
+        progress.stage("writing report.html");
+        let value = serde_json::to_value(&manifest).map_err(|source| Error::Json {
+            path: cfg.out.join("manifest.json"),
+            source,
+        })?;
+        let written = crate::html::write(&cfg.out, &value).await?;
+        manifest
+            .stage_seconds
+            .insert("report_html".into(), written.seconds);
+        manifest.report = Some(written);
+    }
     manifest.write(&cfg.out.join("manifest.json"))?;
     let all = report::summary_all_row(&written.summary);
     Ok(RunSummary {

@@ -18,6 +18,10 @@ pub const REPEAT_COUNTS: &str = query!("repeat_counts.sql");
 pub const REASON_DAYS: &str = query!("reason_days.sql");
 /// contacts, reason_codes → reason_precedents (per bucket), for the surges.
 pub const REASON_PRECEDENTS: &str = query!("reason_precedents.sql");
+/// contacts, channel_codes, reason_codes → failure_counts (per bucket).
+pub const FAILURE_COUNTS: &str = query!("failure_counts.sql");
+/// failure_counts, self_service_channels → failure_demand.
+pub const FAILURE_DEMAND: &str = query!("failure_demand.sql");
 /// repeat_counts → repeat_summary.
 pub const REPEAT_SUMMARY: &str = query!("repeat_summary.sql");
 /// pair_counts, pair_expectations → cluster_candidates.
@@ -69,6 +73,8 @@ pub const ALL: &[(&str, &str)] = &[
     ("reason_days", REASON_DAYS),
     ("reason_precedents", REASON_PRECEDENTS),
     ("repeat_summary", REPEAT_SUMMARY),
+    ("failure_counts", FAILURE_COUNTS),
+    ("failure_demand", FAILURE_DEMAND),
     ("caps", CAPS),
     ("cluster_candidates", CLUSTER_CANDIDATES),
     ("tested_clusters", TESTED_CLUSTERS),
@@ -142,6 +148,11 @@ mod tests {
         empty(&ctx, "sequence_occurrences", sequences_schema(&input));
         empty(&ctx, "sequence_counts", sequence_totals_schema());
         empty(&ctx, "outreach_cutoffs", crate::outreach::cutoffs_schema());
+        empty(
+            &ctx,
+            "self_service_channels",
+            crate::stages::reports::self_service_schema(),
+        );
         let params = [
             ("windows", "(86400.0), (604800.0)".to_string()),
             ("min_support", "30".into()),

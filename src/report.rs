@@ -56,7 +56,7 @@ fn replace_output(out: &Path, name: &str) -> Result<(String, std::path::PathBuf)
 /// meanings): in the manifest and in every table's Parquet metadata under
 /// [`SCHEMA_VERSION_KEY`]. A change of any column bumps it
 /// (tests/golden/schema.txt holds the schemas of this version).
-pub const SCHEMA_VERSION: u32 = 4;
+pub const SCHEMA_VERSION: u32 = 5;
 
 /// The Parquet key-value metadata key of [`SCHEMA_VERSION`].
 pub const SCHEMA_VERSION_KEY: &str = "recur.schema_version";
@@ -334,6 +334,8 @@ pub struct RowCounts {
     pub read: u64,
     /// Rows analysed.
     pub used: u64,
+    /// Distinct customers among the rows analysed.
+    pub customers: u64,
     /// Rows left out, by reason (every reason listed, zero included).
     pub excluded: BTreeMap<String, Excluded>,
 }
@@ -393,6 +395,10 @@ pub struct Manifest {
     /// their reasons permuted yielded (`crate::stages::nullcheck`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub null_check: Option<NullCheckSummary>,
+    /// report.html: its size and the seconds it took (absent under
+    /// `--no-report`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report: Option<crate::html::ReportFile>,
 }
 
 /// Memory figures of a run.
@@ -438,6 +444,7 @@ impl Manifest {
             rows: RowCounts {
                 read: stats.rows_read,
                 used: stats.rows_used,
+                customers: 0,
                 excluded: stats.excluded.clone(),
             },
             notes: stats.notes.clone(),
@@ -455,6 +462,7 @@ impl Manifest {
             memory: MemoryUse::default(),
             frequent_contacters: Default::default(),
             null_check: None,
+            report: None,
         }
     }
 

@@ -294,7 +294,7 @@ fn render_all(out: &std::path::Path) -> String {
 
 /// The bundled sample run with its settings into `dir/out`: the folder and
 /// the run's summary.
-async fn sample_run(dir: &std::path::Path) -> (PathBuf, recur::pipeline::RunSummary) {
+pub(crate) async fn sample_run(dir: &std::path::Path) -> (PathBuf, recur::pipeline::RunSummary) {
     let out = dir.join("out");
     let cfg = sample_config(&[root().join("sample-data/contacts.parquet")], out.clone());
     let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)

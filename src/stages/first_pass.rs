@@ -66,6 +66,8 @@ pub(crate) struct Counted {
     pub reason_days: Collected,
     /// reason_precedents.sql over each bucket.
     pub reason_precedents: Collected,
+    /// failure_counts.sql over each bucket.
+    pub failure_counts: Collected,
     /// What the per-customer caps left out (queries/caps.sql).
     pub caps: BTreeMap<String, u64>,
     /// The pair-count pass's rows.
@@ -288,6 +290,9 @@ async fn per_customer_sql(
     counted
         .reason_precedents
         .add(query_batches(&s.ctx, queries::REASON_PRECEDENTS).await?);
+    counted
+        .failure_counts
+        .add(query_batches(&s.ctx, queries::FAILURE_COUNTS).await?);
     s.add_seconds("query.repeat_counts", t);
     for (name, n) in caps(s).await? {
         *counted.caps.entry(name).or_default() += n;

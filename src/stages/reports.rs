@@ -3,12 +3,13 @@
 //! [`crate::pipeline`]).
 //!
 //! Input: the session's tables after the ranking (`repeat_counts`,
+//! `failure_counts`,
 //! `clusters`, `sequences`, `followups`, `sequence_occurrences`), the
 //! [`Ranked`] clusters and each bucket's follow-ups and outreach triggers
 //! ([`SecondPass`]). Output ([`Reports`]): `repeat_summary`, `clusters`,
-//! `sequences`, `cluster_members`, `prompts` and `outreach` written (see
-//! [`crate::report`] for their columns), with what the terminal summary
-//! reads of them.
+//! `sequences`, `failure_demand`, `cluster_members`, `prompts` and `outreach`
+//! written (see [`crate::report`] and docs/SCHEMA.md for their columns), with
+//! what the terminal summary reads of them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -88,6 +89,7 @@ pub(crate) async fn write(
             tables,
         )?;
     }
+    failure_demand(s, cfg, tables).await?;
     let members = s
         .register_query("cluster_members", queries::CLUSTER_MEMBERS)
         .await?;
@@ -187,6 +189,45 @@ pub(crate) fn frequent_contacters(
         tables,
     )?;
     Ok(summary)
+}
+
+/// The schema of the `self_service_channels` table failure_demand.sql reads.
+pub(crate) fn self_service_schema() -> datafusion::arrow::datatypes::SchemaRef {
+    Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+        datafusion::arrow::datatypes::Field::new("channel", DataType::Utf8, false),
+    ]))
+}
+
+/// Writes the failure demand (queries/failure_demand.sql over the buckets'
+/// failure_counts).
+async fn failure_demand(
+    s: &mut RunSession,
+    cfg: &PipelineConfig,
+    tables: &mut BTreeMap<String, TableInfo>,
+) -> Result<()> {
+    let channels = RecordBatch::try_new(
+        self_service_schema(),
+        vec![Arc::new(
+            datafusion::arrow::array::StringArray::from_iter_values(&cfg.self_service_channels),
+        )],
+    )?;
+    s.register(
+        "self_service_channels",
+        Arc::new(MemTable::try_new(
+            self_service_schema(),
+            vec![vec![channels]],
+        )?),
+    )?;
+    let demand = s
+        .register_query("failure_demand", queries::FAILURE_DEMAND)
+        .await?;
+    report::write_batches(
+        table_schema(&s.ctx, "failure_demand").await?,
+        &demand,
+        &cfg.out,
+        "failure_demand",
+        tables,
+    )
 }
 
 /// Writes the prompts (queries/prompts.sql).
