@@ -86,7 +86,9 @@ fn demo_runs_on_the_bundled_sample() {
     for t in [
         "repeat_summary.parquet",
         "clusters.parquet",
+        "failure_demand.parquet",
         "manifest.json",
+        "report.html",
     ] {
         assert!(outdir.join(t).is_file(), "{t} written");
     }
@@ -191,6 +193,34 @@ fn demo_runs_on_the_bundled_sample() {
     );
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).1.contains("nope"), "{:?}", text(&o));
+
+    // recur report writes the page again, the same but for the manifest's
+    // report entry it does not show; --no-report writes none
+    let page = outdir.join("report.html");
+    let before = std::fs::read_to_string(&page).unwrap();
+    std::fs::remove_file(&page).unwrap();
+    let o = recur(dir.path(), &["report", "recur-out"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    assert!(text(&o).0.contains("report.html written"), "{:?}", text(&o));
+    assert_eq!(std::fs::read_to_string(&page).unwrap(), before);
+    let sample = root().join("sample-data/contacts.parquet");
+    let o = recur(
+        dir.path(),
+        &[
+            "run",
+            sample.to_str().unwrap(),
+            "--out",
+            "plain",
+            "--no-report",
+        ],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+    let plain = recur::runs::resolve_run_dir(&dir.path().join("plain"));
+    assert!(plain.join("clusters.parquet").is_file());
+    assert!(!plain.join("report.html").exists());
+    assert!(manifest(&plain).get("report").is_none());
+    let o = recur(dir.path(), &["report", "nowhere"]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
 }
 
 /// The evidence flags and `--null-check`, from the command line and the

@@ -611,6 +611,7 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
         c.exclude_customer = Some(vec!["0".into()]);
         c.agent_col = Some("agent".into());
         c.recent = Some(format!("{RECENT_H}h"));
+        c.self_service_channels = Some(SELF_SERVICE.into());
     });
     cfg.target_partitions = threads;
     let summary = recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)
@@ -907,6 +908,7 @@ async fn check_seed(seed: u64, threads: usize) -> usize {
         want.values().map(|e| e.n_support).sum::<i64>()
     );
     check_trends(seed, &used, &out);
+    check_failure_demand(seed, &used, &out);
     want_seqs.len()
 }
 
@@ -929,6 +931,90 @@ struct PeriodCounts {
     triggers: f64,
     observed: f64,
     sum_sq: f64,
+}
+
+/// The channel the random logs' failure demand takes for self-service.
+const SELF_SERVICE: &str = "chat";
+
+/// failure_demand against its definition: per reason, the self-service
+/// contacts, and those whose customer's next contact (in time, then id
+/// order) came within the repeat window on an assisted channel (any other)
+/// or on self-service again; the assisted channel most went to (ties by
+/// name); a row for every reason with a self-service contact, in the
+/// table's order.
+fn check_failure_demand(seed: u64, used: &[LogRow], out: &std::path::Path) {
+    #[derive(Default)]
+    struct Row {
+        contacts: i64,
+        assisted: BTreeMap<String, i64>,
+        self_service: i64,
+    }
+    let mut want: BTreeMap<String, Row> = BTreeMap::new();
+    for contacts in by_customer(used).values() {
+        for (i, c) in contacts.iter().enumerate() {
+            let (Some(reason), Some(SELF_SERVICE)) = (&c.reason, c.channel.as_deref()) else {
+                continue;
+            };
+            let row = want.entry(reason.clone()).or_default();
+            row.contacts += 1;
+            let Some(next) = contacts.get(i + 1) else {
+                continue;
+            };
+            if next.ts.unwrap() - c.ts.unwrap() > REPEAT_W {
+                continue;
+            }
+            match next.channel.as_deref() {
+                Some(SELF_SERVICE) => row.self_service += 1,
+                Some(other) => *row.assisted.entry(other.into()).or_default() += 1,
+                None => {}
+            }
+        }
+    }
+    let mut want: Vec<(String, i64, i64, i64, Option<(String, i64)>)> = want
+        .into_iter()
+        .map(|(reason, r)| {
+            let assisted: i64 = r.assisted.values().sum();
+            let top = r
+                .assisted
+                .iter()
+                .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
+                .map(|(ch, n)| (ch.clone(), *n));
+            (reason, r.contacts, assisted, r.self_service, top)
+        })
+        .collect();
+    // the table's order: most sent to an agent, then the higher share, then reason
+    want.sort_by(|a, b| {
+        b.2.cmp(&a.2)
+            .then((b.2 as f64 / b.1 as f64).total_cmp(&(a.2 as f64 / a.1 as f64)))
+            .then(a.0.cmp(&b.0))
+    });
+    let b = read_parquet(&out.join("failure_demand.parquet"));
+    let got: Vec<(String, i64, i64, i64, Option<(String, i64)>)> = (0..column_text(&b, "reason")
+        .len())
+        .map(|i| {
+            let col = |name: &str| column_text(&b, name)[i].clone();
+            let int = |name: &str| col(name).parse::<i64>().unwrap();
+            let top = match col("top_assisted_channel").as_str() {
+                "" | "null" => None,
+                ch => Some((ch.to_string(), int("top_assisted_contacts"))),
+            };
+            assert!(
+                close(
+                    col("share_then_assisted").parse().unwrap(),
+                    int("then_assisted") as f64 / int("self_service_contacts") as f64
+                ),
+                "seed {seed}: share"
+            );
+            (
+                col("reason"),
+                int("self_service_contacts"),
+                int("then_assisted"),
+                int("then_self_service"),
+                top,
+            )
+        })
+        .collect();
+    assert_eq!(got, want, "seed {seed}: failure_demand");
 }
 
 /// The cluster rows of cluster_trends against a brute-force count of each
