@@ -61,9 +61,16 @@ pub const SCHEMA_VERSION: u32 = 5;
 /// The Parquet key-value metadata key of [`SCHEMA_VERSION`].
 pub const SCHEMA_VERSION_KEY: &str = "recur.schema_version";
 
-/// `schema` as written: string-view columns as Utf8, and lags (a column
+/// Whether a column holds contact ids: `contact_id`, `trigger_contact_id`,
+/// …, and `event_id` (the id of the event's first contact).
+fn is_contact_id(name: &str) -> bool {
+    name == "contact_id" || name == "event_id" || name.ends_with("_contact_id")
+}
+
+/// `schema` as written: string-view columns as Utf8, contact ids as text
+/// whatever the input's type (as customer ids are), and lags (a column
 /// whose name ends in `lag_s`, or a list of them) in whole seconds, Int64.
-fn written_schema(schema: &SchemaRef) -> SchemaRef {
+pub(crate) fn written_schema(schema: &SchemaRef) -> SchemaRef {
     use datafusion::arrow::datatypes::Field;
     Arc::new(datafusion::arrow::datatypes::Schema::new_with_metadata(
         schema
@@ -71,6 +78,9 @@ fn written_schema(schema: &SchemaRef) -> SchemaRef {
             .iter()
             .map(|f| match f.data_type() {
                 DataType::Utf8View => f.as_ref().clone().with_data_type(DataType::Utf8),
+                t if t.is_integer() && is_contact_id(f.name()) => {
+                    f.as_ref().clone().with_data_type(DataType::Utf8)
+                }
                 DataType::Float64 if f.name().ends_with("lag_s") => {
                     f.as_ref().clone().with_data_type(DataType::Int64)
                 }
@@ -90,6 +100,17 @@ fn written_schema(schema: &SchemaRef) -> SchemaRef {
 
 /// A column in its written type (see [`written_schema`]): lags rounded to
 /// whole seconds, anything else cast.
+pub(crate) fn written_batch(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    let columns = schema
+        .fields()
+        .iter()
+        .zip(batch.columns())
+        .map(|(f, c)| written_column(c, f.data_type()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+}
+
+/// A column in its written type (see [`written_schema`]).
 fn written_column(
     column: &datafusion::arrow::array::ArrayRef,
     to: &DataType,
@@ -146,14 +167,7 @@ pub fn write_batches(
     let schema = written_schema(&schema);
     let mut w = ArrowWriter::try_new(f, schema.clone(), Some(props)).map_err(failed)?;
     for b in batches {
-        let columns = schema
-            .fields()
-            .iter()
-            .zip(b.columns())
-            .map(|(f, c)| written_column(c, f.data_type()))
-            .collect::<Result<Vec<_>>>()?;
-        w.write(&RecordBatch::try_new(schema.clone(), columns)?)
-            .map_err(failed)?;
+        w.write(&written_batch(b, &schema)?).map_err(failed)?;
     }
     let written = w.close().map_err(failed)?;
     let rows = batches.iter().map(|b| b.num_rows() as u64).sum();

@@ -59,11 +59,13 @@ struct Stored {
 
 /// A hash of what shapes a contacts row besides the log's rows and the
 /// window: the inputs named, the column mapping, the time zone, the repeat
-/// and session windows, the excluded customers and recur's version. Two
+/// and session windows, the excluded customers, recur's version and the
+/// tables' schema version. Two
 /// runs with equal fingerprints write a final day the same way.
 pub fn fingerprint(cfg: &PipelineConfig) -> u64 {
     let shaping = serde_json::json!({
         "version": env!("CARGO_PKG_VERSION"),
+        "schema_version": super::SCHEMA_VERSION,
         "inputs": cfg.inputs,
         "columns": cfg.columns,
         "timezone": cfg.timezone,

@@ -39,14 +39,15 @@ pub const CONTACTS_COLUMNS: &[&str] = &[
 ];
 
 /// The written columns of the `contacts` table among the annotated
-/// contacts' (`schema`), and the schema they make.
+/// contacts' (`schema`), and the schema they are written in (contact ids as
+/// text, see [`super::written_schema`]).
 pub fn contacts_projection(schema: &SchemaRef) -> Result<(Vec<usize>, SchemaRef)> {
     let idx = CONTACTS_COLUMNS
         .iter()
         .map(|c| schema.index_of(c))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     let projected = Arc::new(schema.project(&idx)?);
-    Ok((idx, projected))
+    Ok((idx, super::written_schema(&projected)))
 }
 
 /// One bucket's part of the `contacts` table as written, in batches of
@@ -176,6 +177,8 @@ type Written = (u64, Vec<i32>);
 /// run into an output folder of many runs) the same stream goes instead to
 /// one file per contact day the run writes ([`super::contact_days`]).
 pub struct ContactsWriter {
+    /// The written schema.
+    schema: SchemaRef,
     tx: Option<tokio::sync::mpsc::Sender<RecordBatch>>,
     /// The write.
     task: Option<tokio::task::JoinHandle<Result<Written>>>,
@@ -275,6 +278,7 @@ impl ContactsWriter {
     ) -> Result<ContactsWriter> {
         use datafusion::catalog::streaming::StreamingTable;
         let partial = out.join("contacts.parquet.partial");
+        let schema_kept = schema.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(CONTACTS_CHANNEL_BATCHES);
         if let Some(days) = days {
             let mut options = contacts_parquet_options(ctx, &schema);
@@ -290,6 +294,7 @@ impl ContactsWriter {
                 super::contact_days::write_days(rx, schema, props, &task_dir, &days, writers)
             });
             return Ok(ContactsWriter {
+                schema: schema_kept,
                 tx: Some(tx),
                 task: Some(task),
                 days_dir: Some(dir),
@@ -305,7 +310,10 @@ impl ContactsWriter {
         });
         let options = contacts_parquet_options(ctx, &schema);
         let table =
-            StreamingTable::try_new(schema, vec![stream])?.with_sort_order(contacts_order());
+            // (declared by customer and time only: the ids, written as text,
+            // are in the order of the input's ids, not of their text)
+            StreamingTable::try_new(schema, vec![stream])?
+                .with_sort_order(contacts_order()[..2].to_vec());
         let df = ctx.read_table(Arc::new(table))?;
         let path = partial.to_string_lossy().to_string();
         let failed_path = partial.clone();
@@ -327,6 +335,7 @@ impl ContactsWriter {
             Ok((rows, Vec::new()))
         });
         Ok(ContactsWriter {
+            schema: schema_kept,
             tx: Some(tx),
             task: Some(task),
             days_dir: None,
@@ -348,9 +357,11 @@ impl ContactsWriter {
     pub async fn write(&mut self, parts: Vec<RecordBatch>, idx: Vec<usize>) -> Result<()> {
         self.wait_fed().await?;
         let tx = self.tx.clone().expect("not finished");
+        let schema = self.schema.clone();
         self.feeding = Some(tokio::task::spawn_blocking(move || {
             for batch in merged_contacts(&parts, &idx, CONTACTS_BATCH_ROWS)? {
-                if tx.blocking_send(batch?).is_err() {
+                let batch = super::written_batch(&batch?, &schema)?;
+                if tx.blocking_send(batch).is_err() {
                     // the write ended early: wait_fed reports its error
                     return Ok(false);
                 }

@@ -290,10 +290,12 @@ async fn per_customer_sql(
     counted
         .reason_precedents
         .add(query_batches(&s.ctx, queries::REASON_PRECEDENTS).await?);
+    s.add_seconds("query.repeat_counts", t);
+    let t = Instant::now();
     counted
         .failure_counts
         .add(query_batches(&s.ctx, queries::FAILURE_COUNTS).await?);
-    s.add_seconds("query.repeat_counts", t);
+    s.add_seconds("query.failure_counts", t);
     for (name, n) in caps(s).await? {
         *counted.caps.entry(name).or_default() += n;
     }
