@@ -860,8 +860,8 @@ async fn output_schemas_hold_their_version() {
             return;
         }
         panic!(
-            "the output schemas changed: bump recur::report::SCHEMA_VERSION (the file holds {}), \
-             then UPDATE_GOLDEN=1 writes {}\n--- expected\n{want}\n--- actual\n{text}",
+            "the output schemas changed: bump recur::report::SCHEMA_VERSION (the file holds {}) \
+             and update docs/SCHEMA.md, then UPDATE_GOLDEN=1 writes {}\n--- expected\n{want}\n--- actual\n{text}",
             version_of(&want),
             golden.display()
         );
@@ -954,4 +954,49 @@ print(json.dumps(rows))
         );
         assert_eq!(r[3], serde_json::json!([]), "{name}: string views");
     }
+}
+
+/// docs/SCHEMA.md describes the written schemas: its version is the
+/// tables', and each table's section lists its columns, in order, with
+/// their types and whether they can be null, as tests/golden/schema.txt
+/// holds them (which the test above holds against the written files).
+#[test]
+fn schema_doc_lists_every_column() {
+    let doc = std::fs::read_to_string(root().join("docs/SCHEMA.md")).unwrap();
+    let version = recur::report::SCHEMA_VERSION;
+    assert!(
+        doc.lines()
+            .next()
+            .unwrap_or_default()
+            .contains(&format!("(schema version {version})")),
+        "docs/SCHEMA.md's title names another version than {version}"
+    );
+    let mut from_doc = format!("schema_version {version}\n");
+    let mut sections: Vec<(String, Vec<String>)> = Vec::new();
+    for line in doc.lines() {
+        if let Some(name) = line.strip_prefix("## ") {
+            sections.push((name.trim().to_string(), Vec::new()));
+        } else if let Some((_, columns)) = sections.last_mut()
+            && line.starts_with("| ")
+            && !line.starts_with("| column |")
+        {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let (name, typ) = (cells[1], cells[2]);
+            let column = match typ.strip_suffix(" *null*") {
+                Some(t) => format!("  {name} {t} null"),
+                None => format!("  {name} {typ}"),
+            };
+            columns.push(column);
+        }
+    }
+    sections.retain(|(_, columns)| !columns.is_empty());
+    sections.sort();
+    for (name, columns) in sections {
+        let _ = writeln!(from_doc, "table {name}");
+        for c in columns {
+            let _ = writeln!(from_doc, "{c}");
+        }
+    }
+    let snapshot = std::fs::read_to_string(root().join("tests/golden/schema.txt")).unwrap();
+    assert_same(&from_doc, &snapshot);
 }
