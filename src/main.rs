@@ -499,6 +499,9 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
     )
     .ok();
     writeln!(t, "reports written to {}", out.display()).ok();
+    if let Some(page) = &m.report {
+        writeln!(t, "open {} for the charts", out.join(&page.path).display()).ok();
+    }
     t
 }
 

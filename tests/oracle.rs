@@ -933,6 +933,10 @@ struct PeriodCounts {
     sum_sq: f64,
 }
 
+/// A failure_demand row: reason, self-service contacts, then assisted, then
+/// self-service again, and the assisted channel most went to with its count.
+type DemandRow = (String, i64, i64, i64, Option<(String, i64)>);
+
 /// The channel the random logs' failure demand takes for self-service.
 const SELF_SERVICE: &str = "chat";
 
@@ -970,7 +974,7 @@ fn check_failure_demand(seed: u64, used: &[LogRow], out: &std::path::Path) {
             }
         }
     }
-    let mut want: Vec<(String, i64, i64, i64, Option<(String, i64)>)> = want
+    let mut want: Vec<DemandRow> = want
         .into_iter()
         .map(|(reason, r)| {
             let assisted: i64 = r.assisted.values().sum();
@@ -989,8 +993,7 @@ fn check_failure_demand(seed: u64, used: &[LogRow], out: &std::path::Path) {
             .then(a.0.cmp(&b.0))
     });
     let b = read_parquet(&out.join("failure_demand.parquet"));
-    let got: Vec<(String, i64, i64, i64, Option<(String, i64)>)> = (0..column_text(&b, "reason")
-        .len())
+    let got: Vec<DemandRow> = (0..column_text(&b, "reason").len())
         .map(|i| {
             let col = |name: &str| column_text(&b, name)[i].clone();
             let int = |name: &str| col(name).parse::<i64>().unwrap();

@@ -145,7 +145,7 @@ pub fn columns(labels: &[String], values: &[f64], format: fn(f64) -> String) -> 
             .light_line_style(GRID)
             .x_labels(n.max(1))
             .x_label_formatter(&|v| match v {
-                SegmentValue::CenterOf(i) if *i as usize % step == 0 => labels
+                SegmentValue::CenterOf(i) if (*i as usize).is_multiple_of(step) => labels
                     .get(*i as usize)
                     .map(|l| short(l, 10))
                     .unwrap_or_default(),
