@@ -286,6 +286,35 @@ pub struct ColumnMapping {
     pub agent: Option<String>,
 }
 
+impl ColumnMapping {
+    /// Each role its own column: one column in two roles (`--reason-col
+    /// channel`, with the channel column's default `channel`) is bad input.
+    fn check_distinct(&self) -> Result<()> {
+        let mut roles = vec![
+            ("--customer-col", &self.customer),
+            ("--time-col", &self.time),
+            ("--channel-col", &self.channel),
+            ("--reason-col", &self.reason),
+            ("--contact-id-col", &self.contact_id),
+        ];
+        if let Some(agent) = &self.agent {
+            roles.push(("--agent-col", agent));
+        }
+        for (i, (flag, column)) in roles.iter().enumerate() {
+            if let Some((other, _)) = roles[..i].iter().find(|(_, c)| c == column) {
+                return Err(Error::param(
+                    flag,
+                    format!(
+                        "column '{column}' is also the {other} column: give each role its \
+                         own column (set {other} too when its default is taken)"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A validated run configuration.
 #[derive(Debug, Clone, Serialize)]
 pub struct PipelineConfig {
@@ -581,6 +610,7 @@ impl PipelineConfig {
                 .unwrap_or_else(|| DEFAULT_CONTACT_ID_COL.into()),
             agent: raw.agent_col,
         };
+        columns.check_distinct()?;
         Ok(PipelineConfig {
             inputs: raw.inputs.unwrap_or_default(),
             out: raw.out.unwrap_or_else(|| PathBuf::from(DEFAULT_OUT_DIR)),

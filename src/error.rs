@@ -205,6 +205,18 @@ impl Error {
         }
     }
 
+    /// An input the user named could not be read: missing is bad input
+    /// ([`Error::InputNotFound`], exit 2), anything else an I/O failure.
+    pub fn read_input(path: &std::path::Path, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::InputNotFound {
+                path: path.display().to_string(),
+            }
+        } else {
+            Error::io(path, source)
+        }
+    }
+
     /// Wraps an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {

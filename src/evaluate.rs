@@ -322,7 +322,8 @@ pub fn evaluate(truth_path: &Path, out_dir: &Path) -> Result<Evaluation> {
     let truth = Truth::load(truth_path)?;
     let manifest_path = out_dir.join("manifest.json");
     let manifest: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(&manifest_path).map_err(|e| Error::io(&manifest_path, e))?,
+        &std::fs::read_to_string(&manifest_path)
+            .map_err(|e| Error::read_input(&manifest_path, e))?,
     )
     .map_err(|e| Error::Json {
         path: manifest_path.clone(),

@@ -222,7 +222,7 @@ pub struct Truth {
 impl Truth {
     /// Reads `<file>.truth.json`.
     pub fn load(path: &Path) -> Result<Truth> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = std::fs::read_to_string(path).map_err(|e| Error::read_input(path, e))?;
         serde_json::from_str(&text).map_err(|e| Error::Json {
             path: path.to_path_buf(),
             source: e,

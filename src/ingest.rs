@@ -37,7 +37,9 @@
 //!   nanoseconds — unambiguous for every instant between 1973 and 5138.
 //!   Strings: RFC 3339 / ISO 8601 with an offset, or naive ISO 8601
 //!   (`2026-11-01 08:30:00`, `2026-11-01T08:30`, `2026-11-01`) read in
-//!   `--timezone`. Null times are excluded as `null_timestamp`; strings that do
+//!   `--timezone`. Times before 1900 or from 2200 on are excluded as
+//!   `timestamp_out_of_range` (with an example).
+//!   Null times are excluded as `null_timestamp`; strings that do
 //!   not parse as `unparseable_timestamp` (with an example). A string column in
 //!   which no value parses is an error; any other type is an error.
 //! - Channels, reasons and agents may be strings, dictionary-encoded strings
@@ -80,6 +82,12 @@ pub const EXCL_PLACEHOLDER: &str = "placeholder_customer_id";
 pub const EXCL_NULL_TS: &str = "null_timestamp";
 /// Exclusion reason: timestamp string that does not parse.
 pub const EXCL_BAD_TS: &str = "unparseable_timestamp";
+/// Exclusion reason: a time before 1900 or from 2200 on (or beyond what
+/// microseconds hold): no contact log holds one, and keeping them out keeps
+/// every gap and window sum within i64.
+pub const EXCL_RANGE_TS: &str = "timestamp_out_of_range";
+/// The supported times: from 1900-01-01 (inclusive) to 2200-01-01 UTC, µs.
+pub const SUPPORTED_TS_US: std::ops::Range<i64> = -2_208_988_800_000_000..7_258_118_400_000_000;
 /// Exclusion reason: time outside the run's window (`--as-of`, `--lookback`).
 pub const EXCL_OUTSIDE_WINDOW: &str = "outside_window";
 
@@ -117,7 +125,8 @@ pub struct Excluded {
 pub struct IngestStats {
     /// The files read, in order.
     pub inputs: Vec<InputFile>,
-    /// The files not opened: their partition day is outside the window.
+    /// The files not opened, with why: their partition day is outside the
+    /// window, or they are not regular files, or a link to a folder read.
     pub skipped: Vec<SkippedFile>,
     /// Rows read from all files.
     pub rows_read: u64,
@@ -148,7 +157,7 @@ pub struct Ingested {
 
 mod files;
 pub mod window;
-pub use files::resolve_inputs;
+pub use files::{Resolved, resolve_inputs};
 use files::{FilePlan, inspect_file, missing};
 pub use window::Window;
 
@@ -177,7 +186,7 @@ pub async fn ingest(
     cfg: &PipelineConfig,
     progress: &dyn crate::session::Progress,
 ) -> Result<Ingested> {
-    let files = resolve_inputs(&cfg.inputs)?;
+    let Resolved { files, passed_over } = resolve_inputs(&cfg.inputs)?;
     if files.is_empty() {
         return Err(Error::param("inputs", "no input files given"));
     }
@@ -186,19 +195,18 @@ pub async fn ingest(
     let (files, skipped): (Vec<_>, Vec<_>) = files.into_iter().partition(|f| {
         window::partition_day(f, &cfg.partition_col).is_none_or(|d| window.may_hold_day(d))
     });
-    stats.skipped = skipped
-        .into_iter()
-        .map(|path| SkippedFile {
-            reason: format!("its {} partition is outside the window", cfg.partition_col),
-            path,
-        })
-        .collect();
+    let outside = skipped.len();
+    stats.skipped = passed_over;
+    stats.skipped.extend(skipped.into_iter().map(|path| SkippedFile {
+        reason: format!("its {} partition is outside the window", cfg.partition_col),
+        path,
+    }));
     if files.is_empty() {
         return Err(Error::NoDataInWindow {
             window: window_text(&window),
             found: format!(
                 "the {} input files' {} partitions are all outside it",
-                stats.skipped.len(),
+                outside,
                 cfg.partition_col
             ),
         });
@@ -393,6 +401,7 @@ pub async fn ingest(
             (EXCL_PLACEHOLDER, file_counts.placeholder),
             (EXCL_NULL_TS, file_counts.null_ts),
             (EXCL_BAD_TS, file_counts.bad_ts),
+            (EXCL_RANGE_TS, file_counts.range_ts),
             (EXCL_OUTSIDE_WINDOW, file_counts.outside),
         ] {
             let entry = stats.excluded.entry(reason.to_string()).or_default();
@@ -668,6 +677,7 @@ struct BatchCounts {
     placeholder: Excluded,
     null_ts: Excluded,
     bad_ts: Excluded,
+    range_ts: Excluded,
     outside: Excluded,
     min_ts: Option<i64>,
     max_ts: Option<i64>,
@@ -685,6 +695,7 @@ impl BatchCounts {
             (&mut self.placeholder, o.placeholder),
             (&mut self.null_ts, o.null_ts),
             (&mut self.bad_ts, o.bad_ts),
+            (&mut self.range_ts, o.range_ts),
             (&mut self.outside, o.outside),
         ] {
             a.rows += b.rows;
@@ -756,6 +767,9 @@ impl NormalizeJob {
 
     fn text_column(&self, batch: &RecordBatch, name: &str, role: &'static str) -> Result<ArrayRef> {
         let col = batch.column_by_name(name).expect("column selected");
+        if !is_code_type(col.data_type()) {
+            return Err(self.bad_type(col, name, role, "text or integer codes"));
+        }
         cast(col, &DataType::Utf8).map_err(|_| self.bad_type(col, name, role, "text"))
     }
 
@@ -806,6 +820,20 @@ impl NormalizeJob {
                 false
             } else {
                 match t {
+                    TimeValue::Ok(v) if !SUPPORTED_TS_US.contains(&v) => {
+                        counts.range_ts.rows += 1;
+                        if counts.range_ts.example.is_none() {
+                            counts.range_ts.example = Some(example_at(time_col, i));
+                        }
+                        false
+                    }
+                    TimeValue::OutOfRange => {
+                        counts.range_ts.rows += 1;
+                        if counts.range_ts.example.is_none() {
+                            counts.range_ts.example = Some(example_at(time_col, i));
+                        }
+                        false
+                    }
                     TimeValue::Ok(v) if !self.window.contains(v) => {
                         counts.outside.rows += 1;
                         if counts.outside.example.is_none() {
@@ -827,7 +855,9 @@ impl NormalizeJob {
                     }
                 }
             };
-            if let TimeValue::Ok(v) = t {
+            if let TimeValue::Ok(v) = t
+                && SUPPORTED_TS_US.contains(&v)
+            {
                 counts.time_parsed += 1;
                 counts.seen = (
                     min_opt(counts.seen.0, Some(v)),
@@ -858,6 +888,14 @@ impl NormalizeJob {
             let col = batch
                 .column_by_name(&self.cols.contact_id)
                 .expect("column selected");
+            if !is_code_type(col.data_type()) {
+                return Err(self.bad_type(
+                    col,
+                    &self.cols.contact_id,
+                    "contact id",
+                    "text or an integer",
+                ));
+            }
             cast(col, &self.contact_id_type)
                 .map_err(|_| self.bad_type(col, &self.cols.contact_id, "contact id", "an id"))?
         } else {
@@ -916,7 +954,12 @@ impl NormalizeJob {
                 Ok((0..n)
                     .map(|i| {
                         if a.is_null(i) {
-                            TimeValue::Null
+                            // (a value the cast to microseconds could not hold)
+                            if col.is_valid(i) {
+                                TimeValue::OutOfRange
+                            } else {
+                                TimeValue::Null
+                            }
                         } else if is_utc_like {
                             TimeValue::Ok(a.value(i))
                         } else {
@@ -941,7 +984,7 @@ impl NormalizeJob {
                             Some(d) => TimeValue::Ok(naive_to_utc(
                                 d.and_hms_opt(0, 0, 0).expect("midnight"),
                             )),
-                            None => TimeValue::Bad,
+                            None => TimeValue::OutOfRange,
                         }
                     })
                     .collect())
@@ -985,11 +1028,26 @@ impl NormalizeJob {
     }
 }
 
+/// Whether a column of type `t` can hold ids, channels or reasons: text or
+/// integer codes, plain or dictionary-encoded. A list, a struct, a float or
+/// a boolean is none of them, though Arrow would render it as text.
+fn is_code_type(t: &DataType) -> bool {
+    let usable = |t: &DataType| {
+        t.is_integer() || matches!(t, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)
+    };
+    match t {
+        DataType::Dictionary(_, value) => usable(value),
+        t => usable(t),
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum TimeValue {
     Ok(i64),
     Null,
     Bad,
+    /// A time no timestamp in microseconds holds.
+    OutOfRange,
 }
 
 fn example_value(col: &ArrayRef) -> String {

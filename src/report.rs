@@ -369,7 +369,9 @@ pub struct Manifest {
     pub as_of: Option<String>,
     /// The input files read.
     pub inputs: Vec<InputFile>,
-    /// The input files not opened (their partition day is outside the window).
+    /// The input files not opened: their partition day is outside the
+    /// window, or they are not regular files (a FIFO, a link to nothing), or
+    /// a link leads back into a folder already read; each with why.
     pub skipped_inputs: Vec<crate::ingest::SkippedFile>,
     /// Rows read, used and excluded.
     pub rows: RowCounts,

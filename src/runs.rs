@@ -58,6 +58,16 @@ impl Outputs {
     /// Creates `root` if need be, takes its lock (or fails at once with
     /// [`Error::OutputLocked`]) and removes a dead run's leftovers.
     pub fn open(root: &Path) -> Result<Outputs> {
+        // (the user's input: a file where a folder is wanted)
+        if root.exists() && !root.is_dir() {
+            return Err(Error::param(
+                "--out",
+                format!(
+                    "{} is a file, not a folder: give a folder (it is made if missing)",
+                    root.display()
+                ),
+            ));
+        }
         std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
         let lock_path = root.join(LOCK);
         let lock = File::options()

@@ -129,8 +129,13 @@ pub fn parse_time_str(s: &str, tz: Tz) -> Option<i64> {
     None
 }
 
+/// The longest duration a flag takes: 100 years (a window longer than any
+/// log; it keeps every sum of a time and a window within i64).
+pub const MAX_DURATION_US: i64 = 36_500 * 86_400_000_000;
+
 /// Parses a duration such as `90s`, `15m`, `24h`, `7d` or `2w` into
-/// microseconds. A bare number is seconds. The duration must be positive.
+/// microseconds. A bare number is seconds. The duration must be positive
+/// and at most [`MAX_DURATION_US`].
 pub fn parse_duration_us(s: &str) -> Result<i64, String> {
     let t = s.trim();
     let split = t
@@ -153,8 +158,14 @@ pub fn parse_duration_us(s: &str) -> Result<i64, String> {
         }
     };
     let us = (value * unit_s * 1e6).round();
-    if !(1.0..1e17).contains(&us) {
+    if us < 1.0 {
         return Err(format!("'{s}' must be a positive duration"));
+    }
+    if us > MAX_DURATION_US as f64 {
+        return Err(format!(
+            "'{s}' is longer than the {}d recur accepts",
+            MAX_DURATION_US / 86_400_000_000
+        ));
     }
     Ok(us as i64)
 }
@@ -217,6 +228,9 @@ mod tests {
         assert!(parse_duration_us("0h").is_err());
         assert!(parse_duration_us("h").is_err());
         assert!(parse_duration_us("5y").is_err());
+        assert_eq!(parse_duration_us("36500d").unwrap(), MAX_DURATION_US);
+        let long = parse_duration_us("99999999999d").unwrap_err();
+        assert!(long.contains("longer than the 36500d"), "{long}");
         assert_eq!(format_duration_us(86_400_000_000), "24h");
         assert_eq!(format_duration_us(604_800_000_000), "7d");
         assert_eq!(format_duration_us(5_400_000_000), "90m");

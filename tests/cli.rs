@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use crate::common::{root, write_batch};
 
-fn recur(dir: &Path, args: &[&str]) -> Output {
+pub(crate) fn recur(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_recur"))
         .current_dir(dir)
         .args(args)
@@ -20,7 +20,7 @@ fn recur(dir: &Path, args: &[&str]) -> Output {
         .expect("run recur")
 }
 
-fn text(o: &Output) -> (String, String) {
+pub(crate) fn text(o: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&o.stdout).to_string(),
         String::from_utf8_lossy(&o.stderr).to_string(),
@@ -28,7 +28,7 @@ fn text(o: &Output) -> (String, String) {
 }
 
 /// The manifest of the latest run in output folder `out`.
-fn manifest(out: &Path) -> serde_json::Value {
+pub(crate) fn manifest(out: &Path) -> serde_json::Value {
     let run = recur::runs::resolve_run_dir(out);
     serde_json::from_str(&std::fs::read_to_string(run.join("manifest.json")).unwrap()).unwrap()
 }

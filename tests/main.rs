@@ -1,5 +1,6 @@
 //! Integration tests, compiled as one binary.
 
+mod bad_input; // the catalogue of bad inputs: each case's exit code, message and what is written
 mod cli; // the built binary: no-argument run, mapped run, bad input
 mod clusters; // calibration, planted-cluster recall, outreach by construction
 mod common; // helpers: write logs, read outputs

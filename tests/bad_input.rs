@@ -1,0 +1,273 @@
+//! The catalogue of bad inputs, through the built binary: each case's exit
+//! code, that its message names the file, the column and an example value
+//! where there is one, and that nothing is written as if complete (or, for
+//! what a run passes over, that it is counted in the manifest). The rest of
+//! the catalogue (missing files, non-Parquet files, bad time columns, bad
+//! flags) is in tests/cli.rs; docs/tests.md lists every case.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
+    TimestampSecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
+
+use crate::cli::{manifest, recur, text};
+use crate::common::write_batch;
+
+const DAY_US: i64 = 86_400_000_000;
+/// 2026-11-01T00:00:00Z.
+const BASE_US: i64 = 1_793_491_200_000_000;
+
+/// A log of `n` contacts of ten customers over a few days, with `reason`
+/// as its reason column (a text column when None) and `ts` as its times
+/// (a day apart from BASE when None).
+fn log(path: &Path, n: usize, reason: Option<ArrayRef>, ts: Option<ArrayRef>) {
+    let customers: Vec<String> = (0..n).map(|i| format!("c{}", i % 10)).collect();
+    let reason = reason.unwrap_or_else(|| {
+        Arc::new(StringArray::from_iter_values(
+            (0..n).map(|i| ["a", "b", "c"][i % 3]),
+        ))
+    });
+    let ts = ts.unwrap_or_else(|| {
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(
+                (0..n as i64).map(|i| BASE_US + i * DAY_US / 7),
+            )
+            .with_timezone("UTC"),
+        )
+    });
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("contact_id", DataType::Int64, false),
+        Field::new("customer_id", DataType::Utf8, false),
+        Field::new("ts", ts.data_type().clone(), true),
+        Field::new("channel", DataType::Utf8, false),
+        Field::new("reason", reason.data_type().clone(), true),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(1..=n as i64)),
+            Arc::new(StringArray::from_iter_values(customers)),
+            ts,
+            Arc::new(StringArray::from_iter_values((0..n).map(|_| "phone"))),
+            reason,
+        ],
+    )
+    .unwrap();
+    write_batch(path, &batch);
+}
+
+/// Runs recur, failing the test if it has not ended within a minute (a
+/// hang is a failure, not a stuck test).
+fn recur_bounded(dir: &Path, args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(60) {
+            child.kill().unwrap();
+            panic!("recur {args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Exit 2, and stderr holds every one of `names`; no run folder published.
+fn bad(dir: &Path, args: &[&str], names: &[&str]) {
+    let o = recur_bounded(dir, args);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    for n in names {
+        assert!(err.contains(n), "{args:?}: '{n}' not in: {err}");
+    }
+    if let Some(i) = args.iter().position(|a| *a == "--out") {
+        let out = dir.join(args[i + 1]);
+        assert!(
+            !out.join("latest").exists(),
+            "{args:?}: a run was published"
+        );
+    }
+}
+
+#[test]
+fn a_symlink_loop_is_walked_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    log(&input.join("a.parquet"), 1000, None, None);
+    std::os::unix::fs::symlink(".", input.join("loop")).unwrap();
+    let o = recur_bounded(dir.path(), &["run", "in", "--out", "out"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let m = manifest(&dir.path().join("out"));
+    assert_eq!(m["rows"]["read"], 1000, "each row once");
+    assert_eq!(m["inputs"].as_array().unwrap().len(), 1);
+    let skipped = m["skipped_inputs"].as_array().unwrap();
+    assert!(
+        skipped.iter().any(|s| s["path"].as_str().unwrap().ends_with("loop")
+            && s["reason"].as_str().unwrap().contains("folder already read")),
+        "{skipped:?}"
+    );
+}
+
+#[test]
+fn fifos_and_dangling_links_are_passed_over_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    log(&input.join("a.parquet"), 100, None, None);
+    let fifo = input.join("x.parquet");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    std::os::unix::fs::symlink("nowhere.parquet", input.join("gone.parquet")).unwrap();
+    let o = recur_bounded(dir.path(), &["run", "in", "--out", "out"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let m = manifest(&dir.path().join("out"));
+    assert_eq!(m["rows"]["read"], 100);
+    let reasons: Vec<String> = m["skipped_inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| format!("{} {}", s["path"], s["reason"]))
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("x.parquet") && r.contains("not a regular file")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("gone.parquet") && r.contains("link to nothing")),
+        "{reasons:?}"
+    );
+    // named directly, a FIFO is an error, not a hang
+    bad(
+        dir.path(),
+        &["run", "in/x.parquet", "--out", "out2"],
+        &["in/x.parquet", "not a regular file"],
+    );
+}
+
+#[test]
+fn wrong_typed_and_doubled_columns_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // a reason column of lists of text
+    let n = 30;
+    let values = StringArray::from_iter_values((0..n).map(|i| format!("r{}", i % 3)));
+    let offsets = datafusion::arrow::buffer::OffsetBuffer::from_lengths(vec![1; n]);
+    let lists: ArrayRef = Arc::new(
+        ListArray::try_new(
+            Arc::new(Field::new("item", DataType::Utf8, true)),
+            offsets,
+            Arc::new(values),
+            None,
+        )
+        .unwrap(),
+    );
+    log(&dir.path().join("lists.parquet"), n, Some(lists), None);
+    bad(
+        dir.path(),
+        &["run", "lists.parquet", "--out", "out"],
+        &["lists.parquet", "reason", "List", "r0"],
+    );
+    // a float reason
+    let floats: ArrayRef = Arc::new(datafusion::arrow::array::Float64Array::from_iter_values(
+        (0..n).map(|i| i as f64 + 0.5),
+    ));
+    log(&dir.path().join("floats.parquet"), n, Some(floats), None);
+    bad(
+        dir.path(),
+        &["run", "floats.parquet", "--out", "out"],
+        &["floats.parquet", "reason", "Float64", "0.5"],
+    );
+    // integer codes, dictionary-encoded, are fine
+    let codes: ArrayRef = Arc::new(
+        (0..n as i32)
+            .map(|i| Some(["x", "y"][i as usize % 2]))
+            .collect::<datafusion::arrow::array::DictionaryArray<Int32Type>>(),
+    );
+    log(&dir.path().join("codes.parquet"), n, Some(codes), None);
+    let o = recur_bounded(dir.path(), &["run", "codes.parquet", "--out", "ok"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    // one column in two roles
+    log(&dir.path().join("log.parquet"), n, None, None);
+    bad(
+        dir.path(),
+        &["run", "log.parquet", "--reason-col", "channel", "--out", "out"],
+        &["--reason-col", "'channel'", "--channel-col"],
+    );
+}
+
+#[test]
+fn extreme_times_are_excluded_with_an_example() {
+    let dir = tempfile::tempdir().unwrap();
+    // two contacts of one customer at ∓2^62 µs among ordinary ones
+    let n = 40;
+    let mut times: Vec<i64> = (0..n as i64).map(|i| BASE_US + i * DAY_US / 7).collect();
+    times[0] = -(1 << 62);
+    times[10] = 1 << 62;
+    times[20] = i64::MAX;
+    let ts: ArrayRef =
+        Arc::new(TimestampMicrosecondArray::from_iter_values(times).with_timezone("UTC"));
+    log(&dir.path().join("far.parquet"), n, None, Some(ts));
+    let o = recur_bounded(dir.path(), &["run", "far.parquet", "--out", "out"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let m = manifest(&dir.path().join("out"));
+    let far = &m["rows"]["excluded"]["timestamp_out_of_range"];
+    assert_eq!(far["rows"], 3, "{m}");
+    assert!(far["example"].as_str().is_some_and(|e| !e.is_empty()), "{far}");
+    assert_eq!(m["rows"]["used"], n as u64 - 3);
+    // seconds beyond what microseconds hold
+    let mut secs: Vec<i64> = (0..n as i64).map(|i| BASE_US / 1_000_000 + i * 3600).collect();
+    secs[5] = 1_000_000_000_000_000;
+    let ts: ArrayRef = Arc::new(TimestampSecondArray::from_iter_values(secs).with_timezone("UTC"));
+    log(&dir.path().join("secs.parquet"), n, None, Some(ts));
+    let o = recur_bounded(dir.path(), &["run", "secs.parquet", "--out", "out2"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let m = manifest(&dir.path().join("out2"));
+    let far = &m["rows"]["excluded"]["timestamp_out_of_range"];
+    assert_eq!(far["rows"], 1, "{m}");
+    assert!(far["example"].as_str().is_some_and(|e| !e.is_empty()), "{far}");
+    assert_eq!(m["rows"]["excluded"]["null_timestamp"]["rows"], 0);
+}
+
+#[test]
+fn outputs_truth_files_and_durations_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    log(&dir.path().join("log.parquet"), 30, None, None);
+    std::fs::write(dir.path().join("a-file"), "not a folder").unwrap();
+    bad(
+        dir.path(),
+        &["run", "log.parquet", "--out", "a-file"],
+        &["--out", "a-file", "is a file"],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("a-file")).unwrap(),
+        "not a folder"
+    );
+    bad(
+        dir.path(),
+        &["run", "log.parquet", "--repeat-window", "99999999999d", "--out", "out"],
+        &["--repeat-window", "99999999999d", "longer than"],
+    );
+    let o = recur_bounded(dir.path(), &["run", "log.parquet", "--out", "out"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    bad(
+        dir.path(),
+        &["evaluate", "--truth", "missing.json", "out"],
+        &["missing.json"],
+    );
+    std::fs::write(dir.path().join("bad.json"), "{ not json").unwrap();
+    bad(
+        dir.path(),
+        &["evaluate", "--truth", "bad.json", "out"],
+        &["bad.json"],
+    );
+}
