@@ -157,8 +157,8 @@ pub struct Ingested {
 
 mod files;
 pub mod window;
-pub use files::{Resolved, resolve_inputs};
 use files::{FilePlan, inspect_file, missing};
+pub use files::{Resolved, resolve_inputs};
 pub use window::Window;
 
 /// The internal `contacts_in` schema. `agent` is always present (all null
@@ -197,17 +197,18 @@ pub async fn ingest(
     });
     let outside = skipped.len();
     stats.skipped = passed_over;
-    stats.skipped.extend(skipped.into_iter().map(|path| SkippedFile {
-        reason: format!("its {} partition is outside the window", cfg.partition_col),
-        path,
-    }));
+    stats
+        .skipped
+        .extend(skipped.into_iter().map(|path| SkippedFile {
+            reason: format!("its {} partition is outside the window", cfg.partition_col),
+            path,
+        }));
     if files.is_empty() {
         return Err(Error::NoDataInWindow {
             window: window_text(&window),
             found: format!(
                 "the {} input files' {} partitions are all outside it",
-                outside,
-                cfg.partition_col
+                outside, cfg.partition_col
             ),
         });
     }

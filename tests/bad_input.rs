@@ -15,7 +15,7 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::datatypes::{DataType, Field, Int32Type, Schema};
 
-use crate::cli::{manifest, recur, text};
+use crate::cli::{manifest, text};
 use crate::common::write_batch;
 
 const DAY_US: i64 = 86_400_000_000;
@@ -113,8 +113,13 @@ fn a_symlink_loop_is_walked_once() {
     assert_eq!(m["inputs"].as_array().unwrap().len(), 1);
     let skipped = m["skipped_inputs"].as_array().unwrap();
     assert!(
-        skipped.iter().any(|s| s["path"].as_str().unwrap().ends_with("loop")
-            && s["reason"].as_str().unwrap().contains("folder already read")),
+        skipped
+            .iter()
+            .any(|s| s["path"].as_str().unwrap().ends_with("loop")
+                && s["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("folder already read")),
         "{skipped:?}"
     );
 }
@@ -126,7 +131,10 @@ fn fifos_and_dangling_links_are_passed_over_and_counted() {
     std::fs::create_dir(&input).unwrap();
     log(&input.join("a.parquet"), 100, None, None);
     let fifo = input.join("x.parquet");
-    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(made.success());
     std::os::unix::fs::symlink("nowhere.parquet", input.join("gone.parquet")).unwrap();
     let o = recur_bounded(dir.path(), &["run", "in", "--out", "out"]);
@@ -140,11 +148,15 @@ fn fifos_and_dangling_links_are_passed_over_and_counted() {
         .map(|s| format!("{} {}", s["path"], s["reason"]))
         .collect();
     assert!(
-        reasons.iter().any(|r| r.contains("x.parquet") && r.contains("not a regular file")),
+        reasons
+            .iter()
+            .any(|r| r.contains("x.parquet") && r.contains("not a regular file")),
         "{reasons:?}"
     );
     assert!(
-        reasons.iter().any(|r| r.contains("gone.parquet") && r.contains("link to nothing")),
+        reasons
+            .iter()
+            .any(|r| r.contains("gone.parquet") && r.contains("link to nothing")),
         "{reasons:?}"
     );
     // named directly, a FIFO is an error, not a hang
@@ -200,7 +212,14 @@ fn wrong_typed_and_doubled_columns_are_errors() {
     log(&dir.path().join("log.parquet"), n, None, None);
     bad(
         dir.path(),
-        &["run", "log.parquet", "--reason-col", "channel", "--out", "out"],
+        &[
+            "run",
+            "log.parquet",
+            "--reason-col",
+            "channel",
+            "--out",
+            "out",
+        ],
         &["--reason-col", "'channel'", "--channel-col"],
     );
 }
@@ -222,10 +241,15 @@ fn extreme_times_are_excluded_with_an_example() {
     let m = manifest(&dir.path().join("out"));
     let far = &m["rows"]["excluded"]["timestamp_out_of_range"];
     assert_eq!(far["rows"], 3, "{m}");
-    assert!(far["example"].as_str().is_some_and(|e| !e.is_empty()), "{far}");
+    assert!(
+        far["example"].as_str().is_some_and(|e| !e.is_empty()),
+        "{far}"
+    );
     assert_eq!(m["rows"]["used"], n as u64 - 3);
     // seconds beyond what microseconds hold
-    let mut secs: Vec<i64> = (0..n as i64).map(|i| BASE_US / 1_000_000 + i * 3600).collect();
+    let mut secs: Vec<i64> = (0..n as i64)
+        .map(|i| BASE_US / 1_000_000 + i * 3600)
+        .collect();
     secs[5] = 1_000_000_000_000_000;
     let ts: ArrayRef = Arc::new(TimestampSecondArray::from_iter_values(secs).with_timezone("UTC"));
     log(&dir.path().join("secs.parquet"), n, None, Some(ts));
@@ -234,7 +258,10 @@ fn extreme_times_are_excluded_with_an_example() {
     let m = manifest(&dir.path().join("out2"));
     let far = &m["rows"]["excluded"]["timestamp_out_of_range"];
     assert_eq!(far["rows"], 1, "{m}");
-    assert!(far["example"].as_str().is_some_and(|e| !e.is_empty()), "{far}");
+    assert!(
+        far["example"].as_str().is_some_and(|e| !e.is_empty()),
+        "{far}"
+    );
     assert_eq!(m["rows"]["excluded"]["null_timestamp"]["rows"], 0);
 }
 
@@ -254,7 +281,14 @@ fn outputs_truth_files_and_durations_are_checked() {
     );
     bad(
         dir.path(),
-        &["run", "log.parquet", "--repeat-window", "99999999999d", "--out", "out"],
+        &[
+            "run",
+            "log.parquet",
+            "--repeat-window",
+            "99999999999d",
+            "--out",
+            "out",
+        ],
         &["--repeat-window", "99999999999d", "longer than"],
     );
     let o = recur_bounded(dir.path(), &["run", "log.parquet", "--out", "out"]);

@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
 use crate::common::{root, write_batch};
 
-pub(crate) fn recur(dir: &Path, args: &[&str]) -> Output {
+fn recur(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_recur"))
         .current_dir(dir)
         .args(args)

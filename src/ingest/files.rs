@@ -133,14 +133,9 @@ impl Walk {
         let parquet = matched || name.ends_with(".parquet") || name.ends_with(".parq");
         match std::fs::metadata(p) {
             Ok(m) if m.is_dir() => self.dir(p)?,
-            Ok(m) if m.is_file() => {
-                if parquet {
-                    self.found.push(p.to_path_buf());
-                }
-            }
-            Ok(_) if parquet => {
-                self.pass_over(p, "not a regular file (a FIFO, socket or device)")
-            }
+            Ok(m) if m.is_file() && parquet => self.found.push(p.to_path_buf()),
+            Ok(m) if m.is_file() => {}
+            Ok(_) if parquet => self.pass_over(p, "not a regular file (a FIFO, socket or device)"),
             Err(_) if parquet => self.pass_over(p, "a link to nothing"),
             _ => {}
         }
