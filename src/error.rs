@@ -136,6 +136,20 @@ pub enum Error {
         /// The files read, comma separated.
         files: String,
     },
+    /// Rows were read but every one was excluded (a time column all null, a
+    /// customer column of placeholders), outside `--allow-empty`.
+    #[error(
+        "none of the {read} rows read could be used ({files}): {why}; check the column \
+         mapping, or pass --allow-empty if this is expected"
+    )]
+    NoUsableRows {
+        /// Rows read.
+        read: u64,
+        /// The files read, comma separated.
+        files: String,
+        /// Each exclusion reason with rows, its count and an example.
+        why: String,
+    },
     /// No contact of the input falls in the run's window.
     #[error("no contact in the window {window}: {found}")]
     NoDataInWindow {
@@ -191,6 +205,7 @@ impl Error {
                 | Error::Config { .. }
                 | Error::Json { .. }
                 | Error::EmptyInput { .. }
+                | Error::NoUsableRows { .. }
                 | Error::NoDataInWindow { .. }
         )
     }

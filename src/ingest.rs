@@ -497,6 +497,34 @@ fn check_rows(
             },
         });
     }
+    if stats.rows_used == 0 && stats.rows_read > 0 && !cfg.allow_empty {
+        let why = stats
+            .excluded
+            .iter()
+            .filter(|(_, e)| e.rows > 0)
+            .map(|(reason, e)| {
+                let column = match reason.as_str() {
+                    EXCL_NULL_TS | EXCL_BAD_TS | EXCL_RANGE_TS => {
+                        format!(" (column '{}')", cfg.columns.time)
+                    }
+                    EXCL_NULL_CUSTOMER | EXCL_PLACEHOLDER => {
+                        format!(" (column '{}')", cfg.columns.customer)
+                    }
+                    _ => String::new(),
+                };
+                match &e.example {
+                    Some(x) => format!("{} {reason}{column}, e.g. {x:?}", e.rows),
+                    None => format!("{} {reason}{column}", e.rows),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Error::NoUsableRows {
+            read: stats.rows_read,
+            files: files(),
+            why,
+        });
+    }
     if let Some(as_of) = cfg.as_of_us.filter(|_| cfg.require_data) {
         let tz = cfg.tz();
         let day = crate::time::local_date(tz, as_of);

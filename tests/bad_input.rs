@@ -305,3 +305,40 @@ fn outputs_truth_files_and_durations_are_checked() {
         &["bad.json"],
     );
 }
+
+#[test]
+fn a_log_of_which_no_row_is_usable_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 50;
+    let nulls: ArrayRef =
+        Arc::new(TimestampMicrosecondArray::from(vec![None::<i64>; n]).with_timezone("UTC"));
+    log(&dir.path().join("nullts.parquet"), n, None, Some(nulls));
+    bad(
+        dir.path(),
+        &["run", "nullts.parquet", "--out", "out"],
+        &[
+            "none of the 50 rows",
+            "nullts.parquet",
+            "50 null_timestamp",
+            "'ts'",
+        ],
+    );
+    // every customer a placeholder: the example names it
+    log(&dir.path().join("log.parquet"), 20, None, None);
+    let mut args = vec!["run", "log.parquet", "--out", "out"];
+    let ids: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+    for id in &ids {
+        args.extend(["--exclude-customer", id.as_str()]);
+    }
+    bad(
+        dir.path(),
+        &args,
+        &["20 placeholder_customer_id", "'customer_id'", "e.g. \"c0\""],
+    );
+    // unless an empty result is expected
+    let o = recur_bounded(
+        dir.path(),
+        &["run", "nullts.parquet", "--allow-empty", "--out", "out"],
+    );
+    assert!(o.status.success(), "{:?}", text(&o));
+}
