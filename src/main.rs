@@ -537,22 +537,20 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
             };
             if daily {
                 let truth = recur::generate::generate_daily(&out, &params)?;
-                println!(
-                    "wrote {} rows to {} (one folder per day) and {}",
+                return say(&format!(
+                    "wrote {} rows to {} (one folder per day) and {}\n",
                     truth.rows,
                     out.display(),
                     recur::generate::truth_path(&out).display()
-                );
-                return Ok(());
+                ));
             }
             let truth = recur::generate::generate(&out, &params)?;
-            println!(
-                "wrote {} rows to {} and {}",
+            say(&format!(
+                "wrote {} rows to {} and {}\n",
                 truth.rows,
                 out.display(),
                 recur::generate::truth_path(&out).display()
-            );
-            Ok(())
+            ))
         }
         Command::Report { outdir } => {
             let run = recur::runs::resolve_run_dir(&outdir);
@@ -567,13 +565,12 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
                     source,
                 })?;
             let written = recur::html::write(&run, &manifest).await?;
-            println!(
-                "{} written ({}, {:.2} s)",
+            say(&format!(
+                "{} written ({}, {:.2} s)\n",
                 run.join(&written.path).display(),
                 bytesize::ByteSize(written.bytes),
                 written.seconds
-            );
-            Ok(())
+            ))
         }
         Command::Query {
             outdir,
@@ -685,8 +682,7 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
                 }
             }
             t += &format!("written to {}\n", outdir.join("evaluation.json").display());
-            std::io::stdout().write_all(t.as_bytes()).ok();
-            Ok(())
+            say(&t)
         }
         Command::Run(args) => {
             for cfg in configs_from(*args, false)? {
@@ -712,15 +708,20 @@ async fn run_one(cfg: &PipelineConfig) -> recur::Result<()> {
         b.finish_and_clear();
     }
     let summary = result?;
-    let text = render_summary(&summary, &summary.run_dir);
+    say(&render_summary(&summary, &summary.run_dir))
+}
+
+/// Writes `text` to stdout. A closed pipe (`recur run | head`) is not an
+/// error; any other failure (a full device) is, named, exit 1, not a panic.
+fn say(text: &str) -> recur::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    // A closed pipe (`recur run | head`) is not an error.
-    if let Err(e) = stdout.write_all(text.as_bytes())
-        && e.kind() != std::io::ErrorKind::BrokenPipe
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
     {
-        return Err(recur::Error::io("stdout", e));
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(recur::Error::io("stdout", e)),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[tokio::main]
@@ -730,7 +731,8 @@ async fn main() -> ExitCode {
     match run_cli(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("recur: error: {e}");
+            // (nowhere to say it when stderr itself fails: the exit code says it)
+            let _ = writeln!(std::io::stderr(), "recur: error: {e}");
             ExitCode::from(e.exit_code())
         }
     }

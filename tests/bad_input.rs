@@ -342,3 +342,52 @@ fn a_log_of_which_no_row_is_usable_is_an_error() {
     );
     assert!(o.status.success(), "{:?}", text(&o));
 }
+
+/// A command of `args` with stdout (`out`) or stderr on /dev/full.
+fn on_full_device(dir: &Path, args: &[&str], stdout_full: bool) -> std::process::Output {
+    let full = || {
+        std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap()
+    };
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_recur"));
+    cmd.current_dir(dir).args(args);
+    if stdout_full {
+        cmd.stdout(full()).stderr(std::process::Stdio::piped());
+    } else {
+        cmd.stdout(std::process::Stdio::piped()).stderr(full());
+    }
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_full_device_on_stdout_or_stderr_is_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    // what generate says goes nowhere: exit 1 naming stdout, not a panic (101)
+    let o = on_full_device(
+        dir.path(),
+        &[
+            "generate",
+            "--out",
+            "g.parquet",
+            "--customers",
+            "50",
+            "--days",
+            "3",
+        ],
+        true,
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("stdout"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    // a run's summary likewise, the run itself published
+    log(&dir.path().join("log.parquet"), 30, None, None);
+    let o = on_full_device(dir.path(), &["run", "log.parquet", "--out", "out"], true);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(dir.path().join("out/latest").exists());
+    // a bad-input error with stderr full still exits 2
+    let o = on_full_device(dir.path(), &["run", "missing.parquet"], false);
+    assert_eq!(o.status.code(), Some(2));
+}
