@@ -120,6 +120,16 @@ async fn has(ctx: &SessionContext, name: &str) -> bool {
     ctx.table_exist(name).unwrap_or(false)
 }
 
+/// Rows of `sql` over table `name`, none when the run did not write it (a
+/// run of an earlier version read again by `recur report`).
+async fn rows_of(ctx: &SessionContext, name: &str, sql: &str) -> Result<Vec<Map<String, Value>>> {
+    if has(ctx, name).await {
+        rows(ctx, sql).await
+    } else {
+        Ok(Vec::new())
+    }
+}
+
 fn num(row: &Map<String, Value>, key: &str) -> f64 {
     row.get(key).and_then(Value::as_f64).unwrap_or(0.0)
 }
@@ -132,7 +142,7 @@ fn text(row: &Map<String, Value>, key: &str) -> String {
     }
 }
 
-/// A titled chart with the table it comes from.
+/// A chart with the rows it draws from (the page's table beside it).
 #[derive(Debug, Serialize)]
 struct Figure {
     chart: Chart,
@@ -191,11 +201,7 @@ impl Page {
                 .collect()
         };
         let headline = dim("all").into_iter().next().unwrap_or_default();
-        let surges = if has(ctx, "surges").await {
-            rows(ctx, "SELECT * FROM surges ORDER BY rank").await?
-        } else {
-            Vec::new()
-        };
+        let surges = rows_of(ctx, "surges", "SELECT * FROM surges ORDER BY rank").await?;
         let by_day = by_day(&dim("date"), &surges)?;
         let mut channels = dim("channel");
         channels.sort_by(|a, b| num(b, "contacts").total_cmp(&num(a, "contacts")));
@@ -211,11 +217,7 @@ impl Page {
             Some(rate_bars(agents)?)
         };
         let switches = switch_map(&dim("channel_transition"))?;
-        let failure_rows = if has(ctx, "failure_demand").await {
-            rows(ctx, "SELECT * FROM failure_demand").await?
-        } else {
-            Vec::new()
-        };
+        let failure_rows = rows_of(ctx, "failure_demand", "SELECT * FROM failure_demand").await?;
         let failure_total = failure_rows.iter().fold((0.0, 0.0), |(a, s), r| {
             (
                 a + num(r, "then_assisted"),
@@ -237,25 +239,19 @@ impl Page {
             }
         };
         let (clusters, sequences) = patterns(ctx).await?;
-        let trends = if has(ctx, "cluster_trends").await {
-            rows(
-                ctx,
-                "SELECT * FROM cluster_trends WHERE status <> 'stable' ORDER BY rank",
-            )
-            .await?
-        } else {
-            Vec::new()
-        };
+        let trends = rows_of(
+            ctx,
+            "cluster_trends",
+            "SELECT * FROM cluster_trends WHERE status <> 'stable' ORDER BY rank",
+        )
+        .await?;
         let (outreach_by_reason, outreach_by_day, outreach_due) = outreach(ctx).await?;
-        let frequent = if has(ctx, "frequent_contacters").await {
-            rows(
-                ctx,
-                "SELECT * FROM frequent_contacters ORDER BY rank LIMIT 10",
-            )
-            .await?
-        } else {
-            Vec::new()
-        };
+        let frequent = rows_of(
+            ctx,
+            "frequent_contacters",
+            "SELECT * FROM frequent_contacters ORDER BY rank LIMIT 10",
+        )
+        .await?;
         Ok(Page {
             manifest: manifest.clone(),
             headline,
