@@ -170,6 +170,14 @@ pub struct RunOptions {
     /// Write no report.html.
     #[arg(long, num_args = 0, default_missing_value = "true")]
     pub no_report: Option<bool>,
+    /// Replace every customer id in every output with a keyed hash
+    /// (HMAC-SHA-256); the key from --pseudonym-key-file or the
+    /// RECUR_PSEUDONYM_KEY environment variable, never written anywhere.
+    #[arg(long, num_args = 0, default_missing_value = "true")]
+    pub pseudonymize: Option<bool>,
+    /// File holding the pseudonyms' secret key (at least 16 bytes).
+    #[arg(long)]
+    pub pseudonym_key_file: Option<PathBuf>,
     /// The self-service channels, comma separated: failure demand is their
     /// contacts followed by one on any other channel [default: app,web].
     #[arg(long)]
@@ -240,10 +248,16 @@ impl RunOptions {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        toml::from_str(&text).map_err(|e| Error::Config {
+        Self::parse(&text).map_err(|reason| Error::Config {
             path: path.to_path_buf(),
-            reason: e.to_string(),
+            reason,
         })
+    }
+
+    /// Reads the TOML text of a config file; an unknown key, a wrong type
+    /// or bad syntax is an error saying where.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
     }
 
     /// Fills every option unset in `self` from `lower` (flags over file),
@@ -357,6 +371,9 @@ pub struct PipelineConfig {
     pub report: bool,
     /// The self-service channels (failure demand), sorted, distinct.
     pub self_service_channels: Vec<String>,
+    /// Customer ids replaced by pseudonyms (`--pseudonymize`); serialised
+    /// as its method and key id only.
+    pub pseudonym: Option<crate::pseudonym::Pseudonymizer>,
     /// Runs kept in the output folder (None: all).
     pub keep: Option<usize>,
     /// Outreach already made, to leave out of the list.
@@ -416,6 +433,22 @@ pub fn parse_memory_limit(text: &str) -> Result<u64> {
         ));
     }
     Ok(bytes)
+}
+
+/// The pseudonymizer `--pseudonymize` asks for, its key loaded; a key file
+/// without `--pseudonymize` is an error rather than a run with raw ids.
+fn pseudonymizer(
+    on: Option<bool>,
+    key_file: Option<&Path>,
+) -> Result<Option<crate::pseudonym::Pseudonymizer>> {
+    match (on.unwrap_or(false), key_file) {
+        (true, file) => crate::pseudonym::Pseudonymizer::load(file).map(Some),
+        (false, Some(_)) => Err(Error::param(
+            "--pseudonym-key-file",
+            "is given without --pseudonymize; add --pseudonymize to replace the customer ids",
+        )),
+        (false, None) => Ok(None),
+    }
 }
 
 /// Parses `--self-service-channels`: channel names, comma separated.
@@ -631,6 +664,7 @@ impl PipelineConfig {
             allow_empty: raw.allow_empty.unwrap_or(false),
             report: !raw.no_report.unwrap_or(false),
             self_service_channels: self_service_channels(raw.self_service_channels.as_deref())?,
+            pseudonym: pseudonymizer(raw.pseudonymize, raw.pseudonym_key_file.as_deref())?,
             keep: raw.keep,
             recent_us,
             surge_min_contacts: raw

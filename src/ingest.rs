@@ -30,6 +30,8 @@
 //!   the low 32; a late file does not shift the others' ids.
 //! - Rows whose customer id is null or empty are excluded as `null_customer_id`;
 //!   ids listed with `--exclude-customer` as `placeholder_customer_id`.
+//!   With `--pseudonymize` the ids kept are then replaced by their
+//!   pseudonyms ([`crate::pseudonym`]); nothing after ingest sees a raw id.
 //! - Time: Arrow timestamps of any unit (with a zone: taken as is; naive: read
 //!   in `--timezone`), Date32/Date64 (local midnight), integer epochs and
 //!   strings. An integer epoch's unit is told by its magnitude:
@@ -283,7 +285,12 @@ pub async fn ingest(
     // that the buckets in turn are the customers in order (see crate::buckets)
     let t = std::time::Instant::now();
     let bounds = if n_buckets > 1 {
-        let sample = sample_customers(&plans, &cols.customer, &placeholders, SAMPLE_ROWS)?;
+        let mut sample = sample_customers(&plans, &cols.customer, &placeholders, SAMPLE_ROWS)?;
+        // the buckets are ranges of the ids the contacts carry
+        if let Some(p) = &cfg.pseudonym {
+            sample.iter_mut().for_each(|id| *id = p.pseudonym(id));
+            sample.retain(|id| !placeholders.contains(id));
+        }
         crate::buckets::range_bounds(sample, n_buckets)
     } else {
         Vec::new()
@@ -345,6 +352,7 @@ pub async fn ingest(
             tz,
             placeholders: placeholders.clone(),
             window,
+            pseudonym: cfg.pseudonym.clone(),
         });
         // One task per scan partition, each decoding, normalising and
         // handing its batches on as they come; the partitions of a file scan
@@ -750,6 +758,7 @@ struct NormalizeJob {
     tz: Tz,
     placeholders: Placeholders,
     window: Window,
+    pseudonym: Option<crate::pseudonym::Pseudonymizer>,
 }
 
 impl NormalizeJob {
@@ -831,6 +840,14 @@ impl NormalizeJob {
         };
         let customer = self.text_column(batch, &self.cols.customer, "customer")?;
         let customer_s = customer.as_string::<i32>();
+        // with --pseudonymize, a placeholder may be named by id or pseudonym
+        let pseudonyms = self.pseudonym.as_ref().map(|p| p.column(customer_s));
+        let placeholder_at = |i: usize| {
+            self.placeholders.contains(customer_s.value(i))
+                || pseudonyms
+                    .as_ref()
+                    .is_some_and(|p| self.placeholders.contains(p.value(i)))
+        };
         let time_col = batch
             .column_by_name(&self.cols.time)
             .expect("column selected");
@@ -841,10 +858,16 @@ impl NormalizeJob {
             let ok = if customer_s.is_null(i) || customer_s.value(i).is_empty() {
                 counts.null_customer.rows += 1;
                 false
-            } else if self.placeholders.contains(customer_s.value(i)) {
+            } else if placeholder_at(i) {
                 counts.placeholder.rows += 1;
                 if counts.placeholder.example.is_none() {
-                    counts.placeholder.example = Some(customer_s.value(i).to_string());
+                    // as --exclude-customer names it (already in the manifest)
+                    let raw = customer_s.value(i);
+                    let shown = match &pseudonyms {
+                        Some(p) if !self.placeholders.contains(raw) => p.value(i),
+                        _ => raw,
+                    };
+                    counts.placeholder.example = Some(shown.to_string());
                 }
                 false
             } else {
@@ -931,6 +954,10 @@ impl NormalizeJob {
             Arc::new(Int64Array::from_iter_values(
                 (0..n as i64).map(|i| row_offset + i + 1),
             ))
+        };
+        let customer = match pseudonyms {
+            Some(p) => Arc::new(p) as ArrayRef,
+            None => customer,
         };
         let mut columns = vec![contact_id, customer, ts, channel, reason];
         columns.push(match &self.cols.agent {

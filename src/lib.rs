@@ -56,6 +56,7 @@ pub mod html;
 pub mod ingest;
 pub mod outreach;
 pub mod pipeline;
+pub mod pseudonym;
 pub mod queries;
 pub mod query;
 pub mod report;

@@ -88,6 +88,16 @@ enum Command {
         /// The output folder (of one run, or of many).
         outdir: PathBuf,
     },
+    /// Print the pseudonym `--pseudonymize` gives each customer id (the
+    /// ids as arguments, else one per line on stdin): `id<TAB>pseudonym`,
+    /// for whoever holds the key to find the customers of a list.
+    Pseudonymize {
+        /// File holding the key [default: the RECUR_PSEUDONYM_KEY variable].
+        #[arg(long)]
+        pseudonym_key_file: Option<PathBuf>,
+        /// Customer ids.
+        ids: Vec<String>,
+    },
     /// Write a synthetic log FILE and FILE.truth.json beside it.
     Generate {
         /// Output Parquet file.
@@ -551,6 +561,25 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
                 out.display(),
                 recur::generate::truth_path(&out).display()
             ))
+        }
+        Command::Pseudonymize {
+            pseudonym_key_file,
+            ids,
+        } => {
+            let p = recur::pseudonym::Pseudonymizer::load(pseudonym_key_file.as_deref())?;
+            let ids = if ids.is_empty() {
+                std::io::stdin()
+                    .lines()
+                    .collect::<std::io::Result<Vec<_>>>()
+                    .map_err(|e| recur::Error::io("stdin", e))?
+            } else {
+                ids
+            };
+            let text: String = ids
+                .iter()
+                .map(|id| format!("{id}\t{}\n", p.pseudonym(id)))
+                .collect();
+            say(&text)
         }
         Command::Report { outdir } => {
             let run = recur::runs::resolve_run_dir(&outdir);

@@ -8,6 +8,7 @@ mod golden; // sample-data against tests/golden/
 mod limits; // logs at the edges of what the engine sizes: many reasons
 mod nightly; // runs as of a date into one folder: windows, the list, kill -9, exit codes
 mod oracle; // the engine against brute force on randomized logs
+mod pseudonym; // --pseudonymize: no raw id or key in any output, pseudonyms join
 mod report; // report.html in headless Chromium: no errors, the headline, charts with data
 mod servicenow; // the real service-desk log against a plain reference
 

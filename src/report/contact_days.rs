@@ -59,7 +59,7 @@ struct Stored {
 
 /// A hash of what shapes a contacts row besides the log's rows and the
 /// window: the inputs named, the column mapping, the time zone, the repeat
-/// and session windows, the excluded customers, recur's version and the
+/// and session windows, the excluded customers, the pseudonyms' key, recur's version and the
 /// tables' schema version. Two
 /// runs with equal fingerprints write a final day the same way.
 pub fn fingerprint(cfg: &PipelineConfig) -> u64 {
@@ -73,6 +73,7 @@ pub fn fingerprint(cfg: &PipelineConfig) -> u64 {
         "max_gap_us": cfg.max_gap_us,
         "max_span_us": cfg.max_span_us,
         "exclude_customers": cfg.exclude_customers,
+        "pseudonym": cfg.pseudonym,
     });
     twox_hash::XxHash64::oneshot(0, shaping.to_string().as_bytes())
 }
