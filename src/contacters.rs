@@ -3,9 +3,12 @@
 //!
 //! Input: per bucket, the annotated contacts (each customer's contiguous,
 //! in time order, with its number of contacts): [`Contacters::add_bucket`]
-//! counts customers by their number of contacts and lists those above the
-//! fence of the bucket's own customers, in one pass over each customer's
-//! contacts.
+//! (first pass) counts customers by their number of contacts and lists
+//! those above the fence of the bucket's own customers, in one pass over
+//! each customer's contacts. A bucket whose fence was above the log's
+//! lists the customers between the two when the second pass reads it again
+//! ([`Contacters::fill_bucket`]), so the table is the same however the log
+//! is cut into buckets.
 //! Output: the `frequent_contacters` table ([`Contacters::finish`]) and its
 //! summary for the manifest, with a warning for each id whose share of the
 //! contacts no real customer could have.
@@ -62,9 +65,6 @@ pub struct ContactersSummary {
     pub share_of_contacts: f64,
     /// Ids taken for placeholders (see the module docs).
     pub placeholder_suspects: Vec<String>,
-    /// Set when a bucket listed its customers from above the log's fence.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub incomplete: Option<String>,
 }
 
 /// One listed customer.
@@ -83,9 +83,9 @@ pub struct Contacters {
     /// Customers by their number of contacts.
     counts: BTreeMap<i64, i64>,
     listed: Vec<Listed>,
-    /// The most contacts a bucket's list started from
+    /// The fewest contacts each bucket's list started from, by bucket
     /// ([`Contacters::add_bucket`]).
-    listed_from: i64,
+    listed_from: Vec<i64>,
 }
 
 impl Contacters {
@@ -126,15 +126,30 @@ impl Contacters {
         for (n, c) in bucket {
             *self.counts.entry(n).or_default() += c;
         }
-        self.listed_from = self.listed_from.max(from);
+        self.listed_from.push(from);
         for b in parts.iter().flatten() {
-            self.list(b, from)?;
+            self.list(b, from..=i64::MAX)?;
         }
         Ok(())
     }
 
-    /// Lists the customers of `b` with at least `from` contacts.
-    fn list(&mut self, b: &RecordBatch, from: i64) -> Result<()> {
+    /// Once every bucket is added (the counts are the log's): lists the
+    /// customers of bucket `bucket` (its annotated contacts again) above
+    /// the log's fence that its own, higher fence left out.
+    pub fn fill_bucket(&mut self, bucket: usize, parts: &[Vec<RecordBatch>]) -> Result<()> {
+        let from = self.threshold().0.floor() as i64 + 1;
+        let listed_from = self.listed_from[bucket];
+        if from < listed_from {
+            for b in parts.iter().flatten() {
+                self.list(b, from..=listed_from - 1)?;
+            }
+            self.listed_from[bucket] = from;
+        }
+        Ok(())
+    }
+
+    /// Lists the customers of `b` whose number of contacts is in `range`.
+    fn list(&mut self, b: &RecordBatch, range: std::ops::RangeInclusive<i64>) -> Result<()> {
         let col = |name: &str| b.column_by_name(name).expect("annotated contacts");
         let runs = col("_customer_contacts").as_primitive::<Int64Type>();
         let customer = cast(col("customer_id"), &DataType::Utf8)?;
@@ -147,7 +162,7 @@ impl Contacters {
         let mut i = 0;
         while i < b.num_rows() {
             let n = runs.value(i).max(1) as usize;
-            if (n as i64) >= from {
+            if range.contains(&(n as i64)) {
                 let rows = i..(i + n).min(b.num_rows());
                 let mut by_reason: BTreeMap<&str, i64> = BTreeMap::new();
                 for r in rows.clone() {
@@ -210,14 +225,12 @@ impl Contacters {
     /// The table, ranked by contacts (then id), and its summary.
     pub fn finish(mut self) -> Result<(RecordBatch, ContactersSummary)> {
         let (fence, quartiles) = self.threshold();
-        let incomplete = (fence.floor() as i64 + 1 < self.listed_from).then(|| {
-            format!(
-                "frequent_contacters may miss customers with {} to {} contacts: a \
-                 bucket's customers had a higher fence than the log's",
-                fence.floor() as i64 + 1,
-                self.listed_from - 1
-            )
-        });
+        debug_assert!(
+            self.listed_from
+                .iter()
+                .all(|f| *f <= fence.floor() as i64 + 1),
+            "every bucket filled"
+        );
         let all: i64 = self.counts.iter().map(|(n, c)| n * c).sum();
         self.listed.retain(|l| l.contacts as f64 > fence);
         self.listed.sort_by(|a, b| {
@@ -251,7 +264,6 @@ impl Contacters {
             Arc::new(BooleanArray::from_iter(l.iter().map(|x| Some(suspect(x))))),
         ];
         let summary = ContactersSummary {
-            incomplete,
             threshold: fence,
             quartiles,
             customers: l.len() as u64,

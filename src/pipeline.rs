@@ -221,6 +221,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         &ranked,
         &params,
         &mut beside,
+        &mut counted.contacters,
         progress,
     )
     .await?;

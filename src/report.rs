@@ -485,7 +485,6 @@ impl Manifest {
     /// Records the frequent contacters' figures, with a note for each
     /// placeholder suspect naming the flag that leaves it out.
     pub fn add_frequent_contacters(&mut self, summary: crate::contacters::ContactersSummary) {
-        self.notes.extend(summary.incomplete.clone());
         for id in &summary.placeholder_suspects {
             self.notes.push(format!(
                 "customer id '{id}' makes more contacts than any real customer could \

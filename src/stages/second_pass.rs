@@ -84,6 +84,7 @@ pub(crate) async fn run(
     ranked: &Ranked,
     params: &TimelineParams,
     beside: &mut Beside,
+    contacters: &mut crate::contacters::Contacters,
     progress: &dyn Progress,
 ) -> Result<SecondPass> {
     let started = Instant::now();
@@ -152,6 +153,9 @@ pub(crate) async fn run(
             }
             Kept::Taken => unreachable!("each bucket is taken once"),
         };
+        let t = Instant::now();
+        contacters.fill_bucket(b, &annotated.partitions())?;
+        s.add_seconds("frequent_contacters", t);
         progress.stage(&format!("mining sequences{label}"));
         let t = Instant::now();
         let (_, counted) = s

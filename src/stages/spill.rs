@@ -36,7 +36,8 @@ pub(crate) enum Kept {
 
 /// The columns of the annotated contacts that the passes and queries after
 /// the ranking read (the occurrence and follow-up passes, the outreach
-/// triggers), and the partitions cut down to them (without copying).
+/// triggers, the frequent contacters a bucket's own fence left out), and
+/// the partitions cut down to them (without copying).
 pub(crate) const LATER_COLUMNS: &[&str] = &[
     "contact_id",
     "customer_id",
@@ -44,6 +45,7 @@ pub(crate) const LATER_COLUMNS: &[&str] = &[
     "channel",
     "reason",
     "_customer_contacts",
+    "is_repeat",
     "_latest_of_reason",
     "_row",
     "_channel_code",
