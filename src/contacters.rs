@@ -65,6 +65,27 @@ pub struct ContactersSummary {
     pub share_of_contacts: f64,
     /// Ids taken for placeholders (see the module docs).
     pub placeholder_suspects: Vec<String>,
+    /// Contacts with the customer, time and contact id of the contact before
+    /// them (a log holding some rows twice), and one such contact id.
+    pub duplicates: u64,
+    /// One duplicated contact id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duplicate_example: Option<String>,
+}
+
+impl ContactersSummary {
+    /// The warning for duplicated contacts, if there are any.
+    pub fn duplicates_note(&self) -> Option<String> {
+        (self.duplicates > 0).then(|| {
+            format!(
+                "{} contacts have the customer, time and contact id of the contact before \
+                 them (contact id {}): the log holds some rows twice; they are analysed \
+                 as separate contacts, so remove the copies from the input",
+                self.duplicates,
+                self.duplicate_example.as_deref().unwrap_or("?")
+            )
+        })
+    }
 }
 
 /// One listed customer.
@@ -86,6 +107,9 @@ pub struct Contacters {
     /// The fewest contacts each bucket's list started from, by bucket
     /// ([`Contacters::add_bucket`]).
     listed_from: Vec<i64>,
+    /// Duplicated contacts so far, and one contact id of them.
+    duplicates: u64,
+    duplicate_example: Option<String>,
 }
 
 impl Contacters {
@@ -129,6 +153,52 @@ impl Contacters {
         self.listed_from.push(from);
         for b in parts.iter().flatten() {
             self.list(b, from..=i64::MAX)?;
+        }
+        for part in parts {
+            self.count_duplicates(part)?;
+        }
+        Ok(())
+    }
+
+    /// Counts the contacts of one partition (in customer and time order)
+    /// whose customer, time and contact id are the previous contact's: a
+    /// log loaded twice, or overlapping extracts. (Two copies of a contact
+    /// are found when they are next to each other in that order, as they
+    /// are unless the customer has another contact at the same instant.)
+    fn count_duplicates(&mut self, part: &[RecordBatch]) -> Result<()> {
+        use datafusion::arrow::compute::kernels::{boolean::and, cmp::eq};
+        let Some(first) = part.first() else {
+            return Ok(());
+        };
+        let keys = ["customer_id", "ts", "contact_id"];
+        let idx: Vec<usize> = keys
+            .iter()
+            .map(|k| first.schema().index_of(k))
+            .collect::<std::result::Result<_, _>>()?;
+        let batch = datafusion::arrow::compute::concat_batches(&first.schema(), part)?;
+        let n = batch.num_rows();
+        if n < 2 {
+            return Ok(());
+        }
+        let mut same: Option<BooleanArray> = None;
+        for &i in &idx {
+            let col = batch.column(i);
+            let equal = eq(&col.slice(1, n - 1), &col.slice(0, n - 1))?;
+            same = Some(match same {
+                Some(s) => and(&s, &equal)?,
+                None => equal,
+            });
+        }
+        let same = same.expect("three keys");
+        self.duplicates += same.true_count() as u64;
+        if self.duplicate_example.is_none()
+            && let Some(at) = same.iter().position(|v| v == Some(true))
+        {
+            let id = batch.column(idx[2]);
+            self.duplicate_example = Some(datafusion::arrow::util::display::array_value_to_string(
+                id,
+                at + 1,
+            )?);
         }
         Ok(())
     }
@@ -274,6 +344,8 @@ impl Contacters {
                 .filter(|x| suspect(x))
                 .map(|x| x.customer.clone())
                 .collect(),
+            duplicates: self.duplicates,
+            duplicate_example: self.duplicate_example.clone(),
         };
         Ok((RecordBatch::try_new(schema(), columns)?, summary))
     }

@@ -486,6 +486,9 @@ fn render_summary(s: &RunSummary, out: &Path) -> String {
         )
         .ok();
     }
+    if let Some(note) = f.duplicates_note() {
+        writeln!(t, "warning: {note}").ok();
+    }
     for id in &f.placeholder_suspects {
         writeln!(
             t,

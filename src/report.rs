@@ -485,6 +485,9 @@ impl Manifest {
     /// Records the frequent contacters' figures, with a note for each
     /// placeholder suspect naming the flag that leaves it out.
     pub fn add_frequent_contacters(&mut self, summary: crate::contacters::ContactersSummary) {
+        if let Some(note) = summary.duplicates_note() {
+            self.notes.push(note);
+        }
         for id in &summary.placeholder_suspects {
             self.notes.push(format!(
                 "customer id '{id}' makes more contacts than any real customer could \

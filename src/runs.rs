@@ -68,14 +68,25 @@ impl Outputs {
                 ),
             ));
         }
-        std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
+        // A folder that cannot be made or written to is the user's choice of
+        // place (exit 2); a failure once writing has begun is the machine's.
+        let not_writable = |e: std::io::Error| {
+            Error::param(
+                "--out",
+                format!(
+                    "cannot write in {}: {e}; give a folder recur may create and write to",
+                    root.display()
+                ),
+            )
+        };
+        std::fs::create_dir_all(root).map_err(not_writable)?;
         let lock_path = root.join(LOCK);
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
             .open(&lock_path)
-            .map_err(|e| Error::io(&lock_path, e))?;
+            .map_err(not_writable)?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {

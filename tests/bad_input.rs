@@ -391,3 +391,236 @@ fn a_full_device_on_stdout_or_stderr_is_no_panic() {
     let o = on_full_device(dir.path(), &["run", "missing.parquet"], false);
     assert_eq!(o.status.code(), Some(2));
 }
+
+#[test]
+fn damaged_parquet_files_are_exit_2_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.parquet");
+    log(&good, 200, None, None);
+    let bytes = std::fs::read(&good).unwrap();
+    // cut in half: no footer
+    std::fs::write(
+        dir.path().join("truncated.parquet"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    // the footer's length made huge
+    let mut footer = bytes.clone();
+    let at = footer.len() - 8;
+    footer[at..at + 4].copy_from_slice(&[0xff; 4]);
+    std::fs::write(dir.path().join("footer.parquet"), &footer).unwrap();
+    // the footer's bytes scrambled, the length and magic intact
+    let mut scrambled = bytes.clone();
+    let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    for b in &mut scrambled[at - len..at] {
+        *b = b.wrapping_mul(31).wrapping_add(7);
+    }
+    std::fs::write(dir.path().join("scrambled.parquet"), &scrambled).unwrap();
+    for name in ["truncated.parquet", "footer.parquet", "scrambled.parquet"] {
+        bad(dir.path(), &["run", name, "--out", "out"], &[name]);
+        // beside a good file in one folder: the damaged one is named
+        let folder = dir.path().join(format!("in-{name}"));
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::copy(&good, folder.join("good.parquet")).unwrap();
+        std::fs::copy(dir.path().join(name), folder.join(name)).unwrap();
+        bad(
+            dir.path(),
+            &[
+                "run",
+                folder.file_name().unwrap().to_str().unwrap(),
+                "--out",
+                "out",
+            ],
+            &[name],
+        );
+    }
+}
+
+#[test]
+fn files_of_one_folder_with_differing_types_are_read_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir(&input).unwrap();
+    log(&input.join("a.parquet"), 100, None, None);
+    // the same contacts a year later, times as text and seconds
+    let text_times: ArrayRef =
+        Arc::new(StringArray::from_iter_values((0..100i64).map(|i| {
+            recur::time::format_utc(BASE_US + 365 * DAY_US + i * DAY_US / 7)
+        })));
+    log(&input.join("b.parquet"), 100, None, Some(text_times));
+    let secs: ArrayRef = Arc::new(TimestampSecondArray::from_iter_values(
+        (0..100i64).map(|i| (BASE_US + 2 * 365 * DAY_US + i * DAY_US / 7) / 1_000_000),
+    ));
+    log(&input.join("c.parquet"), 100, None, Some(secs));
+    let o = recur_bounded(dir.path(), &["run", "in", "--out", "out"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let m = manifest(&dir.path().join("out"));
+    assert_eq!(m["rows"]["read"], 300);
+    assert_eq!(m["rows"]["used"], 300, "{}", m["rows"]);
+}
+
+#[test]
+fn long_ids_and_odd_texts_come_through_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let odd = [
+        "déjà vu",
+        "📞 call\nback",
+        "\u{202e}reversed",
+        "nul\0inside",
+        "<script>alert(1)</script>",
+        "",
+    ];
+    let n = 300;
+    let reason: ArrayRef = Arc::new(StringArray::from_iter_values(
+        (0..n).map(|i| odd[i % odd.len()]),
+    ));
+    let path = dir.path().join("odd.parquet");
+    log(&path, n, Some(reason), None);
+    // every customer id made 10 kB long
+    let batch = &crate::common::read_parquet(&path)[0];
+    let long: ArrayRef = Arc::new(StringArray::from_iter_values(
+        crate::common::column_text(std::slice::from_ref(batch), "customer_id")
+            .iter()
+            .map(|c| format!("{}{c}", "x".repeat(10_000))),
+    ));
+    let mut columns = batch.columns().to_vec();
+    columns[1] = long;
+    write_batch(
+        &path,
+        &RecordBatch::try_new(batch.schema(), columns).unwrap(),
+    );
+    let o = recur_bounded(dir.path(), &["run", "odd.parquet", "--out", "out"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let out = dir.path().join("out");
+    let m = manifest(&out);
+    assert_eq!(m["rows"]["used"], n);
+    assert_eq!(m["rows"]["customers"], 10);
+    let contacts: Vec<_> = std::fs::read_dir(out.join("contacts"))
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.unwrap().path().join("part-0.parquet");
+            p.exists().then(|| crate::common::read_parquet(&p))
+        })
+        .flatten()
+        .collect();
+    let mut reasons = crate::common::column_text(&contacts, "reason");
+    reasons.sort();
+    reasons.dedup();
+    let mut expected: Vec<String> = odd.iter().map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(reasons, expected, "every text as it was");
+    assert!(
+        crate::common::column_text(&contacts, "customer_id")
+            .iter()
+            .all(|c| c.len() == 10_002),
+        "ids kept whole"
+    );
+    let run = recur::runs::resolve_run_dir(&out);
+    let page = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(!page.contains("<script>alert"), "texts escaped in the page");
+}
+
+#[test]
+fn non_utf8_text_is_exit_2_with_the_bytes() {
+    use datafusion::arrow::array::BinaryArray;
+    let dir = tempfile::tempdir().unwrap();
+    let reason: ArrayRef = Arc::new(BinaryArray::from_iter_values(
+        (0..50).map(|_| b"\xff\xfe bad".as_slice()),
+    ));
+    log(&dir.path().join("bin.parquet"), 50, Some(reason), None);
+    bad(
+        dir.path(),
+        &["run", "bin.parquet", "--out", "out"],
+        &["bin.parquet", "'reason'", "Binary", "fffe20626164"],
+    );
+}
+
+#[test]
+fn duplicate_contacts_are_warned_of() {
+    use datafusion::arrow::compute::concat_batches;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("once.parquet");
+    log(&path, 200, None, None);
+    let batch = &crate::common::read_parquet(&path)[0];
+    let twice = concat_batches(&batch.schema(), [batch, batch]).unwrap();
+    write_batch(&dir.path().join("twice.parquet"), &twice);
+    let o = recur_bounded(dir.path(), &["run", "twice.parquet", "--out", "out"]);
+    let (stdout, _) = text(&o);
+    assert!(o.status.success());
+    assert!(
+        stdout.contains("warning: 200 contacts have the customer, time and contact id"),
+        "{stdout}"
+    );
+    let m = manifest(&dir.path().join("out"));
+    assert!(
+        m["notes"].to_string().contains("holds some rows twice"),
+        "{}",
+        m["notes"]
+    );
+    let o = recur_bounded(dir.path(), &["run", "once.parquet", "--out", "out1"]);
+    assert!(!text(&o).0.contains("twice"), "no warning without copies");
+}
+
+#[test]
+fn an_unreadable_file_or_output_place_is_exit_2() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("secret.parquet");
+    log(&path, 20, None, None);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o000)).unwrap();
+    // (root reads a file whatever its mode; /proc/self/mem it cannot read
+    // as a file of bytes)
+    let unreadable = if std::fs::read(&path).is_err() {
+        path.to_str().unwrap().to_string()
+    } else {
+        "/proc/self/mem".to_string()
+    };
+    bad(
+        dir.path(),
+        &["run", &unreadable, "--out", "out"],
+        &[&unreadable],
+    );
+    // a place no folder can be made in
+    log(&dir.path().join("ok.parquet"), 20, None, None);
+    bad(
+        dir.path(),
+        &["run", "ok.parquet", "--out", "/sys/recur-out"],
+        &["--out", "cannot write in /sys/recur-out"],
+    );
+}
+
+#[test]
+fn config_files_with_unknown_keys_bad_syntax_or_types_are_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    log(&dir.path().join("a.parquet"), 20, None, None);
+    for (name, body, says) in [
+        (
+            "unknown.toml",
+            "repeat_windw = \"24h\"\n",
+            "unknown field `repeat_windw`",
+        ),
+        ("syntax.toml", "repeat_window = \"24h\n", "line 1"),
+        ("type.toml", "repeat_window = 24\n", "expected a string"),
+        ("value.toml", "repeat_window = \"-3h\"\n", "repeat"),
+        ("binary.toml", "\u{0}\u{1}\u{2}", "binary.toml"),
+    ] {
+        std::fs::write(dir.path().join(name), body).unwrap();
+        bad(
+            dir.path(),
+            &["run", "a.parquet", "--config", name, "--out", "out"],
+            &[says],
+        );
+    }
+    bad(
+        dir.path(),
+        &[
+            "run",
+            "a.parquet",
+            "--config",
+            "missing.toml",
+            "--out",
+            "out",
+        ],
+        &["missing.toml"],
+    );
+}
