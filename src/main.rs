@@ -301,8 +301,12 @@ fn init_logging(json: bool, bar: &Bar) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let writer = BarWriter(bar.0.clone());
     let make = move || writer.clone();
+    // A log line that cannot be written (stderr closed or full) is dropped:
+    // the run goes on (tracing would otherwise report it with eprintln!,
+    // which panics on a closed stderr).
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .log_internal_errors(false)
         .with_writer(make);
     // (a second init, as in a backfill's later days, keeps the first)
     let _ = if json {

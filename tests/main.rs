@@ -5,6 +5,7 @@ mod cli; // the built binary: no-argument run, mapped run, bad input
 mod clusters; // calibration, planted-cluster recall, outreach by construction
 mod common; // helpers: write logs, read outputs
 mod determinism; // byte-identical tables whatever the threads, buckets or memory limit
+mod faults; // kill -9, Ctrl-C, a full disk, a late memory-limit failure, concurrent runs: earlier runs intact
 mod golden; // sample-data against tests/golden/
 mod limits; // logs at the edges of what the engine sizes: many reasons
 mod nightly; // runs as of a date into one folder: windows, the list, kill -9, exit codes

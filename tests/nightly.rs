@@ -1,11 +1,10 @@
 //! The nightly job: runs as of a date over a daily log, the output folder
 //! of many runs, today's outreach list, and what a scheduler relies on
-//! (exit codes, the lock, kill -9, a failed write).
+//! (exit codes, the lock); the faults a run survives are in tests/faults.rs.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::sync::{Arc, OnceLock};
 
 use datafusion::arrow::array::{
@@ -22,7 +21,7 @@ const DAYS: u32 = 60;
 const FIRST_DAY: &str = "2026-08-01";
 
 /// A generated daily log (`date=YYYY-MM-DD/part-0.parquet`), made once.
-fn daily_log() -> &'static Path {
+pub(crate) fn daily_log() -> &'static Path {
     static LOG: OnceLock<PathBuf> = OnceLock::new();
     LOG.get_or_init(|| {
         let dir = std::env::temp_dir().join(format!("recur-nightly-{}", std::process::id()));
@@ -41,7 +40,7 @@ fn daily_log() -> &'static Path {
     })
 }
 
-fn day(n: u64) -> String {
+pub(crate) fn day(n: u64) -> String {
     (chrono::NaiveDate::parse_from_str(FIRST_DAY, "%Y-%m-%d").unwrap() + chrono::Days::new(n))
         .to_string()
 }
@@ -212,7 +211,7 @@ fn dates(b: &RecordBatch, name: &str) -> Vec<chrono::NaiveDate> {
     (0..a.len()).map(|i| a.value_as_date(i).unwrap()).collect()
 }
 
-fn parquet_bytes(run: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn parquet_bytes(run: &Path) -> BTreeMap<String, Vec<u8>> {
     std::fs::read_dir(run)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -227,7 +226,7 @@ fn parquet_bytes(run: &Path) -> BTreeMap<String, Vec<u8>> {
 }
 
 /// The bytes of every contact day file in output folder `out`.
-fn store_bytes(out: &Path) -> BTreeMap<String, Vec<u8>> {
+pub(crate) fn store_bytes(out: &Path) -> BTreeMap<String, Vec<u8>> {
     let store = out.join("contacts");
     std::fs::read_dir(&store)
         .unwrap()
@@ -449,14 +448,14 @@ async fn contacted_customers_leave_the_list_and_control_is_stable() {
     );
 }
 
-fn recur_bin(args: &[&str]) -> Output {
+pub(crate) fn recur_bin(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_recur"))
         .args(args)
         .output()
         .expect("run recur")
 }
 
-fn stderr(o: &Output) -> String {
+pub(crate) fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
@@ -530,130 +529,4 @@ fn exit_codes_for_a_scheduler() {
     let runs = recur::runs::list_runs(&out).unwrap();
     assert_eq!(runs.len(), 1, "--keep 1 leaves the latest run: {runs:?}");
     assert_eq!(runs[0].0.to_string(), day(31));
-}
-
-/// A finished run in `out`, and its files' bytes.
-fn first_run(dir: &Path, log: &str) -> (PathBuf, BTreeMap<String, Vec<u8>>, String) {
-    let out = dir.join("out");
-    let o = recur_bin(&[
-        "run",
-        log,
-        "--out",
-        out.to_str().unwrap(),
-        "--as-of",
-        &day(40),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let run = out.join(format!("as_of={}", day(40)));
-    let latest = std::fs::read_to_string(out.join("latest")).unwrap();
-    (out, parquet_bytes(&run), latest)
-}
-
-/// Earlier runs and `latest` are as they were, no other run is visible, and
-/// the next run succeeds and clears the dead run's staging.
-fn assert_survived(out: &Path, log: &str, before: &BTreeMap<String, Vec<u8>>, latest: &str) {
-    let run = out.join(format!("as_of={}", day(40)));
-    assert_eq!(&parquet_bytes(&run), before, "the earlier run is intact");
-    assert_eq!(std::fs::read_to_string(out.join("latest")).unwrap(), latest);
-    for (_, r) in recur::runs::list_runs(out).unwrap() {
-        assert!(
-            r.join("manifest.json").is_file(),
-            "{} is whole",
-            r.display()
-        );
-    }
-    let o = recur_bin(&[
-        "run",
-        log,
-        "--out",
-        out.to_str().unwrap(),
-        "--as-of",
-        &day(50),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let staging = out.join(".staging");
-    assert!(
-        !staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none(),
-        "the dead run's leftovers are gone"
-    );
-    assert!(
-        out.join(format!("as_of={}/manifest.json", day(50)))
-            .is_file()
-    );
-}
-
-/// kill -9 during ingest, during the passes and while writing.
-#[test]
-fn kill_9_at_three_points_leaves_earlier_runs_intact() {
-    let log = daily_log().to_str().unwrap().to_string();
-    for (point, marker) in [
-        ("ingest", "\"message\":\"input read\""),
-        ("passes", "\"stage\":\"repeats\""),
-        ("writing", "\"table\":\"clusters\""),
-    ] {
-        let dir = tempfile::tempdir().unwrap();
-        let (out, before, latest) = first_run(dir.path(), &log);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_recur"))
-            .args([
-                "run",
-                &log,
-                "--out",
-                out.to_str().unwrap(),
-                "--as-of",
-                &day(55),
-                "--log-format",
-                "json",
-            ])
-            .env("RUST_LOG", "recur=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let lines = BufReader::new(child.stderr.take().unwrap());
-        let mut seen = false;
-        for line in lines.lines() {
-            if line.unwrap().contains(marker) {
-                seen = true;
-                break;
-            }
-        }
-        assert!(seen, "{point}: the run logged {marker}");
-        child.kill().unwrap();
-        child.wait().unwrap();
-        if point != "writing" {
-            assert!(
-                !out.join(format!("as_of={}", day(55))).exists(),
-                "{point}: killed before publishing, not visible"
-            );
-        }
-        assert_survived(&out, &log, &before, &latest);
-    }
-}
-
-/// A write that fails (a file-size limit standing in for a full disk) is
-/// exit code 1, names the file, and leaves the earlier run intact.
-#[test]
-fn a_failed_write_is_exit_1_naming_the_file() {
-    let log = daily_log().to_str().unwrap().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let (out, before, latest) = first_run(dir.path(), &log);
-    // SIGXFSZ ignored (kept across exec): a write past the limit fails with
-    // EFBIG instead of killing the process
-    let o = Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "trap '' XFSZ; ulimit -f 64; exec '{}' run '{log}' --out '{}' --as-of {}",
-            env!("CARGO_BIN_EXE_recur"),
-            out.display(),
-            day(55)
-        ))
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
-    assert!(
-        stderr(&o).contains(&out.display().to_string()),
-        "names the path: {}",
-        stderr(&o)
-    );
-    assert_survived(&out, &log, &before, &latest);
 }

@@ -85,7 +85,11 @@ pub async fn write(run: &Path, manifest: &Value) -> Result<ReportFile> {
     let path = run.join(REPORT_FILE);
     let partial = run.join(format!("{REPORT_FILE}.partial"));
     std::fs::write(&partial, html.as_bytes()).map_err(|e| Error::io(&partial, e))?;
-    std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))?;
+    if let Err(e) = std::fs::rename(&partial, &path) {
+        // (the page in place stays as it was; no half-made one is left)
+        let _ = std::fs::remove_file(&partial);
+        return Err(Error::io(&path, e));
+    }
     Ok(ReportFile {
         path: REPORT_FILE.to_string(),
         bytes: html.len() as u64,
