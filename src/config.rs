@@ -80,6 +80,8 @@ pub const DEFAULT_RECENT_DAYS: i64 = 28;
 pub const DEFAULT_LOOKBACK_DAYS: i64 = 90;
 /// Default folder-name partition holding a file's day.
 pub const DEFAULT_PARTITION_COL: &str = "date";
+/// The most permuted logs `--null-check` runs.
+pub const MAX_NULL_CHECK: u32 = 100;
 /// Default output folder of a run without `--out`.
 pub const DEFAULT_OUT_DIR: &str = "recur-out";
 
@@ -221,7 +223,7 @@ pub struct RunOptions {
     pub customer_cap: Option<u32>,
     /// Also run the tests on N copies of the log with its reasons permuted,
     /// and report how many clusters and sequences each yields: chance's own
-    /// count on this log [default: 0].
+    /// count on this log [default: 0, at most 100].
     #[arg(long)]
     pub null_check: Option<u32>,
     /// Placeholder customer id to leave out (repeatable).
@@ -617,6 +619,25 @@ impl PipelineConfig {
             .map_err(|e| Error::param("--max-gap", e))?;
         let max_span_us = parse_duration_us(raw.max_span.as_deref().unwrap_or(DEFAULT_MAX_SPAN))
             .map_err(|e| Error::param("--max-span", e))?;
+        if max_span_us < max_gap_us {
+            return Err(Error::param(
+                "--max-span",
+                format!(
+                    "{} is shorter than --max-gap {}: a sequence spans at least one gap",
+                    crate::time::format_duration_us(max_span_us),
+                    crate::time::format_duration_us(max_gap_us)
+                ),
+            ));
+        }
+        if raw.null_check.is_some_and(|n| n > MAX_NULL_CHECK) {
+            return Err(Error::param(
+                "--null-check",
+                format!(
+                    "{} permuted logs is more than the {MAX_NULL_CHECK} recur runs (each costs a run's passes)",
+                    raw.null_check.unwrap_or(0)
+                ),
+            ));
+        }
         let sequence_channel_items = match raw.sequence_items.as_deref().unwrap_or("reason") {
             "reason" => false,
             "channel_reason" => true,

@@ -624,3 +624,80 @@ fn config_files_with_unknown_keys_bad_syntax_or_types_are_exit_2() {
         &["missing.toml"],
     );
 }
+
+/// Every option of `recur run` with a value it cannot take: exit 2, the
+/// message naming the option (or the column it names) and the value.
+#[test]
+fn every_option_with_an_invalid_value_is_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    log(&dir.path().join("a.parquet"), 60, None, None);
+    let cases: &[(&str, &str, &str)] = &[
+        ("--customer-col", "nosuch", "'nosuch' (customer) not found"),
+        ("--time-col", "nosuch", "'nosuch' (time) not found"),
+        ("--reason-col", "nosuch", "'nosuch' (reason) not found"),
+        ("--channel-col", "nosuch", "'nosuch' (channel) not found"),
+        (
+            "--contact-id-col",
+            "nosuch",
+            "'nosuch' (contact id) not found",
+        ),
+        ("--agent-col", "nosuch", "'nosuch' (agent) not found"),
+        ("--time-col", "reason", "--time-col"),
+        ("--timezone", "Mars/Olympus", "Mars/Olympus"),
+        ("--repeat-window", "0", "--repeat-window"),
+        ("--repeat-window", "99999999999d", "longer than the 36500d"),
+        ("--cluster-window", "abc", "--cluster-window"),
+        ("--alpha", "2", "--alpha"),
+        ("--alpha", "x", "--alpha"),
+        ("--surge-min-contacts", "-1", "-1"),
+        ("--effectiveness", "1.5", "--effectiveness"),
+        ("--rank-by", "foo", "--rank-by"),
+        ("--as-of", "notadate", "--as-of"),
+        ("--as-of", "2026-02-30", "--as-of"),
+        ("--lookback", "x", "--lookback"),
+        ("--recent", "x", "--recent"),
+        ("--self-service-channels", ",", "--self-service-channels"),
+        ("--keep", "0", "--keep"),
+        ("--contacted", "missing.parquet", "missing.parquet"),
+        ("--control-share", "2", "--control-share"),
+        ("--log-format", "xml", "--log-format"),
+        ("--max-gap", "0", "--max-gap"),
+        ("--max-span", "1s", "shorter than --max-gap"),
+        ("--sequence-items", "foo", "--sequence-items"),
+        ("--min-support", "x", "--min-support"),
+        ("--min-lift", "0.5", "--min-lift"),
+        ("--min-customers", "x", "--min-customers"),
+        ("--customer-cap", "0", "--customer-cap"),
+        ("--null-check", "1000000", "--null-check"),
+        ("--threads", "x", "--threads"),
+        ("--memory-limit", "1KB", "--memory-limit"),
+        ("--bucket-contacts", "0", "--bucket-contacts"),
+        ("--config", "missing.toml", "missing.toml"),
+        (
+            "--pseudonym-key-file",
+            "missing.key",
+            "--pseudonym-key-file",
+        ),
+    ];
+    // (--partition-col takes any name, --exclude-customer any id)
+    for (flag, value, says) in cases {
+        bad(
+            dir.path(),
+            &["run", "a.parquet", "--out", "out", flag, value],
+            &[says],
+        );
+    }
+    // the flags that take no value refuse one
+    for flag in [
+        "--require-data",
+        "--allow-empty",
+        "--no-report",
+        "--pseudonymize",
+    ] {
+        bad(
+            dir.path(),
+            &["run", "a.parquet", "--out", "out", &format!("{flag}=maybe")],
+            &[flag],
+        );
+    }
+}
