@@ -3,7 +3,7 @@
 //! where there is one, and that nothing is written as if complete (or, for
 //! what a run passes over, that it is counted in the manifest). The rest of
 //! the catalogue (missing files, non-Parquet files, bad time columns, bad
-//! flags) is in tests/cli.rs; docs/tests.md lists every case.
+//! flags) is in tests/cli.rs; docs/TESTING.md lists every case.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -699,5 +699,48 @@ fn every_option_with_an_invalid_value_is_exit_2() {
             &["run", "a.parquet", "--out", "out", &format!("{flag}=maybe")],
             &[flag],
         );
+    }
+}
+
+/// The Parquet fuzz target's seeds and every input it ever crashed on
+/// (`tests/fuzz_regressions/`, see docs/TESTING.md) through `recur run`:
+/// exit 0 with every row accounted for, or exit 2; never a panic.
+#[test]
+fn fuzzed_parquet_files_never_panic() {
+    let root = crate::common::root();
+    let mut files = Vec::new();
+    for dir in ["fuzz/seeds/parquet_ingest", "tests/fuzz_regressions"] {
+        if let Ok(entries) = std::fs::read_dir(root.join(dir)) {
+            files.extend(entries.map(|e| e.unwrap().path()));
+        }
+    }
+    files.sort();
+    assert!(files.len() >= 3, "{files:?}");
+    for (i, file) in files.iter().enumerate() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("log.parquet");
+        std::fs::copy(file, &input).unwrap();
+        let o = recur_bounded(dir.path(), &["run", "log.parquet", "--out", "out"]);
+        let (_, err) = text(&o);
+        assert!(!err.contains("panicked"), "{}: {err}", file.display());
+        match o.status.code() {
+            Some(0) => {
+                let m = manifest(&dir.path().join("out"));
+                let excluded: u64 = m["rows"]["excluded"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .map(|e| e["rows"].as_u64().unwrap())
+                    .sum();
+                assert_eq!(
+                    m["rows"]["read"].as_u64().unwrap(),
+                    m["rows"]["used"].as_u64().unwrap() + excluded,
+                    "{}",
+                    file.display()
+                );
+            }
+            Some(2) => {}
+            other => panic!("{} ({i}): exit {other:?}: {err}", file.display()),
+        }
     }
 }
