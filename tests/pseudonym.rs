@@ -69,11 +69,15 @@ fn content(path: &Path) -> String {
     }
 }
 
-/// The first raw sample id (`C` and seven digits) in `text`.
+/// The first raw sample id (`C` and seven digits, not inside a longer
+/// word: a base64 pseudonym may hold such a run) in `text`.
 fn raw_id(text: &str) -> Option<&str> {
     let b = text.as_bytes();
+    let word = |c: u8| c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
     (0..b.len().saturating_sub(7)).find_map(|i| {
-        (b[i] == b'C' && b[i + 1..i + 8].iter().all(u8::is_ascii_digit)).then(|| &text[i..i + 8])
+        let id = b[i] == b'C' && b[i + 1..i + 8].iter().all(u8::is_ascii_digit);
+        let alone = (i == 0 || !word(b[i - 1])) && b.get(i + 8).is_none_or(|c| !word(*c));
+        (id && alone).then(|| &text[i..i + 8])
     })
 }
 
