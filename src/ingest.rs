@@ -872,14 +872,7 @@ impl NormalizeJob {
                 false
             } else {
                 match t {
-                    TimeValue::Ok(v) if !SUPPORTED_TS_US.contains(&v) => {
-                        counts.range_ts.rows += 1;
-                        if counts.range_ts.example.is_none() {
-                            counts.range_ts.example = Some(example_at(time_col, i));
-                        }
-                        false
-                    }
-                    TimeValue::OutOfRange => {
+                    TimeValue::Ok(_) | TimeValue::OutOfRange if t.supported().is_none() => {
                         counts.range_ts.rows += 1;
                         if counts.range_ts.example.is_none() {
                             counts.range_ts.example = Some(example_at(time_col, i));
@@ -894,6 +887,7 @@ impl NormalizeJob {
                         false
                     }
                     TimeValue::Ok(_) => true,
+                    TimeValue::OutOfRange => unreachable!("counted as out of range above"),
                     TimeValue::Null => {
                         counts.null_ts.rows += 1;
                         false
@@ -907,9 +901,7 @@ impl NormalizeJob {
                     }
                 }
             };
-            if let TimeValue::Ok(v) = t
-                && SUPPORTED_TS_US.contains(&v)
-            {
+            if let Some(v) = t.supported() {
                 counts.time_parsed += 1;
                 counts.seen = (
                     min_opt(counts.seen.0, Some(v)),
@@ -1104,6 +1096,16 @@ enum TimeValue {
     Bad,
     /// A time no timestamp in microseconds holds.
     OutOfRange,
+}
+
+impl TimeValue {
+    /// The time, when it is one recur analyses ([`SUPPORTED_TS_US`]).
+    fn supported(self) -> Option<i64> {
+        match self {
+            TimeValue::Ok(v) if SUPPORTED_TS_US.contains(&v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 fn example_value(col: &ArrayRef) -> String {

@@ -66,6 +66,16 @@ pub const OUTREACH_TRIGGERS: &str = query!("outreach_triggers.sql");
 /// clusters, outreach_cutoffs, outreach_triggers, followups → outreach_candidates.
 pub const OUTREACH_CANDIDATES: &str = query!("outreach_candidates.sql");
 
+// report.html's queries, over a written run's tables (crate::html)
+/// clusters, cluster_members → each shown cluster's members by lag bin.
+pub const REPORT_LAGS: &str = query!("report_lags.sql");
+/// clusters, sequences, cluster_members → a few members of each shown.
+pub const REPORT_EXAMPLES: &str = query!("report_examples.sql");
+/// surges, reason_days → the days around each drawn surge.
+pub const REPORT_SURGE_DAYS: &str = query!("report_surge_days.sql");
+/// outreach → the customers due by expected reason and by day.
+pub const REPORT_OUTREACH_DUE: &str = query!("report_outreach_due.sql");
+
 /// Every query by name, for listing and for the planning test.
 pub const ALL: &[(&str, &str)] = &[
     ("repeat_groups", REPEAT_GROUPS),

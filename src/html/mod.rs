@@ -55,20 +55,10 @@ pub struct ReportFile {
     pub seconds: f64,
 }
 
-macro_rules! report_query {
-    ($file:literal) => {
-        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/queries/", $file))
-    };
-}
-
-/// clusters, cluster_members → each shown cluster's members by lag bin.
-const LAGS: &str = report_query!("report_lags.sql");
-/// clusters, sequences, cluster_members → a few members of each shown.
-const EXAMPLES_SQL: &str = report_query!("report_examples.sql");
-/// surges, reason_days → the days around each drawn surge.
-const SURGE_DAYS: &str = report_query!("report_surge_days.sql");
-/// outreach → the customers due by expected reason and by day.
-const OUTREACH_DUE: &str = report_query!("report_outreach_due.sql");
+use crate::queries::{
+    REPORT_EXAMPLES as EXAMPLES_SQL, REPORT_LAGS as LAGS, REPORT_OUTREACH_DUE as OUTREACH_DUE,
+    REPORT_SURGE_DAYS as SURGE_DAYS,
+};
 
 /// The lag bins of the histograms: upper bounds in seconds and labels
 /// (report_lags.sql numbers the bins in this order).
