@@ -167,38 +167,47 @@ impl Contacters {
     /// are unless the customer has another contact at the same instant.)
     fn count_duplicates(&mut self, part: &[RecordBatch]) -> Result<()> {
         use datafusion::arrow::compute::kernels::{boolean::and, cmp::eq};
-        let Some(first) = part.first() else {
-            return Ok(());
+        const KEYS: [&str; 3] = ["customer_id", "ts", "contact_id"];
+        // rows `a..a+n` of `x` against rows `b..b+n` of `y`, key by key
+        let same = |x: &RecordBatch, a: usize, y: &RecordBatch, b: usize, n: usize| {
+            let mut all: Option<BooleanArray> = None;
+            for k in KEYS {
+                let (cx, cy) = (x.column_by_name(k), y.column_by_name(k));
+                let (Some(cx), Some(cy)) = (cx, cy) else {
+                    return Ok(BooleanArray::from(vec![false; n]));
+                };
+                let equal = eq(&cx.slice(a, n), &cy.slice(b, n))?;
+                all = Some(match all {
+                    Some(s) => and(&s, &equal)?,
+                    None => equal,
+                });
+            }
+            Ok::<_, datafusion::arrow::error::ArrowError>(all.expect("three keys"))
         };
-        let keys = ["customer_id", "ts", "contact_id"];
-        let idx: Vec<usize> = keys
-            .iter()
-            .map(|k| first.schema().index_of(k))
-            .collect::<std::result::Result<_, _>>()?;
-        let batch = datafusion::arrow::compute::concat_batches(&first.schema(), part)?;
-        let n = batch.num_rows();
-        if n < 2 {
-            return Ok(());
-        }
-        let mut same: Option<BooleanArray> = None;
-        for &i in &idx {
-            let col = batch.column(i);
-            let equal = eq(&col.slice(1, n - 1), &col.slice(0, n - 1))?;
-            same = Some(match same {
-                Some(s) => and(&s, &equal)?,
-                None => equal,
-            });
-        }
-        let same = same.expect("three keys");
-        self.duplicates += same.true_count() as u64;
-        if self.duplicate_example.is_none()
-            && let Some(at) = same.iter().position(|v| v == Some(true))
-        {
-            let id = batch.column(idx[2]);
-            self.duplicate_example = Some(datafusion::arrow::util::display::array_value_to_string(
-                id,
-                at + 1,
-            )?);
+        let mut previous: Option<&RecordBatch> = None;
+        for b in part.iter().filter(|b| b.num_rows() > 0) {
+            let n = b.num_rows();
+            // the first row against the previous batch's last, then each
+            // row against the one before it
+            let mut found = Vec::new();
+            if let Some(p) = previous {
+                found.push((same(p, p.num_rows() - 1, b, 0, 1)?, 0));
+            }
+            if n > 1 {
+                found.push((same(b, 0, b, 1, n - 1)?, 1));
+            }
+            for (flags, offset) in found {
+                self.duplicates += flags.true_count() as u64;
+                if self.duplicate_example.is_none()
+                    && let Some(at) = flags.iter().position(|v| v == Some(true))
+                    && let Some(id) = b.column_by_name("contact_id")
+                {
+                    self.duplicate_example = Some(
+                        datafusion::arrow::util::display::array_value_to_string(id, at + offset)?,
+                    );
+                }
+            }
+            previous = Some(b);
         }
         Ok(())
     }
@@ -378,6 +387,45 @@ mod tests {
         let mut c = Contacters::new();
         c.counts = pairs.iter().copied().collect();
         c
+    }
+
+    #[test]
+    fn duplicates_within_and_across_batches() {
+        use datafusion::arrow::array::TimestampMicrosecondArray;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("customer_id", DataType::Utf8, false),
+            Field::new(
+                "ts",
+                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new("contact_id", DataType::Utf8, false),
+        ]));
+        let batch = |rows: &[(&str, i64, &str)]| {
+            RecordBatch::try_new(
+                schema.clone(),
+                vec![
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                    Arc::new(TimestampMicrosecondArray::from_iter_values(
+                        rows.iter().map(|r| r.1),
+                    )),
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.2))),
+                ],
+            )
+            .unwrap()
+        };
+        let part = vec![
+            // a copy within the batch; a same-time contact with another id;
+            // another customer's contact with the same id and time
+            batch(&[("a", 1, "x"), ("a", 1, "x"), ("a", 1, "y"), ("b", 1, "y")]),
+            batch(&[]),
+            // the last row of the batch before, again
+            batch(&[("b", 1, "y"), ("b", 2, "z")]),
+        ];
+        let mut c = Contacters::new();
+        c.count_duplicates(&part).unwrap();
+        assert_eq!(c.duplicates, 2);
+        assert_eq!(c.duplicate_example.as_deref(), Some("x"));
     }
 
     #[test]
