@@ -556,8 +556,47 @@ pub fn open_parquet(
         reason: e.to_string(),
     };
     let file = std::fs::File::open(path).map_err(|e| unreadable(&e))?;
-    datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .map_err(|e| unreadable(&e))
+    // A damaged footer (an embedded Arrow schema naming an unknown type,
+    // say) makes the Parquet reader panic rather than fail: that panic is
+    // the error it stands for. Ingest opens every input here before
+    // DataFusion reads it.
+    without_panic(|| {
+        datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+    })
+    .map_err(|panic| unreadable(&format!("its footer is damaged ({panic})")))?
+    .map_err(|e| unreadable(&e))
+}
+
+std::thread_local! {
+    /// Set while this thread runs [`without_panic`]: its panics are caught
+    /// and turned into errors, so none is reported.
+    static QUIET_PANICS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, turning a panic into an error carrying its message. The
+/// process's panic hook is wrapped once so that it stays silent for the
+/// thread inside this call only (a caught panic is not a crash to report);
+/// other threads' panics are reported as before.
+pub fn without_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
+    static WRAP_HOOK: std::sync::Once = std::sync::Once::new();
+    WRAP_HOOK.call_once(|| {
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET_PANICS.with(|q| q.get()) {
+                hook(info)
+            }
+        }));
+    });
+    QUIET_PANICS.with(|q| q.set(true));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    QUIET_PANICS.with(|q| q.set(false));
+    result.map_err(|payload| {
+        payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "the reader failed".into())
+    })
 }
 
 /// A string column of any string type (Utf8, Utf8View, LargeUtf8,
@@ -646,6 +685,21 @@ pub struct NullCheckSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_panic_inside_without_panic_is_an_error_and_the_hook_comes_back() {
+        assert_eq!(without_panic(|| 7), Ok(7));
+        assert_eq!(
+            without_panic(|| -> u8 { panic!("bad footer {}", 1) }),
+            Err("bad footer 1".to_string())
+        );
+        assert!(
+            !QUIET_PANICS.with(|q| q.get()),
+            "quiet only inside the call"
+        );
+        // another thread's panic is still a panic, reported as one
+        assert!(std::thread::spawn(|| panic!("elsewhere")).join().is_err());
+    }
 
     /// A manifest that cannot be written is the machine's failure (exit
     /// code 1), not the user's input, and leaves an earlier manifest whole.

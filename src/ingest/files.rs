@@ -8,7 +8,6 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use super::SkippedFile;
 use crate::error::{Error, Result};
@@ -156,22 +155,8 @@ pub(super) struct FilePlan {
 
 /// Opens `path` as Parquet: its rows, bytes and schema.
 pub(super) fn inspect_file(path: &Path) -> Result<FilePlan> {
-    let file = std::fs::File::open(path).map_err(|e| Error::UnreadableFile {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
-    let bytes = file.metadata().map(|m| m.len()).unwrap_or(0);
-    // The footer is decoded here first, before DataFusion reads the file:
-    // a damaged one (an embedded Arrow schema naming an unknown type, say)
-    // makes the Parquet reader panic rather than fail, so a panic is taken
-    // for the error it stands for.
-    let builder = without_panic(|| ParquetRecordBatchReaderBuilder::try_new(file))
-        .map_err(|panic| format!("its footer is damaged ({panic})"))
-        .and_then(|built| built.map_err(|e| e.to_string()))
-        .map_err(|reason| Error::UnreadableFile {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+    let builder = crate::report::open_parquet(path)?;
+    let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
     Ok(FilePlan {
         path: path.to_path_buf(),
@@ -197,22 +182,4 @@ pub(super) fn missing(plan: &FilePlan, column: &str, role: &'static str) -> Erro
             .collect::<Vec<_>>()
             .join(", "),
     }
-}
-
-/// Runs `f`, turning a panic into an error carrying its message. The panic
-/// hook is silenced meanwhile (a caught panic is not a crash to report); it
-/// is called while the inputs are inspected, one file after another, before
-/// any other thread of the run works.
-fn without_panic<T>(f: impl FnOnce() -> T) -> std::result::Result<T, String> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
-    std::panic::set_hook(hook);
-    result.map_err(|payload| {
-        payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "the reader failed".into())
-    })
 }
