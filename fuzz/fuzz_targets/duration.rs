@@ -12,6 +12,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(us) = parse_duration_us(text) {
         assert!((1..=MAX_DURATION_US).contains(&us), "{text:?} gave {us}");
         let shown = format_duration_us(us);
-        assert_eq!(parse_duration_us(&shown), Ok(us), "{text:?} shown as {shown:?}");
+        assert_eq!(
+            parse_duration_us(&shown),
+            Ok(us),
+            "{text:?} shown as {shown:?}"
+        );
     }
 });

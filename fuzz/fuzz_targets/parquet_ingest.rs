@@ -32,9 +32,15 @@ fuzz_target!(|data: &[u8]| {
         ..Default::default()
     })
     .expect("config");
-    if let Ok(summary) = runtime().block_on(recur::pipeline::run(&cfg, &recur::pipeline::NoProgress)) {
+    if let Ok(summary) =
+        runtime().block_on(recur::pipeline::run(&cfg, &recur::pipeline::NoProgress))
+    {
         let rows = &summary.manifest.rows;
         let excluded: u64 = rows.excluded.values().map(|e| e.rows).sum();
-        assert_eq!(rows.read, rows.used + excluded, "rows read = used + excluded: {rows:?}");
+        assert_eq!(
+            rows.read,
+            rows.used + excluded,
+            "rows read = used + excluded: {rows:?}"
+        );
     }
 });

@@ -10,11 +10,19 @@ fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    for tz in [chrono_tz::UTC, chrono_tz::Europe::London, chrono_tz::America::St_Johns] {
+    for tz in [
+        chrono_tz::UTC,
+        chrono_tz::Europe::London,
+        chrono_tz::America::St_Johns,
+    ] {
         if let Some(us) = parse_time_str(text, tz) {
             let shown = format_utc(us);
             if !shown.is_empty() {
-                assert_eq!(parse_time_str(&shown, tz), Some(us), "{text:?} shown as {shown:?}");
+                assert_eq!(
+                    parse_time_str(&shown, tz),
+                    Some(us),
+                    "{text:?} shown as {shown:?}"
+                );
             }
         }
         let _ = parse_as_of(text, tz);
