@@ -114,6 +114,20 @@ pub fn column_text(batches: &[RecordBatch], name: &str) -> Vec<String> {
     out
 }
 
+/// Every file and folder under `dir`, recursively, sorted.
+pub fn paths_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(paths_under(&p));
+        }
+        out.push(p);
+    }
+    out.sort();
+    out
+}
+
 /// The repository root.
 pub fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))

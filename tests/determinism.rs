@@ -6,24 +6,15 @@
 use std::path::{Path, PathBuf};
 
 use crate::cli::text;
-use crate::common::root;
+use crate::common::{paths_under, root};
 
 /// Every Parquet file under `dir`, relative to it, sorted.
 fn parquet_files(dir: &Path) -> Vec<PathBuf> {
-    fn walk(dir: &Path, base: &Path, out: &mut Vec<PathBuf>) {
-        for e in std::fs::read_dir(dir).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                walk(&p, base, out);
-            } else if p.extension().is_some_and(|e| e == "parquet") {
-                out.push(p.strip_prefix(base).unwrap().to_path_buf());
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(dir, dir, &mut out);
-    out.sort();
-    out
+    paths_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .map(|p| p.strip_prefix(dir).unwrap().to_path_buf())
+        .collect()
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::common::paths_under;
 use crate::nightly::{daily_log, day, parquet_bytes, recur_bin, stderr, store_bytes};
 
 /// An output folder after one complete run as of day 40.
@@ -20,16 +21,24 @@ struct Before {
     latest: String,
 }
 
-fn first_run(dir: &Path, log: &str) -> Before {
-    let out = dir.join("out");
-    let o = recur_bin(&[
+/// `recur run LOG --out OUT --as-of DAY(n)` and `extra` flags.
+fn run_as_of(log: &str, out: &Path, n: u64, extra: &[&str]) -> std::process::Output {
+    let as_of = day(n);
+    let mut args = vec![
         "run",
         log,
         "--out",
         out.to_str().unwrap(),
         "--as-of",
-        &day(40),
-    ]);
+        &as_of,
+    ];
+    args.extend_from_slice(extra);
+    recur_bin(&args)
+}
+
+fn first_run(dir: &Path, log: &str) -> Before {
+    let out = dir.join("out");
+    let o = run_as_of(log, &out, 40, &[]);
     assert!(o.status.success(), "{}", stderr(&o));
     Before {
         tables: parquet_bytes(&out.join(format!("as_of={}", day(40)))),
@@ -37,19 +46,6 @@ fn first_run(dir: &Path, log: &str) -> Before {
         latest: std::fs::read_to_string(out.join("latest")).unwrap(),
         out,
     }
-}
-
-/// Every path under `dir`.
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        }
-        out.push(p);
-    }
-    out
 }
 
 /// The earlier run, `latest` and the store are as they were and every
@@ -80,14 +76,7 @@ fn assert_survived(b: &Before, log: &str, what: &str) {
             r.display()
         );
     }
-    let o = recur_bin(&[
-        "run",
-        log,
-        "--out",
-        out.to_str().unwrap(),
-        "--as-of",
-        &day(50),
-    ]);
+    let o = run_as_of(log, out, 50, &[]);
     assert!(o.status.success(), "{what}: the next run: {}", stderr(&o));
     assert!(
         out.join(format!("as_of={}/manifest.json", day(50)))
@@ -98,7 +87,7 @@ fn assert_survived(b: &Before, log: &str, what: &str) {
         !staging.exists() || std::fs::read_dir(&staging).unwrap().next().is_none(),
         "{what}: the failed run's staging is gone"
     );
-    let partial: Vec<_> = walk(out)
+    let partial: Vec<_> = paths_under(out)
         .into_iter()
         .filter(|p| p.to_string_lossy().contains("partial"))
         .collect();
@@ -199,20 +188,19 @@ fn a_late_memory_limit_failure_is_exit_2_and_harmless() {
     let late = ["ranking", "writing"];
     let mut failed_late = None;
     for limit in ["24MiB", "20MiB", "16MiB", "12MiB", "8MiB", "4MiB"] {
-        let o = recur_bin(&[
-            "run",
+        let o = run_as_of(
             &log,
-            "--out",
-            before.out.to_str().unwrap(),
-            "--as-of",
-            &day(55),
-            "--memory-limit",
-            limit,
-            "--bucket-contacts",
-            "5000",
-            "--threads",
-            "3",
-        ]);
+            &before.out,
+            55,
+            &[
+                "--memory-limit",
+                limit,
+                "--bucket-contacts",
+                "5000",
+                "--threads",
+                "3",
+            ],
+        );
         if o.status.success() {
             // (it fit: the run is published; take it away again)
             std::fs::remove_dir_all(before.out.join(format!("as_of={}", day(55)))).unwrap();
@@ -250,14 +238,7 @@ fn a_concurrent_run_is_refused_and_the_first_completes() {
     let dir = tempfile::tempdir().unwrap();
     let before = first_run(dir.path(), &log);
     let mut first = run_until(&before.out, &log, "\"message\":\"input read\"");
-    let o = recur_bin(&[
-        "run",
-        &log,
-        "--out",
-        before.out.to_str().unwrap(),
-        "--as-of",
-        &day(45),
-    ]);
+    let o = run_as_of(&log, &before.out, 45, &[]);
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
     assert!(stderr(&o).contains("another recur run"), "{}", stderr(&o));
     assert!(first.wait().unwrap().success());

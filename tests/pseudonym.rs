@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use crate::cli::{manifest, text};
-use crate::common::{column_text, read_parquet, root};
+use crate::common::{column_text, paths_under, read_parquet, root};
 
 const KEY: &str = "k3y-for-the-pseudonym-test-0001";
 const OTHER_KEY: &str = "another-key-for-the-test-00002";
@@ -31,16 +31,10 @@ fn demo(out: &Path, key: Option<&str>, args: &[&str]) -> Output {
 
 /// Every file under `dir`, recursively.
 fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap() {
-        let p = e.unwrap().path();
-        if p.is_dir() {
-            out.extend(files(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
+    paths_under(dir)
+        .into_iter()
+        .filter(|p| p.is_file())
+        .collect()
 }
 
 /// A file's content as text: a Parquet file's metadata and every value of
