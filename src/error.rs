@@ -174,6 +174,13 @@ pub enum Error {
         /// The lock file.
         lock: PathBuf,
     },
+    /// A Ballista scheduler or executor failed, or a cluster could not be
+    /// reached or gave other results than this machine.
+    #[error("cluster: {reason}")]
+    Cluster {
+        /// What failed.
+        reason: String,
+    },
     /// An I/O failure, with the path involved.
     #[error("i/o error on {path}: {source}")]
     Io {

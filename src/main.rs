@@ -98,6 +98,18 @@ enum Command {
         /// Customer ids.
         ids: Vec<String>,
     },
+    /// Serve as an Apache Ballista scheduler that plans recur's passes
+    /// (see the README's cluster section).
+    #[cfg(feature = "ballista")]
+    Scheduler(recur::distributed::processes::SchedulerOptions),
+    /// Serve as an Apache Ballista executor that runs recur's passes, for
+    /// the scheduler named.
+    #[cfg(feature = "ballista")]
+    Executor(recur::distributed::processes::ExecutorOptions),
+    /// Run recur's per-customer passes over LOG on a cluster and on this
+    /// machine, and compare them: exit 1 when they differ.
+    #[cfg(feature = "ballista")]
+    ClusterCheck(recur::distributed::check::CheckOptions),
     /// Write a synthetic log FILE and FILE.truth.json beside it.
     Generate {
         /// Output Parquet file.
@@ -314,6 +326,22 @@ fn init_logging(json: bool, bar: &Bar) {
     } else {
         builder.compact().try_init()
     };
+}
+
+/// A scheduler's or executor's log: recur's lines at info (or as
+/// `RUST_LOG` says) on stderr. (Ballista logs through the `log` crate,
+/// which this build does not forward.)
+#[cfg(feature = "ballista")]
+fn init_service_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,recur=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .log_internal_errors(false)
+        .with_writer(std::io::stderr)
+        .compact()
+        .try_init();
 }
 
 fn pct(x: Option<f64>) -> String {
@@ -720,6 +748,18 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
             t += &format!("written to {}\n", outdir.join("evaluation.json").display());
             say(&t)
         }
+        #[cfg(feature = "ballista")]
+        Command::Scheduler(opts) => {
+            init_service_logging();
+            recur::distributed::processes::scheduler(&opts).await
+        }
+        #[cfg(feature = "ballista")]
+        Command::Executor(opts) => {
+            init_service_logging();
+            recur::distributed::processes::executor(&opts).await
+        }
+        #[cfg(feature = "ballista")]
+        Command::ClusterCheck(opts) => cluster_check(&opts).await,
         Command::Run(args) => {
             for cfg in configs_from(*args, false)? {
                 run_one(&cfg).await?;
@@ -732,6 +772,37 @@ async fn run_cli(cli: Cli) -> recur::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// `recur cluster-check`: a line per pass, exit 1 when one differs.
+#[cfg(feature = "ballista")]
+async fn cluster_check(opts: &recur::distributed::check::CheckOptions) -> recur::Result<()> {
+    let checks = recur::distributed::check::check(opts).await?;
+    let mut t = format!(
+        "{:<20} {:>8} {:>11} {:>9}  result\n",
+        "pass", "rows", "cluster s", "local s"
+    );
+    for c in &checks {
+        t += &format!(
+            "{:<20} {:>8} {:>11.2} {:>9}  {}\n",
+            c.pass,
+            c.rows,
+            c.cluster_seconds,
+            c.local_seconds.map_or("-".into(), |s| format!("{s:.2}")),
+            match (&c.difference, c.local_seconds) {
+                (Some(d), _) => format!("DIFFERS: {d}"),
+                (None, Some(_)) => "same".into(),
+                (None, None) => "not compared".into(),
+            }
+        );
+    }
+    say(&t)?;
+    match checks.iter().find(|c| c.difference.is_some()) {
+        Some(c) => Err(recur::Error::Cluster {
+            reason: format!("the {} pass gave other results on the cluster", c.pass),
+        }),
+        None => Ok(()),
     }
 }
 

@@ -131,7 +131,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     };
     let spill_dir = ingested.buckets.dir();
     let n_buckets = ingested.buckets.len();
-    let params = timeline_params(cfg, &stats);
+    let params = timeline_params(cfg, stats.max_ts_us);
     let (trends, no_trends) = match crate::stages::trends::Trends::new(cfg, stats.min_ts_us) {
         Ok(t) => (Some(t), None),
         Err(why) => (None, Some(why)),
@@ -352,8 +352,9 @@ fn surges(
     Ok(surges)
 }
 
-/// The parameters of every timeline pass of a run over a log of `stats`.
-fn timeline_params(cfg: &PipelineConfig, stats: &IngestStats) -> TimelineParams {
+/// The parameters of every timeline pass of a run over a log whose last
+/// contact is at `data_end_us`.
+pub(crate) fn timeline_params(cfg: &PipelineConfig, data_end_us: Option<i64>) -> TimelineParams {
     let mut pair_windows_us = cfg.cluster_windows_us.clone();
     pair_windows_us.sort_unstable();
     pair_windows_us.dedup();
@@ -362,7 +363,7 @@ fn timeline_params(cfg: &PipelineConfig, stats: &IngestStats) -> TimelineParams 
     TimelineParams {
         repeat_window_us: cfg.repeat_window_us,
         cluster_window_us: cfg.max_cluster_window_us().max(cfg.max_gap_us),
-        data_end_us: stats.max_ts_us.unwrap_or(i64::MIN),
+        data_end_us: data_end_us.unwrap_or(i64::MIN),
         as_of_us: cfg.as_of_us.unwrap_or(0),
         tz: cfg.tz(),
         max_gap_us: cfg.max_gap_us,

@@ -2,6 +2,7 @@
 
 mod bad_input; // the catalogue of bad inputs: each case's exit code, message and what is written
 mod cli; // the built binary: no-argument run, mapped run, bad input
+mod cluster; // a scheduler and two executors as processes on loopback: same results, an executor killed
 mod clusters; // calibration, planted-cluster recall, outreach by construction
 mod common; // helpers: write logs, read outputs
 mod determinism; // byte-identical tables whatever the threads, buckets or memory limit

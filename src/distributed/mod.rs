@@ -13,8 +13,17 @@
 //! each encoded node tagged with whose it is.
 //!
 //! Input: a [`SessionConfig`]. Output: a [`SessionState`] with the planner
-//! and codecs ([`session_state`]), or a [`SessionContext`] on an in-process
-//! Ballista scheduler and executor ([`standalone`]).
+//! and codecs ([`session_state`]), a [`SessionContext`] on an in-process
+//! Ballista scheduler and executor ([`standalone`]) or on a running
+//! cluster ([`connect`], with the settings [`cluster_config`] pins).
+//!
+//! [`processes`] starts a scheduler or an executor made from the same
+//! session (`recur scheduler`, `recur executor`); [`check`] runs the
+//! per-customer passes on a cluster and on this machine and compares them
+//! (`recur cluster-check`).
+
+pub mod check;
+pub mod processes;
 
 use std::sync::Arc;
 
@@ -168,6 +177,45 @@ pub fn session_state(config: SessionConfig) -> SessionState {
         .with_default_features()
         .with_query_planner(Arc::new(TimelineQueryPlanner))
         .build()
+}
+
+/// The settings a job of recur's needs from a cluster, over Ballista's
+/// defaults, with `partitions` partitions after the shuffle by customer:
+/// - the static planner (adaptive planning re-plans stages from runtime
+///   statistics, and could coalesce the partitions of the shuffle by
+///   customer);
+/// - one partition per task, so that a lost task is one partition to run
+///   again and a stage's tasks spread over every executor;
+/// - hash joins, as DataFusion plans them on one machine;
+/// - strings read as Utf8, the type the per-customer pass reads.
+pub fn cluster_config(partitions: usize) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_target_partitions(partitions.max(1))
+        .upgrade_for_ballista();
+    let options = config.options_mut();
+    for (key, value) in [
+        ("ballista.planner.adaptive.enabled", "false"),
+        ("ballista.planner.coalesce.enabled", "false"),
+        ("ballista.scheduler.max_partitions_per_task", "1"),
+        ("ballista.job.name", "recur"),
+        ("datafusion.optimizer.prefer_hash_join", "true"),
+        (
+            "datafusion.execution.parquet.schema_force_view_types",
+            "false",
+        ),
+    ] {
+        options
+            .set(key, value)
+            .expect("every key is one of DataFusion's or Ballista's");
+    }
+    config
+}
+
+/// A session on the Ballista cluster whose scheduler is at `url`
+/// (`df://host:port`), with [`cluster_config`] of `partitions` and recur's
+/// planner and codecs: what it plans runs on the cluster's executors.
+pub async fn connect(url: &str, partitions: usize) -> Result<SessionContext> {
+    SessionContext::remote_with_state(url, session_state(cluster_config(partitions))).await
 }
 
 /// A session on an in-process Ballista scheduler and executor made from
