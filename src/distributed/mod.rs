@@ -281,6 +281,62 @@ mod tests {
         }
     }
 
+    /// Split into stages as a scheduler splits a job, the pass of each mode
+    /// is in a stage of its own whose input is the shuffle by customer into
+    /// the cluster's partitions, sorted by customer and time within each
+    /// partition, under the settings [`cluster_config`] pins.
+    #[tokio::test]
+    async fn the_pass_reads_a_shuffle_by_customer_sorted_in_its_stage() {
+        use ballista_scheduler::planner::{DefaultDistributedPlanner, DistributedPlanner};
+        let dir = three_files();
+        let ctx = SessionContext::new_with_state(session_state(cluster_config(5)));
+        let config = ctx.state().config_options().clone();
+        for (mode, name) in MODES {
+            let scan = ctx
+                .read_parquet(dir.path().to_str().unwrap(), ParquetReadOptions::default())
+                .await
+                .unwrap();
+            let node = TimelineNode::try_new(scan.logical_plan().clone(), mode, params()).unwrap();
+            let plan = ctx.state().create_physical_plan(&node.into_plan()).await.unwrap();
+            let stages = DefaultDistributedPlanner::new()
+                .plan_query_stages(&"job".into(), plan, &config)
+                .unwrap();
+            let shown: Vec<String> = stages
+                .iter()
+                .map(|s| {
+                    displayable(s.as_ref() as &dyn ExecutionPlan)
+                        .indent(false)
+                        .to_string()
+                })
+                .collect();
+            assert_eq!(shown.len(), 2, "{name}: {shown:#?}");
+            assert!(
+                shown[0].lines().next().unwrap().contains("ShuffleWriterExec")
+                    && shown[0].contains("partitioning=Hash([customer_id@1], 5)"),
+                "{name}: the first stage shuffles by customer: {}",
+                shown[0]
+            );
+            let pass: Vec<&str> = shown[1].lines().map(str::trim_start).collect();
+            let at = pass
+                .iter()
+                .position(|l| l.starts_with("TimelineExec"))
+                .unwrap_or_else(|| panic!("{name}: no pass in {}", shown[1]));
+            assert!(
+                pass[at + 1].starts_with("SortExec: expr=[customer_id@1 ASC")
+                    && pass[at + 1].contains("ts@2 ASC")
+                    && pass[at + 1].contains("preserve_partitioning=[true]"),
+                "{name}: {}",
+                shown[1]
+            );
+            assert!(
+                pass[at + 2].contains("ShuffleExec")
+                    && pass[at + 2].contains("Hash([customer_id@1], 5)"),
+                "{name}: {}",
+                shown[1]
+            );
+        }
+    }
+
     /// Rows summed by their key (every column but the integer counts and
     /// the lists; `length` is key): the counts summed, the lags gathered
     /// and sorted, integer lists (the pair counts' `g`) summed element by
