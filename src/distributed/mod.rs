@@ -297,7 +297,11 @@ mod tests {
                 .await
                 .unwrap();
             let node = TimelineNode::try_new(scan.logical_plan().clone(), mode, params()).unwrap();
-            let plan = ctx.state().create_physical_plan(&node.into_plan()).await.unwrap();
+            let plan = ctx
+                .state()
+                .create_physical_plan(&node.into_plan())
+                .await
+                .unwrap();
             let stages = DefaultDistributedPlanner::new()
                 .plan_query_stages(&"job".into(), plan, &config)
                 .unwrap();
@@ -311,7 +315,11 @@ mod tests {
                 .collect();
             assert_eq!(shown.len(), 2, "{name}: {shown:#?}");
             assert!(
-                shown[0].lines().next().unwrap().contains("ShuffleWriterExec")
+                shown[0]
+                    .lines()
+                    .next()
+                    .unwrap()
+                    .contains("ShuffleWriterExec")
                     && shown[0].contains("partitioning=Hash([customer_id@1], 5)"),
                 "{name}: the first stage shuffles by customer: {}",
                 shown[0]
