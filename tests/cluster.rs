@@ -271,3 +271,48 @@ fn an_executor_killed_mid_run_is_survived_or_named() {
         "the next run",
     );
 }
+
+/// A log the check cannot use is exit 2 naming it, whether or not a
+/// cluster is up; a scheduler nobody serves is exit 1 naming the cluster.
+#[test]
+fn cluster_check_names_a_bad_log_and_an_absent_scheduler() {
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = format!("df://localhost:{}", free_port());
+    let run = |log: &Path, url: &str| {
+        let child = recur()
+            .args(["cluster-check", "--cluster", url])
+            .arg(log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = bounded(child, Duration::from_secs(60));
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let missing = dir.path().join("missing.parquet");
+    let (code, err) = run(&missing, &nobody);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("missing.parquet"), "{err}");
+
+    let batch = datafusion::arrow::record_batch::RecordBatch::try_from_iter([(
+        "customer_id",
+        std::sync::Arc::new(datafusion::arrow::array::StringArray::from(vec!["a"])) as _,
+    )])
+    .unwrap();
+    let no_reason = dir.path().join("ids.parquet");
+    crate::common::write_batch(&no_reason, &batch);
+    let (code, err) = run(&no_reason, &nobody);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("ids.parquet") && err.contains("no column 'contact_id'"),
+        "{err}"
+    );
+
+    let sample = env!("CARGO_MANIFEST_DIR").to_string() + "/sample-data/contacts.parquet";
+    let (code, err) = run(Path::new(&sample), &nobody);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("recur: error: cluster:"), "{err}");
+}

@@ -87,13 +87,15 @@ pub async fn check(opts: &CheckOptions) -> Result<Vec<PassCheck>> {
         name: "LOG".into(),
         reason: format!("{} is not a UTF-8 path", log.display()),
     })?;
+    // (the log read here first: a log the check cannot use is bad input
+    // whether or not the cluster is up)
+    let local = local_session(opts.partitions);
+    let params = params(&local, log).await?;
     let cluster = super::connect(&opts.cluster, opts.partitions)
         .await
         .map_err(|e| Error::Cluster {
             reason: format!("cannot reach the scheduler at {}: {e}", opts.cluster),
         })?;
-    let local = local_session(opts.partitions);
-    let params = params(&local, log).await?;
     let mut checks = Vec::new();
     for (mode, pass) in PASSES {
         let t = Instant::now();
