@@ -170,6 +170,9 @@ fn bounded(mut child: Child, limit: Duration) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// The files under `dir`. Not `common::paths_under`, which fails on a
+/// folder that goes while it reads: Ballista removes a job's shuffle
+/// folders while the tests poll them.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {

@@ -76,7 +76,7 @@ const PASSES: [(Mode, &str); 4] = [
     (Mode::SequenceCounts, "sequence counts"),
 ];
 
-/// The columns a log needs, and the one it may leave out.
+/// The columns a log needs (`agent` it may leave out).
 const REQUIRED: [&str; 5] = ["contact_id", "customer_id", "ts", "channel", "reason"];
 
 /// Runs every pass of [`PASSES`] on the cluster (and here, unless
@@ -259,7 +259,7 @@ async fn summary(
                     DataType::Boolean | DataType::Date32 | DataType::Timestamp(..)
                 ) =>
             {
-                sums.push(sum(cast(cast(column, DataType::Int64), DataType::Int64)).alias(name))
+                sums.push(sum(cast(column, DataType::Int64)).alias(name))
             }
             // (lists differ in length between partitions; texts are ids)
             _ => {}
