@@ -217,7 +217,7 @@ pub fn range_bounds(mut sample: Vec<String>, buckets: usize) -> Vec<String> {
 }
 
 /// The bucket of a customer id, given the buckets' upper bounds.
-fn bucket_of(bounds: &[String], customer: &str) -> usize {
+pub fn bucket_of(bounds: &[String], customer: &str) -> usize {
     bounds.partition_point(|b| b.as_str() <= customer)
 }
 
@@ -532,6 +532,15 @@ pub struct Buckets {
 }
 
 impl Buckets {
+    /// One bucket of the contacts `batches` (of `schema`, numbered).
+    pub fn from_batches(schema: SchemaRef, batches: Vec<RecordBatch>) -> Buckets {
+        Buckets {
+            schema,
+            store: Store::Memory(batches),
+            numbers: RowNumbers::default(),
+        }
+    }
+
     /// Number of buckets.
     pub fn len(&self) -> usize {
         match &self.store {

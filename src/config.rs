@@ -232,6 +232,16 @@ pub struct RunOptions {
     /// Threads / partitions for the per-customer pass [default: cores].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Run on an Apache Ballista cluster of `recur scheduler` and `recur
+    /// executor` processes: the scheduler's URL, df://HOST:PORT. Inputs and
+    /// --out must be at the same path on every machine (a shared file
+    /// system). Needs the ballista cargo feature.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// On a cluster: the buckets of whole customers the executors pass over,
+    /// one task each [default: 4].
+    #[arg(long)]
+    pub cluster_partitions: Option<usize>,
     /// Memory limit, e.g. 2GiB: DataFusion's memory pool enforces it, the
     /// sort spills to disk under it [default: none].
     #[arg(long)]
@@ -282,7 +292,7 @@ impl RunOptions {
 }
 
 /// How input columns map to recur's roles.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ColumnMapping {
     /// Customer id column.
     pub customer: String,
@@ -331,8 +341,13 @@ impl ColumnMapping {
     }
 }
 
-/// A validated run configuration.
-#[derive(Debug, Clone, Serialize)]
+/// Buckets of a cluster run without `--cluster-partitions`.
+pub const DEFAULT_CLUSTER_PARTITIONS: usize = 4;
+
+/// A validated run configuration. It deserialises as it serialises, but
+/// for the pseudonyms' key, which is never written (a cluster run, which
+/// sends the configuration to its executors, refuses `--pseudonymize`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PipelineConfig {
     /// Input paths, folders or globs.
     pub inputs: Vec<String>,
@@ -375,6 +390,7 @@ pub struct PipelineConfig {
     pub self_service_channels: Vec<String>,
     /// Customer ids replaced by pseudonyms (`--pseudonymize`); serialised
     /// as its method and key id only.
+    #[serde(skip_deserializing)]
     pub pseudonym: Option<crate::pseudonym::Pseudonymizer>,
     /// Runs kept in the output folder (None: all).
     pub keep: Option<usize>,
@@ -408,6 +424,8 @@ pub struct PipelineConfig {
     pub exclude_customers: Vec<String>,
     /// Number of partitions (threads) for the per-customer pass; 0 = cores.
     pub target_partitions: usize,
+    /// The cluster the run is made on (`--cluster`), and its buckets.
+    pub cluster: Option<(String, usize)>,
     /// Memory limit in bytes, enforced by DataFusion's memory pool.
     pub memory_limit_bytes: Option<u64>,
     /// Most contacts per bucket (None: from the memory limit, else
@@ -638,6 +656,41 @@ impl PipelineConfig {
                 ),
             ));
         }
+        let cluster = match raw.cluster.as_deref().map(str::trim) {
+            None => None,
+            Some(url) if !url.starts_with("df://") => {
+                return Err(Error::param(
+                    "--cluster",
+                    format!("'{url}' is not a scheduler URL such as df://localhost:50050"),
+                ));
+            }
+            Some(_) if raw.pseudonymize == Some(true) => {
+                return Err(Error::param(
+                    "--cluster",
+                    "--pseudonymize is not available on a cluster: the executors would need \
+                     the key (pseudonymise the log before, or run on one machine)",
+                ));
+            }
+            Some(_) if raw.null_check.is_some_and(|n| n > 0) => {
+                return Err(Error::param(
+                    "--cluster",
+                    "--null-check is not available on a cluster yet: run it on one machine",
+                ));
+            }
+            Some(url) => {
+                let partitions = raw.cluster_partitions.unwrap_or(DEFAULT_CLUSTER_PARTITIONS);
+                if partitions == 0 || partitions > crate::buckets::MAX_BUCKETS as usize {
+                    return Err(Error::param(
+                        "--cluster-partitions",
+                        format!(
+                            "{partitions} is not between 1 and {}",
+                            crate::buckets::MAX_BUCKETS
+                        ),
+                    ));
+                }
+                Some((url.to_string(), partitions))
+            }
+        };
         let sequence_channel_items = match raw.sequence_items.as_deref().unwrap_or("reason") {
             "reason" => false,
             "channel_reason" => true,
@@ -705,6 +758,7 @@ impl PipelineConfig {
             null_check: raw.null_check.unwrap_or(0),
             exclude_customers: raw.exclude_customer.unwrap_or_default(),
             target_partitions: raw.threads.unwrap_or(0),
+            cluster,
             memory_limit_bytes,
             bucket_contacts: raw.bucket_contacts,
         })
@@ -722,7 +776,7 @@ impl PipelineConfig {
 }
 
 /// How clusters and sequences are ordered.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RankBy {
     /// Expected avoidable contacts weighted by channel cost (default).

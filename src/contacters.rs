@@ -89,6 +89,7 @@ impl ContactersSummary {
 }
 
 /// One listed customer.
+#[derive(Serialize, serde::Deserialize)]
 struct Listed {
     customer: String,
     contacts: i64,
@@ -98,8 +99,10 @@ struct Listed {
     top: String,
 }
 
-/// The per-bucket rows so far.
-#[derive(Default)]
+/// The per-bucket rows so far. Serialised, a cluster's executor sends one
+/// bucket's to the client ([`Contacters::merge_bucket`]) and the client
+/// sends the whole back for the second passes ([`Contacters::fill_part`]).
+#[derive(Default, Serialize, serde::Deserialize)]
 pub struct Contacters {
     /// Customers by their number of contacts.
     counts: BTreeMap<i64, i64>,
@@ -116,6 +119,50 @@ impl Contacters {
     /// Nothing yet.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Adds what [`Contacters::add_bucket`] gave over another bucket's
+    /// contacts (a `Contacters` of that one bucket), as the next bucket.
+    pub fn merge_bucket(&mut self, bucket: Contacters) {
+        for (n, c) in bucket.counts {
+            *self.counts.entry(n).or_default() += c;
+        }
+        self.listed.extend(bucket.listed);
+        self.listed_from.extend(bucket.listed_from);
+        self.duplicates += bucket.duplicates;
+        if self.duplicate_example.is_none() {
+            self.duplicate_example = bucket.duplicate_example;
+        }
+    }
+
+    /// What [`Contacters::fill_bucket`] of bucket `b` added since the list
+    /// held `before` customers, for [`Contacters::add_fill`] elsewhere.
+    pub fn fill_part(&self, b: usize, before: usize) -> Contacters {
+        Contacters {
+            listed: self.listed[before..]
+                .iter()
+                .map(|l| Listed {
+                    customer: l.customer.clone(),
+                    top: l.top.clone(),
+                    ..*l
+                })
+                .collect(),
+            listed_from: vec![self.listed_from[b]],
+            ..Default::default()
+        }
+    }
+
+    /// Adds bucket `b`'s part of the second passes' list ([`Contacters::fill_part`]).
+    pub fn add_fill(&mut self, b: usize, part: Contacters) {
+        self.listed.extend(part.listed);
+        if let Some(from) = part.listed_from.first() {
+            self.listed_from[b] = *from;
+        }
+    }
+
+    /// The customers listed so far.
+    pub fn listed_len(&self) -> usize {
+        self.listed.len()
     }
 
     /// Adds a bucket: its annotated contacts (the timeline pass's contacts

@@ -114,7 +114,7 @@ pub struct SkippedFile {
 }
 
 /// Rows excluded for one reason.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq)]
 pub struct Excluded {
     /// How many rows.
     pub rows: u64,
@@ -182,12 +182,33 @@ pub fn contacts_in_schema(contact_id_type: &DataType) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Reads and normalises all inputs.
-pub async fn ingest(
-    ctx: &SessionContext,
-    cfg: &PipelineConfig,
-    progress: &dyn crate::session::Progress,
-) -> Result<Ingested> {
+/// What ingest knows of a log before reading its rows: the files to read
+/// (their schemas checked against the column mapping), those passed over,
+/// the notes on how the log is read, the contacts' schema. Made from the
+/// configuration alone (file footers, no rows), so every process of a
+/// cluster run makes the same one.
+pub(crate) struct Prepared {
+    plans: Vec<FilePlan>,
+    /// Files passed over and notes; no rows yet.
+    stats: IngestStats,
+    /// The `contacts_in` schema.
+    pub schema: SchemaRef,
+    contact_id_type: DataType,
+    use_contact_id: bool,
+    placeholders: Placeholders,
+    window: Window,
+}
+
+impl Prepared {
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    /// The files to read, in order.
+    pub fn files(&self) -> usize {
+        self.plans.len()
+    }
+}
+
+/// Finds and inspects the inputs of `cfg` (see [`Prepared`]).
+pub(crate) fn prepare(cfg: &PipelineConfig) -> Result<Prepared> {
     let Resolved { files, passed_over } = resolve_inputs(&cfg.inputs)?;
     if files.is_empty() {
         return Err(Error::param("inputs", "no input files given"));
@@ -274,153 +295,193 @@ pub async fn ingest(
     } else {
         DataType::Int64
     };
-    let schema = contacts_in_schema(&contact_id_type);
-    let tz = cfg.tz();
-    let placeholders: Placeholders = cfg.exclude_customers.iter().cloned().collect();
+    Ok(Prepared {
+        plans,
+        stats,
+        schema: contacts_in_schema(&contact_id_type),
+        contact_id_type,
+        use_contact_id,
+        placeholders: cfg.exclude_customers.iter().cloned().collect(),
+        window,
+    })
+}
 
-    let total_rows: u64 = plans.iter().map(|p| p.rows).sum();
-    let per_bucket = crate::buckets::bucket_contacts(cfg.bucket_contacts, cfg.memory_limit_bytes);
-    let n_buckets = crate::buckets::bucket_count(total_rows, per_bucket);
-    // Buckets are ranges of customer ids, cut at quantiles of a sample, so
-    // that the buckets in turn are the customers in order (see crate::buckets)
-    let t = std::time::Instant::now();
-    let bounds = if n_buckets > 1 {
-        let mut sample = sample_customers(&plans, &cols.customer, &placeholders, SAMPLE_ROWS)?;
-        // the buckets are ranges of the ids the contacts carry
-        if let Some(p) = &cfg.pseudonym {
-            sample.iter_mut().for_each(|id| *id = p.pseudonym(id));
-            sample.retain(|id| !placeholders.contains(id));
-        }
-        crate::buckets::range_bounds(sample, n_buckets)
-    } else {
-        Vec::new()
+/// The upper bounds of `n_buckets` ranges of customer ids of about equal
+/// contacts, from a sample of the ids (none for one bucket).
+pub(crate) fn bucket_bounds(
+    cfg: &PipelineConfig,
+    prep: &Prepared,
+    n_buckets: usize,
+) -> Result<Vec<String>> {
+    if n_buckets <= 1 {
+        return Ok(Vec::new());
+    }
+    let placeholders = &prep.placeholders;
+    let mut sample = sample_customers(
+        &prep.plans,
+        &cfg.columns.customer,
+        placeholders,
+        SAMPLE_ROWS,
+    )?;
+    // the buckets are ranges of the ids the contacts carry
+    if let Some(p) = &cfg.pseudonym {
+        sample.iter_mut().for_each(|id| *id = p.pseudonym(id));
+        sample.retain(|id| !placeholders.contains(id));
+    }
+    Ok(crate::buckets::range_bounds(sample, n_buckets))
+}
+
+/// What reading one file gave: its counts, and the scan partitions it was
+/// read in.
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
+pub(crate) struct FileRead {
+    counts: BatchCounts,
+    partitions: u64,
+}
+
+/// Reads file `j` of `prep` into `sink`, its scan partitions numbered from
+/// `g0` (row numbers, see [`crate::buckets`]); `read` counts the rows read
+/// so far, for a progress bar.
+pub(crate) async fn read_file(
+    ctx: &SessionContext,
+    cfg: &PipelineConfig,
+    prep: &Prepared,
+    j: usize,
+    g0: u64,
+    sink: &Arc<Sink>,
+    read: &Arc<std::sync::atomic::AtomicU64>,
+) -> Result<FileRead> {
+    let cols = &cfg.columns;
+    let plan = &prep.plans[j];
+    let mut names = vec![
+        cols.customer.clone(),
+        cols.time.clone(),
+        cols.reason.clone(),
+    ];
+    if plan.has_channel {
+        names.push(cols.channel.clone());
+    }
+    if prep.use_contact_id {
+        names.push(cols.contact_id.clone());
+    }
+    if let Some(agent) = &cols.agent {
+        names.push(agent.clone());
+    }
+    let opts = ParquetReadOptions {
+        file_extension: "",
+        ..Default::default()
     };
-    let sample_seconds = t.elapsed().as_secs_f64();
-    let sink = Arc::new(Sink::new(
-        schema.clone(),
-        bounds,
-        cfg.columns.agent.is_some(),
-    )?);
-    let mut scan_partitions: u64 = 0;
-    let mut file_first_partition = Vec::with_capacity(plans.len());
-    // rows the scan of the current file has read, for the progress bar
-    let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let mut rows_before = 0;
-    // the earliest and latest time read, in the window or not
-    let mut seen = (None, None);
+    let path_str = plan.path.to_string_lossy().to_string();
     let ctx = &scan_context(ctx);
-    for plan in &plans {
-        let mut names = vec![
-            cols.customer.clone(),
-            cols.time.clone(),
-            cols.reason.clone(),
-        ];
-        if plan.has_channel {
-            names.push(cols.channel.clone());
-        }
-        if use_contact_id {
-            names.push(cols.contact_id.clone());
-        }
-        if let Some(agent) = &cols.agent {
-            names.push(agent.clone());
-        }
-        let opts = ParquetReadOptions {
-            file_extension: "",
-            ..Default::default()
-        };
-        let path_str = plan.path.to_string_lossy().to_string();
-        let df = ctx
-            .read_parquet(path_str, opts)
-            .await
-            .map_err(|e| Error::UnreadableFile {
-                path: plan.path.clone(),
-                reason: e.to_string(),
-            })?;
-        let name_refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
-        let mut df = df.select_columns(&name_refs)?;
-        let time_type = plan.schema.field_with_name(&cols.time)?.data_type().clone();
-        if let Some(keep) = window.scan_predicate(&cols.time, &time_type) {
-            df = df.filter(keep)?;
-        }
-        file_first_partition.push(scan_partitions);
-        let job = Arc::new(NormalizeJob {
-            plan: plan.clone(),
-            cols: cols.clone(),
-            schema: schema.clone(),
-            contact_id_type: contact_id_type.clone(),
-            use_contact_id,
-            tz,
-            placeholders: placeholders.clone(),
-            window,
-            pseudonym: cfg.pseudonym.clone(),
-        });
-        // One task per scan partition, each decoding, normalising and
-        // handing its batches on as they come; the partitions of a file scan
-        // are contiguous byte ranges in file order, so (partition, batch,
-        // row) numbers rows in input order (see crate::buckets).
-        let mut tasks = tokio::task::JoinSet::new();
-        for stream in df.execute_stream_partitioned().await? {
-            let g = scan_partitions;
-            scan_partitions += 1;
-            let (job, sink, read) = (job.clone(), sink.clone(), read.clone());
-            tasks.spawn(async move { job.read_partition(stream, g, &sink, &read).await });
-        }
-        let mut file_counts = BatchCounts::default();
-        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
-        loop {
-            tokio::select! {
-                done = tasks.join_next() => {
-                    let Some(done) = done else { break };
-                    let counts = done
-                        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
-                    file_counts.merge(counts);
-                }
-                _ = tick.tick() => progress.rows_read(
-                    rows_before + read.load(std::sync::atomic::Ordering::Relaxed),
-                    total_rows,
-                ),
-            }
-        }
-        read.store(0, std::sync::atomic::Ordering::Relaxed);
-        if file_counts.time_parsed == 0 && file_counts.bad_ts.rows > 0 {
-            return Err(Error::UnparseableTimeColumn {
-                path: plan.path.clone(),
-                column: cols.time.clone(),
-                count: file_counts.bad_ts.rows,
-                example: file_counts.bad_ts.example.unwrap_or_default(),
-            });
-        }
-        stats.inputs.push(InputFile {
+    let df = ctx
+        .read_parquet(path_str, opts)
+        .await
+        .map_err(|e| Error::UnreadableFile {
             path: plan.path.clone(),
-            rows: plan.rows,
-            bytes: plan.bytes,
+            reason: e.to_string(),
+        })?;
+    let name_refs: Vec<&str> = names.iter().map(|s| s.as_str()).collect();
+    let mut df = df.select_columns(&name_refs)?;
+    let time_type = plan.schema.field_with_name(&cols.time)?.data_type().clone();
+    if let Some(keep) = prep.window.scan_predicate(&cols.time, &time_type) {
+        df = df.filter(keep)?;
+    }
+    let job = Arc::new(NormalizeJob {
+        plan: plan.clone(),
+        cols: cols.clone(),
+        schema: prep.schema.clone(),
+        contact_id_type: prep.contact_id_type.clone(),
+        use_contact_id: prep.use_contact_id,
+        tz: cfg.tz(),
+        placeholders: prep.placeholders.clone(),
+        window: prep.window,
+        pseudonym: cfg.pseudonym.clone(),
+    });
+    // One task per scan partition, each decoding, normalising and handing
+    // its batches on as they come; the partitions of a file scan are
+    // contiguous byte ranges in file order, so (partition, batch, row)
+    // numbers rows in input order (see crate::buckets).
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut file = FileRead::default();
+    for stream in df.execute_stream_partitioned().await? {
+        let g = g0 + file.partitions;
+        file.partitions += 1;
+        let (job, sink, read) = (job.clone(), sink.clone(), read.clone());
+        tasks.spawn(async move { job.read_partition(stream, g, &sink, &read).await });
+    }
+    while let Some(done) = tasks.join_next().await {
+        let counts =
+            done.map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))??;
+        file.counts.merge(counts);
+    }
+    Ok(file)
+}
+
+/// Adds what reading file `j` gave to `stats` (and to `seen`, the earliest
+/// and latest time read, in the window or not); a time column in which no
+/// value parses is an error naming the file.
+pub(crate) fn absorb(
+    cfg: &PipelineConfig,
+    prep: &Prepared,
+    j: usize,
+    file: FileRead,
+    stats: &mut IngestStats,
+    seen: &mut (Option<i64>, Option<i64>),
+) -> Result<()> {
+    let plan = &prep.plans[j];
+    let mut file_counts = file.counts;
+    if file_counts.time_parsed == 0 && file_counts.bad_ts.rows > 0 {
+        return Err(Error::UnparseableTimeColumn {
+            path: plan.path.clone(),
+            column: cfg.columns.time.clone(),
+            count: file_counts.bad_ts.rows,
+            example: file_counts.bad_ts.example.unwrap_or_default(),
         });
-        // rows in row groups the scan skipped by their statistics
-        file_counts.outside.rows += plan.rows.saturating_sub(file_counts.read);
-        stats.rows_read += plan.rows.max(file_counts.read);
-        rows_before = stats.rows_read;
-        progress.rows_read(rows_before, total_rows);
-        stats.rows_used += file_counts.used;
-        seen = (
-            min_opt(seen.0, file_counts.seen.0),
-            max_opt(seen.1, file_counts.seen.1),
-        );
-        for (reason, ex) in [
-            (EXCL_NULL_CUSTOMER, file_counts.null_customer),
-            (EXCL_PLACEHOLDER, file_counts.placeholder),
-            (EXCL_NULL_TS, file_counts.null_ts),
-            (EXCL_BAD_TS, file_counts.bad_ts),
-            (EXCL_RANGE_TS, file_counts.range_ts),
-            (EXCL_OUTSIDE_WINDOW, file_counts.outside),
-        ] {
-            let entry = stats.excluded.entry(reason.to_string()).or_default();
-            entry.rows += ex.rows;
-            if entry.example.is_none() {
-                entry.example = ex.example;
-            }
+    }
+    stats.inputs.push(InputFile {
+        path: plan.path.clone(),
+        rows: plan.rows,
+        bytes: plan.bytes,
+    });
+    // rows in row groups the scan skipped by their statistics
+    file_counts.outside.rows += plan.rows.saturating_sub(file_counts.read);
+    stats.rows_read += plan.rows.max(file_counts.read);
+    stats.rows_used += file_counts.used;
+    *seen = (
+        min_opt(seen.0, file_counts.seen.0),
+        max_opt(seen.1, file_counts.seen.1),
+    );
+    for (reason, ex) in [
+        (EXCL_NULL_CUSTOMER, file_counts.null_customer),
+        (EXCL_PLACEHOLDER, file_counts.placeholder),
+        (EXCL_NULL_TS, file_counts.null_ts),
+        (EXCL_BAD_TS, file_counts.bad_ts),
+        (EXCL_RANGE_TS, file_counts.range_ts),
+        (EXCL_OUTSIDE_WINDOW, file_counts.outside),
+    ] {
+        let entry = stats.excluded.entry(reason.to_string()).or_default();
+        entry.rows += ex.rows;
+        if entry.example.is_none() {
+            entry.example = ex.example;
         }
-        stats.min_ts_us = min_opt(stats.min_ts_us, file_counts.min_ts);
-        stats.max_ts_us = max_opt(stats.max_ts_us, file_counts.max_ts);
+    }
+    stats.min_ts_us = min_opt(stats.min_ts_us, file_counts.min_ts);
+    stats.max_ts_us = max_opt(stats.max_ts_us, file_counts.max_ts);
+    Ok(())
+}
+
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+/// The statistics of a log read whole: every file's [`FileRead`] absorbed
+/// in order, then the checks of a log with nothing to analyse.
+pub(crate) fn finish_stats(
+    cfg: &PipelineConfig,
+    prep: &Prepared,
+    files: Vec<FileRead>,
+) -> Result<IngestStats> {
+    let mut stats = prep.stats.clone();
+    let mut seen = (None, None);
+    for (j, file) in files.into_iter().enumerate() {
+        absorb(cfg, prep, j, file, &mut stats, &mut seen)?;
     }
     tracing::info!(
         files = stats.inputs.len(),
@@ -429,20 +490,87 @@ pub async fn ingest(
         rows_used = stats.rows_used,
         "input read"
     );
-    check_rows(cfg, &window, &stats, seen)?;
-    let assigned = if use_contact_id {
-        None
-    } else {
-        Some(crate::buckets::AssignedIds {
-            files: file_first_partition
-                .into_iter()
-                .zip(file_keys(&plans)?)
-                .collect(),
-        })
-    };
+    check_rows(cfg, &prep.window, &stats, seen)?;
+    Ok(stats)
+}
+
+/// The contact ids assigned to a log without an id column, for files
+/// `files` of `prep` whose first scan partitions are `first_partitions`
+/// (None when the log has ids).
+pub(crate) fn assigned_ids(
+    prep: &Prepared,
+    files: std::ops::Range<usize>,
+    first_partitions: Vec<u64>,
+) -> Result<Option<crate::buckets::AssignedIds>> {
+    if prep.use_contact_id {
+        return Ok(None);
+    }
+    let keys = file_keys(&prep.plans)?;
+    Ok(Some(crate::buckets::AssignedIds {
+        files: first_partitions
+            .into_iter()
+            .zip(keys[files].iter().copied())
+            .collect(),
+    }))
+}
+
+/// Reads and normalises all inputs.
+pub async fn ingest(
+    ctx: &SessionContext,
+    cfg: &PipelineConfig,
+    progress: &dyn crate::session::Progress,
+) -> Result<Ingested> {
+    let prep = prepare(cfg)?;
+    let total_rows: u64 = prep.plans.iter().map(|p| p.rows).sum();
+    let per_bucket = crate::buckets::bucket_contacts(cfg.bucket_contacts, cfg.memory_limit_bytes);
+    let n_buckets = crate::buckets::bucket_count(total_rows, per_bucket);
+    // Buckets are ranges of customer ids, cut at quantiles of a sample, so
+    // that the buckets in turn are the customers in order (see crate::buckets)
+    let t = std::time::Instant::now();
+    let bounds = bucket_bounds(cfg, &prep, n_buckets)?;
+    let sample_seconds = t.elapsed().as_secs_f64();
+    let sink = Arc::new(Sink::new(
+        prep.schema.clone(),
+        bounds,
+        cfg.columns.agent.is_some(),
+    )?);
+    let mut scan_partitions: u64 = 0;
+    let mut file_first_partition = Vec::with_capacity(prep.plans.len());
+    // rows the scan of the current file has read, for the progress bar
+    let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut stats = prep.stats.clone();
+    let mut seen = (None, None);
+    for j in 0..prep.plans.len() {
+        file_first_partition.push(scan_partitions);
+        let reading = read_file(ctx, cfg, &prep, j, scan_partitions, &sink, &read);
+        tokio::pin!(reading);
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        let file = loop {
+            tokio::select! {
+                done = &mut reading => break done?,
+                _ = tick.tick() => progress.rows_read(
+                    stats.rows_read + read.load(std::sync::atomic::Ordering::Relaxed),
+                    total_rows,
+                ),
+            }
+        };
+        read.store(0, std::sync::atomic::Ordering::Relaxed);
+        scan_partitions += file.partitions;
+        absorb(cfg, &prep, j, file, &mut stats, &mut seen)?;
+        progress.rows_read(stats.rows_read, total_rows);
+    }
+    tracing::info!(
+        files = stats.inputs.len(),
+        skipped = stats.skipped.len(),
+        rows_read = stats.rows_read,
+        rows_used = stats.rows_used,
+        "input read"
+    );
+    check_rows(cfg, &prep.window, &stats, seen)?;
+    let assigned = assigned_ids(&prep, 0..prep.plans.len(), file_first_partition)?;
     let sink = Arc::into_inner(sink).expect("every reading task has ended");
     Ok(Ingested {
-        schema,
+        schema: prep.schema,
         buckets: sink.finish(assigned.as_ref())?,
         stats,
         sample_seconds,
@@ -705,7 +833,7 @@ fn max_opt(a: Option<i64>, b: Option<i64>) -> Option<i64> {
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Serialize, serde::Deserialize)]
 struct BatchCounts {
     read: u64,
     used: u64,

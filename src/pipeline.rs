@@ -103,6 +103,16 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
 }
 
 async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSummary> {
+    if cfg.cluster.is_some() {
+        #[cfg(feature = "ballista")]
+        return crate::distributed::run::run(cfg, progress).await;
+        #[cfg(not(feature = "ballista"))]
+        return Err(Error::param(
+            "--cluster",
+            "this recur was built without the ballista cargo feature: build it with \
+             `cargo build --release --features ballista`",
+        ));
+    }
     let started = chrono::Utc::now();
     let mut s = RunSession::new(cfg)?;
     let cfg = &PipelineConfig {
@@ -154,7 +164,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         ingested.buckets,
         &params,
         &mut beside,
-        contact_days,
+        first_pass::ContactsTo::Table(contact_days),
         progress,
     )
     .await?;
@@ -162,21 +172,92 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         kept,
         schema,
         contacts,
-        mut counted,
+        counted,
     } = first;
+    let after = AfterFirst {
+        started,
+        stats,
+        contact_id,
+        n_buckets,
+        params,
+        beside,
+        no_trends,
+        counted,
+        rest: Rest::Local {
+            kept,
+            schema,
+            spill_dir,
+            contacts: Some(contacts.expect("the contacts table is written")),
+        },
+    };
+    after_first(&mut s, cfg, after, progress).await
+}
+
+/// What makes the second passes and finishes the contacts table.
+pub(crate) enum Rest {
+    /// This machine: the buckets the first passes kept, and the contacts
+    /// table's writer.
+    Local {
+        kept: Vec<crate::stages::spill::Kept>,
+        schema: datafusion::arrow::datatypes::SchemaRef,
+        spill_dir: Option<Arc<tempfile::TempDir>>,
+        contacts: Option<report::ContactsWriter>,
+    },
+    /// A cluster's executors ([`crate::distributed::run`]).
+    #[cfg(feature = "ballista")]
+    Cluster(crate::distributed::run::Cluster),
+}
+
+/// A run after its first passes.
+pub(crate) struct AfterFirst {
+    pub started: chrono::DateTime<chrono::Utc>,
+    pub stats: IngestStats,
+    /// The contact id's field.
+    pub contact_id: datafusion::arrow::datatypes::Field,
+    pub n_buckets: usize,
+    pub params: TimelineParams,
+    pub beside: Beside,
+    /// Why there are no trends, when there are none.
+    pub no_trends: Option<String>,
+    pub counted: first_pass::Counted,
+    pub rest: Rest,
+}
+
+/// The run after its first passes: the surges, the ranking, the second
+/// passes, the reports and the manifest.
+pub(crate) async fn after_first(
+    s: &mut RunSession,
+    cfg: &PipelineConfig,
+    after: AfterFirst,
+    progress: &dyn Progress,
+) -> Result<RunSummary> {
+    let AfterFirst {
+        started,
+        stats,
+        contact_id,
+        n_buckets,
+        params,
+        mut beside,
+        no_trends,
+        mut counted,
+        mut rest,
+    } = after;
     // Under a memory limit the contacts file is made whole here, so that its
     // writer lets go of the last bucket's rows before the ranking; otherwise
     // it is finished while the ranking and the second passes run.
     let mut tables = std::collections::BTreeMap::new();
     let mut days_written = Vec::new();
-    let contacts = if cfg.memory_limit_bytes.is_none() {
-        Some(contacts)
-    } else {
+    if let Rest::Local { contacts, .. } = &mut rest
+        && cfg.memory_limit_bytes.is_some()
+    {
         let t = Instant::now();
-        days_written = contacts.finish(&mut tables).await?;
+        days_written = contacts
+            .take()
+            .expect("not finished")
+            .finish(&mut tables)
+            .await?;
         s.add_seconds("write.contacts", t);
-        None
-    };
+    }
     s.register("repeat_counts", counted.repeat_counts.table()?)?;
     s.register(
         "failure_counts",
@@ -212,19 +293,43 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         trends.rank_clusters(cfg).await?;
         s.add_seconds("trends.rank", t);
     }
-    let second = second_pass::run(
-        &mut s,
-        cfg,
-        kept,
-        &schema,
-        spill_dir,
-        &ranked,
-        &params,
-        &mut beside,
-        &mut counted.contacters,
-        progress,
-    )
-    .await?;
+    let (second, contacts) = match rest {
+        Rest::Local {
+            kept,
+            schema,
+            spill_dir,
+            contacts,
+        } => {
+            let second = second_pass::run(
+                s,
+                cfg,
+                kept,
+                &schema,
+                spill_dir,
+                &ranked,
+                &params,
+                &mut beside,
+                &mut counted.contacters,
+                progress,
+            )
+            .await?;
+            (second, Contacts::Local(contacts))
+        }
+        #[cfg(feature = "ballista")]
+        Rest::Cluster(cluster) => {
+            let second = cluster
+                .second_passes(
+                    s,
+                    cfg,
+                    &ranked,
+                    &mut beside,
+                    &mut counted.contacters,
+                    progress,
+                )
+                .await?;
+            (second, Contacts::Cluster(cluster))
+        }
+    };
     let sequences = rank::sequences(&s.ctx, cfg, &mut s.seconds).await?;
     s.seconds
         .insert("rank".into(), t_rank.elapsed().as_secs_f64());
@@ -232,7 +337,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     progress.stage("writing reports");
     let spilled_bytes = counted.spilled_bytes + second.spilled_bytes;
     let written = reports::write(
-        &mut s,
+        s,
         cfg,
         &ranked,
         sequences,
@@ -241,10 +346,17 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         &mut tables,
     )
     .await?;
-    if let Some(contacts) = contacts {
-        let t = Instant::now();
-        days_written = contacts.finish(&mut tables).await?;
-        s.add_seconds("write.contacts", t);
+    match contacts {
+        Contacts::Local(Some(contacts)) => {
+            let t = Instant::now();
+            days_written = contacts.finish(&mut tables).await?;
+            s.add_seconds("write.contacts", t);
+        }
+        Contacts::Local(None) => {}
+        #[cfg(feature = "ballista")]
+        Contacts::Cluster(cluster) => {
+            days_written = cluster.contacts_written(&mut tables)?;
+        }
     }
     progress.stage("comparing the periods");
     let t = Instant::now();
@@ -264,7 +376,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     let customers = counted.contacters.customers();
     let frequent = reports::frequent_contacters(cfg, counted.contacters, &mut tables)?;
 
-    let mut manifest = Manifest::new(cfg, &stats, tables, s.seconds, started);
+    let mut manifest = Manifest::new(cfg, &stats, tables, std::mem::take(&mut s.seconds), started);
     manifest.rows.customers = customers;
     manifest.outreach_list = written.list;
     manifest.surges = surges.summary();
@@ -315,6 +427,13 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
         run_dir: cfg.out.clone(),
         removed_runs: Vec::new(),
     })
+}
+
+/// Who finishes the contacts table.
+enum Contacts {
+    Local(Option<report::ContactsWriter>),
+    #[cfg(feature = "ballista")]
+    Cluster(crate::distributed::run::Cluster),
 }
 
 /// The surge test over the first passes' daily counts (reason_days.sql's

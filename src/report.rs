@@ -29,7 +29,7 @@ pub use contacts::{
 };
 
 /// A written table: file name under `--out` and rows.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct TableInfo {
     /// File name relative to the output folder.
     pub path: String,

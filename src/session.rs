@@ -450,6 +450,12 @@ impl Collected {
         self.parts.extend(parts);
     }
 
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    /// The schema (None before any bucket) and the partitions.
+    pub(crate) fn into_parts(self) -> (Option<SchemaRef>, Vec<Vec<RecordBatch>>) {
+        (self.schema, self.parts)
+    }
+
     /// The partitions as a table.
     pub(crate) fn table(self) -> Result<Arc<MemTable>> {
         let schema = self.schema.expect("at least one bucket");

@@ -24,6 +24,7 @@
 
 pub mod check;
 pub mod processes;
+pub mod run;
 
 use std::sync::Arc;
 
@@ -43,17 +44,19 @@ use datafusion_proto::physical_plan::{PhysicalExtensionCodec, PhysicalProtoConve
 
 use crate::timeline::codec::TimelineCodec;
 use crate::timeline::exec::TimelineExec;
-use crate::timeline::logical::{TimelineLogicalCodec, TimelineNode, TimelineQueryPlanner};
+use crate::timeline::logical::{TimelineLogicalCodec, TimelineNode};
 
 /// The tag of a node recur's codec encoded.
 const RECUR: u8 = 1;
 /// The tag of a node Ballista's codec encoded.
 const BALLISTA: u8 = 0;
+/// The tag of a cluster run's task ([`run::TaskCodec`]).
+const TASK: u8 = 2;
 
 /// `buf`'s tag and the rest.
 fn untag(buf: &[u8]) -> Result<(u8, &[u8])> {
     match buf.split_first() {
-        Some((tag, rest)) if *tag == RECUR || *tag == BALLISTA => Ok((*tag, rest)),
+        Some((tag, rest)) if [RECUR, BALLISTA, TASK].contains(tag) => Ok((*tag, rest)),
         _ => Err(DataFusionError::Plan(
             "an extension node encoded by neither recur nor Ballista".into(),
         )),
@@ -76,6 +79,7 @@ impl PhysicalExtensionCodec for RecurPhysicalCodec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         match untag(buf)? {
             (RECUR, rest) => TimelineCodec.try_decode(rest, inputs, ctx, proto_converter),
+            (TASK, rest) => run::TaskCodec::decode_exec(rest, inputs),
             (_, rest) => self.ballista.try_decode(rest, inputs, ctx, proto_converter),
         }
     }
@@ -89,6 +93,9 @@ impl PhysicalExtensionCodec for RecurPhysicalCodec {
         if node.downcast_ref::<TimelineExec>().is_some() {
             buf.push(RECUR);
             TimelineCodec.try_encode(node, buf, proto_converter)
+        } else if node.downcast_ref::<run::TaskExec>().is_some() {
+            buf.push(TASK);
+            run::TaskCodec::encode_exec(&node, buf).map(|_| ())
         } else {
             buf.push(BALLISTA);
             self.ballista.try_encode(node, buf, proto_converter)
@@ -112,6 +119,7 @@ impl LogicalExtensionCodec for RecurLogicalCodec {
     ) -> Result<Extension> {
         match untag(buf)? {
             (RECUR, rest) => TimelineLogicalCodec.try_decode(rest, inputs, ctx),
+            (TASK, rest) => run::TaskCodec::decode_node(rest, inputs),
             (_, rest) => self.ballista.try_decode(rest, inputs, ctx),
         }
     }
@@ -120,6 +128,9 @@ impl LogicalExtensionCodec for RecurLogicalCodec {
         if node.node.as_any().downcast_ref::<TimelineNode>().is_some() {
             buf.push(RECUR);
             TimelineLogicalCodec.try_encode(node, buf)
+        } else if node.node.as_any().downcast_ref::<run::TaskNode>().is_some() {
+            buf.push(TASK);
+            run::TaskCodec::encode_node(node, buf).map(|_| ())
         } else {
             buf.push(BALLISTA);
             self.ballista.try_encode(node, buf)
@@ -175,8 +186,31 @@ pub fn session_state(config: SessionConfig) -> SessionState {
     SessionStateBuilder::new()
         .with_config(config)
         .with_default_features()
-        .with_query_planner(Arc::new(TimelineQueryPlanner))
+        .with_query_planner(Arc::new(RecurQueryPlanner))
         .build()
+}
+
+/// Plans recur's nodes, the per-customer pass
+/// ([`crate::timeline::logical::TimelinePlanner`]) and a cluster run's tasks
+/// ([`run::TaskPlanner`]), and everything else as DataFusion does.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecurQueryPlanner;
+
+#[async_trait::async_trait]
+impl datafusion::execution::context::QueryPlanner for RecurQueryPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn datafusion::catalog::Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        use datafusion::physical_planner::PhysicalPlanner;
+        datafusion::physical_planner::DefaultPhysicalPlanner::with_extension_planners(vec![
+            Arc::new(crate::timeline::logical::TimelinePlanner),
+            Arc::new(run::TaskPlanner),
+        ])
+        .create_physical_plan(logical_plan, session)
+        .await
+    }
 }
 
 /// The settings a job of recur's needs from a cluster, over Ballista's

@@ -45,14 +45,27 @@ use crate::timeline::{Mode, TimelineParams};
 /// whose string columns must stay under 2 GiB).
 const MAX_PARTITION_ROWS: u64 = 16_000_000;
 
+/// Where the first passes put the annotated contacts.
+pub(crate) enum ContactsTo {
+    /// The contacts table of the run (and, in an output folder of many
+    /// runs, the contact days).
+    Table(Option<report::contact_days::ContactDays>),
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+    /// Arrow IPC files in a folder, `part-P.arrow` per partition of the
+    /// pass, for a cluster run's writer to read back; the exposure rows are
+    /// then kept as rows ([`Counted::exposure_rows`]) for the client to sum.
+    Staged(std::path::PathBuf),
+}
+
 /// What the first passes gave over all buckets.
 pub(crate) struct FirstPass {
     /// Each bucket's annotated contacts for the second passes.
     pub kept: Vec<Kept>,
     /// Their schema ([`spill::LATER_COLUMNS`]).
     pub schema: SchemaRef,
-    /// The contacts table, its last rows still being written.
-    pub contacts: ContactsWriter,
+    /// The contacts table, its last rows still being written (None: the
+    /// contacts were staged).
+    pub contacts: Option<ContactsWriter>,
     /// What the buckets counted.
     pub counted: Counted,
 }
@@ -74,6 +87,8 @@ pub(crate) struct Counted {
     pub pair_counts: Collected,
     /// The counted triggers' exposure.
     pub exposures: Exposures,
+    /// With the contacts staged: the exposure pass's rows, not summed.
+    pub exposure_rows: Vec<RecordBatch>,
     /// The customers by their number of contacts.
     pub contacters: Contacters,
     /// The sort's spills: (count, bytes).
@@ -89,9 +104,13 @@ pub(crate) async fn run(
     mut buckets: Buckets,
     params: &TimelineParams,
     beside: &mut Beside,
-    mut contact_days: Option<report::contact_days::ContactDays>,
+    contacts_to: ContactsTo,
     progress: &dyn Progress,
 ) -> Result<FirstPass> {
+    let (mut contact_days, staged) = match contacts_to {
+        ContactsTo::Table(days) => (days, None),
+        ContactsTo::Staged(dir) => (None, Some(dir)),
+    };
     let n_buckets = buckets.len();
     let spill_dir = buckets.dir();
     let mut contacts: Option<ContactsWriter> = None;
@@ -119,7 +138,12 @@ pub(crate) async fn run(
         s.held
             .grow(annotated.memory_size(), "the annotated contacts")?;
         s.add_seconds("repeats", t);
-        write_contacts(s, cfg, &mut contacts, &mut contact_days, &schema, &parts).await?;
+        match &staged {
+            None => {
+                write_contacts(s, cfg, &mut contacts, &mut contact_days, &schema, &parts).await?
+            }
+            Some(dir) => stage_contacts(dir, &schema, &parts)?,
+        }
         per_customer_sql(s, &schema, &parts, &mut counted).await?;
         let t = Instant::now();
         counted.contacters.add_bucket(&parts)?;
@@ -136,8 +160,12 @@ pub(crate) async fn run(
         let (_, exposed) = s
             .timeline(&annotated, Mode::Exposure, params.clone())
             .await?;
-        for batch in exposed.iter().flatten() {
-            counted.exposures.add(batch)?;
+        if staged.is_some() {
+            counted.exposure_rows.extend(exposed.into_iter().flatten());
+        } else {
+            for batch in exposed.iter().flatten() {
+                counted.exposures.add(batch)?;
+            }
         }
         s.add_seconds("exposure", t);
         if let Some(check) = beside.null_check.as_mut() {
@@ -192,7 +220,7 @@ pub(crate) async fn run(
     Ok(FirstPass {
         kept,
         schema: kept_schema.expect("at least one bucket"),
-        contacts: contacts.expect("at least one bucket"),
+        contacts,
         counted,
     })
 }
@@ -232,7 +260,7 @@ async fn sort_bucket(
 
 /// Writes a bucket's part of the contacts table (buckets are customer ranges
 /// in order), starting the writer at the first bucket.
-async fn write_contacts(
+pub(crate) async fn write_contacts(
     s: &mut RunSession,
     cfg: &PipelineConfig,
     writer: &mut Option<ContactsWriter>,
@@ -263,6 +291,19 @@ async fn write_contacts(
         )
         .await?;
     s.add_seconds("write.contacts", t);
+    Ok(())
+}
+
+/// Writes a bucket's annotated contacts to `dir`, one Arrow IPC file per
+/// partition (`part-P.arrow`).
+fn stage_contacts(
+    dir: &std::path::Path,
+    schema: &SchemaRef,
+    parts: &[Vec<RecordBatch>],
+) -> Result<()> {
+    for (p, batches) in parts.iter().enumerate() {
+        crate::buckets::spill(&dir.join(format!("part-{p}.arrow")), schema, batches)?;
+    }
     Ok(())
 }
 

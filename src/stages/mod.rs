@@ -7,7 +7,7 @@ pub mod nullcheck;
 pub mod rank;
 pub mod reports;
 pub mod second_pass;
-mod spill;
+pub(crate) mod spill;
 pub mod trends;
 
 /// The passes that run beside the run's own over each bucket's annotated

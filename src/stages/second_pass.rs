@@ -28,7 +28,7 @@ use crate::config::PipelineConfig;
 use crate::error::Result;
 use crate::queries;
 use crate::session::{
-    Collected, Progress, RunSession, bucket_label, contacts_table, query_batches,
+    Collected, Progress, RunSession, add_seconds, bucket_label, contacts_table, query_batches,
     register_sequence_counts,
 };
 use crate::timeline::sorted::SortedContactsExec;
@@ -46,7 +46,7 @@ pub(crate) struct SecondPass {
     /// Bytes of outreach triggers spilled.
     pub spilled_bytes: u64,
     /// The folder of the spilled triggers, kept until they are read.
-    _dir: Option<Arc<tempfile::TempDir>>,
+    pub(crate) _dir: Option<Arc<tempfile::TempDir>>,
 }
 
 /// One bucket's outreach triggers: in memory, or in a file of the bucket
@@ -67,10 +67,72 @@ impl Triggers {
 }
 
 /// What one bucket's second passes gave.
-struct Found {
-    occurrences: (SchemaRef, Vec<Vec<RecordBatch>>),
-    followups: (SchemaRef, Vec<Vec<RecordBatch>>),
-    triggers: Triggers,
+pub(crate) struct Found {
+    pub occurrences: (SchemaRef, Vec<Vec<RecordBatch>>),
+    pub followups: (SchemaRef, Vec<Vec<RecordBatch>>),
+    pub triggers: Triggers,
+    /// The sequence-count pass's rows, when the caller sums them (else
+    /// summed into the run's pattern sums as they come).
+    pub patterns: Vec<RecordBatch>,
+}
+
+/// The parameters and SQL of the second passes, the same for every bucket.
+pub(crate) struct Plan {
+    occ_params: TimelineParams,
+    followup_params: TimelineParams,
+    triggers_sql: String,
+    params: TimelineParams,
+}
+
+impl Plan {
+    /// The second passes after the ranking `ranked`.
+    pub fn new(ranked: &Ranked, params: &TimelineParams) -> Plan {
+        Plan::of(
+            ranked.steps.clone(),
+            ranked.pairs(),
+            ranked.horizon_s(),
+            params,
+        )
+    }
+
+    /// The second passes along the clusters' `steps`, listing the
+    /// follow-ups of the reported `pairs`, with triggers acted on up to
+    /// `horizon_s` back (see [`Ranked`]).
+    pub fn of(
+        steps: Vec<(String, String)>,
+        pairs: Vec<(String, String)>,
+        horizon_s: f64,
+        params: &TimelineParams,
+    ) -> Plan {
+        // the sequences along the clusters' steps (a sequence is reported
+        // only when every step is one), the follow-ups of the reported
+        // clusters
+        Plan {
+            occ_params: TimelineParams {
+                sequence_steps: Some(Arc::new(steps)),
+                ..params.clone()
+            },
+            followup_params: TimelineParams {
+                pair_filter: Arc::new(pairs),
+                ..params.clone()
+            },
+            triggers_sql: queries::render(
+                queries::OUTREACH_TRIGGERS,
+                &[
+                    ("as_of_us", params.as_of_us.to_string()),
+                    (
+                        "horizon_us",
+                        ((horizon_s * 1e6).ceil() as i64 + 1).to_string(),
+                    ),
+                    (
+                        "max_customer_contacts",
+                        crate::timeline::MAX_PAIR_CONTACTS_PER_CUSTOMER.to_string(),
+                    ),
+                ],
+            ),
+            params: params.clone(),
+        }
+    }
 }
 
 /// Runs the second passes over every bucket kept by the first.
@@ -88,35 +150,11 @@ pub(crate) async fn run(
     progress: &dyn Progress,
 ) -> Result<SecondPass> {
     let started = Instant::now();
-    // the sequences along the clusters' steps (a sequence is reported only
-    // when every step is one), the follow-ups of the reported clusters
-    let occ_params = TimelineParams {
-        sequence_steps: Some(Arc::new(ranked.steps.clone())),
-        ..params.clone()
-    };
-    let followup_params = TimelineParams {
-        pair_filter: Arc::new(ranked.pairs()),
-        ..params.clone()
-    };
-    let triggers_sql = queries::render(
-        queries::OUTREACH_TRIGGERS,
-        &[
-            ("as_of_us", params.as_of_us.to_string()),
-            (
-                "horizon_us",
-                ((ranked.horizon_s() * 1e6).ceil() as i64 + 1).to_string(),
-            ),
-            (
-                "max_customer_contacts",
-                crate::timeline::MAX_PAIR_CONTACTS_PER_CUSTOMER.to_string(),
-            ),
-        ],
-    );
+    let plan = Plan::new(ranked, params);
     let n_buckets = kept.len();
     let mut found: Vec<Option<Found>> = (0..n_buckets).map(|_| None).collect();
     let mut order: Vec<usize> = (0..n_buckets).collect();
     order.sort_by_key(|b| matches!(kept[*b], Kept::Spilled(..)));
-    let mut followup_seconds = 0.0;
     let mut pattern_sums = PatternSums::new();
     // Without a memory limit, the next spilled bucket's files are read while
     // a bucket is decoded and passed over: the passes leave a core free and
@@ -153,59 +191,113 @@ pub(crate) async fn run(
             }
             Kept::Taken => unreachable!("each bucket is taken once"),
         };
-        let t = Instant::now();
-        contacters.fill_bucket(b, &annotated.partitions())?;
-        s.add_seconds("frequent_contacters", t);
         progress.stage(&format!("mining sequences{label}"));
-        let t = Instant::now();
-        let (_, counted) = s
-            .timeline(&annotated, Mode::SequenceCounts, occ_params.clone())
-            .await?;
-        for batch in counted.iter().flatten() {
-            pattern_sums.add(batch)?;
+        let (mut f, spilled) = bucket(
+            s, &plan, b, &annotated, schema, &spill_dir, beside, contacters,
+        )
+        .await?;
+        for batch in std::mem::take(&mut f.patterns) {
+            pattern_sums.add(&batch)?;
         }
-        s.add_seconds("sequences", t);
-        let occurrences = s
-            .timeline(&annotated, Mode::Sequences, occ_params.clone())
-            .await?;
-        if let Some(check) = beside.null_check.as_mut() {
-            let t = Instant::now();
-            check.add_sequences(&s.ctx, &annotated, b, params).await?;
-            s.add_seconds("null_check", t);
-        }
-        if let Some(trends) = beside.trends.as_mut() {
-            let t = Instant::now();
-            trends.add_sequences(&s.ctx, &annotated, params).await?;
-            s.add_seconds("trends.sequences", t);
-        }
-        let t = Instant::now();
-        let followups = s
-            .timeline(&annotated, Mode::Followups, followup_params.clone())
-            .await?;
-        followup_seconds += t.elapsed().as_secs_f64();
-        let (triggers, spilled) =
-            outreach_triggers(s, &annotated, schema, &triggers_sql, &spill_dir, b).await?;
         spilled_bytes += spilled;
         drop(annotated);
         s.held.shrink(bytes);
-        found[b] = Some(Found {
+        found[b] = Some(f);
+    }
+    let found = found
+        .into_iter()
+        .map(|f| f.expect("every bucket passed"))
+        .collect();
+    let mut pass = gather(s, cfg, found, pattern_sums, schema, started).await?;
+    pass.spilled_bytes = spilled_bytes;
+    pass._dir = spill_dir;
+    Ok(pass)
+}
+
+/// The second passes over bucket `b`'s annotated contacts: the frequent
+/// contacters below its own fence, the sequence counts along the clusters'
+/// steps (returned in [`Found::patterns`]), the sequences, the passes
+/// beside (null check, trends), the follow-ups and the outreach triggers
+/// (spilled into `spill_dir` when given). Returns them and the bytes
+/// spilled.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn bucket(
+    s: &mut RunSession,
+    plan: &Plan,
+    b: usize,
+    annotated: &Arc<SortedContactsExec>,
+    schema: &SchemaRef,
+    spill_dir: &Option<Arc<tempfile::TempDir>>,
+    beside: &mut Beside,
+    contacters: &mut crate::contacters::Contacters,
+) -> Result<(Found, u64)> {
+    let t = Instant::now();
+    contacters.fill_bucket(b, &annotated.partitions())?;
+    s.add_seconds("frequent_contacters", t);
+    let t = Instant::now();
+    let (_, counted) = s
+        .timeline(annotated, Mode::SequenceCounts, plan.occ_params.clone())
+        .await?;
+    let patterns = counted.into_iter().flatten().collect();
+    s.add_seconds("sequences", t);
+    let occurrences = s
+        .timeline(annotated, Mode::Sequences, plan.occ_params.clone())
+        .await?;
+    if let Some(check) = beside.null_check.as_mut() {
+        let t = Instant::now();
+        check
+            .add_sequences(&s.ctx, annotated, b, &plan.params)
+            .await?;
+        s.add_seconds("null_check", t);
+    }
+    if let Some(trends) = beside.trends.as_mut() {
+        let t = Instant::now();
+        trends
+            .add_sequences(&s.ctx, annotated, &plan.params)
+            .await?;
+        s.add_seconds("trends.sequences", t);
+    }
+    let t = Instant::now();
+    let followups = s
+        .timeline(annotated, Mode::Followups, plan.followup_params.clone())
+        .await?;
+    add_seconds(&mut s.seconds, "followups", t);
+    let (triggers, spilled) =
+        outreach_triggers(s, annotated, schema, &plan.triggers_sql, spill_dir, b).await?;
+    Ok((
+        Found {
             occurrences,
             followups,
             triggers,
-        });
-    }
+            patterns,
+        },
+        spilled,
+    ))
+}
 
+/// Every bucket's second passes gathered, in bucket order: the follow-ups
+/// and triggers for the outreach list; registered in the session,
+/// `sequence_occurrences`, `followups` and `sequence_counts` (the pattern
+/// sums at the minimum support).
+pub(crate) async fn gather(
+    s: &mut RunSession,
+    cfg: &PipelineConfig,
+    found: Vec<Found>,
+    pattern_sums: PatternSums,
+    schema: &SchemaRef,
+    started: Instant,
+) -> Result<SecondPass> {
+    let n_buckets = found.len();
     let mut occurrences = Collected::default();
     let mut followups = Collected::default();
     let mut pass = SecondPass {
         followups: Vec::with_capacity(n_buckets),
         followups_schema: schema.clone(),
         triggers: Vec::with_capacity(n_buckets),
-        spilled_bytes,
-        _dir: spill_dir,
+        spilled_bytes: 0,
+        _dir: None,
     };
     for f in found {
-        let f = f.expect("every bucket passed");
         occurrences.add(f.occurrences);
         pass.followups.push(f.followups.1.clone());
         followups.add(f.followups);
@@ -216,11 +308,11 @@ pub(crate) async fn run(
     pass.followups_schema = followups.schema();
     s.register("followups", followups)?;
     let sequences_s = s.seconds.get("sequences").copied().unwrap_or(0.0);
+    let followup_s = s.seconds.get("followups").copied().unwrap_or(0.0);
     s.seconds.insert(
         "sequence_occurrences".into(),
-        started.elapsed().as_secs_f64() - followup_seconds - sequences_s,
+        started.elapsed().as_secs_f64() - followup_s - sequences_s,
     );
-    s.seconds.insert("followups".into(), followup_seconds);
     // (only patterns at the minimum support: sequence_candidates.sql reads
     // no others, see PatternSums::finish)
     let t = Instant::now();

@@ -66,6 +66,20 @@ struct Period {
     /// After the clusters' ranking: its session.
     ctx: Option<SessionContext>,
     patterns: PatternSums,
+    /// When recording ([`Trends::record`]): the passes' rows, not summed.
+    rows: PeriodRows,
+}
+
+/// One period's pass rows of some buckets, as the passes gave them: what a
+/// cluster's executors send the client, which sums them as its own.
+#[derive(Default)]
+pub struct PeriodRows {
+    /// The pair-count pass's rows.
+    pub pair_counts: Vec<RecordBatch>,
+    /// The exposure pass's rows.
+    pub exposure: Vec<RecordBatch>,
+    /// The sequence-count pass's rows.
+    pub patterns: Vec<RecordBatch>,
 }
 
 /// The two periods' counts, a bucket at a time.
@@ -77,6 +91,8 @@ pub struct Trends {
     windows: Arc<Vec<i64>>,
     /// The steps both periods mine sequences along (after the ranking).
     steps: Vec<(String, String)>,
+    /// Whether the passes' rows are kept as rows instead of summed.
+    recording: bool,
 }
 
 /// What the trends found, for the manifest.
@@ -129,12 +145,54 @@ impl Trends {
             exposures: Exposures::new(),
             ctx: None,
             patterns: PatternSums::new(),
+            rows: PeriodRows::default(),
         };
         Ok(Trends {
             periods: [period(i64::MIN, cut), period(cut, i64::MAX)],
             windows: Arc::new(windows),
             steps: Vec::new(),
+            recording: false,
         })
+    }
+
+    /// From now on, keeps the passes' rows as rows ([`Trends::take_rows`])
+    /// instead of summing them.
+    pub fn record(&mut self) {
+        self.recording = true;
+    }
+
+    /// The rows recorded so far, before and recent.
+    pub fn take_rows(&mut self) -> [PeriodRows; 2] {
+        self.periods.each_mut().map(|p| PeriodRows {
+            pair_counts: std::mem::take(&mut p.pair_counts),
+            ..std::mem::take(&mut p.rows)
+        })
+    }
+
+    /// Sums rows recorded elsewhere into each period, as if its own passes
+    /// had given them.
+    pub fn add_rows(&mut self, rows: [PeriodRows; 2]) -> Result<()> {
+        for (period, rows) in self.periods.iter_mut().zip(rows) {
+            period.pair_counts.extend(rows.pair_counts);
+            for b in &rows.exposure {
+                period.exposures.add(b)?;
+            }
+            for b in &rows.patterns {
+                period.patterns.add(b)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The steps both periods mine sequences along.
+    pub fn steps(&self) -> &[(String, String)] {
+        &self.steps
+    }
+
+    /// Sets the steps both periods mine sequences along (those of a
+    /// ranking made elsewhere).
+    pub fn set_steps(&mut self, steps: Vec<(String, String)>) {
+        self.steps = steps;
     }
 
     /// The first instant of the recent period, µs.
@@ -161,8 +219,12 @@ impl Trends {
             period.pair_counts.extend(counts.into_iter().flatten());
             let (_, exposed) =
                 crate::session::run_timeline(ctx, annotated, Mode::Exposure, params).await?;
-            for b in exposed.iter().flatten() {
-                period.exposures.add(b)?;
+            if self.recording {
+                period.rows.exposure.extend(exposed.into_iter().flatten());
+            } else {
+                for b in exposed.iter().flatten() {
+                    period.exposures.add(b)?;
+                }
             }
         }
         Ok(())
@@ -221,8 +283,12 @@ impl Trends {
             };
             let (_, patterns) =
                 crate::session::run_timeline(ctx, annotated, Mode::SequenceCounts, params).await?;
-            for b in patterns.iter().flatten() {
-                period.patterns.add(b)?;
+            if self.recording {
+                period.rows.patterns.extend(patterns.into_iter().flatten());
+            } else {
+                for b in patterns.iter().flatten() {
+                    period.patterns.add(b)?;
+                }
             }
         }
         Ok(())
