@@ -1,14 +1,17 @@
 #!/usr/bin/env python3
-"""The per-customer passes on a loopback Ballista cluster, against one machine.
+"""Runs on a loopback Ballista cluster, against one machine.
 
 Starts `recur scheduler` and N `recur executor`s (one task at a time each)
-on this machine, runs `recur cluster-check` on each log given, and prints
-per pass the seconds on the cluster and here, and for the whole check the
-peak bytes of shuffle files in the executors' work folders (sampled every
-50 ms) and each executor's peak resident memory. The processes are stopped
-at the end.
+on this machine. For each log given: `recur run --cluster` and `recur run`
+on this machine, --runs times each, alternating, with the median
+whole-process seconds of each and their ratio (the tables of the last two
+runs are compared: they must be the same); then, unless --no-check, `recur
+cluster-check`, per pass the seconds on the cluster and here; and for
+everything on the cluster the peak bytes of shuffle files in the executors'
+work folders (sampled every 50 ms) and each executor's peak resident
+memory. The processes are stopped at the end.
 
-    python3 benches/cluster.py --logs /tmp/log-1M.parquet,/tmp/log-10M.parquet
+    python3 benches/cluster.py --logs /tmp/log-1M.parquet,/tmp/log-10M.parquet --runs 3
 
 The binary is `$RECUR`, else `$CARGO_TARGET_DIR/release/recur`, else
 `target/release/recur` (built with `--features ballista`).
@@ -17,6 +20,7 @@ The binary is `$RECUR`, else `$CARGO_TARGET_DIR/release/recur`, else
 import argparse
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -89,29 +93,62 @@ def start(recur, n, work):
     return port, scheduler, executors
 
 
-def check(recur, port, log, work, partitions):
-    peak = [0]
-    done = threading.Event()
+class ShufflePeak:
+    """Samples the bytes under the executors' work folders while running."""
 
-    def sample():
-        while not done.is_set():
-            peak[0] = max(peak[0], tree_bytes(work))
+    def __init__(self, work):
+        self.work, self.peak, self.done = work, 0, threading.Event()
+        self.thread = threading.Thread(target=self.sample)
+        self.thread.start()
+
+    def sample(self):
+        while not self.done.is_set():
+            self.peak = max(self.peak, tree_bytes(self.work))
             time.sleep(0.05)
 
-    sampler = threading.Thread(target=sample)
-    sampler.start()
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+        return self.peak
+
+
+def timed(cmd, what):
     started = time.time()
-    out = subprocess.run(
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.time() - started
+    if out.returncode != 0:
+        sys.exit(f"{what} failed:\n{out.stdout}{out.stderr}")
+    return out.stdout, wall
+
+
+def check(recur, port, log, partitions):
+    return timed(
         [recur, "cluster-check", "--cluster", f"df://localhost:{port}",
          "--partitions", str(partitions), log],
+        f"cluster-check of {log}",
+    )
+
+
+def runs(recur, port, log, partitions, n, scratch):
+    """Median seconds of `recur run` on the cluster and here, n each."""
+    cluster, local = [], []
+    for i in range(n):
+        for where, times in (("cluster", cluster), ("local", local)):
+            out = os.path.join(scratch, f"{where}-{i}")
+            cmd = [recur, "run", log, "--out", out, "--no-report"]
+            if where == "cluster":
+                cmd += ["--cluster", f"df://localhost:{port}",
+                        "--cluster-partitions", str(partitions)]
+            times.append(timed(cmd, f"recur run ({where}) of {log}")[1])
+    last = n - 1
+    same = subprocess.run(
+        [sys.executable, os.path.join(os.path.dirname(__file__), "compare_runs.py"),
+         os.path.join(scratch, f"local-{last}"), os.path.join(scratch, f"cluster-{last}")],
         capture_output=True, text=True,
     )
-    wall = time.time() - started
-    done.set()
-    sampler.join()
-    if out.returncode != 0:
-        sys.exit(f"cluster-check failed on {log}:\n{out.stdout}{out.stderr}")
-    return out.stdout, wall, peak[0]
+    if same.returncode != 0:
+        sys.exit(f"the runs' tables differ:\n{same.stdout}{same.stderr}")
+    return statistics.median(cluster), statistics.median(local), cluster, local
 
 
 def main():
@@ -119,16 +156,28 @@ def main():
     p.add_argument("--logs", required=True, help="comma-separated Parquet logs")
     p.add_argument("--executors", type=int, default=2)
     p.add_argument("--partitions", type=int, default=4)
+    p.add_argument("--runs", type=int, default=3, help="runs of each, 0: none")
+    p.add_argument("--no-check", action="store_true", help="no cluster-check")
     args = p.parse_args()
     recur = binary()
-    with tempfile.TemporaryDirectory() as work:
+    with tempfile.TemporaryDirectory() as work, tempfile.TemporaryDirectory() as scratch:
         port, scheduler, executors = start(recur, args.executors, work)
         try:
             for log in args.logs.split(","):
-                text, wall, shuffle = check(recur, port, log, work, args.partitions)
                 print(f"## {log}: {args.executors} executors x 1 task, "
-                      f"{args.partitions} partitions; check {wall:.1f} s wall")
-                print(text, end="")
+                      f"{args.partitions} partitions")
+                peak = ShufflePeak(work)
+                if args.runs > 0:
+                    c, l, cs, ls = runs(recur, port, log, args.partitions, args.runs, scratch)
+                    print(f"recur run --cluster: median {c:.2f} s "
+                          f"({', '.join(f'{t:.2f}' for t in cs)}); on this machine: "
+                          f"median {l:.2f} s ({', '.join(f'{t:.2f}' for t in ls)}); "
+                          f"ratio {c / l:.2f}; the tables are the same")
+                if not args.no_check:
+                    text, wall = check(recur, port, log, args.partitions)
+                    print(f"cluster-check: {wall:.1f} s wall")
+                    print(text, end="")
+                shuffle = peak.stop()
                 print(f"peak shuffle files: {shuffle / 2**20:.0f} MiB; executors' peak RSS: "
                       + ", ".join(f"{peak_rss_kib(e.pid) / 2**20:.2f} GiB" for e in executors))
                 print()

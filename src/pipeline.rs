@@ -355,7 +355,9 @@ pub(crate) async fn after_first(
         Contacts::Local(None) => {}
         #[cfg(feature = "ballista")]
         Contacts::Cluster(cluster) => {
-            days_written = cluster.contacts_written(&mut tables)?;
+            let t = Instant::now();
+            days_written = cluster.contacts_written(&mut tables).await?;
+            s.add_seconds("write.contacts", t);
         }
     }
     progress.stage("comparing the periods");

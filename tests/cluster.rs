@@ -8,7 +8,12 @@
 //!   contacts, and both executors did part of the work;
 //! - an executor killed during a run: Ballista runs its tasks again on the
 //!   other (the check completes and agrees) or the run fails with exit 1 and
-//!   a message; the cluster serves the next run either way.
+//!   a message; the cluster serves the next run either way;
+//! - `recur run --cluster` writes the tables a run on one machine writes,
+//!   row for row (floats to 12 significant digits), on sample-data and on
+//!   the million-contact log, both executors taking part; with an executor
+//!   killed during the run, the same tables or exit 1 and no run published;
+//!   options a cluster run cannot take, and an absent scheduler, are named.
 
 #![cfg(feature = "ballista")]
 
@@ -16,7 +21,11 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, channel};
+
+use datafusion::arrow::array::{Array, ArrayRef};
+use datafusion::arrow::record_batch::RecordBatch;
 use std::time::{Duration, Instant};
 
 /// Seconds without a heartbeat before the scheduler gives an executor up
@@ -300,9 +309,9 @@ fn cluster_check_names_a_bad_log_and_an_absent_scheduler() {
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("missing.parquet"), "{err}");
 
-    let batch = datafusion::arrow::record_batch::RecordBatch::try_from_iter([(
+    let batch = RecordBatch::try_from_iter([(
         "customer_id",
-        std::sync::Arc::new(datafusion::arrow::array::StringArray::from(vec!["a"])) as _,
+        Arc::new(datafusion::arrow::array::StringArray::from(vec!["a"])) as _,
     )])
     .unwrap();
     let no_reason = dir.path().join("ids.parquet");
@@ -318,4 +327,289 @@ fn cluster_check_names_a_bad_log_and_an_absent_scheduler() {
     let (code, err) = run(Path::new(&sample), &nobody);
     assert_eq!(code, Some(1), "{err}");
     assert!(err.contains("recur: error: cluster:"), "{err}");
+}
+
+/// `recur run LOG --out OUT --no-report` and `extra`, failing the test
+/// after `limit`.
+fn run(log: &Path, out: &Path, extra: &[&str], limit: Duration) -> Output {
+    let child = recur()
+        .arg("run")
+        .arg(log)
+        .arg("--out")
+        .arg(out)
+        .arg("--no-report")
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    bounded(child, limit)
+}
+
+/// `array` with every float rounded to 12 significant digits (NaN kept as
+/// one value), through lists and structs: what "the same number" means
+/// between two runs whose sums were added in another order.
+fn rounded(array: &ArrayRef) -> ArrayRef {
+    use datafusion::arrow::array::{AsArray, Float64Array, ListArray, StructArray};
+    use datafusion::arrow::datatypes::{DataType, Float64Type};
+    let round = |v: f64| {
+        if v.is_nan() {
+            f64::MAX
+        } else {
+            format!("{v:.11e}").parse::<f64>().unwrap()
+        }
+    };
+    match array.data_type() {
+        DataType::Float64 => Arc::new(
+            array
+                .as_primitive::<Float64Type>()
+                .iter()
+                .map(|v| v.map(round))
+                .collect::<Float64Array>(),
+        ),
+        DataType::List(field) => {
+            let list = array.as_list::<i32>();
+            Arc::new(ListArray::new(
+                field.clone(),
+                list.offsets().clone(),
+                rounded(list.values()),
+                list.nulls().cloned(),
+            ))
+        }
+        DataType::Struct(fields) => {
+            let s = array.as_struct();
+            Arc::new(StructArray::new(
+                fields.clone(),
+                s.columns().iter().map(rounded).collect(),
+                s.nulls().cloned(),
+            ))
+        }
+        _ => array.clone(),
+    }
+}
+
+/// Every Parquet file under `a` is under `b` with the same schema and the
+/// same rows in the same order (floats to 12 significant digits), and no
+/// other; returns the files compared.
+fn assert_same_tables(a: &Path, b: &Path) -> usize {
+    let files = |dir: &Path| -> Vec<PathBuf> {
+        let mut f: Vec<PathBuf> = walk(dir)
+            .into_iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .map(|p| p.strip_prefix(dir).unwrap().to_path_buf())
+            .collect();
+        f.sort();
+        f
+    };
+    let (fa, fb) = (files(a), files(b));
+    assert_eq!(fa, fb, "the runs wrote other files");
+    assert!(!fa.is_empty());
+    for f in &fa {
+        let read = |root: &Path| {
+            let batches = crate::common::read_parquet(&root.join(f));
+            let schema = batches[0].schema();
+            let all = datafusion::arrow::compute::concat_batches(&schema, &batches).unwrap();
+            let columns = all.columns().iter().map(rounded).collect();
+            RecordBatch::try_new_with_options(
+                Arc::new(datafusion::arrow::datatypes::Schema::new(
+                    schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.as_ref().clone())
+                        .collect::<Vec<_>>(),
+                )),
+                columns,
+                &Default::default(),
+            )
+            .unwrap()
+        };
+        let (ta, tb) = (read(a), read(b));
+        assert_eq!(ta.schema(), tb.schema(), "{}: schemas differ", f.display());
+        assert_eq!(ta.num_rows(), tb.num_rows(), "{}: rows differ", f.display());
+        for (i, (ca, cb)) in ta.columns().iter().zip(tb.columns()).enumerate() {
+            if ca != cb {
+                let first = (0..ca.len())
+                    .find(|r| ca.slice(*r, 1) != cb.slice(*r, 1))
+                    .unwrap_or(0);
+                panic!(
+                    "{}: column {} differs, first at row {first}: {:?} vs {:?}",
+                    f.display(),
+                    ta.schema().field(i).name(),
+                    ca.slice(first, 1),
+                    cb.slice(first, 1)
+                );
+            }
+        }
+    }
+    fa.len()
+}
+
+/// The run's folder under an output folder (its one `as_of=` folder).
+fn run_folder(out: &Path) -> PathBuf {
+    std::fs::read_dir(out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("as_of=")
+        })
+        .unwrap_or_else(|| panic!("no run published in {}", out.display()))
+}
+
+/// The manifest's counts of rows read, used and excluded.
+fn row_counts(out: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run_folder(out).join("manifest.json")).unwrap();
+    let m: serde_json::Value = serde_json::from_str(&text).unwrap();
+    m["rows"].clone()
+}
+
+#[test]
+fn a_run_on_a_cluster_writes_the_tables_of_one_machine() {
+    let cluster = Cluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample-data/contacts.parquet");
+    let log = million(dir.path());
+    for (name, log) in [("sample-data", sample), ("a million contacts", log)] {
+        let local = dir.path().join(format!("{name}-local"));
+        let on_cluster = dir.path().join(format!("{name}-cluster"));
+        let o = run(&log, &local, &[], Duration::from_secs(300));
+        assert!(
+            o.status.success(),
+            "{name} locally: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let o = run(
+            &log,
+            &on_cluster,
+            &["--cluster", &cluster.url(), "--cluster-partitions", "4"],
+            Duration::from_secs(300),
+        );
+        assert!(
+            o.status.success(),
+            "{name} on the cluster: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let compared = assert_same_tables(&local, &on_cluster);
+        eprintln!("{name}: {compared} Parquet files the same");
+        assert_eq!(row_counts(&local), row_counts(&on_cluster), "{name}");
+        // (the staging folder is gone)
+        assert!(
+            !walk(&on_cluster)
+                .iter()
+                .any(|p| p.to_string_lossy().contains("_cluster")),
+            "{name}: staging left behind"
+        );
+    }
+    // the contacts went through both executors
+    for i in 0..2 {
+        assert!(cluster.shuffle_files(i) > 0, "executor {i} did no work");
+    }
+}
+
+#[test]
+fn a_run_on_a_cluster_survives_or_names_a_killed_executor() {
+    let mut cluster = Cluster::start(2);
+    let dir = tempfile::tempdir().unwrap();
+    let log = million(dir.path());
+    let local = dir.path().join("local");
+    let o = run(&log, &local, &[], Duration::from_secs(300));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let on_cluster = dir.path().join("cluster");
+    let child = recur()
+        .arg("run")
+        .arg(&log)
+        .arg("--out")
+        .arg(&on_cluster)
+        .args(["--no-report", "--cluster", &cluster.url()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // once the second executor has written shuffle output, it dies
+    let started = Instant::now();
+    while cluster.shuffle_files(1) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "executor 1 never started work"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    cluster.executors[1].kill().unwrap();
+    cluster.executors[1].wait().unwrap();
+    let o = bounded(child, Duration::from_secs(300));
+    let err = String::from_utf8_lossy(&o.stderr);
+    match o.status.code() {
+        // Ballista ran the lost tasks again on the executor left
+        Some(0) => {
+            assert_same_tables(&local, &on_cluster);
+            eprintln!("the run survived the kill: the lost tasks ran again");
+        }
+        // or the run failed, saying so, and published nothing
+        Some(1) => {
+            assert!(err.contains("recur: error: cluster:"), "{err}");
+            assert!(
+                !walk(&on_cluster)
+                    .iter()
+                    .any(|p| p.extension().is_some_and(|e| e == "parquet")),
+                "a failed run published tables"
+            );
+        }
+        other => panic!("exit {other:?}: {err}"),
+    }
+}
+
+/// What a run on a cluster cannot take is exit 2 naming the option; a
+/// scheduler nobody serves is exit 1 naming the cluster, with nothing
+/// published.
+#[test]
+fn a_cluster_run_names_what_it_cannot_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample-data/contacts.parquet");
+    let nobody = format!("df://localhost:{}", free_port());
+    let out = dir.path().join("out");
+    let limit = Duration::from_secs(60);
+    for (extra, says) in [
+        (vec!["--cluster", "localhost:50050"], "--cluster"),
+        (
+            vec!["--cluster", &nobody, "--null-check", "2"],
+            "--null-check",
+        ),
+        (
+            vec!["--cluster", &nobody, "--pseudonymize"],
+            "--pseudonymize",
+        ),
+        (
+            vec!["--cluster", &nobody, "--cluster-partitions", "0"],
+            "--cluster-partitions",
+        ),
+    ] {
+        let o = run(&sample, &out, &extra, limit);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(says), "{extra:?}: {err}");
+    }
+    let missing = dir.path().join("missing.parquet");
+    let o = run(&missing, &out, &["--cluster", &nobody], limit);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = run(&sample, &out, &["--cluster", &nobody], limit);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("recur: error: cluster:") && err.contains(&nobody[5..]),
+        "{err}"
+    );
+    assert!(
+        !walk(&out)
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "parquet")),
+        "a failed run published tables"
+    );
 }

@@ -93,9 +93,11 @@ pub enum Task {
     ReadContacts,
     /// The first passes over the buckets of one partition of the shuffle.
     FirstPass,
-    /// The second passes over one bucket, or (the last partition) the
-    /// contacts table.
+    /// The second passes over one bucket (a task per bucket).
     SecondPass,
+    /// The contacts table and the contact days, from every bucket in
+    /// order (one task).
+    WriteContacts,
 }
 
 /// What every task of a job reads: the run's configuration and what the
@@ -181,7 +183,7 @@ fn output_schema(task: Task, spec: &Spec) -> SchemaRef {
             fields.push(Field::new(BUCKET_COLUMN, DataType::Int64, false));
             Arc::new(Schema::new(fields))
         }
-        Task::FirstPass | Task::SecondPass => done_schema("bucket"),
+        Task::FirstPass | Task::SecondPass | Task::WriteContacts => done_schema("bucket"),
     }
 }
 
@@ -424,6 +426,10 @@ impl ExecutionPlan for TaskExec {
                 }
                 (Task::SecondPass, _) => {
                     vec![second_passes(&spec, partition).await.map_err(external)?]
+                }
+                (Task::WriteContacts, _) => {
+                    let written = write_contacts(&spec).await.map_err(external)?;
+                    vec![done("bucket", 0, written).map_err(external)?]
                 }
                 (Task::FirstPass, None) => {
                     return Err(DataFusionError::Internal(
@@ -725,14 +731,8 @@ pub(crate) async fn first_bucket(spec: &Spec, b: usize, contacts: Vec<RecordBatc
     Ok(n)
 }
 
-/// Job 3's task `b`: bucket `b`'s second passes, or, for the last, the
-/// contacts table.
+/// The second passes' task `b`: bucket `b`'s second passes.
 async fn second_passes(spec: &Spec, b: usize) -> Result<RecordBatch> {
-    let buckets = spec.keys.len();
-    if b == buckets {
-        let written = write_contacts(spec).await?;
-        return done("bucket", b, to_json(&spec.staging, &written)?);
-    }
     let cfg = &spec.cfg;
     let second = spec.second.as_ref().ok_or_else(|| Error::Cluster {
         reason: "the second passes were sent no ranking".into(),
@@ -825,8 +825,9 @@ struct ContactsWritten {
 }
 
 /// The contacts table (and, in an output folder of many runs, the contact
-/// days) from every bucket's annotated contacts, in bucket order.
-async fn write_contacts(spec: &Spec) -> Result<ContactsWritten> {
+/// days) from every bucket's annotated contacts, in bucket order; returns
+/// what was written, as JSON.
+async fn write_contacts(spec: &Spec) -> Result<String> {
     let cfg = &spec.cfg;
     let mut s = RunSession::new(cfg)?;
     let mut days = match &cfg.history {
@@ -847,9 +848,7 @@ async fn write_contacts(spec: &Spec) -> Result<ContactsWritten> {
         tables,
         days: days.iter().map(|d| d.to_string()).collect(),
     };
-    let path = spec.staging.join("contacts.json");
-    write_atomic(&path, to_json(&path, &written)?.as_bytes())?;
-    Ok(written)
+    to_json(&spec.staging, &written)
 }
 
 /// A bucket's annotated contacts as its first passes staged them: its
@@ -927,13 +926,22 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// and what its jobs read.
 pub(crate) struct Cluster {
     ctx: SessionContext,
+    url: String,
     spec: Spec,
+    /// The job writing the contacts table, which runs while the client
+    /// ranks and the second passes run.
+    contacts: tokio::task::JoinHandle<Result<Vec<RecordBatch>>>,
 }
 
 /// Runs `plan` on the cluster; a failure names `what`.
-async fn run_job(ctx: &SessionContext, plan: LogicalPlan, what: &str) -> Result<Vec<RecordBatch>> {
+async fn run_job(
+    ctx: &SessionContext,
+    url: &str,
+    plan: LogicalPlan,
+    what: &str,
+) -> Result<Vec<RecordBatch>> {
     let failed = |e: DataFusionError| Error::Cluster {
-        reason: format!("{what} failed on the cluster: {e}"),
+        reason: format!("{what} failed on the cluster at {url}: {e}"),
     };
     ctx.execute_logical_plan(plan)
         .await
@@ -1034,6 +1042,7 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     let json = |spec: &Spec| to_json(&staging, spec);
     let rows = run_job(
         &ctx,
+        &url,
         TaskNode::try_new(Task::ReadStats, json(&spec)?, prep.files(), None)?.into_plan(),
         "reading the log",
     )
@@ -1068,7 +1077,7 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     let t = Instant::now();
     let read = TaskNode::try_new(Task::ReadContacts, json(&spec)?, prep.files(), None)?;
     let first = TaskNode::try_new(Task::FirstPass, json(&spec)?, 0, Some(read.into_plan()))?;
-    run_job(&ctx, first.into_plan(), "the first passes").await?;
+    run_job(&ctx, &url, first.into_plan(), "the first passes").await?;
     s.add_seconds("first_passes", t);
 
     let t = Instant::now();
@@ -1090,6 +1099,14 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         absorb_first(&dir, &mut counted, beside.trends.as_mut())?;
     }
     s.add_seconds("first_passes.gather", t);
+    // the contacts table is written while the client ranks
+    let contacts = {
+        let (ctx, url) = (ctx.clone(), url.clone());
+        let node = TaskNode::try_new(Task::WriteContacts, json(&spec)?, 1, None)?;
+        tokio::spawn(async move {
+            run_job(&ctx, &url, node.into_plan(), "writing the contacts table").await
+        })
+    };
     let contact_id = spec.contacts_in().field_with_name("contact_id")?.clone();
     let after = AfterFirst {
         started,
@@ -1100,7 +1117,12 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         beside,
         no_trends,
         counted,
-        rest: Rest::Cluster(Cluster { ctx, spec }),
+        rest: Rest::Cluster(Cluster {
+            contacts,
+            ctx,
+            url,
+            spec,
+        }),
     };
     let summary = crate::pipeline::after_first(&mut s, cfg, after, progress).await;
     // (the staging folder goes whether the run succeeded or not)
@@ -1182,10 +1204,10 @@ impl Cluster {
         let node = TaskNode::try_new(
             Task::SecondPass,
             to_json(&spec.staging, &spec)?,
-            buckets + 1,
+            buckets,
             None,
         )?;
-        run_job(&self.ctx, node.into_plan(), "the second passes").await?;
+        run_job(&self.ctx, &self.url, node.into_plan(), "the second passes").await?;
         s.add_seconds("second_passes", started);
         let mut found = Vec::with_capacity(buckets);
         let mut pattern_sums = PatternSums::new();
@@ -1222,15 +1244,22 @@ impl Cluster {
         second_pass::gather(s, cfg, found, pattern_sums, &schema, started).await
     }
 
-    /// What the contacts table's task wrote: its entry in the run's tables,
+    /// What the contacts table's job wrote: its entry in the run's tables,
     /// and the contact days written.
-    pub(crate) fn contacts_written(
-        &self,
+    pub(crate) async fn contacts_written(
+        self,
         tables: &mut BTreeMap<String, TableInfo>,
     ) -> Result<Vec<chrono::NaiveDate>> {
-        let path = self.spec.staging.join("contacts.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        let written: ContactsWritten = from_json(&path, &text)?;
+        let rows = self.contacts.await.map_err(|e| Error::Cluster {
+            reason: format!("writing the contacts table: {e}"),
+        })??;
+        let text = results(&rows)
+            .into_values()
+            .next()
+            .ok_or_else(|| Error::Cluster {
+                reason: "the contacts table's job said nothing".into(),
+            })?;
+        let written: ContactsWritten = from_json(&self.spec.staging, &text)?;
         tables.extend(written.tables);
         written
             .days
