@@ -205,7 +205,7 @@ pub(crate) enum Rest {
     },
     /// A cluster's executors ([`crate::distributed::run`]).
     #[cfg(feature = "ballista")]
-    Cluster(crate::distributed::run::Cluster),
+    Cluster(Box<crate::distributed::run::Cluster>),
 }
 
 /// A run after its first passes.
@@ -435,7 +435,7 @@ pub(crate) async fn after_first(
 enum Contacts {
     Local(Option<report::ContactsWriter>),
     #[cfg(feature = "ballista")]
-    Cluster(crate::distributed::run::Cluster),
+    Cluster(Box<crate::distributed::run::Cluster>),
 }
 
 /// The surge test over the first passes' daily counts (reason_days.sql's

@@ -1,0 +1,435 @@
+//! A cluster run's tasks in plans: [`TaskNode`] in the logical plan the
+//! client sends, [`TaskExec`] the operator the scheduler plans it as
+//! ([`TaskPlanner`]) and ships to the executors, both serialised by
+//! [`TaskCodec`] (the task and its [`Spec`] as JSON; an input is the
+//! node's child). The first passes' operator requires its input
+//! partitioned by bucket, which Ballista makes a shuffle.
+//!
+//! Input: a [`Task`] and its [`Spec`]. Output: the task's rows (contacts
+//! with their bucket, for the read before the shuffle; else one row per
+//! file or bucket done, see [`super::work`]).
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::{DFSchema, DFSchemaRef};
+use datafusion::error::DataFusionError;
+use datafusion::execution::TaskContext;
+use datafusion::logical_expr::{Expr, Extension, LogicalPlan, UserDefinedLogicalNodeCore};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::expressions::col;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    ChildrenPropertiesMode, DisplayAs, DisplayFormatType, Distribution, ExecutionPlan,
+    InputDistributionRequirements, Partitioning, PhysicalExpr, PlanProperties,
+    ReplaceChildrenOptions, SendableRecordBatchStream,
+};
+use datafusion::physical_planner::{ExtensionPlanner, PhysicalPlanner};
+use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
+
+use super::Spec;
+use super::work;
+use crate::error::Error;
+
+/// A cluster run's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Task {
+    /// One input file read for its counts (a task per file).
+    ReadStats,
+    /// One input file read into contacts with their bucket (a task per file).
+    ReadContacts,
+    /// The first passes over the buckets of one partition of the shuffle.
+    FirstPass,
+    /// The second passes over one bucket (a task per bucket).
+    SecondPass,
+    /// The contacts table and the contact days, from every bucket in
+    /// order (one task).
+    WriteContacts,
+}
+
+/// The output of a task: one row per file or bucket done.
+pub(super) fn done_schema(what: &str) -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(what, DataType::Int64, false),
+        Field::new("result", DataType::Utf8, false),
+    ]))
+}
+
+/// The column every contact's bucket is in, between the read and the
+/// first passes.
+pub(super) const BUCKET_COLUMN: &str = "_bucket";
+
+fn output_schema(task: Task, spec: &Spec) -> SchemaRef {
+    match task {
+        Task::ReadStats => done_schema("file"),
+        Task::ReadContacts => {
+            let mut fields: Vec<Field> = spec
+                .contacts_in()
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone())
+                .collect();
+            fields.push(Field::new(BUCKET_COLUMN, DataType::Int64, false));
+            Arc::new(Schema::new(fields))
+        }
+        // (how many buckets the task passed over)
+        Task::FirstPass => done_schema("buckets"),
+        Task::SecondPass | Task::WriteContacts => done_schema("bucket"),
+    }
+}
+
+fn parse_spec(text: &str) -> datafusion::error::Result<Spec> {
+    serde_json::from_str(text).map_err(|e| DataFusionError::Plan(format!("a recur task: {e}")))
+}
+
+/// A task of a cluster run as a logical plan node: a leaf (the reads, the
+/// second passes) or over the reads (the first passes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TaskNode {
+    task: Task,
+    /// The [`Spec`], as JSON.
+    spec: String,
+    /// Partitions of a leaf.
+    partitions: usize,
+    input: Option<LogicalPlan>,
+    schema: DFSchemaRef,
+}
+
+impl TaskNode {
+    pub(super) fn try_new(
+        task: Task,
+        spec: String,
+        partitions: usize,
+        input: Option<LogicalPlan>,
+    ) -> datafusion::error::Result<TaskNode> {
+        let schema = output_schema(task, &parse_spec(&spec)?);
+        Ok(TaskNode {
+            task,
+            spec,
+            partitions,
+            input,
+            schema: Arc::new(DFSchema::try_from(schema.as_ref().clone())?),
+        })
+    }
+
+    pub(super) fn into_plan(self) -> LogicalPlan {
+        LogicalPlan::Extension(Extension {
+            node: Arc::new(self),
+        })
+    }
+}
+
+impl PartialOrd for TaskNode {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        (self.task, &self.spec, self.partitions).partial_cmp(&(
+            other.task,
+            &other.spec,
+            other.partitions,
+        ))
+    }
+}
+
+impl UserDefinedLogicalNodeCore for TaskNode {
+    fn name(&self) -> &str {
+        "RecurTask"
+    }
+
+    fn inputs(&self) -> Vec<&LogicalPlan> {
+        self.input.iter().collect()
+    }
+
+    fn schema(&self) -> &DFSchemaRef {
+        &self.schema
+    }
+
+    fn expressions(&self) -> Vec<Expr> {
+        Vec::new()
+    }
+
+    fn fmt_for_explain(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "RecurTask: {:?}", self.task)
+    }
+
+    fn with_exprs_and_inputs(
+        &self,
+        _exprs: Vec<Expr>,
+        inputs: Vec<LogicalPlan>,
+    ) -> datafusion::error::Result<Self> {
+        TaskNode::try_new(
+            self.task,
+            self.spec.clone(),
+            self.partitions,
+            inputs.into_iter().next(),
+        )
+    }
+}
+
+/// Plans a [`TaskNode`] as a [`TaskExec`].
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TaskPlanner;
+
+#[async_trait]
+impl ExtensionPlanner for TaskPlanner {
+    async fn plan_extension(
+        &self,
+        _planner: &dyn PhysicalPlanner,
+        node: &dyn datafusion::logical_expr::UserDefinedLogicalNode,
+        _logical_inputs: &[&LogicalPlan],
+        physical_inputs: &[Arc<dyn ExecutionPlan>],
+        _session: &dyn datafusion::catalog::Session,
+        _planning_ctx: &datafusion::logical_expr::physical_planning_context::PhysicalPlanningContext,
+    ) -> datafusion::error::Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(task) = node.as_any().downcast_ref::<TaskNode>() else {
+            return Ok(None);
+        };
+        Ok(Some(Arc::new(TaskExec::try_new(
+            task.task,
+            task.spec.clone(),
+            task.partitions,
+            physical_inputs.first().cloned(),
+        )?)))
+    }
+}
+
+/// A task of a cluster run as an operator (see the module docs).
+#[derive(Debug)]
+pub struct TaskExec {
+    task: Task,
+    spec: String,
+    partitions: usize,
+    input: Option<Arc<dyn ExecutionPlan>>,
+    properties: Arc<PlanProperties>,
+}
+
+impl TaskExec {
+    fn try_new(
+        task: Task,
+        spec: String,
+        partitions: usize,
+        input: Option<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<TaskExec> {
+        let schema = output_schema(task, &parse_spec(&spec)?);
+        let partitions = match &input {
+            Some(input) => input.properties().partitioning.partition_count(),
+            None => partitions,
+        };
+        Ok(TaskExec {
+            task,
+            spec,
+            partitions,
+            input,
+            properties: Arc::new(PlanProperties::new(
+                EquivalenceProperties::new(schema),
+                Partitioning::UnknownPartitioning(partitions.max(1)),
+                EmissionType::Final,
+                Boundedness::Bounded,
+            )),
+        })
+    }
+}
+
+impl DisplayAs for TaskExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "RecurTaskExec: {:?}", self.task)
+    }
+}
+
+impl ExecutionPlan for TaskExec {
+    fn name(&self) -> &'static str {
+        "RecurTaskExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn input_distribution_requirements(&self) -> InputDistributionRequirements {
+        // the first passes take whole buckets: the shuffle by bucket
+        let keys = self
+            .input
+            .as_ref()
+            .and_then(|i| col(BUCKET_COLUMN, &i.schema()).ok());
+        match keys {
+            Some(k) => {
+                InputDistributionRequirements::new(vec![Distribution::KeyPartitioned(vec![k])])
+            }
+            None => InputDistributionRequirements::new(vec![]),
+        }
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        self.input.iter().collect()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> datafusion::error::Result<TreeNodeRecursion>,
+    ) -> datafusion::error::Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _options: ReplaceChildrenOptions,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        Ok(Arc::new(TaskExec::try_new(
+            self.task,
+            self.spec.clone(),
+            self.partitions,
+            children.into_iter().next(),
+        )?))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> datafusion::error::Result<SendableRecordBatchStream> {
+        let spec = parse_spec(&self.spec)?;
+        let schema = self.schema();
+        let input = match &self.input {
+            Some(i) => Some(i.execute(partition, context)?),
+            None => None,
+        };
+        let task = self.task;
+        let out = schema.clone();
+        let fut = async move {
+            let external = |e: Error| DataFusionError::External(Box::new(e));
+            let batches = match (task, input) {
+                (Task::ReadStats, _) => {
+                    vec![work::read_stats(&spec, partition).await.map_err(external)?]
+                }
+                (Task::ReadContacts, _) => work::read_contacts(&spec, partition, &out)
+                    .await
+                    .map_err(external)?,
+                (Task::FirstPass, Some(input)) => {
+                    let batches: Vec<RecordBatch> = input.try_collect().await?;
+                    vec![work::first_passes(&spec, batches).await.map_err(external)?]
+                }
+                (Task::SecondPass, _) => {
+                    vec![
+                        work::second_passes(&spec, partition)
+                            .await
+                            .map_err(external)?,
+                    ]
+                }
+                (Task::WriteContacts, _) => {
+                    let written = work::write_contacts(&spec).await.map_err(external)?;
+                    vec![work::done("bucket", 0, written).map_err(external)?]
+                }
+                (Task::FirstPass, None) => {
+                    return Err(DataFusionError::Internal(
+                        "the first passes read the contacts".into(),
+                    ));
+                }
+            };
+            Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))
+        };
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::once(fut).try_flatten().boxed(),
+        )))
+    }
+}
+
+/// Encodes a [`TaskExec`] or [`TaskNode`]: its task, spec and partitions
+/// (the input is the node's child).
+#[derive(Serialize, Deserialize)]
+struct Encoded {
+    task: Task,
+    spec: String,
+    partitions: usize,
+}
+
+/// The codec of [`TaskNode`] and [`TaskExec`], for `datafusion-proto`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TaskCodec;
+
+impl TaskCodec {
+    fn read(buf: &[u8]) -> datafusion::error::Result<Encoded> {
+        serde_json::from_slice(buf).map_err(|e| DataFusionError::Plan(format!("a recur task: {e}")))
+    }
+
+    fn write(e: &Encoded, buf: &mut Vec<u8>) -> datafusion::error::Result<()> {
+        serde_json::to_writer(buf, e).map_err(|e| DataFusionError::External(Box::new(e)))
+    }
+
+    /// The node in `buf`, over `inputs`.
+    pub fn decode_node(buf: &[u8], inputs: &[LogicalPlan]) -> datafusion::error::Result<Extension> {
+        let e = Self::read(buf)?;
+        Ok(Extension {
+            node: Arc::new(TaskNode::try_new(
+                e.task,
+                e.spec,
+                e.partitions,
+                inputs.first().cloned(),
+            )?),
+        })
+    }
+
+    /// Encodes `node` if it is a [`TaskNode`] (else false).
+    pub fn encode_node(node: &Extension, buf: &mut Vec<u8>) -> datafusion::error::Result<bool> {
+        let Some(t) = node.node.as_any().downcast_ref::<TaskNode>() else {
+            return Ok(false);
+        };
+        Self::write(
+            &Encoded {
+                task: t.task,
+                spec: t.spec.clone(),
+                partitions: t.partitions,
+            },
+            buf,
+        )?;
+        Ok(true)
+    }
+
+    /// The operator in `buf`, over `inputs`.
+    pub fn decode_exec(
+        buf: &[u8],
+        inputs: &[Arc<dyn ExecutionPlan>],
+    ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let e = Self::read(buf)?;
+        Ok(Arc::new(TaskExec::try_new(
+            e.task,
+            e.spec,
+            e.partitions,
+            inputs.first().cloned(),
+        )?))
+    }
+
+    /// Encodes `node` if it is a [`TaskExec`] (else false).
+    pub fn encode_exec(
+        node: &Arc<dyn ExecutionPlan>,
+        buf: &mut Vec<u8>,
+    ) -> datafusion::error::Result<bool> {
+        let Some(t) = node.downcast_ref::<TaskExec>() else {
+            return Ok(false);
+        };
+        Self::write(
+            &Encoded {
+                task: t.task,
+                spec: t.spec.clone(),
+                partitions: t.partitions,
+            },
+            buf,
+        )?;
+        Ok(true)
+    }
+}
