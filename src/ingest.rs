@@ -18,6 +18,13 @@
 //!
 //! plus [`IngestStats`]: rows read, used and excluded by reason.
 //!
+//! The steps are apart so that a cluster's executors run the per-file one
+//! (`crate::distributed::run`): `prepare` (files and columns checked from
+//! the footers), `bucket_bounds` (the buckets' customer ranges, from a
+//! sample), `read_file` (one file scanned and normalised into a sink),
+//! `finish_stats` (every file's counts, then the checks of a log with
+//! nothing to analyse).
+//!
 //! Rules:
 //! - The window ([`window`]): with `--as-of`, rows after it are excluded as
 //!   `outside_window`, and with its lookback those before it; files whose

@@ -20,9 +20,9 @@
 //! logs with planted truth, [`evaluate`] scores a run against them;
 //! [`query`] runs SQL over a run's outputs (`recur query`); [`surges`] and
 //! [`stages::trends`] say what changed. With
-//! the `ballista` cargo feature, `distributed` runs the per-customer passes
-//! on an Apache Ballista cluster and holds `recur scheduler`, `recur
-//! executor` and `recur cluster-check` (docs/CLUSTER.md).
+//! the `ballista` cargo feature, `distributed` runs recur on an Apache
+//! Ballista cluster (`recur run --cluster`) and holds `recur scheduler`,
+//! `recur executor` and `recur cluster-check` (docs/CLUSTER.md).
 //! docs/architecture.md has the module tree.
 //!
 //! ```no_run

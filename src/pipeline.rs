@@ -14,7 +14,10 @@
 //!    then the frequent contacters and the manifest.
 //!
 //! With `--null-check`, [`crate::stages::nullcheck`] runs beside stages 2–4 on the
-//! log with its reasons permuted.
+//! log with its reasons permuted. With `--cluster` (the `ballista` feature),
+//! `crate::distributed::run` runs stages 1, 2 and 4 as tasks on a cluster's
+//! executors and shares the rest with this module ([`after_first`]: from
+//! the first passes' counts to the manifest).
 //!
 //! Input: a validated [`PipelineConfig`]. Output: the tables under
 //! `cfg.out` (see [`crate::report`]) and a [`RunSummary`] for the caller to

@@ -311,35 +311,15 @@ impl ExecutionPlan for TaskExec {
         let task = self.task;
         let out = schema.clone();
         let fut = async move {
-            let external = |e: Error| DataFusionError::External(Box::new(e));
-            let batches = match (task, input) {
-                (Task::ReadStats, _) => {
-                    vec![work::read_stats(&spec, partition).await.map_err(external)?]
-                }
-                (Task::ReadContacts, _) => work::read_contacts(&spec, partition, &out)
-                    .await
-                    .map_err(external)?,
-                (Task::FirstPass, Some(input)) => {
-                    let batches: Vec<RecordBatch> = input.try_collect().await?;
-                    vec![work::first_passes(&spec, batches).await.map_err(external)?]
-                }
-                (Task::SecondPass, _) => {
-                    vec![
-                        work::second_passes(&spec, partition)
-                            .await
-                            .map_err(external)?,
-                    ]
-                }
-                (Task::WriteContacts, _) => {
-                    let written = work::write_contacts(&spec).await.map_err(external)?;
-                    vec![work::done("bucket", 0, written).map_err(external)?]
-                }
-                (Task::FirstPass, None) => {
-                    return Err(DataFusionError::Internal(
-                        "the first passes read the contacts".into(),
-                    ));
-                }
+            // (the shuffle read on the executor's runtime, the work on one
+            // of its own: see `isolated`)
+            let input: Option<Vec<RecordBatch>> = match input {
+                Some(i) => Some(i.try_collect().await?),
+                None => None,
             };
+            let batches = isolated(move || run_task(task, spec, partition, input, out))
+                .await
+                .map_err(|e| DataFusionError::External(Box::new(e)))?;
             Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))
         };
         Ok(Box::pin(RecordBatchStreamAdapter::new(
@@ -347,6 +327,55 @@ impl ExecutionPlan for TaskExec {
             futures::stream::once(fut).try_flatten().boxed(),
         )))
     }
+}
+
+/// Task `task` of `spec` on its `partition` (the first passes: over
+/// `input`, the shuffle's rows), its rows of `schema`.
+async fn run_task(
+    task: Task,
+    spec: Spec,
+    partition: usize,
+    input: Option<Vec<RecordBatch>>,
+    schema: SchemaRef,
+) -> crate::error::Result<Vec<RecordBatch>> {
+    Ok(match (task, input) {
+        (Task::ReadStats, _) => vec![work::read_stats(&spec, partition).await?],
+        (Task::ReadContacts, _) => work::read_contacts(&spec, partition, &schema).await?,
+        (Task::FirstPass, input) => {
+            vec![work::first_passes(&spec, input.unwrap_or_default()).await?]
+        }
+        (Task::SecondPass, _) => vec![work::second_passes(&spec, partition).await?],
+        (Task::WriteContacts, _) => {
+            let written = work::write_contacts(&spec).await?;
+            vec![work::done("bucket", 0, written)?]
+        }
+    })
+}
+
+/// Runs `work` on a runtime of its own, on a thread of its own. A task's
+/// work is CPU-bound for seconds at a time (the sort, the passes, on the
+/// session's thread pool); on the executor's runtime it would hold up the
+/// executor's heartbeats and its shuffle service, and a scheduler that
+/// misses heartbeats takes the executor for dead.
+async fn isolated<F, Fut, T>(work: F) -> crate::error::Result<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = crate::error::Result<T>>,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .map_err(|e| Error::io("a task's runtime", e))?;
+        runtime.block_on(work())
+    })
+    .await
+    .map_err(|e| Error::Cluster {
+        reason: format!("a task ended abnormally: {e}"),
+    })?
 }
 
 /// Encodes a [`TaskExec`] or [`TaskNode`]: its task, spec and partitions

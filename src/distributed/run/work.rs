@@ -12,11 +12,11 @@
 //! renamed, and a task run again starts its folder afresh.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray};
-use datafusion::arrow::compute::filter_record_batch;
+use datafusion::arrow::array::{AsArray, Int64Array, RecordBatch, StringArray, UInt32Array};
+use datafusion::arrow::compute::take_record_batch;
 use datafusion::arrow::datatypes::{Int64Type, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
@@ -122,6 +122,8 @@ const FILE_ROW_BITS: u32 = 40;
 /// The first passes over every bucket in `batches` (one partition of the
 /// shuffle by bucket), each in turn.
 pub(super) async fn first_passes(spec: &Spec, batches: Vec<RecordBatch>) -> Result<RecordBatch> {
+    let bucket_of: std::collections::HashMap<i64, usize> =
+        spec.keys.iter().enumerate().map(|(b, k)| (*k, b)).collect();
     let mut by_bucket: BTreeMap<usize, Vec<RecordBatch>> = BTreeMap::new();
     for batch in batches.iter().filter(|b| b.num_rows() > 0) {
         let keys = batch
@@ -129,15 +131,17 @@ pub(super) async fn first_passes(spec: &Spec, batches: Vec<RecordBatch>) -> Resu
             .expect("the read's output")
             .as_primitive::<Int64Type>();
         let contacts = batch.project(&(0..batch.num_columns() - 1).collect::<Vec<_>>())?;
-        for (b, key) in spec.keys.iter().enumerate() {
-            let mask =
-                datafusion::arrow::compute::kernels::cmp::eq(keys, &Int64Array::new_scalar(*key))?;
-            if mask.true_count() > 0 {
-                by_bucket
-                    .entry(b)
-                    .or_default()
-                    .push(filter_record_batch(&contacts, &mask)?);
-            }
+        // (rows in order within each bucket)
+        let mut rows: BTreeMap<usize, Vec<u32>> = BTreeMap::new();
+        for (i, key) in keys.values().iter().enumerate() {
+            let b = *bucket_of.get(key).ok_or_else(|| Error::Cluster {
+                reason: format!("a contact of no bucket ({key})"),
+            })?;
+            rows.entry(b).or_default().push(i as u32);
+        }
+        for (b, idx) in rows {
+            let part = take_record_batch(&contacts, &UInt32Array::from(idx))?;
+            by_bucket.entry(b).or_default().push(part);
         }
     }
     let mut listed = Vec::new();
@@ -176,12 +180,8 @@ pub(super) fn counted_tables(
 /// contacts.
 pub(super) async fn first_bucket(spec: &Spec, b: usize, contacts: Vec<RecordBatch>) -> Result<u64> {
     let cfg = &spec.cfg;
-    let dir = spec.bucket_dir(b);
-    // (a task run again starts afresh)
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
-    }
-    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+    let attempt = Attempt::new(&spec.staging, &format!("b{b}"))?;
+    let dir = attempt.dir.clone();
     let n: u64 = contacts.iter().map(|c| c.num_rows() as u64).sum();
     let mut s = RunSession::new(cfg)?;
     let mut beside = Beside {
@@ -230,7 +230,41 @@ pub(super) async fn first_bucket(spec: &Spec, b: usize, contacts: Vec<RecordBatc
     };
     let path = dir.join("first.json");
     write_atomic(&path, to_json(&path, &staged)?.as_bytes())?;
+    attempt.publish(&spec.bucket_dir(b))?;
     Ok(n)
+}
+
+/// A task attempt's own folder, published under its final name once every
+/// file is in it. Ballista can run a task again while an attempt it gave
+/// up on still runs (an executor whose heartbeats were late): each attempt
+/// writes apart, the first to finish publishes, and a later one, which
+/// wrote the same files, lets its own go.
+pub(super) struct Attempt {
+    pub dir: PathBuf,
+}
+
+impl Attempt {
+    /// A new folder for an attempt at `name`, under `staging`.
+    pub fn new(staging: &Path, name: &str) -> Result<Attempt> {
+        std::fs::create_dir_all(staging).map_err(|e| Error::io(staging, e))?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!(".{name}-attempt-"))
+            .tempdir_in(staging)
+            .map_err(|e| Error::io(staging, e))?
+            .keep();
+        Ok(Attempt { dir })
+    }
+
+    /// Renames the folder to `to`, unless an earlier attempt did.
+    pub fn publish(self, to: &Path) -> Result<()> {
+        match std::fs::rename(&self.dir, to) {
+            Ok(()) => Ok(()),
+            Err(_) if to.is_dir() => {
+                std::fs::remove_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))
+            }
+            Err(e) => Err(Error::io(to, e)),
+        }
+    }
 }
 
 /// The second passes' task `b`: bucket `b`'s second passes.
@@ -284,11 +318,8 @@ pub(super) async fn second_passes(spec: &Spec, b: usize) -> Result<RecordBatch> 
         &mut contacters,
     )
     .await?;
-    let out = dir.join("second");
-    if out.exists() {
-        std::fs::remove_dir_all(&out).map_err(|e| Error::io(&out, e))?;
-    }
-    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let attempt = Attempt::new(&dir, "second")?;
+    let out = attempt.dir.clone();
     let (occ_schema, occ) = found.occurrences;
     write_ipc(
         &out.join("occurrences.arrow"),
@@ -315,6 +346,7 @@ pub(super) async fn second_passes(spec: &Spec, b: usize) -> Result<RecordBatch> 
     let path = out.join("second.json");
     let part = contacters.fill_part(b, before);
     write_atomic(&path, to_json(&path, &part)?.as_bytes())?;
+    attempt.publish(&dir.join("second"))?;
     done("bucket", b, String::from("{}"))
 }
 
@@ -330,7 +362,12 @@ pub(super) struct ContactsWritten {
 /// days) from every bucket's annotated contacts, in bucket order; returns
 /// what was written, as JSON.
 pub(super) async fn write_contacts(spec: &Spec) -> Result<String> {
-    let cfg = &spec.cfg;
+    // (written in an attempt's folder, then moved into the run's)
+    let attempt = Attempt::new(&spec.staging, "contacts")?;
+    let cfg = &crate::config::PipelineConfig {
+        out: attempt.dir.clone(),
+        ..spec.cfg.clone()
+    };
     let mut s = RunSession::new(cfg)?;
     let mut days = match &cfg.history {
         Some(root) => Some(crate::report::contact_days::ContactDays::load(root, cfg)?),
@@ -350,6 +387,14 @@ pub(super) async fn write_contacts(spec: &Spec) -> Result<String> {
         tables,
         days: days.iter().map(|d| d.to_string()).collect(),
     };
+    for entry in std::fs::read_dir(&attempt.dir).map_err(|e| Error::io(&attempt.dir, e))? {
+        let from = entry.map_err(|e| Error::io(&attempt.dir, e))?.path();
+        let to = spec.cfg.out.join(from.file_name().expect("an entry"));
+        if !to.exists() {
+            std::fs::rename(&from, &to).map_err(|e| Error::io(&to, e))?;
+        }
+    }
+    std::fs::remove_dir_all(&attempt.dir).map_err(|e| Error::io(&attempt.dir, e))?;
     to_json(&spec.staging, &written)
 }
 
