@@ -206,11 +206,22 @@ pub(crate) struct Prepared {
     window: Window,
 }
 
+// (what a cluster run's client reads of it)
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
 impl Prepared {
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
-    /// The files to read, in order.
+    /// The files to read, in order: how many.
     pub fn files(&self) -> usize {
         self.plans.len()
+    }
+
+    /// The files to read, in order.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.plans.iter().map(|p| p.path.clone()).collect()
+    }
+
+    /// Whether the log's contact ids are read from it (else assigned).
+    pub fn reads_contact_ids(&self) -> bool {
+        self.use_contact_id
     }
 }
 
@@ -310,6 +321,32 @@ pub(crate) fn prepare(cfg: &PipelineConfig) -> Result<Prepared> {
         use_contact_id,
         placeholders: cfg.exclude_customers.iter().cloned().collect(),
         window,
+    })
+}
+
+/// What [`prepare`] gives for one file of a log, `path`, whose contact ids
+/// `prepare` found to be read from it (`use_contact_id`, of type
+/// `contact_id_type`) or assigned: the form a cluster's task reads its file
+/// in, without opening the others (the log's checks were made by the
+/// client).
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
+pub(crate) fn prepare_file(
+    cfg: &PipelineConfig,
+    path: &std::path::Path,
+    use_contact_id: bool,
+    contact_id_type: &DataType,
+) -> Result<Prepared> {
+    let mut plan = inspect_file(path)?;
+    plan.has_channel = plan.schema.index_of(&cfg.columns.channel).is_ok();
+    plan.has_contact_id = plan.schema.index_of(&cfg.columns.contact_id).is_ok();
+    Ok(Prepared {
+        plans: vec![plan],
+        stats: IngestStats::default(),
+        schema: contacts_in_schema(contact_id_type),
+        contact_id_type: contact_id_type.clone(),
+        use_contact_id,
+        placeholders: cfg.exclude_customers.iter().cloned().collect(),
+        window: Window::of(cfg),
     })
 }
 
@@ -477,9 +514,9 @@ pub(crate) fn absorb(
     Ok(())
 }
 
-#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
 /// The statistics of a log read whole: every file's [`FileRead`] absorbed
 /// in order, then the checks of a log with nothing to analyse.
+#[cfg_attr(not(feature = "ballista"), allow(dead_code))]
 pub(crate) fn finish_stats(
     cfg: &PipelineConfig,
     prep: &Prepared,

@@ -450,8 +450,8 @@ impl Collected {
         self.parts.extend(parts);
     }
 
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
     /// The schema (None before any bucket) and the partitions.
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
     pub(crate) fn into_parts(self) -> (Option<SchemaRef>, Vec<Vec<RecordBatch>>) {
         (self.schema, self.parts)
     }

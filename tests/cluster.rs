@@ -472,21 +472,47 @@ fn a_run_on_a_cluster_writes_the_tables_of_one_machine() {
     let dir = tempfile::tempdir().unwrap();
     let sample = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("sample-data/contacts.parquet");
     let log = million(dir.path());
-    for (name, log) in [("sample-data", sample), ("a million contacts", log)] {
+    // a log of many files (a read task each)
+    let daily = dir.path().join("daily");
+    let o = recur()
+        .args(["generate", "--daily", "--out", daily.to_str().unwrap()])
+        .args(["--customers", "20000", "--days", "30", "--seed", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (name, log, extra) in [
+        ("sample-data", sample, vec![]),
+        ("a million contacts", log, vec![]),
+        ("30 daily files", daily, vec![]),
+        // the real log, without contact ids: assigned from file and row
+        (
+            "the ServiceNow log",
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data/servicenow_incidents.parquet"),
+            vec![
+                "--customer-col",
+                "caller_id",
+                "--time-col",
+                "opened_at",
+                "--channel-col",
+                "contact_type",
+                "--reason-col",
+                "category",
+            ],
+        ),
+    ] {
         let local = dir.path().join(format!("{name}-local"));
         let on_cluster = dir.path().join(format!("{name}-cluster"));
-        let o = run(&log, &local, &[], Duration::from_secs(300));
+        let o = run(&log, &local, &extra, Duration::from_secs(300));
         assert!(
             o.status.success(),
             "{name} locally: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        let o = run(
-            &log,
-            &on_cluster,
-            &["--cluster", &cluster.url(), "--cluster-partitions", "4"],
-            Duration::from_secs(300),
-        );
+        let url = cluster.url();
+        let mut on = extra.clone();
+        on.extend(["--cluster", &url, "--cluster-partitions", "4"]);
+        let o = run(&log, &on_cluster, &on, Duration::from_secs(300));
         assert!(
             o.status.success(),
             "{name} on the cluster: {}",

@@ -50,10 +50,10 @@ pub(crate) enum ContactsTo {
     /// The contacts table of the run (and, in an output folder of many
     /// runs, the contact days).
     Table(Option<report::contact_days::ContactDays>),
-    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
     /// Arrow IPC files in a folder, `part-P.arrow` per partition of the
     /// pass, for a cluster run's writer to read back; the exposure rows are
     /// then kept as rows ([`Counted::exposure_rows`]) for the client to sum.
+    #[cfg_attr(not(feature = "ballista"), allow(dead_code))]
     Staged(std::path::PathBuf),
 }
 

@@ -85,6 +85,10 @@ pub(crate) struct Spec {
     staging: PathBuf,
     /// Whether the log's contact ids are texts (else integers).
     text_ids: bool,
+    /// The files to read, in order (the log's checks made by the client).
+    files: Vec<PathBuf>,
+    /// Whether the contact ids are read from the log (else assigned).
+    reads_ids: bool,
     /// The earliest and latest contact of the window (after job 1).
     min_ts_us: Option<i64>,
     max_ts_us: Option<i64>,
@@ -107,6 +111,23 @@ struct SecondSpec {
 }
 
 impl Spec {
+    /// A spec of `cfg` with `buckets` buckets, for tests of plans.
+    #[cfg(test)]
+    pub(crate) fn for_test(cfg: PipelineConfig, buckets: usize) -> Spec {
+        Spec {
+            cfg,
+            staging: PathBuf::from("staging"),
+            text_ids: false,
+            files: Vec::new(),
+            reads_ids: true,
+            min_ts_us: None,
+            max_ts_us: None,
+            bounds: Vec::new(),
+            keys: (0..buckets as i64).collect(),
+            second: None,
+        }
+    }
+
     fn bucket_dir(&self, b: usize) -> PathBuf {
         self.staging.join(format!("b{b}"))
     }
@@ -245,6 +266,8 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
         cfg: cfg.clone(),
         staging: staging.clone(),
         text_ids: prep.schema.field_with_name("contact_id")?.data_type() == &DataType::Utf8,
+        files: prep.paths(),
+        reads_ids: prep.reads_contact_ids(),
         min_ts_us: None,
         max_ts_us: None,
         bounds: Vec::new(),

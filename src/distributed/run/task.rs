@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::{DFSchema, DFSchemaRef};
@@ -188,22 +188,52 @@ impl ExtensionPlanner for TaskPlanner {
         let Some(task) = node.as_any().downcast_ref::<TaskNode>() else {
             return Ok(None);
         };
+        let input = match physical_inputs.first() {
+            Some(input) => input.clone(),
+            None => items(task.partitions)?,
+        };
         Ok(Some(Arc::new(TaskExec::try_new(
             task.task,
             task.spec.clone(),
             task.partitions,
-            physical_inputs.first().cloned(),
+            input,
         )?)))
     }
 }
+
+/// The work items of a task that reads no other stage (the files of the
+/// reads, the buckets of the second passes): `n` partitions of one row
+/// each, the item's number. A scheduler gives each task only its own
+/// partitions of such a source (Ballista restricts in-memory sources to a
+/// task's partitions, and would leave a leaf of recur's own whole: every
+/// task would do every item).
+fn items(n: usize) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+    let schema = Arc::new(Schema::new(vec![Field::new(ITEM, DataType::Int64, false)]));
+    let parts = (0..n as i64)
+        .map(|i| {
+            Ok(vec![RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(datafusion::arrow::array::Int64Array::from(vec![
+                    i,
+                ]))],
+            )?])
+        })
+        .collect::<datafusion::error::Result<Vec<_>>>()?;
+    Ok(datafusion::datasource::memory::MemorySourceConfig::try_new_exec(&parts, schema, None)?)
+}
+
+/// The column of a task's work items.
+const ITEM: &str = "item";
 
 /// A task of a cluster run as an operator (see the module docs).
 #[derive(Debug)]
 pub struct TaskExec {
     task: Task,
     spec: String,
+    /// The partitions the logical node asked for (encoded as given).
     partitions: usize,
-    input: Option<Arc<dyn ExecutionPlan>>,
+    /// The work items, or for the first passes the contacts.
+    input: Arc<dyn ExecutionPlan>,
     properties: Arc<PlanProperties>,
 }
 
@@ -212,13 +242,10 @@ impl TaskExec {
         task: Task,
         spec: String,
         partitions: usize,
-        input: Option<Arc<dyn ExecutionPlan>>,
+        input: Arc<dyn ExecutionPlan>,
     ) -> datafusion::error::Result<TaskExec> {
         let schema = output_schema(task, &parse_spec(&spec)?);
-        let partitions = match &input {
-            Some(input) => input.properties().partitioning.partition_count(),
-            None => partitions,
-        };
+        let out = input.properties().partitioning.partition_count();
         Ok(TaskExec {
             task,
             spec,
@@ -226,7 +253,7 @@ impl TaskExec {
             input,
             properties: Arc::new(PlanProperties::new(
                 EquivalenceProperties::new(schema),
-                Partitioning::UnknownPartitioning(partitions.max(1)),
+                Partitioning::UnknownPartitioning(out),
                 EmissionType::Final,
                 Boundedness::Bounded,
             )),
@@ -250,21 +277,23 @@ impl ExecutionPlan for TaskExec {
     }
 
     fn input_distribution_requirements(&self) -> InputDistributionRequirements {
-        // the first passes take whole buckets: the shuffle by bucket
-        let keys = self
-            .input
-            .as_ref()
-            .and_then(|i| col(BUCKET_COLUMN, &i.schema()).ok());
-        match keys {
-            Some(k) => {
-                InputDistributionRequirements::new(vec![Distribution::KeyPartitioned(vec![k])])
-            }
-            None => InputDistributionRequirements::new(vec![]),
-        }
+        // the first passes take whole buckets: the shuffle by bucket; the
+        // others, their items as they are
+        let keys = (self.task == Task::FirstPass)
+            .then(|| col(BUCKET_COLUMN, &self.input.schema()).ok())
+            .flatten();
+        InputDistributionRequirements::new(vec![match keys {
+            Some(k) => Distribution::KeyPartitioned(vec![k]),
+            None => Distribution::UnspecifiedDistribution,
+        }])
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        self.input.iter().collect()
+        vec![&self.input]
     }
 
     fn apply_expressions(
@@ -279,11 +308,13 @@ impl ExecutionPlan for TaskExec {
         children: Vec<Arc<dyn ExecutionPlan>>,
         _options: ReplaceChildrenOptions,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
+        let [input] = <[_; 1]>::try_from(children)
+            .map_err(|_| DataFusionError::Internal("a recur task takes one input".into()))?;
         Ok(Arc::new(TaskExec::try_new(
             self.task,
             self.spec.clone(),
             self.partitions,
-            children.into_iter().next(),
+            input,
         )?))
     }
 
@@ -304,20 +335,14 @@ impl ExecutionPlan for TaskExec {
     ) -> datafusion::error::Result<SendableRecordBatchStream> {
         let spec = parse_spec(&self.spec)?;
         let schema = self.schema();
-        let input = match &self.input {
-            Some(i) => Some(i.execute(partition, context)?),
-            None => None,
-        };
+        let input = self.input.execute(partition, context)?;
         let task = self.task;
         let out = schema.clone();
         let fut = async move {
-            // (the shuffle read on the executor's runtime, the work on one
-            // of its own: see `isolated`)
-            let input: Option<Vec<RecordBatch>> = match input {
-                Some(i) => Some(i.try_collect().await?),
-                None => None,
-            };
-            let batches = isolated(move || run_task(task, spec, partition, input, out))
+            // (the input read on the executor's runtime, the work on one of
+            // its own: see `isolated`)
+            let input: Vec<RecordBatch> = input.try_collect().await?;
+            let batches = isolated(move || run_task(task, spec, input, out))
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
             Ok::<_, DataFusionError>(futures::stream::iter(batches.into_iter().map(Ok)))
@@ -329,27 +354,37 @@ impl ExecutionPlan for TaskExec {
     }
 }
 
-/// Task `task` of `spec` on its `partition` (the first passes: over
-/// `input`, the shuffle's rows), its rows of `schema`.
+/// Task `task` of `spec` over its `input`: the items it is given (the
+/// first passes: the shuffle's rows), its rows of `schema`.
 async fn run_task(
     task: Task,
     spec: Spec,
-    partition: usize,
-    input: Option<Vec<RecordBatch>>,
+    input: Vec<RecordBatch>,
     schema: SchemaRef,
 ) -> crate::error::Result<Vec<RecordBatch>> {
-    Ok(match (task, input) {
-        (Task::ReadStats, _) => vec![work::read_stats(&spec, partition).await?],
-        (Task::ReadContacts, _) => work::read_contacts(&spec, partition, &schema).await?,
-        (Task::FirstPass, input) => {
-            vec![work::first_passes(&spec, input.unwrap_or_default()).await?]
+    if task == Task::FirstPass {
+        return Ok(vec![work::first_passes(&spec, input).await?]);
+    }
+    let mut out = Vec::new();
+    for item in input.iter().flat_map(|b| {
+        b.column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .values()
+            .to_vec()
+    }) {
+        let item = item as usize;
+        match task {
+            Task::ReadStats => out.push(work::read_stats(&spec, item).await?),
+            Task::ReadContacts => out.extend(work::read_contacts(&spec, item, &schema).await?),
+            Task::SecondPass => out.push(work::second_passes(&spec, item).await?),
+            Task::WriteContacts => {
+                let written = work::write_contacts(&spec).await?;
+                out.push(work::done("bucket", 0, written)?);
+            }
+            Task::FirstPass => unreachable!("above"),
         }
-        (Task::SecondPass, _) => vec![work::second_passes(&spec, partition).await?],
-        (Task::WriteContacts, _) => {
-            let written = work::write_contacts(&spec).await?;
-            vec![work::done("bucket", 0, written)?]
-        }
-    })
+    }
+    Ok(out)
 }
 
 /// Runs `work` on a runtime of its own, on a thread of its own. A task's
@@ -435,11 +470,15 @@ impl TaskCodec {
         inputs: &[Arc<dyn ExecutionPlan>],
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let e = Self::read(buf)?;
+        let input = inputs
+            .first()
+            .cloned()
+            .ok_or_else(|| DataFusionError::Plan("a recur task without its input".into()))?;
         Ok(Arc::new(TaskExec::try_new(
             e.task,
             e.spec,
             e.partitions,
-            inputs.first().cloned(),
+            input,
         )?))
     }
 
@@ -460,5 +499,77 @@ impl TaskCodec {
             buf,
         )?;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{PipelineConfig, RunOptions};
+    use ballista_scheduler::planner::{DefaultDistributedPlanner, DistributedPlanner};
+    use datafusion::physical_plan::displayable;
+    use datafusion::prelude::SessionContext;
+
+    fn spec() -> Spec {
+        let cfg = PipelineConfig::from_raw(RunOptions {
+            inputs: Some(vec!["log.parquet".into()]),
+            ..Default::default()
+        })
+        .unwrap();
+        Spec::for_test(cfg, 3)
+    }
+
+    /// The first passes' job, as a scheduler splits it under the pinned
+    /// settings: a stage of read tasks over the files as items, one
+    /// partition each, the contacts shuffled by bucket; then the first
+    /// passes over the shuffle's partitions.
+    #[tokio::test]
+    async fn the_first_passes_read_a_shuffle_by_bucket_of_files_read_once() {
+        let ctx = SessionContext::new_with_state(super::super::super::session_state(
+            super::super::super::cluster_config(3),
+        ));
+        let config = ctx.state().config_options().clone();
+        let json = serde_json::to_string(&spec()).unwrap();
+        let read = TaskNode::try_new(Task::ReadContacts, json.clone(), 60, None).unwrap();
+        let first = TaskNode::try_new(Task::FirstPass, json, 0, Some(read.into_plan())).unwrap();
+        let plan = ctx
+            .state()
+            .create_physical_plan(&first.into_plan())
+            .await
+            .unwrap();
+        let stages = DefaultDistributedPlanner::new()
+            .plan_query_stages(&"job".into(), plan, &config)
+            .unwrap();
+        let shown: Vec<String> = stages
+            .iter()
+            .map(|s| {
+                displayable(s.as_ref() as &dyn ExecutionPlan)
+                    .indent(false)
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(shown.len(), 2, "{shown:#?}");
+        let read: Vec<&str> = shown[0].lines().map(str::trim).collect();
+        assert_eq!(read.len(), 3, "{shown:#?}");
+        assert!(
+            read[0].contains("ShuffleWriterExec") && read[0].contains("Hash([_bucket@7], 3)"),
+            "{shown:#?}"
+        );
+        assert!(
+            read[1].starts_with("RecurTaskExec: ReadContacts"),
+            "{shown:#?}"
+        );
+        // the files as 60 partitions of an in-memory source, which a
+        // scheduler restricts to each task's own
+        assert!(
+            read[2].starts_with("DataSourceExec: partitions=60"),
+            "{shown:#?}"
+        );
+        assert_eq!(
+            stages[0]
+                .shuffle_output_partitioning()
+                .map(|p| p.partition_count()),
+            Some(3)
+        );
     }
 }

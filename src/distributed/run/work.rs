@@ -62,7 +62,8 @@ pub(super) fn from_json<T: serde::de::DeserializeOwned>(path: &Path, text: &str)
 /// numbered within the file, and what reading it gave.
 async fn read_one(spec: &Spec, j: usize) -> Result<(Vec<RecordBatch>, FileRead)> {
     let cfg = &spec.cfg;
-    let prep = ingest::prepare(cfg)?;
+    let contact_id = spec.contacts_in().field_with_name("contact_id")?.clone();
+    let prep = ingest::prepare_file(cfg, &spec.files[j], spec.reads_ids, contact_id.data_type())?;
     let sink = Arc::new(crate::buckets::Sink::new(
         prep.schema.clone(),
         Vec::new(),
@@ -70,8 +71,8 @@ async fn read_one(spec: &Spec, j: usize) -> Result<(Vec<RecordBatch>, FileRead)>
     )?);
     let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let ctx = crate::session::session(cfg)?;
-    let file = ingest::read_file(&ctx, cfg, &prep, j, 0, &sink, &read).await?;
-    let assigned = ingest::assigned_ids(&prep, j..j + 1, vec![0])?;
+    let file = ingest::read_file(&ctx, cfg, &prep, 0, 0, &sink, &read).await?;
+    let assigned = ingest::assigned_ids(&prep, 0..1, vec![0])?;
     let sink = Arc::into_inner(sink).expect("every reading task has ended");
     let mut buckets = sink.finish(assigned.as_ref())?;
     let batches = buckets.take(0, 1, true)?.into_iter().flatten().collect();
