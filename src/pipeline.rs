@@ -402,20 +402,7 @@ pub(crate) async fn after_first(
         ),
         bucket_spilled_bytes: spilled_bytes,
     };
-    if cfg.report {
-        // the page shows the manifest as it is without the page itself
-        progress.stage("writing report.html");
-        let value = serde_json::to_value(&manifest).map_err(|source| Error::Json {
-            path: cfg.out.join("manifest.json"),
-            source,
-        })?;
-        let written = crate::html::write(&cfg.out, &value).await?;
-        manifest
-            .stage_seconds
-            .insert("report_html".into(), written.seconds);
-        manifest.report = Some(written);
-    }
-    manifest.write(&cfg.out.join("manifest.json"))?;
+    write_page_and_manifest(cfg, &mut manifest, progress).await?;
     let all = report::summary_all_row(&written.summary);
     Ok(RunSummary {
         ingest: stats,
@@ -432,6 +419,29 @@ pub(crate) async fn after_first(
         run_dir: cfg.out.clone(),
         removed_runs: Vec::new(),
     })
+}
+
+/// Writes report.html (unless `--no-report`), which shows `manifest`,
+/// then the manifest itself, naming the page: the run's last files.
+async fn write_page_and_manifest(
+    cfg: &PipelineConfig,
+    manifest: &mut Manifest,
+    progress: &dyn Progress,
+) -> Result<()> {
+    if cfg.report {
+        // the page shows the manifest as it is without the page itself
+        progress.stage("writing report.html");
+        let value = serde_json::to_value(&*manifest).map_err(|source| Error::Json {
+            path: cfg.out.join("manifest.json"),
+            source,
+        })?;
+        let written = crate::html::write(&cfg.out, &value).await?;
+        manifest
+            .stage_seconds
+            .insert("report_html".into(), written.seconds);
+        manifest.report = Some(written);
+    }
+    manifest.write(&cfg.out.join("manifest.json"))
 }
 
 /// Who finishes the contacts table.
