@@ -289,7 +289,9 @@ impl ExecutionPlan for TaskExec {
     }
 
     fn benefits_from_input_partitioning(&self) -> Vec<bool> {
-        vec![false]
+        // (the first passes' input is shuffled by bucket even when it comes
+        // in one partition, as a log of one file does: one task per bucket)
+        vec![self.task == Task::FirstPass]
     }
 
     fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
@@ -565,6 +567,25 @@ mod tests {
             read[2].starts_with("DataSourceExec: partitions=60"),
             "{shown:#?}"
         );
+        assert_eq!(
+            stages[0]
+                .shuffle_output_partitioning()
+                .map(|p| p.partition_count()),
+            Some(3)
+        );
+        // a log of one file is shuffled into the buckets all the same
+        let json = serde_json::to_string(&spec()).unwrap();
+        let read = TaskNode::try_new(Task::ReadContacts, json.clone(), 1, None).unwrap();
+        let first = TaskNode::try_new(Task::FirstPass, json, 0, Some(read.into_plan())).unwrap();
+        let plan = ctx
+            .state()
+            .create_physical_plan(&first.into_plan())
+            .await
+            .unwrap();
+        let stages = DefaultDistributedPlanner::new()
+            .plan_query_stages(&"job".into(), plan, &config)
+            .unwrap();
+        assert_eq!(stages.len(), 2);
         assert_eq!(
             stages[0]
                 .shuffle_output_partitioning()
