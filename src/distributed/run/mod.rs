@@ -6,9 +6,10 @@
 //! A run on one machine cuts the log into buckets of whole customers and
 //! runs every stage a bucket at a time ([`crate::pipeline`]). On a cluster
 //! the buckets are the executors' tasks, and the client keeps only what
-//! the ranking and the reports read. Three jobs, each a plan of
+//! the ranking and the reports read. Four jobs, each a plan of
 //! [`TaskNode`]s that the scheduler plans with [`TaskPlanner`] and ships to
-//! the executors as [`TaskExec`]s (encoded by [`TaskCodec`]):
+//! the executors as [`TaskExec`]s (encoded by [`TaskCodec`]); a job's items
+//! (files, buckets) are partitions the scheduler gives each task its own of:
 //!
 //! 1. **Read** ([`Task::ReadStats`], a task per input file): each file
 //!    scanned and normalised as ingest does ([`crate::ingest::read_file`]);
@@ -24,14 +25,15 @@
 //!    and exposure passes, the trends' passes. The annotated contacts go to
 //!    the bucket's staging folder; so do the counts, which the client sums
 //!    bucket by bucket in bucket order, as one machine sums its buckets.
-//! 3. **Second passes** ([`Task::SecondPass`], a task per bucket, plus one
-//!    that writes the contacts table): after the client has ranked the
-//!    clusters, each bucket's annotated contacts are read back and passed
-//!    over for sequences, follow-ups, outreach triggers, the frequent
-//!    contacters and the trends' sequences
-//!    ([`crate::stages::second_pass::bucket`]); the last task writes the
-//!    contacts table (and the contact days) from every bucket's annotated
-//!    contacts in bucket order, as one machine does.
+//! 3. **The contacts table** ([`Task::WriteContacts`], one task), sent as
+//!    soon as the first passes end, so that it runs while the client ranks:
+//!    the contacts table (and the contact days) from every bucket's
+//!    annotated contacts in bucket order, as one machine writes them.
+//! 4. **Second passes** ([`Task::SecondPass`], a task per bucket): after
+//!    the client has ranked the clusters, each bucket's annotated contacts
+//!    are read back and passed over for sequences, follow-ups, outreach
+//!    triggers, the frequent contacters and the trends' sequences
+//!    ([`crate::stages::second_pass::bucket`]).
 //!
 //! The client then ranks the sequences and writes the reports and the
 //! manifest, as one machine does ([`crate::pipeline::after_first`]).
@@ -39,7 +41,8 @@
 //! Input: a validated [`PipelineConfig`] with `cluster` set, whose inputs
 //! and output folder every node reads and writes at the same path.
 //! Output: the run's tables under `cfg.out`, equal to one machine's run;
-//! the staging folder `cfg.out/_cluster` is removed at the end.
+//! the staging folder `cfg.out/_cluster` is removed at the end (on a
+//! failure, with the run's own staging folder, by [`crate::runs`]).
 
 mod task;
 mod work;
