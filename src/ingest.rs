@@ -527,6 +527,18 @@ pub(crate) fn finish_stats(
     for (j, file) in files.into_iter().enumerate() {
         absorb(cfg, prep, j, file, &mut stats, &mut seen)?;
     }
+    read_whole(cfg, prep, &stats, seen)?;
+    Ok(stats)
+}
+
+/// The log read whole: logged, and checked for something to analyse
+/// ([`check_rows`]); `seen`: the earliest and latest time read.
+fn read_whole(
+    cfg: &PipelineConfig,
+    prep: &Prepared,
+    stats: &IngestStats,
+    seen: (Option<i64>, Option<i64>),
+) -> Result<()> {
     tracing::info!(
         files = stats.inputs.len(),
         skipped = stats.skipped.len(),
@@ -534,8 +546,7 @@ pub(crate) fn finish_stats(
         rows_used = stats.rows_used,
         "input read"
     );
-    check_rows(cfg, &prep.window, &stats, seen)?;
-    Ok(stats)
+    check_rows(cfg, &prep.window, stats, seen)
 }
 
 /// The contact ids assigned to a log without an id column, for files
@@ -603,14 +614,7 @@ pub async fn ingest(
         absorb(cfg, &prep, j, file, &mut stats, &mut seen)?;
         progress.rows_read(stats.rows_read, total_rows);
     }
-    tracing::info!(
-        files = stats.inputs.len(),
-        skipped = stats.skipped.len(),
-        rows_read = stats.rows_read,
-        rows_used = stats.rows_used,
-        "input read"
-    );
-    check_rows(cfg, &prep.window, &stats, seen)?;
+    read_whole(cfg, &prep, &stats, seen)?;
     let assigned = assigned_ids(&prep, 0..prep.plans.len(), file_first_partition)?;
     let sink = Arc::into_inner(sink).expect("every reading task has ended");
     Ok(Ingested {

@@ -133,15 +133,7 @@ async fn run_stages(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<Run
     }
     let contact_id = ingested.schema.field_with_name("contact_id")?.clone();
     let stats = ingested.stats;
-    // the as-of the run is made for, recorded as used (an empty log's, under
-    // --allow-empty and without --as-of: now)
-    let cfg = &PipelineConfig {
-        as_of_us: cfg
-            .as_of_us
-            .or(stats.max_ts_us)
-            .or(Some(started.timestamp_micros())),
-        ..cfg.clone()
-    };
+    let cfg = &with_as_of(cfg, &stats, started);
     let spill_dir = ingested.buckets.dir();
     let n_buckets = ingested.buckets.len();
     let params = timeline_params(cfg, stats.max_ts_us);
@@ -484,6 +476,23 @@ fn surges(
         report::write_batches(schema, &[batch], &cfg.out, name, tables)?;
     }
     Ok(surges)
+}
+
+/// `cfg` with the as-of the run is made for, recorded as used: `--as-of`,
+/// else the log's last contact (an empty log's, under --allow-empty: the
+/// run's start).
+pub(crate) fn with_as_of(
+    cfg: &PipelineConfig,
+    stats: &IngestStats,
+    started: chrono::DateTime<chrono::Utc>,
+) -> PipelineConfig {
+    PipelineConfig {
+        as_of_us: cfg
+            .as_of_us
+            .or(stats.max_ts_us)
+            .or(Some(started.timestamp_micros())),
+        ..cfg.clone()
+    }
 }
 
 /// The parameters of every timeline pass of a run over a log whose last

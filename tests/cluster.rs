@@ -144,6 +144,21 @@ impl Cluster {
         bounded(child, limit)
     }
 
+    /// Kills executor `i` (SIGKILL) as soon as it has written shuffle
+    /// output; fails the test if it never does.
+    fn kill_once_it_shuffles(&mut self, i: usize) {
+        let started = Instant::now();
+        while self.shuffle_files(i) == 0 {
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "executor {i} never started work"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.executors[i].kill().unwrap();
+        self.executors[i].wait().unwrap();
+    }
+
     /// Shuffle files an executor wrote.
     fn shuffle_files(&self, i: usize) -> usize {
         walk(&self.work_dirs[i])
@@ -252,17 +267,7 @@ fn an_executor_killed_mid_run_is_survived_or_named() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // once the second executor has written shuffle output, it dies
-    let started = Instant::now();
-    while cluster.shuffle_files(1) == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "executor 1 never started work"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cluster.executors[1].kill().unwrap();
-    cluster.executors[1].wait().unwrap();
+    cluster.kill_once_it_shuffles(1);
     let o = bounded(child, Duration::from_secs(300));
     let err = String::from_utf8_lossy(&o.stderr);
     match o.status.code() {
@@ -563,17 +568,7 @@ fn a_run_on_a_cluster_survives_or_names_a_killed_executor() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // once the second executor has written shuffle output, it dies
-    let started = Instant::now();
-    while cluster.shuffle_files(1) == 0 {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "executor 1 never started work"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    cluster.executors[1].kill().unwrap();
-    cluster.executors[1].wait().unwrap();
+    cluster.kill_once_it_shuffles(1);
     let o = bounded(child, Duration::from_secs(300));
     let err = String::from_utf8_lossy(&o.stderr);
     match o.status.code() {

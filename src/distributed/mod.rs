@@ -95,7 +95,7 @@ impl PhysicalExtensionCodec for RecurPhysicalCodec {
             TimelineCodec.try_encode(node, buf, proto_converter)
         } else if node.downcast_ref::<run::TaskExec>().is_some() {
             buf.push(TASK);
-            run::TaskCodec::encode_exec(&node, buf).map(|_| ())
+            run::TaskCodec::encode_exec(&node, buf)
         } else {
             buf.push(BALLISTA);
             self.ballista.try_encode(node, buf, proto_converter)
@@ -130,7 +130,7 @@ impl LogicalExtensionCodec for RecurLogicalCodec {
             TimelineLogicalCodec.try_encode(node, buf)
         } else if node.node.as_any().downcast_ref::<run::TaskNode>().is_some() {
             buf.push(TASK);
-            run::TaskCodec::encode_node(node, buf).map(|_| ())
+            run::TaskCodec::encode_node(node, buf)
         } else {
             buf.push(BALLISTA);
             self.ballista.try_encode(node, buf)

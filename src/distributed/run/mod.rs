@@ -75,8 +75,8 @@ use crate::timeline::PatternSums;
 
 pub use task::{Task, TaskCodec, TaskExec, TaskNode, TaskPlanner};
 use work::{
-    ContactsWritten, FirstStaged, counted_tables, first_bucket, from_json, read_ipc, to_json,
-    write_atomic, write_ipc,
+    ContactsWritten, FirstStaged, counted_tables, first_bucket, from_json, read_ipc, read_json,
+    to_json, write_atomic, write_ipc,
 };
 
 /// What every task of a job reads: the run's configuration and what the
@@ -280,13 +280,7 @@ pub async fn run(cfg: &PipelineConfig, progress: &dyn Progress) -> Result<RunSum
     let json = |spec: &Spec| to_json(&staging, spec);
     let stats = read_log(&ctx, &url, &prep, &spec).await?;
     s.add_seconds("ingest", t);
-    let cfg = &PipelineConfig {
-        as_of_us: cfg
-            .as_of_us
-            .or(stats.max_ts_us)
-            .or(Some(started.timestamp_micros())),
-        ..cfg.clone()
-    };
+    let cfg = &crate::pipeline::with_as_of(cfg, &stats, started);
     let bounds = ingest::bucket_bounds(cfg, &prep, partitions)?;
     let n_buckets = bounds.len() + 1;
     spec.cfg = cfg.clone();
@@ -390,8 +384,7 @@ async fn gather_first(spec: &Spec, n_buckets: usize) -> Result<(Counted, Beside,
 /// Sums bucket `dir`'s first passes into `counted` (and the trends').
 fn absorb_first(dir: &Path, counted: &mut Counted, trends: Option<&mut Trends>) -> Result<()> {
     let path = dir.join("first.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let staged: FirstStaged = from_json(&path, &text)?;
+    let staged: FirstStaged = read_json(&path)?;
     for (name, table) in counted_tables(counted) {
         let (schema, batches) = read_ipc(&dir.join(format!("{name}.arrow")))?;
         let mut batches = batches.into_iter();
@@ -487,8 +480,7 @@ impl Cluster {
                 trends.add_rows([period(0)?, period(1)?])?;
             }
             let path = dir.join("second.json");
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            contacters.add_fill(b, from_json(&path, &text)?);
+            contacters.add_fill(b, read_json(&path)?);
             schema.get_or_insert(f_schema.clone());
             found.push(Found {
                 occurrences: (occ_schema, vec![occ]),

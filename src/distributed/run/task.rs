@@ -433,8 +433,18 @@ impl TaskCodec {
         serde_json::from_slice(buf).map_err(|e| DataFusionError::Plan(format!("a recur task: {e}")))
     }
 
-    fn write(e: &Encoded, buf: &mut Vec<u8>) -> datafusion::error::Result<()> {
-        serde_json::to_writer(buf, e).map_err(|e| DataFusionError::External(Box::new(e)))
+    fn write(
+        task: Task,
+        spec: &str,
+        partitions: usize,
+        buf: &mut Vec<u8>,
+    ) -> datafusion::error::Result<()> {
+        let e = Encoded {
+            task,
+            spec: spec.to_string(),
+            partitions,
+        };
+        serde_json::to_writer(buf, &e).map_err(|e| DataFusionError::External(Box::new(e)))
     }
 
     /// The node in `buf`, over `inputs`.
@@ -450,20 +460,15 @@ impl TaskCodec {
         })
     }
 
-    /// Encodes `node` if it is a [`TaskNode`] (else false).
-    pub fn encode_node(node: &Extension, buf: &mut Vec<u8>) -> datafusion::error::Result<bool> {
+    /// Encodes `node`, a [`TaskNode`].
+    pub fn encode_node(node: &Extension, buf: &mut Vec<u8>) -> datafusion::error::Result<()> {
         let Some(t) = node.node.as_any().downcast_ref::<TaskNode>() else {
-            return Ok(false);
+            return Err(DataFusionError::NotImplemented(format!(
+                "recur's task codec encodes task nodes, not {}",
+                node.node.name()
+            )));
         };
-        Self::write(
-            &Encoded {
-                task: t.task,
-                spec: t.spec.clone(),
-                partitions: t.partitions,
-            },
-            buf,
-        )?;
-        Ok(true)
+        Self::write(t.task, &t.spec, t.partitions, buf)
     }
 
     /// The operator in `buf`, over `inputs`.
@@ -484,23 +489,18 @@ impl TaskCodec {
         )?))
     }
 
-    /// Encodes `node` if it is a [`TaskExec`] (else false).
+    /// Encodes `node`, a [`TaskExec`].
     pub fn encode_exec(
         node: &Arc<dyn ExecutionPlan>,
         buf: &mut Vec<u8>,
-    ) -> datafusion::error::Result<bool> {
+    ) -> datafusion::error::Result<()> {
         let Some(t) = node.downcast_ref::<TaskExec>() else {
-            return Ok(false);
+            return Err(DataFusionError::NotImplemented(format!(
+                "recur's task codec encodes task operators, not {}",
+                node.name()
+            )));
         };
-        Self::write(
-            &Encoded {
-                task: t.task,
-                spec: t.spec.clone(),
-                partitions: t.partitions,
-            },
-            buf,
-        )?;
-        Ok(true)
+        Self::write(t.task, &t.spec, t.partitions, buf)
     }
 }
 

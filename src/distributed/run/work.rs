@@ -58,6 +58,12 @@ pub(super) fn from_json<T: serde::de::DeserializeOwned>(path: &Path, text: &str)
     })
 }
 
+/// The JSON file at `path`, read.
+pub(super) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    from_json(path, &text)
+}
+
 /// Reads file `j` of the log into a bucket of its own: its contacts,
 /// numbered within the file, and what reading it gave.
 async fn read_one(spec: &Spec, j: usize) -> Result<(Vec<RecordBatch>, FileRead)> {
@@ -289,9 +295,7 @@ pub(super) async fn second_passes(spec: &Spec, b: usize) -> Result<RecordBatch> 
         second.horizon_s,
         &params,
     );
-    let path = spec.staging.join("contacters.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    let mut contacters: Contacters = from_json(&path, &text)?;
+    let mut contacters: Contacters = read_json(&spec.staging.join("contacters.json"))?;
     let before = contacters.listed_len();
     let mut beside = Beside {
         null_check: None,
